@@ -37,7 +37,7 @@ struct Formatter {
                 self.atBlockStart = true
                 for setting in sampler.settings {
                     let text = ([setting.name.name] + setting.values.map(self.print)).joined(separator: " ")
-                    self.item(setting.range, indent: Self.indentUnit, text: text)
+                    self.item(setting.range, indent: Self.indentUnit, text: text, within: sampler.range.end - 1)
                 }
                 self.closeBlock(sampler.range)
             case .budget(let budget):
@@ -49,7 +49,7 @@ struct Formatter {
                 self.trailingOnSameLine(after: budget.rules.first.map { $0.range.start } ?? budget.range.end)
                 self.atBlockStart = true
                 for rule in budget.rules {
-                    self.item(rule.range, indent: Self.indentUnit, text: self.print(rule))
+                    self.item(rule.range, indent: Self.indentUnit, text: self.print(rule), within: budget.range.end - 1)
                 }
                 self.closeBlock(budget.range)
             }
@@ -67,12 +67,13 @@ struct Formatter {
         self.trailing(after: range.end)
     }
 
-    private mutating func item(_ range: SourceRange, indent: String, text: String) {
+    /// Prints one item; `within` bounds the end-of-line comments it may take (a block's closing brace).
+    private mutating func item(_ range: SourceRange, indent: String, text: String, within limit: Int = Int.max) {
         self.leading(before: range.start, indent: indent)
         self.lines.append(indent + text)
         self.lastEnd = range.end
         self.atBlockStart = false
-        self.trailing(after: range.end, insideFrom: range.start)
+        self.trailing(after: range.end, insideFrom: range.start, within: limit)
     }
 
     private func commentText(_ comment: Comment) -> String {
@@ -123,14 +124,14 @@ struct Formatter {
     }
 
     /// Comments inside an item, and the one after it on the same line, go at the end of its line.
-    private mutating func trailing(after end: Int, insideFrom start: Int? = nil) {
+    private mutating func trailing(after end: Int, insideFrom start: Int? = nil, within limit: Int = Int.max) {
         let comments = self.syntax.comments
         var first = true
         while self.commentIndex < comments.count {
             let comment = comments[self.commentIndex]
             let inside = start.map { comment.range.start >= $0 && comment.range.start < end } ?? false
             let sameLine = comment.range.start >= end && self.newlines(from: end, to: comment.range.start) == 0
-            guard inside || sameLine else { break }
+            guard inside || sameLine, comment.range.start < limit else { break }
             if first {
                 self.lines[self.lines.count - 1] += "  " + self.commentText(comment)
                 first = false

@@ -71,10 +71,12 @@ struct Parser {
     @discardableResult
     private mutating func expect(_ kind: TokenKind, _ context: String, suggestion: String? = nil) -> Token? {
         if self.current.kind == kind { return self.advance() }
+        // A missing closer is best shown where the line ended, not on the next declaration.
+        let atPrevious = self.current.kind == .endOfFile || (self.current.startsLine && self.index > 0)
         self.sink.emit(
             .expectedToken,
             "expected \(kind.spelling) \(context), found \(self.describe(self.current))",
-            at: self.current.kind == .endOfFile ? SourceRange(start: self.previousEnd, end: self.previousEnd) : self.current.range,
+            at: atPrevious ? SourceRange(start: self.previousEnd, end: self.previousEnd) : self.current.range,
             suggestion: suggestion
         )
         return nil
@@ -214,8 +216,12 @@ struct Parser {
             }
         }
         rule.range = rule.actionRange.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
+        // A stray word at the start of a line is most likely a misspelt declaration: leave it to the
+        // declaration loop, which suggests `keep`/`drop`/….
+        let strayDeclaration = self.current.startsLine && self.current.kind == .identifier
+            && !self.isAnyWord(["and", "or", "not"])
         if !self.atEnd, !self.atDeclarationStart, !(inBudget && self.current.kind == .rightBrace),
-            self.current.kind != .semicolon
+            self.current.kind != .semicolon, !strayDeclaration
         {
             let token = self.current
             var suggestion: String
@@ -331,12 +337,13 @@ struct Parser {
     }
 
     private func startsSettingValue() -> Bool {
+        // A setting's values are on its own line, up to the next setting's name or `;`.
+        if self.current.startsLine { return false }
         switch self.current.kind {
         case .string, .number, .quantity, .leftBracket: return true
         case .identifier:
             let word = self.text(self.current)
             return !SamplerSettingSchema.isSettingName(word) && !Keyword.declarationStarts.contains(word)
-                && !(self.current.startsLine && Spelling.closest(to: word, in: SamplerSettingSchema.allNames) != nil)
         default: return false
         }
     }
@@ -432,6 +439,7 @@ struct Parser {
                 if self.current.kind == .comma {
                     self.advance()
                 } else if self.current.kind != .rightBracket {
+                    if self.atDeclarationStart || self.current.startsLine { break }
                     self.expect(.comma, "between list items", suggestion: "separate items with commas: `[\"a\", \"b\"]`")
                     if self.current.kind != .string && self.current.kind != .number && self.current.kind != .quantity
                         && self.current.kind != .identifier

@@ -329,6 +329,14 @@ struct Checker {
             }
         }
         guard rule.name != nil else { return nil }
+        if rule.action == .drop, rule.condition == nil, rule.sample == nil {
+            self.sink.emit(
+                .dropEverything,
+                "`drop \(ruleName)` has no condition and drops every trace",
+                at: rule.name?.range ?? rule.actionRange,
+                suggestion: "add `when …`, or `sample N%` to drop a fraction of all traces"
+            )
+        }
 
         var extras: [PolicyKind] = []
         if let sampling { extras.append(.probabilistic(sampling)) }

@@ -29,7 +29,6 @@ enum SamplerSettingSchema {
         return aliases
     }()
 
-    static let allNames: [String] = Array(names) + Array(aliases.keys)
 
     static func isSettingName(_ word: String) -> Bool {
         names.contains(word) || aliases[word] != nil

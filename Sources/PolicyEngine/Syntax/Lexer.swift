@@ -113,10 +113,10 @@ struct Lexer {
             case UInt8(ascii: "\""):
                 self.lexString(&sink)
             case UInt8(ascii: "0")...UInt8(ascii: "9"):
-                self.lexNumber()
+                self.lexNumber(&sink)
             case UInt8(ascii: "-") where self.peek(1).map(Self.isDigit) ?? false:
                 self.position += 1
-                self.lexNumber(from: start)
+                self.lexNumber(&sink, from: start)
             case _ where Self.isIdentifierStart(byte):
                 self.position += 1
                 while let next = self.peek(), Self.isIdentifierContinue(next) { self.position += 1 }
@@ -326,7 +326,7 @@ struct Lexer {
         }
     }
 
-    private mutating func lexNumber(from start: Int? = nil) {
+    private mutating func lexNumber(_ sink: inout DiagnosticSink, from start: Int? = nil) {
         let start = start ?? self.position
         while let byte = self.peek(), Self.isDigit(byte) || byte == UInt8(ascii: "_") { self.position += 1 }
         if self.peek() == UInt8(ascii: "."), let next = self.peek(1), Self.isDigit(next) {
@@ -338,6 +338,25 @@ struct Lexer {
             self.position += 1
         } else {
             while let byte = self.peek(), Self.isLetter(byte) { self.position += 1 }
+        }
+        if self.position > unitStart, let next = self.peek(), Self.isDigit(next) {
+            // `1h30m`: compound values are not part of the language.
+            let unitEnd = self.position
+            while let byte = self.peek(), Self.isDigit(byte) || Self.isLetter(byte) || byte == UInt8(ascii: ".") {
+                self.position += 1
+            }
+            sink.emit(
+                .invalidNumber,
+                "`\(String(decoding: self.bytes[start..<self.position], as: UTF8.self))` is not a number with one unit",
+                at: SourceRange(start: start, end: self.position),
+                suggestion: "write a single value with a single unit, such as `90m` or `1500ms`"
+            )
+            self.tokens.append(
+                Token(kind: .quantity, range: SourceRange(start: start, end: unitEnd), unitStart: unitStart, startsLine: self.sawLineBreak)
+            )
+            self.sawLineBreak = false
+            self.lineHasToken = true
+            return
         }
         self.add(self.position > unitStart ? .quantity : .number, from: start, unitStart: unitStart)
     }

@@ -491,6 +491,19 @@ struct Checker {
             return nil  // X and not X
         }
 
+        let aloneInKeep =
+            action == .keep && !inBudget && durationMin == nil && tests.isEmpty && extras.isEmpty && spansMin == nil
+            && spansMax == nil
+        if durationMax == 0, !aloneInKeep {
+            // The collector reads `upper_threshold_ms: 0` as "no upper bound".
+            self.sink.emit(
+                .zeroNumericBound,
+                "a duration upper bound of 0ms cannot be expressed: the collector reads an upper bound of 0 as \"no bound\"",
+                at: literals.first { if case .durationAtMost = $0.atom { true } else { false } }?.range ?? SourceRange(start: 0, end: 0),
+                suggestion: "test `duration < 1ms` in a rule of its own"
+            )
+            return nil
+        }
         // Leaves: (kind without inversion, negated, invertible, range)
         var leaves: [(kind: PolicyKind, negated: Bool, invertible: Bool, range: SourceRange?)] = []
         if durationMin != nil || durationMax != nil {

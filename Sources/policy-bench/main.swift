@@ -10,7 +10,8 @@ let iterations = CommandLine.arguments.count > 2 ? Int(CommandLine.arguments[2])
 /// A generated policy set that uses every construct, spread over 10 files.
 func generatePolicySet(rules: Int) -> [SourceFile] {
     var files = Array(repeating: "", count: 10)
-    files[0] += "sampler {\n    decision_wait 30s\n    max_traces 200000\n    cache sampled 2000000 unsampled 4000000\n}\n"
+    files[0] +=
+        "sampler {\n    decision_wait 30s\n    max_traces 200000\n    cache sampled 2000000 unsampled 4000000\n}\n"
     for index in 0..<rules {
         let line: String
         switch index % 10 {
@@ -19,7 +20,9 @@ func generatePolicySet(rules: Int) -> [SourceFile] {
         case 2: line = "keep slow_\(index) when service == \"svc-\(index)\" and duration > \(100 + index)ms"
         case 3: line = "keep tier_\(index) when attr[\"tier\"] in [\"gold-\(index)\", \"platinum-\(index)\"] sample 50%"
         case 4: line = "keep big_\(index) when spans >= \(10 + index) and not attr[\"internal\"] == true"
-        case 5: line = "keep codes_\(index) when attr[\"http.status\"] in 500..\(600 + index) or tracestate[\"t\"] == \"v\(index)\""
+        case 5:
+            line =
+                "keep codes_\(index) when attr[\"http.status\"] in 500..\(600 + index) or tracestate[\"t\"] == \"v\(index)\""
         case 6: line = "keep sample_\(index) when service == \"svc-\(index)\" sample 10% limit \(index + 1) spans/s"
         case 7: line = "keep ottl_\(index) when ottl span \"attributes[\\\"n\\\"] == \(index)\""
         case 8: line = "keep bytes_\(index) when service == \"exp-\(index)\" limit \(index + 1)MiB/s"
@@ -53,8 +56,18 @@ for _ in 0..<iterations {
 }
 timings.sort()
 let median = timings[timings.count / 2]
-print("compile: \(ruleCount) rules, \(set.policies.count) top-level policies, \(files.count) files, \(bytes / 1024) KiB")
-print(String(format: "compile: median %.2f ms, min %.2f ms, max %.2f ms over %d runs", median, timings.first!, timings.last!, iterations))
+print(
+    "compile: \(ruleCount) rules, \(set.policies.count) top-level policies, \(files.count) files, \(bytes / 1024) KiB"
+)
+print(
+    String(
+        format: "compile: median %.2f ms, min %.2f ms, max %.2f ms over %d runs",
+        median,
+        timings.first!,
+        timings.last!,
+        iterations
+    )
+)
 
 var formatTimings: [Double] = []
 for _ in 0..<iterations {

@@ -34,7 +34,10 @@ let diagnosticExamples: [(DiagnosticCode, String)] = [
     (.limitWithOr, "keep a when status == ERROR or spans > 5 1️⃣limit 10 spans/s"),
     (.orInBudget, "budget b 10 spans/s {\n    keep c when 1️⃣status == ERROR or spans > 5 share 50%\n}"),
     (.missingShare, "budget b 10 spans/s {\n    keep 1️⃣c when status == ERROR\n}"),
-    (.sharesOverBudget, "budget 1️⃣b 10 spans/s {\n    keep c when spans > 5 share 60%\n    keep d when spans > 2 share 60%\n}"),
+    (
+        .sharesOverBudget,
+        "budget 1️⃣b 10 spans/s {\n    keep c when spans > 5 share 60%\n    keep d when spans > 2 share 60%\n}"
+    ),
     (.misplacedShare, "keep a when status == ERROR 1️⃣share 10%"),
     (.invalidRegex, "keep a when service matches 1️⃣\"(abc\""),
     (.emptyStringValue, "keep a when service == 1️⃣\"\""),
@@ -58,7 +61,10 @@ let diagnosticExamples: [(DiagnosticCode, String)] = [
     (.alwaysTrue, "keep a when service == \"x\" and 1️⃣spans >= 1"),
     (.dropNeverMatches, "drop a when 1️⃣duration > 2s and duration < 1s"),
     (.percentageOver100, "keep a sample 1️⃣150%"),
-    (.unreachableAllocation, "budget b 10 spans/s {\n    keep c share 50%\n    keep 1️⃣d when status == ERROR share 50%\n}"),
+    (
+        .unreachableAllocation,
+        "budget b 10 spans/s {\n    keep c share 50%\n    keep 1️⃣d when status == ERROR share 50%\n}"
+    ),
     (.unusedBudget, "budget 1️⃣b 10 spans/s {\n    keep c when status == ERROR share 50%\n}"),
     (.dropEverything, "drop 1️⃣everything"),
     (.separateAttributeTests, "keep a when attr[\"c\"] >= 500 and 1️⃣attr[\"c\"] <= 599"),
@@ -75,7 +81,10 @@ let specialCodes: Set<DiagnosticCode> = [.invalidUTF8, .tooManyErrors]
         let (text, line, column) = marked(source)
         let result = compile(text)
         let matching = result.diagnostics.filter { $0.code.rawValue == code }
-        #expect(!matching.isEmpty, "no \(code) in \(result.diagnostics.map { "\($0.code.rawValue)@\($0.start.line):\($0.start.column) \($0.message)" })")
+        #expect(
+            !matching.isEmpty,
+            "no \(code) in \(result.diagnostics.map { "\($0.code.rawValue)@\($0.start.line):\($0.start.column) \($0.message)" })"
+        )
         #expect(
             matching.contains { $0.start.line == line && $0.start.column == column },
             "\(code) expected at \(line):\(column), got \(matching.map { "\($0.start.line):\($0.start.column)" })"

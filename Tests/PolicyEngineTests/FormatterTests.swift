@@ -69,7 +69,9 @@ import Testing
 
     @Test func keepsEveryComment() throws {
         let formatted = try #require(PolicyFormatter.format(SourceFile(path: "m.policy", text: Self.messy)).formatted)
-        let comments = Self.messy.split(separator: "\n").compactMap { line in line.firstIndex(of: "#").map { String(line[$0...]).trimmingCharacters(in: .whitespaces) } }
+        let comments = Self.messy.split(separator: "\n").compactMap { line in
+            line.firstIndex(of: "#").map { String(line[$0...]).trimmingCharacters(in: .whitespaces) }
+        }
         for comment in comments {
             #expect(formatted.contains(comment), "lost comment \(comment)")
         }
@@ -79,7 +81,9 @@ import Testing
         for file in try examplePolicies() + [SourceFile(path: "m.policy", text: Self.messy)] {
             let formatted = try #require(PolicyFormatter.format(file).formatted)
             let before = PolicyCompiler.compile([file]).policySet.map(Self.withoutOrigins)
-            let after = PolicyCompiler.compile([SourceFile(path: file.path, text: formatted)]).policySet.map(Self.withoutOrigins)
+            let after = PolicyCompiler.compile([SourceFile(path: file.path, text: formatted)]).policySet.map(
+                Self.withoutOrigins
+            )
             #expect(before == after, "\(file.path) means something else after formatting")
         }
     }

@@ -16,7 +16,10 @@ import Testing
 
     @Test func examplesCompileCleanly() throws {
         let result = PolicyCompiler.compile(try examplePolicies())
-        #expect(result.diagnostics.isEmpty, "\(result.diagnostics.map { "\($0.file):\($0.start.line) \($0.code.rawValue) \($0.message)" })")
+        #expect(
+            result.diagnostics.isEmpty,
+            "\(result.diagnostics.map { "\($0.file):\($0.start.line) \($0.code.rawValue) \($0.message)" })"
+        )
         let set = try #require(result.policySet)
         #expect(set.policies.count >= 12)
         let types = Set(Self.allTypes(set.policies))
@@ -36,7 +39,10 @@ import Testing
             try actual.write(to: Self.goldenURL, atomically: true, encoding: .utf8)
         }
         let expected = try String(contentsOf: Self.goldenURL, encoding: .utf8)
-        #expect(actual == expected, "IR differs from Golden/policies.ir.json; rerun with UPDATE_GOLDEN=1 and review the diff")
+        #expect(
+            actual == expected,
+            "IR differs from Golden/policies.ir.json; rerun with UPDATE_GOLDEN=1 and review the diff"
+        )
     }
 
     @Test func fileOrderDoesNotMatter() throws {

@@ -32,12 +32,17 @@ import Testing
     }
 
     @Test func unterminatedStrings() {
-        _ = self.check(Array("keep a when service == \"checkout\nkeep b when service == \"x".utf8), expecting: .unterminatedString)
+        _ = self.check(
+            Array("keep a when service == \"checkout\nkeep b when service == \"x".utf8),
+            expecting: .unterminatedString
+        )
         _ = self.check(Array("keep a when service == \"abc\\\"".utf8), expecting: .unterminatedString)
     }
 
     @Test func tenThousandNestedParentheses() {
-        let text = "keep a when " + String(repeating: "(", count: 10_000) + "status == ERROR" + String(repeating: ")", count: 10_000)
+        let text =
+            "keep a when " + String(repeating: "(", count: 10_000) + "status == ERROR"
+            + String(repeating: ")", count: 10_000)
         let result = self.check(Array(text.utf8), expecting: .nestingTooDeep)
         #expect(result.diagnostics.filter { $0.code == .nestingTooDeep }.count == 1)
         let unbalanced = "keep a when " + String(repeating: "(", count: 10_000) + "\nkeep b when status == ERROR\n"
@@ -54,7 +59,9 @@ import Testing
     @Test func fiftyMegabyteFile() {
         // 50 MB: a few valid rules, then long garbage lines, comments and broken rules.
         var bytes = Array("keep errors when status == ERROR\n".utf8)
-        let garbage = Array("keep @@ when ((( \"unterminated\n# a comment line that goes on for a while ...........\n".utf8)
+        let garbage = Array(
+            "keep @@ when ((( \"unterminated\n# a comment line that goes on for a while ...........\n".utf8
+        )
         bytes.reserveCapacity(50 * 1_048_576 + garbage.count)
         while bytes.count < 50 * 1_048_576 { bytes += garbage }
         let result = self.check(bytes)
@@ -63,7 +70,8 @@ import Testing
     }
 
     @Test func oneHugeLine() {
-        let text = "keep a when service in [" + Array(repeating: "\"svc\"", count: 200_000).joined(separator: ", ") + "]"
+        let text =
+            "keep a when service in [" + Array(repeating: "\"svc\"", count: 200_000).joined(separator: ", ") + "]"
         #expect(!self.check(Array(text.utf8)).hasErrors)
     }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import PolicyEngine
@@ -110,7 +111,9 @@ import Testing
                 == .not(
                     Policy(
                         name: "string_attribute",
-                        kind: .stringAttribute(StringAttributeTest(key: "service.name", values: ["checkout"], regex: false))
+                        kind: .stringAttribute(
+                            StringAttributeTest(key: "service.name", values: ["checkout"], regex: false)
+                        )
                     )
                 )
         )
@@ -162,10 +165,15 @@ import Testing
         #expect(
             kind
                 == .drop([
-                    Policy(name: "boolean_attribute", kind: .booleanAttribute(BooleanAttributeTest(key: "synthetic", value: true))),
+                    Policy(
+                        name: "boolean_attribute",
+                        kind: .booleanAttribute(BooleanAttributeTest(key: "synthetic", value: true))
+                    ),
                     Policy(
                         name: "string_attribute",
-                        kind: .stringAttribute(StringAttributeTest(key: "service.name", values: ["canary"], regex: false, invert: true))
+                        kind: .stringAttribute(
+                            StringAttributeTest(key: "service.name", values: ["canary"], regex: false, invert: true)
+                        )
                     ),
                 ])
         )
@@ -245,5 +253,3 @@ import Testing
         #expect(decoded == set)
     }
 }
-
-import Foundation

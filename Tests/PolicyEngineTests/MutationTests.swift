@@ -5,12 +5,14 @@ import Testing
 /// Thousands of randomly damaged copies of the examples: the compiler never crashes, every
 /// diagnostic points inside its file, and whatever still formats, formats idempotently.
 @Suite struct MutationTests {
-    static let fragments: [[UInt8]] = [
-        "(", ")", "[", "]", "{", "}", "\"", "#", "==", "=", "!", "..", "/", ",", "and", "or", "not", "keep", "drop",
-        "budget", "sampler", "when", "sample", "limit", "share", "salt", "burst", "0", "-1", "99999999999999999999",
-        "0%", "150%", "1h30m", "500us", "\u{0}", "\n", " ", "\t", "status", "duration", "spans", "attr[\"x\"]", "ottl",
-        "matches", "in", "µ", "“",
-    ].map { Array($0.utf8) } + [[0xFF], [0xC3], [0xE2, 0x82]]
+    static let fragments: [[UInt8]] =
+        [
+            "(", ")", "[", "]", "{", "}", "\"", "#", "==", "=", "!", "..", "/", ",", "and", "or", "not", "keep", "drop",
+            "budget", "sampler", "when", "sample", "limit", "share", "salt", "burst", "0", "-1", "99999999999999999999",
+            "0%", "150%", "1h30m", "500us", "\u{0}", "\n", " ", "\t", "status", "duration", "spans", "attr[\"x\"]",
+            "ottl",
+            "matches", "in", "µ", "“",
+        ].map { Array($0.utf8) } + [[0xFF], [0xC3], [0xE2, 0x82]]
 
     static func mutate(_ bytes: [UInt8], using generator: inout SeededGenerator) -> [UInt8] {
         var bytes = bytes

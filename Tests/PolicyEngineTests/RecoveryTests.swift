@@ -40,9 +40,15 @@ import Testing
 
     @Test func unclosedBlocksAreReported() {
         let result = compile("sampler {\n    decision_wait 30s\nkeep a when status == ERROR\n")
-        #expect(result.diagnostics.contains { $0.code == .expectedToken && $0.message.contains("`sampler` block opened at line 1") })
+        #expect(
+            result.diagnostics.contains {
+                $0.code == .expectedToken && $0.message.contains("`sampler` block opened at line 1")
+            }
+        )
         let budget = compile("budget b 10 spans/s {\n    keep c share 100%\n")
-        #expect(budget.diagnostics.contains { $0.code == .expectedToken && $0.message.contains("budget opened at line 1") })
+        #expect(
+            budget.diagnostics.contains { $0.code == .expectedToken && $0.message.contains("budget opened at line 1") }
+        )
     }
 
     @Test func symbolicOperatorsAreReportedAndUnderstood() {

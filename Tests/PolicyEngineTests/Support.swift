@@ -59,14 +59,26 @@ struct SeededGenerator: RandomNumberGenerator {
 }
 
 /// Checks that every diagnostic points inside its file.
-func expectValidLocations(_ diagnostics: [Diagnostic], in file: SourceFile, sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+func expectValidLocations(
+    _ diagnostics: [Diagnostic],
+    in file: SourceFile,
+    sourceLocation: Testing.SourceLocation = #_sourceLocation
+) {
     let lineCount = file.lineStarts.count
     for diagnostic in diagnostics {
         #expect(diagnostic.file == file.path, sourceLocation: sourceLocation)
-        #expect(diagnostic.start.line >= 1 && diagnostic.start.line <= lineCount, "\(diagnostic)", sourceLocation: sourceLocation)
+        #expect(
+            diagnostic.start.line >= 1 && diagnostic.start.line <= lineCount,
+            "\(diagnostic)",
+            sourceLocation: sourceLocation
+        )
         #expect(diagnostic.start.column >= 1, sourceLocation: sourceLocation)
         let lineLength = file.lineText(diagnostic.start.line).utf8.count
-        #expect(diagnostic.start.column <= lineLength + 2, "\(diagnostic) line length \(lineLength)", sourceLocation: sourceLocation)
+        #expect(
+            diagnostic.start.column <= lineLength + 2,
+            "\(diagnostic) line length \(lineLength)",
+            sourceLocation: sourceLocation
+        )
         #expect(diagnostic.end >= diagnostic.start, sourceLocation: sourceLocation)
         #expect(!diagnostic.message.isEmpty, sourceLocation: sourceLocation)
     }

@@ -16,7 +16,10 @@ public enum DiagnosticFormatter {
             let startByte = min(diagnostic.start.column - 1, lineBytes.count)
             let endByte: Int
             if diagnostic.end.line == diagnostic.start.line {
-                endByte = min(max(diagnostic.end.column - 1, startByte + 1), max(startByte + 1, Self.visibleLength(lineBytes)))
+                endByte = min(
+                    max(diagnostic.end.column - 1, startByte + 1),
+                    max(startByte + 1, Self.visibleLength(lineBytes))
+                )
             } else {
                 endByte = max(startByte + 1, Self.visibleLength(lineBytes))
             }

@@ -117,7 +117,9 @@ struct Formatter {
         let comments = self.syntax.comments
         guard self.commentIndex < comments.count else { return }
         let comment = comments[self.commentIndex]
-        guard comment.range.start < limit, self.newlines(from: self.lastEnd, to: comment.range.start) == 0 else { return }
+        guard comment.range.start < limit, self.newlines(from: self.lastEnd, to: comment.range.start) == 0 else {
+            return
+        }
         self.lines[self.lines.count - 1] += "  " + self.commentText(comment)
         self.lastEnd = comment.range.end
         self.commentIndex += 1

@@ -185,7 +185,10 @@ struct Parser {
             case "sample":
                 self.advance()
                 if rule.sample != nil { self.duplicateClause("sample", keywordToken) }
-                var clause = SampleClause(percentage: self.parseValue(context: "after `sample`"), range: keywordToken.range)
+                var clause = SampleClause(
+                    percentage: self.parseValue(context: "after `sample`"),
+                    range: keywordToken.range
+                )
                 if self.isWord("salt") {
                     self.advance()
                     if self.current.kind == .string {
@@ -218,7 +221,8 @@ struct Parser {
         rule.range = rule.actionRange.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
         // A stray word at the start of a line is most likely a misspelt declaration: leave it to the
         // declaration loop, which suggests `keep`/`drop`/….
-        let strayDeclaration = self.current.startsLine && self.current.kind == .identifier
+        let strayDeclaration =
+            self.current.startsLine && self.current.kind == .identifier
             && !self.isAnyWord(["and", "or", "not"])
         if !self.atEnd, !self.atDeclarationStart, !(inBudget && self.current.kind == .rightBrace),
             self.current.kind != .semicolon, !strayDeclaration
@@ -230,7 +234,8 @@ struct Parser {
             } else if rule.condition != nil, token.kind == .identifier {
                 suggestion = "join conditions with `and` or `or`"
             } else if rule.condition == nil, token.kind == .identifier {
-                suggestion = "write the condition after `when`: `\(action.rawValue) \(rule.name?.name ?? "name") when …`"
+                suggestion =
+                    "write the condition after `when`: `\(action.rawValue) \(rule.name?.name ?? "name") when …`"
             } else {
                 suggestion = "a rule reads `\(action.rawValue) NAME [when CONDITION] [sample N%] [limit N spans/s]`"
             }
@@ -257,7 +262,13 @@ struct Parser {
 
     private mutating func parseBudget() -> BudgetDeclaration? {
         let keyword = self.advance()
-        var budget = BudgetDeclaration(keywordRange: keyword.range, name: nil, rate: nil, rules: [], range: keyword.range)
+        var budget = BudgetDeclaration(
+            keywordRange: keyword.range,
+            name: nil,
+            rate: nil,
+            rules: [],
+            range: keyword.range
+        )
         if self.current.kind == .identifier, !Keyword.reserved.contains(self.text(self.current)) {
             let token = self.advance()
             budget.name = Identifier(name: self.text(token), range: token.range)
@@ -272,8 +283,13 @@ struct Parser {
         if self.current.kind != .leftBrace {
             budget.rate = self.parseValue(context: "after the budget name (the fleet-wide rate, e.g. `1000 spans/s`)")
         }
-        guard self.expect(.leftBrace, "to open the budget", suggestion: "write `budget NAME 1000 spans/s { keep … share 50% }`")
-            != nil
+        guard
+            self.expect(
+                .leftBrace,
+                "to open the budget",
+                suggestion: "write `budget NAME 1000 spans/s { keep … share 50% }`"
+            )
+                != nil
         else {
             self.skipToDeclaration(stopAtBrace: false)
             budget.range = keyword.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
@@ -289,7 +305,11 @@ struct Parser {
             self.advance()
         } else {
             let opened = self.file.location(of: keyword.range.start)
-            self.expect(.rightBrace, "to close the budget opened at line \(opened.line)", suggestion: "add `}` after the budget's last rule")
+            self.expect(
+                .rightBrace,
+                "to close the budget opened at line \(opened.line)",
+                suggestion: "add `}` after the budget's last rule"
+            )
         }
         budget.range = keyword.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
         return budget
@@ -298,7 +318,8 @@ struct Parser {
     private mutating func parseSampler() -> SamplerDeclaration? {
         let keyword = self.advance()
         var sampler = SamplerDeclaration(keywordRange: keyword.range, settings: [], range: keyword.range)
-        guard self.expect(.leftBrace, "after `sampler`", suggestion: "write `sampler { decision_wait 30s }`") != nil else {
+        guard self.expect(.leftBrace, "after `sampler`", suggestion: "write `sampler { decision_wait 30s }`") != nil
+        else {
             self.skipToDeclaration(stopAtBrace: false)
             return sampler
         }
@@ -318,7 +339,11 @@ struct Parser {
                 continue
             }
             let nameToken = self.advance()
-            var setting = Setting(name: Identifier(name: self.text(nameToken), range: nameToken.range), values: [], range: nameToken.range)
+            var setting = Setting(
+                name: Identifier(name: self.text(nameToken), range: nameToken.range),
+                values: [],
+                range: nameToken.range
+            )
             while self.startsSettingValue() {
                 guard let value = self.parseValue(context: "in setting `\(setting.name.name)`") else { break }
                 setting.values.append(value)
@@ -330,7 +355,11 @@ struct Parser {
             self.advance()
         } else {
             let opened = self.file.location(of: keyword.range.start)
-            self.expect(.rightBrace, "to close the `sampler` block opened at line \(opened.line)", suggestion: "add `}` after the last setting")
+            self.expect(
+                .rightBrace,
+                "to close the `sampler` block opened at line \(opened.line)",
+                suggestion: "add `}` after the last setting"
+            )
         }
         sampler.range = keyword.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
         return sampler
@@ -440,7 +469,11 @@ struct Parser {
                     self.advance()
                 } else if self.current.kind != .rightBracket {
                     if self.atDeclarationStart || self.current.startsLine { break }
-                    self.expect(.comma, "between list items", suggestion: "separate items with commas: `[\"a\", \"b\"]`")
+                    self.expect(
+                        .comma,
+                        "between list items",
+                        suggestion: "separate items with commas: `[\"a\", \"b\"]`"
+                    )
                     if self.current.kind != .string && self.current.kind != .number && self.current.kind != .quantity
                         && self.current.kind != .identifier
                     {
@@ -472,12 +505,17 @@ struct Parser {
             self.sink.emit(
                 .expectedToken,
                 "expected `s` after `/`: rates are per second",
-                at: self.current.kind == .endOfFile ? SourceRange(start: self.previousEnd, end: self.previousEnd) : self.current.range,
+                at: self.current.kind == .endOfFile
+                    ? SourceRange(start: self.previousEnd, end: self.previousEnd) : self.current.range,
                 suggestion: "write `2000 spans/s` or `8MiB/s`"
             )
             if self.current.kind == .identifier { self.advance() }
         }
-        return .rate(amount: amount, unit: unit, range: start.union(SourceRange(start: self.previousEnd, end: self.previousEnd)))
+        return .rate(
+            amount: amount,
+            unit: unit,
+            range: start.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
+        )
     }
 
     // MARK: Expressions
@@ -553,7 +591,10 @@ struct Parser {
             } else {
                 self.expect(.rightParen, "to close `(`", suggestion: "add `)`")
             }
-            return .parenthesized(inner, range: token.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd)))
+            return .parenthesized(
+                inner,
+                range: token.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
+            )
         }
         if token.kind == .identifier, !Keyword.reserved.contains(self.text(token)) {
             return .predicate(self.parsePredicate())
@@ -600,7 +641,11 @@ struct Parser {
             if self.current.kind == .string {
                 predicate.argument = self.stringLiteral(self.advance())
             } else {
-                self.expect(.string, "after `ottl span`", suggestion: "write `ottl span \"attributes[\\\"k\\\"] == 1\"`")
+                self.expect(
+                    .string,
+                    "after `ottl span`",
+                    suggestion: "write `ottl span \"attributes[\\\"k\\\"] == 1\"`"
+                )
             }
             predicate.range = subjectToken.range.union(SourceRange(start: self.previousEnd, end: self.previousEnd))
             return predicate

@@ -168,7 +168,8 @@ struct Checker {
                     .dropInBudget,
                     "a budget holds `keep` rules only",
                     at: rule.actionRange,
-                    suggestion: "move `drop \(rule.name?.name ?? "")` out of the budget; drops run before everything else anyway"
+                    suggestion:
+                        "move `drop \(rule.name?.name ?? "")` out of the budget; drops run before everything else anyway"
                 )
                 failed = true
                 continue
@@ -192,7 +193,8 @@ struct Checker {
                     .missingShare,
                     "rule `\(rule.name?.name ?? "")` in a budget needs a share",
                     at: rule.name?.range ?? rule.actionRange,
-                    suggestion: "add `share N%` (shares add up to at most 100%); the collector gives a member without one nothing"
+                    suggestion:
+                        "add `share N%` (shares add up to at most 100%); the collector gives a member without one nothing"
                 )
             }
             if let catchAll {
@@ -323,7 +325,8 @@ struct Checker {
                     .limitWithOr,
                     "`limit` with `or` would give each alternative its own full limit",
                     at: clause.range,
-                    suggestion: "split `\(ruleName)` into one rule per alternative, each with its own limit, or put it in a `budget`"
+                    suggestion:
+                        "split `\(ruleName)` into one rule per alternative, each with its own limit, or put it in a `budget`"
                 )
                 return nil
             }
@@ -356,7 +359,9 @@ struct Checker {
         let neverLimit = limit.map { $0.limit.perSecond == 0 } ?? false
         if bodies.isEmpty || neverBySampling || neverLimit {
             let reason =
-                neverBySampling ? "`sample 0%` keeps nothing" : neverLimit ? "a limit of 0 keeps nothing" : "its condition can never be true"
+                neverBySampling
+                ? "`sample 0%` keeps nothing"
+                : neverLimit ? "a limit of 0 keeps nothing" : "its condition can never be true"
             self.sink.emit(
                 rule.action == .drop ? .dropNeverMatches : .neverMatches,
                 "rule `\(ruleName)` never matches: \(reason)",
@@ -397,14 +402,16 @@ struct Checker {
                 .unknownUnit,
                 "say what the rate counts",
                 at: range,
-                suggestion: "write `\(Self.sourceText(amount, self.file)) spans/s` or `\(Self.sourceText(amount, self.file)) bytes/s`"
+                suggestion:
+                    "write `\(Self.sourceText(amount, self.file)) spans/s` or `\(Self.sourceText(amount, self.file)) bytes/s`"
             )
             return nil
         case (_, let other?):
             let suggestion =
                 other == "traces"
                 ? "the collector limits spans or bytes per second, not traces; write `spans/s`"
-                : Spelling.closest(to: other, in: ["spans", "bytes"]).map { "did you mean `\($0)/s`?" } ?? "write `spans/s` or `bytes/s`"
+                : Spelling.closest(to: other, in: ["spans", "bytes"]).map { "did you mean `\($0)/s`?" }
+                    ?? "write `spans/s` or `bytes/s`"
             reader.sink.emit(.unknownUnit, "unknown rate unit `\(other)/s`", at: unit!.range, suggestion: suggestion)
             return nil
         default:
@@ -416,7 +423,12 @@ struct Checker {
             let value: Int64?
             if spans {
                 if case .quantity = burst {
-                    reader.sink.emit(.wrongValueType, "a span limit's burst is a number of spans", at: burst.range, suggestion: "write `burst 4000`")
+                    reader.sink.emit(
+                        .wrongValueType,
+                        "a span limit's burst is a number of spans",
+                        at: burst.range,
+                        suggestion: "write `burst 4000`"
+                    )
                     return nil
                 }
                 value = reader.integer(burst, what: "`burst`", minimum: 1)
@@ -442,7 +454,9 @@ struct Checker {
 
     /// Turns one conjunction of literals plus the rule's extras into a policy body, following the
     /// collector's nesting rules. `nil` when it can never match (reported by the caller) or on error.
-    private mutating func shape(_ literals: [Literal], extras: [PolicyKind], action: RuleAction, inBudget: Bool) -> PolicyKind? {
+    private mutating func shape(_ literals: [Literal], extras: [PolicyKind], action: RuleAction, inBudget: Bool)
+        -> PolicyKind?
+    {
         var durationMin: Int64?
         var durationMax: Int64?
         var spansMin: Int64?
@@ -487,7 +501,9 @@ struct Checker {
         if let low = spansMin, let high = spansMax, low > high { return nil }
         if let high = spansMax, high < 1 { return nil }
         if let low = spansMin, low > Int64(Int32.max) { return nil }
-        if tests.contains(where: { test in !test.negated && tests.contains(where: { $0.negated && $0.atom == test.atom }) }) {
+        if tests.contains(where: { test in
+            !test.negated && tests.contains(where: { $0.negated && $0.atom == test.atom })
+        }) {
             return nil  // X and not X
         }
 
@@ -499,7 +515,8 @@ struct Checker {
             self.sink.emit(
                 .zeroNumericBound,
                 "a duration upper bound of 0ms cannot be expressed: the collector reads an upper bound of 0 as \"no bound\"",
-                at: literals.first { if case .durationAtMost = $0.atom { true } else { false } }?.range ?? SourceRange(start: 0, end: 0),
+                at: literals.first { if case .durationAtMost = $0.atom { true } else { false } }?.range
+                    ?? SourceRange(start: 0, end: 0),
                 suggestion: "test `duration < 1ms` in a rule of its own"
             )
             return nil
@@ -528,7 +545,8 @@ struct Checker {
                 .unfaithfulNegation,
                 "this negation cannot be compiled faithfully inside \(context): the collector allows `not` only as a whole top-level rule",
                 at: bad.range ?? SourceRange(start: 0, end: 0),
-                suggestion: "make it a rule of its own (`keep NAME when not …`), or write the test as an `ottl span` condition"
+                suggestion:
+                    "make it a rule of its own (`keep NAME when not …`), or write the test as an `ottl span` condition"
             )
             return nil
         }
@@ -595,7 +613,8 @@ struct Checker {
     private func leaf(_ atom: Atom) -> PolicyKind {
         switch atom {
         case .status(let codes): .statusCode(codes)
-        case .stringAttribute(let key, let values, let regex): .stringAttribute(StringAttributeTest(key: key, values: values, regex: regex))
+        case .stringAttribute(let key, let values, let regex):
+            .stringAttribute(StringAttributeTest(key: key, values: values, regex: regex))
         case .numericAttribute(let key, let minimum, let maximum):
             .numericAttribute(NumericAttributeTest(key: key, minimum: minimum, maximum: maximum))
         case .booleanAttribute(let key, let value): .booleanAttribute(BooleanAttributeTest(key: key, value: value))

@@ -56,7 +56,12 @@ extension Checker {
             } else {
                 suggestion = "conditions test " + Subjects.known.map { "`\($0)`" }.joined(separator: ", ")
             }
-            self.sink.emit(.unknownField, "unknown field `\(subject)`", at: predicate.subject.range, suggestion: suggestion)
+            self.sink.emit(
+                .unknownField,
+                "unknown field `\(subject)`",
+                at: predicate.subject.range,
+                suggestion: suggestion
+            )
             return nil
         }
         let takesKey = subject == "attr" || subject == "tracestate"
@@ -79,7 +84,12 @@ extension Checker {
             return nil
         }
         if let key = predicate.key, key.value.isEmpty {
-            self.sink.emit(.emptyStringValue, "attribute key is empty", at: key.range, suggestion: "write the attribute's name, e.g. `attr[\"http.route\"]`")
+            self.sink.emit(
+                .emptyStringValue,
+                "attribute key is empty",
+                at: key.range,
+                suggestion: "write the attribute's name, e.g. `attr[\"http.route\"]`"
+            )
             return nil
         }
         switch subject {
@@ -161,7 +171,12 @@ extension Checker {
                 return nil
             }
             if items.isEmpty {
-                self.sink.emit(.emptyList, "empty list never matches", at: range, suggestion: "write `status in [ERROR]`")
+                self.sink.emit(
+                    .emptyList,
+                    "empty list never matches",
+                    at: range,
+                    suggestion: "write `status in [ERROR]`"
+                )
                 return nil
             }
             var collected = Set<StatusCode>()
@@ -197,7 +212,12 @@ extension Checker {
             } else {
                 suggestion = "status codes are `OK`, `ERROR` and `UNSET`"
             }
-            self.sink.emit(.unknownStatusCode, "unknown status code `\(identifier.name)`", at: identifier.range, suggestion: suggestion)
+            self.sink.emit(
+                .unknownStatusCode,
+                "unknown status code `\(identifier.name)`",
+                at: identifier.range,
+                suggestion: suggestion
+            )
             return nil
         case .string(let literal):
             let upper = literal.value.uppercased()
@@ -205,7 +225,8 @@ extension Checker {
                 .wrongValueType,
                 "status codes are names, not strings",
                 at: literal.range,
-                suggestion: StatusCode(rawValue: upper) != nil ? "write `\(upper)` without quotes" : "write `ERROR`, `OK` or `UNSET`"
+                suggestion: StatusCode(rawValue: upper) != nil
+                    ? "write `\(upper)` without quotes" : "write `ERROR`, `OK` or `UNSET`"
             )
             return nil
         default:
@@ -218,14 +239,21 @@ extension Checker {
 
     // MARK: duration and spans
 
-    private mutating func traceBound(_ predicate: Predicate, op: ComparisonOperator, value: Value, duration: Bool) -> Logic? {
+    private mutating func traceBound(_ predicate: Predicate, op: ComparisonOperator, value: Value, duration: Bool)
+        -> Logic?
+    {
         var reader = ValueReader(sink: self.sink)
         defer { self.sink = reader.sink }
         let name = duration ? "duration" : "spans"
         func read(_ value: Value) -> Int64? {
             if duration { return reader.durationMs(value, what: "`duration`") }
             if case .quantity(_, let unit, let range) = value {
-                reader.sink.emit(.wrongValueType, "`spans` is a count and takes no unit `\(unit)`", at: range, suggestion: "write `spans >= 200`")
+                reader.sink.emit(
+                    .wrongValueType,
+                    "`spans` is a count and takes no unit `\(unit)`",
+                    at: range,
+                    suggestion: "write `spans >= 200`"
+                )
                 return nil
             }
             return reader.integer(value, what: "`spans`")
@@ -236,7 +264,12 @@ extension Checker {
         switch op {
         case .greater, .greaterOrEqual, .less, .lessOrEqual, .equal, .notEqual:
             if case .range = value {
-                reader.sink.emit(.wrongValueType, "a range goes with `in`", at: value.range, suggestion: "write `\(name) in \(Self.sourceText(value, self.file))`")
+                reader.sink.emit(
+                    .wrongValueType,
+                    "a range goes with `in`",
+                    at: value.range,
+                    suggestion: "write `\(name) in \(Self.sourceText(value, self.file))`"
+                )
                 return nil
             }
             if duration, op == .equal || op == .notEqual {
@@ -269,7 +302,11 @@ extension Checker {
             }
         case .in, .notIn:
             guard case .range(let lowerValue, let upperValue, let valueRange) = value else {
-                reader.wrongType(value, expected: "a range for `\(name) in`", example: duration ? "100ms..2s" : "10..200")
+                reader.wrongType(
+                    value,
+                    expected: "a range for `\(name) in`",
+                    example: duration ? "100ms..2s" : "10..200"
+                )
                 return nil
             }
             guard let lower = read(lowerValue), let upper = read(upperValue) else { return nil }
@@ -278,7 +315,8 @@ extension Checker {
                     .reversedRange,
                     "range is empty: \(Self.sourceText(lowerValue, self.file)) is above \(Self.sourceText(upperValue, self.file))",
                     at: valueRange,
-                    suggestion: "write the smaller bound first: `\(Self.sourceText(upperValue, self.file))..\(Self.sourceText(lowerValue, self.file))`"
+                    suggestion:
+                        "write the smaller bound first: `\(Self.sourceText(upperValue, self.file))..\(Self.sourceText(lowerValue, self.file))`"
                 )
                 return nil
             }
@@ -288,7 +326,11 @@ extension Checker {
             ])
             return op == .in ? inside : .not(inside)
         default:
-            return self.unsupported(predicate, op, allowed: duration ? [">", ">=", "<", "<=", "in"] : ["==", "!=", ">", ">=", "<", "<=", "in"])
+            return self.unsupported(
+                predicate,
+                op,
+                allowed: duration ? [">", ">=", "<", "<=", "in"] : ["==", "!=", ">", ">=", "<", "<=", "in"]
+            )
         }
     }
 
@@ -298,7 +340,8 @@ extension Checker {
 
     // MARK: attributes
 
-    private mutating func attribute(_ predicate: Predicate, key: String, op: ComparisonOperator, value: Value) -> Logic? {
+    private mutating func attribute(_ predicate: Predicate, key: String, op: ComparisonOperator, value: Value) -> Logic?
+    {
         let negated = op == .notEqual || op == .notIn || op == .notMatches
         switch op {
         case .matches, .notMatches:
@@ -307,7 +350,12 @@ extension Checker {
             case .string(let literal): patterns = [literal]
             case .list(let items, let range):
                 if items.isEmpty {
-                    self.sink.emit(.emptyList, "empty list never matches", at: range, suggestion: "write at least one pattern")
+                    self.sink.emit(
+                        .emptyList,
+                        "empty list never matches",
+                        at: range,
+                        suggestion: "write at least one pattern"
+                    )
                     return nil
                 }
                 var collected: [StringLiteral] = []
@@ -337,13 +385,21 @@ extension Checker {
             switch value {
             case .string(let literal):
                 guard self.nonEmpty(literal) else { return nil }
-                return self.literal(.stringAttribute(key: key, values: [literal.value], regex: false), predicate, negated: negated)
+                return self.literal(
+                    .stringAttribute(key: key, values: [literal.value], regex: false),
+                    predicate,
+                    negated: negated
+                )
             case .number:
                 guard let n = self.attributeInteger(value) else { return nil }
                 guard self.nonZeroBounds(min: n, max: n, at: value.range, key: key) else { return nil }
                 return self.literal(.numericAttribute(key: key, minimum: n, maximum: n), predicate, negated: negated)
             case .identifier(let identifier) where identifier.name == "true" || identifier.name == "false":
-                return self.literal(.booleanAttribute(key: key, value: identifier.name == "true"), predicate, negated: negated)
+                return self.literal(
+                    .booleanAttribute(key: key, value: identifier.name == "true"),
+                    predicate,
+                    negated: negated
+                )
             default:
                 var reader = ValueReader(sink: self.sink)
                 if case .identifier(let identifier) = value {
@@ -354,7 +410,11 @@ extension Checker {
                         suggestion: "write `\"\(identifier.name)\"`"
                     )
                 } else {
-                    reader.wrongType(value, expected: "a string, whole number or `true`/`false`", example: "\"checkout\"")
+                    reader.wrongType(
+                        value,
+                        expected: "a string, whole number or `true`/`false`",
+                        example: "\"checkout\""
+                    )
                 }
                 self.sink = reader.sink
                 return nil
@@ -363,7 +423,12 @@ extension Checker {
             switch value {
             case .list(let items, let range):
                 if items.isEmpty {
-                    self.sink.emit(.emptyList, "empty list never matches", at: range, suggestion: "write at least one value")
+                    self.sink.emit(
+                        .emptyList,
+                        "empty list never matches",
+                        at: range,
+                        suggestion: "write at least one value"
+                    )
                     return nil
                 }
                 if items.allSatisfy({ if case .string = $0 { true } else { false } }) {
@@ -372,15 +437,29 @@ extension Checker {
                         guard self.nonEmpty(literal) else { return nil }
                         if !values.contains(literal.value) { values.append(literal.value) }
                     }
-                    return self.literal(.stringAttribute(key: key, values: values, regex: false), predicate, negated: negated)
+                    return self.literal(
+                        .stringAttribute(key: key, values: values, regex: false),
+                        predicate,
+                        negated: negated
+                    )
                 }
                 if items.allSatisfy({ if case .number = $0 { true } else { false } }) {
                     var alternatives: [Logic] = []
                     for item in items {
-                        guard let n = self.attributeInteger(item), self.nonZeroBounds(min: n, max: n, at: item.range, key: key) else {
+                        guard let n = self.attributeInteger(item),
+                            self.nonZeroBounds(min: n, max: n, at: item.range, key: key)
+                        else {
                             return nil
                         }
-                        alternatives.append(.literal(Literal(atom: .numericAttribute(key: key, minimum: n, maximum: n), negated: false, range: predicate.range)))
+                        alternatives.append(
+                            .literal(
+                                Literal(
+                                    atom: .numericAttribute(key: key, minimum: n, maximum: n),
+                                    negated: false,
+                                    range: predicate.range
+                                )
+                            )
+                        )
                     }
                     let any = Logic.or(alternatives)
                     return negated ? .not(any) : any
@@ -393,7 +472,8 @@ extension Checker {
                 )
                 return nil
             case .range(let lowerValue, let upperValue, let range):
-                guard let lower = self.attributeInteger(lowerValue), let upper = self.attributeInteger(upperValue) else { return nil }
+                guard let lower = self.attributeInteger(lowerValue), let upper = self.attributeInteger(upperValue)
+                else { return nil }
                 if lower > upper {
                     self.sink.emit(
                         .reversedRange,
@@ -404,7 +484,11 @@ extension Checker {
                     return nil
                 }
                 guard self.nonZeroBounds(min: lower, max: upper, at: range, key: key) else { return nil }
-                return self.literal(.numericAttribute(key: key, minimum: lower, maximum: upper), predicate, negated: negated)
+                return self.literal(
+                    .numericAttribute(key: key, minimum: lower, maximum: upper),
+                    predicate,
+                    negated: negated
+                )
             default:
                 var reader = ValueReader(sink: self.sink)
                 reader.wrongType(value, expected: "a list or a range after `in`", example: "[\"gold\", \"platinum\"]")
@@ -427,7 +511,9 @@ extension Checker {
             case .less: maximum = n == Int64.min ? n : n - 1
             default: maximum = n
             }
-            guard self.nonZeroBounds(min: minimum, max: maximum, at: predicate.range, key: key, op: op, n: n) else { return nil }
+            guard self.nonZeroBounds(min: minimum, max: maximum, at: predicate.range, key: key, op: op, n: n) else {
+                return nil
+            }
             return self.literal(.numericAttribute(key: key, minimum: minimum, maximum: maximum), predicate)
         }
     }
@@ -480,7 +566,9 @@ extension Checker {
 
     // MARK: tracestate and OTTL
 
-    private mutating func traceState(_ predicate: Predicate, key: String, op: ComparisonOperator, value: Value) -> Logic? {
+    private mutating func traceState(_ predicate: Predicate, key: String, op: ComparisonOperator, value: Value)
+        -> Logic?
+    {
         var values: [String] = []
         switch (op, value) {
         case (.equal, .string(let literal)), (.notEqual, .string(let literal)):
@@ -488,7 +576,12 @@ extension Checker {
             values = [literal.value]
         case (.in, .list(let items, let range)), (.notIn, .list(let items, let range)):
             if items.isEmpty {
-                self.sink.emit(.emptyList, "empty list never matches", at: range, suggestion: "write at least one value")
+                self.sink.emit(
+                    .emptyList,
+                    "empty list never matches",
+                    at: range,
+                    suggestion: "write at least one value"
+                )
                 return nil
             }
             for item in items {
@@ -503,7 +596,11 @@ extension Checker {
             }
         case (.equal, _), (.notEqual, _), (.in, _), (.notIn, _):
             var reader = ValueReader(sink: self.sink)
-            reader.wrongType(value, expected: op == .in || op == .notIn ? "a list of strings" : "a string", example: "\"keep\"")
+            reader.wrongType(
+                value,
+                expected: op == .in || op == .notIn ? "a list of strings" : "a string",
+                example: "\"keep\""
+            )
             self.sink = reader.sink
             return nil
         default:
@@ -527,14 +624,21 @@ extension Checker {
                 .expectedToken,
                 "`ottl` needs a context: `span` or `event`",
                 at: at,
-                suggestion: predicate.qualifier.flatMap { Spelling.closest(to: $0.name, in: ["span", "event"]) }.map { "did you mean `\($0)`?" }
+                suggestion: predicate.qualifier.flatMap { Spelling.closest(to: $0.name, in: ["span", "event"]) }.map {
+                    "did you mean `\($0)`?"
+                }
                     ?? "write `ottl span \"…\"` or `ottl event \"…\"`"
             )
             return nil
         }
         guard let argument = predicate.argument else { return nil }
         guard !argument.value.trimmingCharacters(in: .whitespaces).isEmpty else {
-            self.sink.emit(.emptyStringValue, "OTTL condition is empty", at: argument.range, suggestion: "write a condition such as `attributes[\\\"retry\\\"] == true`")
+            self.sink.emit(
+                .emptyStringValue,
+                "OTTL condition is empty",
+                at: argument.range,
+                suggestion: "write a condition such as `attributes[\\\"retry\\\"] == true`"
+            )
             return nil
         }
         if predicate.op != nil {
@@ -546,7 +650,10 @@ extension Checker {
             )
             return nil
         }
-        return self.literal(qualifier.name == "span" ? .ottlSpan(argument.value) : .ottlEvent(argument.value), predicate)
+        return self.literal(
+            qualifier.name == "span" ? .ottlSpan(argument.value) : .ottlEvent(argument.value),
+            predicate
+        )
     }
 
     // MARK: regular expressions
@@ -555,11 +662,17 @@ extension Checker {
     private mutating func validateRegex(_ literal: StringLiteral) -> Bool {
         let pattern = literal.value
         if pattern.isEmpty {
-            self.sink.emit(.invalidRegex, "empty regular expression", at: literal.range, suggestion: "write a pattern such as `\"/health.*\"`")
+            self.sink.emit(
+                .invalidRegex,
+                "empty regular expression",
+                at: literal.range,
+                suggestion: "write a pattern such as `\"/health.*\"`"
+            )
             return false
         }
         let unsupported: [(String, String)] = [
-            ("(?=", "lookahead"), ("(?!", "negative lookahead"), ("(?<=", "lookbehind"), ("(?<!", "negative lookbehind"),
+            ("(?=", "lookahead"), ("(?!", "negative lookahead"), ("(?<=", "lookbehind"),
+            ("(?<!", "negative lookbehind"),
             ("(?>", "atomic groups"), ("*+", "possessive quantifiers"), ("++", "possessive quantifiers"),
             ("?+", "possessive quantifiers"),
         ]

@@ -29,7 +29,6 @@ enum SamplerSettingSchema {
         return aliases
     }()
 
-
     static func isSettingName(_ word: String) -> Bool {
         names.contains(word) || aliases[word] != nil
     }
@@ -50,9 +49,15 @@ extension Checker {
                 } else if let close = Spelling.closest(to: name, in: SamplerSettingSchema.names) {
                     suggestion = "did you mean `\(close)`?"
                 } else {
-                    suggestion = "settings are " + SamplerSettingSchema.settings.map { "`\($0.name)`" }.joined(separator: ", ")
+                    suggestion =
+                        "settings are " + SamplerSettingSchema.settings.map { "`\($0.name)`" }.joined(separator: ", ")
                 }
-                reader.sink.emit(.unknownSetting, "unknown sampler setting `\(name)`", at: setting.name.range, suggestion: suggestion)
+                reader.sink.emit(
+                    .unknownSetting,
+                    "unknown sampler setting `\(name)`",
+                    at: setting.name.range,
+                    suggestion: suggestion
+                )
                 continue
             }
             if let previous = seen[name] {
@@ -83,7 +88,12 @@ extension Checker {
             case "decision_wait":
                 guard let value = single(), let ms = reader.durationMs(value, what: "`decision_wait`") else { continue }
                 if ms <= 0 {
-                    reader.sink.emit(.invalidSettingValue, "`decision_wait` must be positive", at: value.range, suggestion: "write `decision_wait 30s`")
+                    reader.sink.emit(
+                        .invalidSettingValue,
+                        "`decision_wait` must be positive",
+                        at: value.range,
+                        suggestion: "write `decision_wait 30s`"
+                    )
                     continue
                 }
                 if ms < 1000 {
@@ -91,22 +101,32 @@ extension Checker {
                         .decisionWaitTooShort,
                         "`decision_wait` under 1s acts as 1s: the collector decides on a one-second tick",
                         at: value.range,
-                        suggestion: "write `decision_wait 1s` or longer; for early decisions use `decision_wait_after_root`"
+                        suggestion:
+                            "write `decision_wait 1s` or longer; for early decisions use `decision_wait_after_root`"
                     )
                 }
                 settings.decisionWaitMs = ms
             case "decision_wait_after_root":
-                guard let value = single(), let ms = reader.durationMs(value, what: "`decision_wait_after_root`") else { continue }
+                guard let value = single(), let ms = reader.durationMs(value, what: "`decision_wait_after_root`") else {
+                    continue
+                }
                 settings.decisionWaitAfterRootMs = ms
             case "max_traces":
-                guard let value = single(), let count = reader.integer(value, what: "`max_traces`", minimum: 1) else { continue }
+                guard let value = single(), let count = reader.integer(value, what: "`max_traces`", minimum: 1) else {
+                    continue
+                }
                 settings.maxTraces = count
             case "expected_traces":
                 guard let value = single() else { continue }
                 var amount = value
                 if case .rate(let inner, let unit, _) = value {
                     if let unit, unit.name != "traces" {
-                        reader.sink.emit(.wrongValueType, "`expected_traces` counts traces, not \(unit.name)", at: unit.range, suggestion: "write `expected_traces 1000/s`")
+                        reader.sink.emit(
+                            .wrongValueType,
+                            "`expected_traces` counts traces, not \(unit.name)",
+                            at: unit.range,
+                            suggestion: "write `expected_traces 1000/s`"
+                        )
                         continue
                     }
                     amount = inner
@@ -123,15 +143,23 @@ extension Checker {
             case "cache":
                 self.checkCache(setting, reader: &reader, into: &settings)
             case "max_trace_size":
-                guard let value = single(), let bytes = reader.sizeBytes(value, what: "`max_trace_size`") else { continue }
+                guard let value = single(), let bytes = reader.sizeBytes(value, what: "`max_trace_size`") else {
+                    continue
+                }
                 if bytes <= 0 {
-                    reader.sink.emit(.invalidSettingValue, "`max_trace_size` must be positive", at: value.range, suggestion: "write `max_trace_size 16MiB`")
+                    reader.sink.emit(
+                        .invalidSettingValue,
+                        "`max_trace_size` must be positive",
+                        at: value.range,
+                        suggestion: "write `max_trace_size 16MiB`"
+                    )
                     continue
                 }
                 settings.maximumTraceSizeBytes = bytes
             case "ottl_error_mode":
                 guard let value = single() else { continue }
-                guard case .identifier(let identifier) = value, let mode = OTTLErrorMode(rawValue: identifier.name) else {
+                guard case .identifier(let identifier) = value, let mode = OTTLErrorMode(rawValue: identifier.name)
+                else {
                     reader.sink.emit(
                         .invalidSettingValue,
                         "`ottl_error_mode` is `propagate`, `ignore` or `silent`, not \(ValueReader.describe(value))",
@@ -158,12 +186,17 @@ extension Checker {
         }
     }
 
-    private mutating func checkCache(_ setting: Setting, reader: inout ValueReader, into settings: inout SamplerSettings) {
+    private mutating func checkCache(
+        _ setting: Setting,
+        reader: inout ValueReader,
+        into settings: inout SamplerSettings
+    ) {
         var index = 0
         var any = false
         let values = setting.values
         while index < values.count {
-            guard case .identifier(let which) = values[index], which.name == "sampled" || which.name == "unsampled" else {
+            guard case .identifier(let which) = values[index], which.name == "sampled" || which.name == "unsampled"
+            else {
                 reader.sink.emit(
                     .invalidSettingValue,
                     "expected `sampled` or `unsampled` in `cache`, found \(ValueReader.describe(values[index]))",
@@ -173,10 +206,17 @@ extension Checker {
                 return
             }
             guard index + 1 < values.count else {
-                reader.sink.emit(.invalidSettingValue, "`\(which.name)` needs a size", at: which.range, suggestion: "write `cache \(which.name) 500000`")
+                reader.sink.emit(
+                    .invalidSettingValue,
+                    "`\(which.name)` needs a size",
+                    at: which.range,
+                    suggestion: "write `cache \(which.name) 500000`"
+                )
                 return
             }
-            guard let size = reader.integer(values[index + 1], what: "the \(which.name) cache size", minimum: 0) else { return }
+            guard let size = reader.integer(values[index + 1], what: "the \(which.name) cache size", minimum: 0) else {
+                return
+            }
             if which.name == "sampled" { settings.sampledCacheSize = size } else { settings.nonSampledCacheSize = size }
             any = true
             index += 2

@@ -69,7 +69,8 @@ struct Lexer {
     private(set) var tokens: [Token] = []
     private(set) var comments: [Comment] = []
 
-    static func tokenize(_ file: SourceFile, into sink: inout DiagnosticSink) -> (tokens: [Token], comments: [Comment]) {
+    static func tokenize(_ file: SourceFile, into sink: inout DiagnosticSink) -> (tokens: [Token], comments: [Comment])
+    {
         var lexer = Lexer(bytes: file.bytes)
         lexer.run(&sink)
         return (lexer.tokens, lexer.comments)
@@ -229,7 +230,9 @@ struct Lexer {
             default:
                 self.position += 1
                 let scalar = Unicode.Scalar(byte)
-                let shown = byte < 0x20 || byte == 0x7F ? "U+\(String(byte, radix: 16, uppercase: true))" : "\(Character(scalar))"
+                let shown =
+                    byte < 0x20 || byte == 0x7F
+                    ? "U+\(String(byte, radix: 16, uppercase: true))" : "\(Character(scalar))"
                 sink.emit(
                     .unexpectedCharacter,
                     "unexpected character `\(shown)`",
@@ -238,7 +241,11 @@ struct Lexer {
             }
         }
         self.tokens.append(
-            Token(kind: .endOfFile, range: SourceRange(start: self.bytes.count, end: self.bytes.count), startsLine: true)
+            Token(
+                kind: .endOfFile,
+                range: SourceRange(start: self.bytes.count, end: self.bytes.count),
+                startsLine: true
+            )
         )
     }
 
@@ -352,7 +359,12 @@ struct Lexer {
                 suggestion: "write a single value with a single unit, such as `90m` or `1500ms`"
             )
             self.tokens.append(
-                Token(kind: .quantity, range: SourceRange(start: start, end: unitEnd), unitStart: unitStart, startsLine: self.sawLineBreak)
+                Token(
+                    kind: .quantity,
+                    range: SourceRange(start: start, end: unitEnd),
+                    unitStart: unitStart,
+                    startsLine: self.sawLineBreak
+                )
             )
             self.sawLineBreak = false
             self.lineHasToken = true
@@ -363,7 +375,8 @@ struct Lexer {
 
     static func isDigit(_ byte: UInt8) -> Bool { byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
     static func isLetter(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+            || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
     }
     static func isIdentifierStart(_ byte: UInt8) -> Bool { Self.isLetter(byte) || byte == UInt8(ascii: "_") }
     static func isIdentifierContinue(_ byte: UInt8) -> Bool {

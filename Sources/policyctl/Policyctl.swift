@@ -8,7 +8,7 @@ struct Policyctl: ParsableCommand {
         commandName: "policyctl",
         abstract: "Validate, format and compile Tailplane sampling policies.",
         version: "0.1.0",
-        subcommands: [Validate.self, Format.self, Compile.self]
+        subcommands: [Validate.self, Format.self, Compile.self, Render.self]
     )
 
     /// Usage errors exit with 2 (not ArgumentParser's 64), as documented.

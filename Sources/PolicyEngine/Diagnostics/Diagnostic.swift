@@ -119,10 +119,10 @@ struct DiagnosticSink {
     }
 }
 
-/// "Did you mean" suggestions by edit distance.
-enum Spelling {
+/// "Did you mean" suggestions by edit distance, shared by every input Tailplane reads.
+public enum Spelling {
     /// The closest candidate within a small edit distance, if any.
-    static func closest(to word: String, in candidates: some Sequence<String>) -> String? {
+    public static func closest(to word: String, in candidates: some Sequence<String>) -> String? {
         let lowered = word.lowercased()
         var best: (String, Int)?
         for candidate in candidates {
@@ -135,22 +135,25 @@ enum Spelling {
         return best?.0
     }
 
-    /// Levenshtein distance over Unicode scalars, bounded to short words.
+    /// Edit distance over Unicode scalars where swapping two neighbours counts as one edit
+    /// (optimal string alignment), bounded to short words.
     static func distance(_ a: String, _ b: String) -> Int {
         let a = Array(a.unicodeScalars.prefix(64))
         let b = Array(b.unicodeScalars.prefix(64))
         if a.isEmpty { return b.count }
         if b.isEmpty { return a.count }
-        var previous = Array(0...b.count)
-        var current = Array(repeating: 0, count: b.count + 1)
+        var table = Array(repeating: Array(repeating: 0, count: b.count + 1), count: a.count + 1)
+        for i in 0...a.count { table[i][0] = i }
+        for j in 0...b.count { table[0][j] = j }
         for i in 1...a.count {
-            current[0] = i
             for j in 1...b.count {
                 let cost = a[i - 1] == b[j - 1] ? 0 : 1
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+                table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    table[i][j] = min(table[i][j], table[i - 2][j - 2] + 1)
+                }
             }
-            swap(&previous, &current)
         }
-        return previous[b.count]
+        return table[a.count][b.count]
     }
 }

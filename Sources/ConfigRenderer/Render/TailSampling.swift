@@ -1,0 +1,196 @@
+import PolicyEngine
+
+extension RenderContext {
+    /// The `tail_sampling` processor: settings from the `sampler` block, then every policy in order.
+    mutating func tailSampling(_ policySet: PolicySet) -> YAMLNode {
+        let settings = policySet.settings
+        var map = MapBuilder()
+        map.add("decision_wait", settings.decisionWaitMs.map(YAMLNode.duration))
+        if let wait = settings.decisionWaitAfterRootMs {
+            self.require(.decisionWaitAfterRoot, for: "`decision_wait_after_root`")
+            map.add("decision_wait_after_root_received", .duration(wait))
+        }
+        map.add("num_traces", settings.maxTraces.map(YAMLNode.int))
+        map.add("expected_new_traces_per_sec", settings.expectedNewTracesPerSecond.map(YAMLNode.int))
+        if let block = settings.blockOnOverflow {
+            self.require(.blockOnOverflow, for: "`block_on_overflow`")
+            map.add("block_on_overflow", .bool(block))
+        }
+        if settings.sampledCacheSize != nil || settings.nonSampledCacheSize != nil {
+            if settings.sampledCacheSize != nil { self.require(.sampledDecisionCache, for: "`cache sampled`") }
+            if settings.nonSampledCacheSize != nil { self.require(.nonSampledDecisionCache, for: "`cache unsampled`") }
+            var cache = MapBuilder()
+            cache.add("sampled_cache_size", settings.sampledCacheSize.map(YAMLNode.int))
+            cache.add("non_sampled_cache_size", settings.nonSampledCacheSize.map(YAMLNode.int))
+            map.add("decision_cache", cache.node)
+        }
+        if let first = settings.sampleOnFirstMatch {
+            self.require(.sampleOnFirstMatch, for: "`sample_on_first_match`")
+            map.add("sample_on_first_match", .bool(first))
+        }
+        if let drop = settings.dropPendingTracesOnShutdown {
+            self.require(.dropPendingOnShutdown, for: "`drop_pending_on_shutdown`")
+            map.add("drop_pending_traces_on_shutdown", .bool(drop))
+        }
+        if let size = settings.maximumTraceSizeBytes {
+            self.require(.maximumTraceSize, for: "`max_trace_size`")
+            map.add("maximum_trace_size_bytes", .int(size))
+        }
+        map.add("policies", .list(policySet.policies.map { self.policy($0, path: $0.name) }))
+        return map.node
+    }
+
+    private var replicas: Int { max(1, self.membership.samplerCount) }
+
+    private func divided(_ fleetWide: Int64, unit: String) -> (YAMLNode, String) {
+        let value = ConfigRenderer.perReplica(fleetWide, replicas: self.replicas)
+        return (
+            .int(value),
+            "fleet-wide \(fleetWide) \(unit) across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
+        )
+    }
+
+    /// One policy: `name`, `type`, then its block named after the type.
+    mutating func policy(_ policy: Policy, path: String) -> YAMLNode {
+        var entries: [YAMLNode.Entry] = [
+            .init("name", .string(policy.name)), .init("type", .string(policy.kind.typeName)),
+        ]
+        if let body = self.body(policy.kind, path: path) {
+            entries.append(body)
+        }
+        return .map(entries)
+    }
+
+    private mutating func body(_ kind: PolicyKind, path: String) -> YAMLNode.Entry? {
+        let type = kind.typeName
+        switch kind {
+        case .alwaysSample:
+            return nil
+        case .traceFlags:
+            self.require(.traceFlagsPolicy, for: "`\(path)`")
+            return .init(type, .map([]))
+        case .latency(let bounds):
+            var map = MapBuilder()
+            if let maximum = bounds.maximumMs {
+                self.require(.latencyUpperBound, for: "`\(path)`")
+                guard maximum != 0 else {
+                    self.problem(
+                        .unrepresentable,
+                        "`\(path)`: a latency upper bound of 0ms reads as \"no bound\" in the collector"
+                    )
+                    return nil
+                }
+                // With an upper bound the collector tests `threshold_ms < d <= upper_threshold_ms`.
+                map.add("threshold_ms", .int((bounds.minimumMs ?? 0) - 1))
+                map.add("upper_threshold_ms", .int(maximum))
+            } else {
+                map.add("threshold_ms", .int(bounds.minimumMs ?? 0))
+            }
+            return .init(type, map.node)
+        case .numericAttribute(let test):
+            guard test.minimum != 0, test.maximum != 0, test.minimum != nil || test.maximum != nil else {
+                self.problem(
+                    .unrepresentable,
+                    "`\(path)`: numeric bounds of 0 (or none at all) read as \"unset\" in the collector"
+                )
+                return nil
+            }
+            var map = MapBuilder()
+            map.add("key", .string(test.key))
+            map.add("min_value", test.minimum.map(YAMLNode.int))
+            map.add("max_value", test.maximum.map(YAMLNode.int))
+            if test.invert { map.add("invert_match", .bool(true)) }
+            return .init(type, map.node)
+        case .probabilistic(let sampling):
+            var map = MapBuilder()
+            map.add("hash_salt", sampling.salt.map(YAMLNode.string))
+            map.add("sampling_percentage", .double(sampling.percentage))
+            return .init(type, map.node)
+        case .statusCode(let codes):
+            return .init(type, .map([.init("status_codes", .strings(codes.map(\.rawValue)))]))
+        case .stringAttribute(let test):
+            var map = MapBuilder()
+            map.add("key", .string(test.key))
+            map.add("values", .strings(test.values))
+            if test.regex { map.add("enabled_regex_matching", .bool(true)) }
+            if test.invert { map.add("invert_match", .bool(true)) }
+            return .init(type, map.node)
+        case .rateLimiting(let limit):
+            var map = MapBuilder()
+            let (rate, comment) = self.divided(limit.perSecond, unit: "spans/s")
+            map.add("spans_per_second", rate, comment: comment)
+            if let burst = limit.burst {
+                self.require(.rateLimitBurst, for: "`\(path)`")
+                let (value, comment) = self.divided(burst, unit: "spans")
+                map.add("burst_capacity", value, comment: comment)
+            }
+            return .init(type, map.node)
+        case .bytesLimiting(let limit):
+            self.require(.bytesLimitingPolicy, for: "`\(path)`")
+            var map = MapBuilder()
+            let (rate, comment) = self.divided(limit.perSecond, unit: "bytes/s")
+            map.add("bytes_per_second", rate, comment: comment)
+            if let burst = limit.burst {
+                let (value, comment) = self.divided(burst, unit: "bytes")
+                map.add("burst_capacity", value, comment: comment)
+            }
+            return .init(type, map.node)
+        case .spanCount(let bounds):
+            var map = MapBuilder()
+            map.add("min_spans", .int(Int64(bounds.minimum)))
+            if let maximum = bounds.maximum {
+                self.require(.spanCountMaximum, for: "`\(path)`")
+                guard maximum != 0 else {
+                    self.problem(.unrepresentable, "`\(path)`: `max_spans: 0` reads as \"no maximum\" in the collector")
+                    return nil
+                }
+                map.add("max_spans", .int(Int64(maximum)))
+            }
+            return .init(type, map.node)
+        case .traceState(let test):
+            return .init(type, .map([.init("key", .string(test.key)), .init("values", .strings(test.values))]))
+        case .booleanAttribute(let test):
+            self.require(.booleanAttributePolicy, for: "`\(path)`")
+            var map = MapBuilder()
+            map.add("key", .string(test.key))
+            map.add("value", .bool(test.value))
+            if test.invert { map.add("invert_match", .bool(true)) }
+            return .init(type, map.node)
+        case .ottlCondition(let conditions):
+            self.require(.ottlConditionPolicy, for: "`\(path)`")
+            var map = MapBuilder()
+            map.add("error_mode", self.settings.ottlErrorMode.map { .string($0.rawValue) })
+            if !conditions.span.isEmpty { map.add("span", .strings(conditions.span)) }
+            if !conditions.spanEvent.isEmpty { map.add("spanevent", .strings(conditions.spanEvent)) }
+            return .init(type, map.node)
+        case .and(let members):
+            let list = members.map { self.policy($0, path: "\(path).\($0.name)") }
+            return .init(type, .map([.init("and_sub_policy", .list(list))]))
+        case .not(let member):
+            self.require(.notPolicy, for: "`\(path)`")
+            return .init(type, .map([.init("not_sub_policy", self.policy(member, path: "\(path).\(member.name)"))]))
+        case .drop(let members):
+            self.require(.dropPolicy, for: "`\(path)`")
+            let list = members.map { self.policy($0, path: "\(path).\($0.name)") }
+            return .init(type, .map([.init("drop_sub_policy", .list(list))]))
+        case .composite(let budget):
+            var map = MapBuilder()
+            let (total, comment) = self.divided(budget.maxTotalSpansPerSecond, unit: "spans/s")
+            map.add("max_total_spans_per_second", total, comment: comment)
+            map.add("policy_order", .strings(budget.members.map(\.policy.name)))
+            map.add(
+                "composite_sub_policy",
+                .list(budget.members.map { self.policy($0.policy, path: "\(path).\($0.policy.name)") })
+            )
+            map.add(
+                "rate_allocation",
+                .list(
+                    budget.members.map { member in
+                        .map([.init("policy", .string(member.policy.name)), .init("percent", .double(member.percent))])
+                    }
+                )
+            )
+            return .init(type, map.node)
+        }
+    }
+}

@@ -1,7 +1,8 @@
+import ConfigRenderer
 import Foundation
 import PolicyEngine
 
-/// Benchmarks for the policy compiler. Prints figures; never run as a test.
+/// Benchmarks for the policy compiler and the config renderer. Prints figures; never run as a test.
 ///
 ///     swift run -c release policy-bench [rules] [iterations]
 let ruleCount = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 1000 : 1000
@@ -78,3 +79,36 @@ for _ in 0..<iterations {
 }
 formatTimings.sort()
 print(String(format: "fmt: median %.2f ms for the same %d rules", formatTimings[formatTimings.count / 2], ruleCount))
+
+// Rendering: both tiers for 500 samplers.
+let samplers = (0..<500).map { "sampler-\($0).observability.svc.cluster.local:4317" }
+let membership = Membership(samplers: samplers)
+let fleet = Fleet()
+func milliseconds(_ duration: Duration) -> Double {
+    Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000
+}
+var renderTimings: [Double] = []
+var sizes: [Tier: Int] = [:]
+for _ in 0..<iterations {
+    let start = ContinuousClock.now
+    guard case .success(let configs) = ConfigRenderer.renderAll(policySet: set, fleet: fleet, membership: membership)
+    else {
+        print("render failed")
+        exit(1)
+    }
+    renderTimings.append(milliseconds(ContinuousClock.now - start))
+    for config in configs { sizes[config.tier] = config.yaml.utf8.count }
+}
+renderTimings.sort()
+print(
+    String(
+        format:
+            "render: both tiers, %d rules, %d samplers: median %.2f ms, min %.2f ms (lb %d KiB, sampling %d KiB, incl. SHA-256)",
+        ruleCount,
+        samplers.count,
+        renderTimings[renderTimings.count / 2],
+        renderTimings.first!,
+        (sizes[.loadBalancing] ?? 0) / 1024,
+        (sizes[.sampling] ?? 0) / 1024
+    )
+)

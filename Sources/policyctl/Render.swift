@@ -110,7 +110,7 @@ extension Policyctl {
                 format: .text
             )
             guard let policySet = result.policySet else { throw Exit.problems }
-            var fleet = try self.loadFleet(for: path)
+            var fleet = try FleetLoader.load(explicit: self.fleet, near: path)
             if let version = self.targetVersion.flatMap(CollectorVersion.init) { fleet.collectorVersion = version }
             var configs: [RenderedConfig] = []
             var failed = false
@@ -126,27 +126,6 @@ extension Policyctl {
             return configs
         }
 
-        private func loadFleet(for path: String) throws -> Fleet {
-            var fleetPath = self.fleet
-            var isDirectory: ObjCBool = false
-            if fleetPath == nil, FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory),
-                isDirectory.boolValue
-            {
-                let candidate = (path as NSString).appendingPathComponent("fleet.yaml")
-                if FileManager.default.fileExists(atPath: candidate) { fleetPath = candidate }
-            }
-            guard let fleetPath else { return Fleet() }
-            guard let data = FileManager.default.contents(atPath: fleetPath) else {
-                printError("\(fleetPath): cannot read file")
-                throw Exit.usage
-            }
-            switch FleetParser.parse(String(decoding: data, as: UTF8.self), path: fleetPath) {
-            case .success(let fleet): return fleet
-            case .failure(let problems):
-                FileHandle.standardError.write(Data((problems.description + "\n").utf8))
-                throw Exit.problems
-            }
-        }
     }
 }
 

@@ -1,3 +1,5 @@
+import ArgumentParser
+import ConfigRenderer
 import Foundation
 import PolicyEngine
 
@@ -43,5 +45,35 @@ enum SourceLoader {
             sources.append(SourceFile(path: path, bytes: [UInt8](data)))
         }
         return sources
+    }
+}
+
+/// Finds and reads the fleet description: `--fleet FILE`, else `fleet.yaml` in the policy directory.
+enum FleetLoader {
+    /// The path of the fleet file that applies, if any.
+    static func path(explicit: String?, near policyPath: String) -> String? {
+        if let explicit { return explicit }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: policyPath, isDirectory: &isDirectory), isDirectory.boolValue
+        else {
+            return nil
+        }
+        let candidate = (policyPath as NSString).appendingPathComponent("fleet.yaml")
+        return FileManager.default.fileExists(atPath: candidate) ? candidate : nil
+    }
+
+    /// Reads and checks the fleet; prints problems and throws the matching exit code.
+    static func load(explicit: String?, near policyPath: String) throws -> Fleet {
+        guard let path = self.path(explicit: explicit, near: policyPath) else { return Fleet() }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            printError("\(path): cannot read file")
+            throw Exit.usage
+        }
+        switch FleetParser.parse(String(decoding: data, as: UTF8.self), path: path) {
+        case .success(let fleet): return fleet
+        case .failure(let problems):
+            FileHandle.standardError.write(Data((problems.description + "\n").utf8))
+            throw Exit.problems
+        }
     }
 }

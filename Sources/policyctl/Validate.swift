@@ -37,6 +37,15 @@ extension Policyctl {
             }
             let result = PolicyCompiler.compile(sources)
             DiagnosticPrinter.print(result.diagnostics, sources: sources, format: self.format)
+            // The fleet description next to the policies is part of the set.
+            var fleetFailed = false
+            for path in self.paths.paths {
+                do {
+                    _ = try FleetLoader.load(explicit: nil, near: path)
+                } catch {
+                    fleetFailed = true
+                }
+            }
             if self.format == .text {
                 let files = sources.count == 1 ? "1 file" : "\(sources.count) files"
                 let rules = result.policySet.map { ", \($0.policies.count) policies" } ?? ""
@@ -47,7 +56,7 @@ extension Policyctl {
                     )
                 )
             }
-            if result.hasErrors || (self.strict && result.warningCount > 0) {
+            if fleetFailed || result.hasErrors || (self.strict && result.warningCount > 0) {
                 throw Exit.problems
             }
         }

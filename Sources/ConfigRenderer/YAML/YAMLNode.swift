@@ -1,5 +1,3 @@
-import Foundation
-
 /// A YAML value with ordered mappings and optional end-of-line comments. The renderer builds configs
 /// from these and ``YAMLWriter`` prints them the same way every time. (Yams cannot write comments,
 /// which carry the fleet-wide figures behind per-replica limits.)
@@ -125,22 +123,44 @@ enum YAMLWriter {
         }
     }
 
+    /// `30s`, `500ms`, `5m`, `1h`: digits then one unit.
+    private static func isDuration(_ text: String) -> Bool {
+        let utf8 = Array(text.utf8)
+        guard let firstLetter = utf8.firstIndex(where: { !($0 >= 48 && $0 <= 57) }), firstLetter > 0 else {
+            return false
+        }
+        let unit = utf8[firstLetter...]
+        return unit.elementsEqual("ms".utf8) || unit.elementsEqual("s".utf8) || unit.elementsEqual("m".utf8)
+            || unit.elementsEqual("h".utf8)
+    }
+
+    /// ASCII letters, digits and `_-./:${}`, starting with a letter, `_`, `/` or `$`; not a YAML keyword;
+    /// braces only inside `${…}` references.
+    private static func isPlainSafe(_ text: String) -> Bool {
+        var bytes = text.utf8.makeIterator()
+        guard let first = bytes.next() else { return false }
+        let isLetter = { (b: UInt8) in (b >= 65 && b <= 90) || (b >= 97 && b <= 122) }
+        guard isLetter(first) || first == UInt8(ascii: "_") || first == UInt8(ascii: "/") || first == UInt8(ascii: "$")
+        else {
+            return false
+        }
+        var last = first
+        var sawBrace = first == UInt8(ascii: "{") || first == UInt8(ascii: "}")
+        while let byte = bytes.next() {
+            guard isLetter(byte) || (byte >= 48 && byte <= 57) || "_-./:${}".utf8.contains(byte) else { return false }
+            if byte == UInt8(ascii: "{") || byte == UInt8(ascii: "}") { sawBrace = true }
+            last = byte
+        }
+        if last == UInt8(ascii: ":") { return false }
+        if sawBrace, !text.hasPrefix("${") { return false }
+        return text.utf8.count > 5 || !self.reserved.contains(text.lowercased())
+    }
+
     private static let reserved: Set<String> = ["true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"]
 
     /// Plain when unambiguous, otherwise double-quoted with escapes.
     static func quoteIfNeeded(_ text: String) -> String {
-        let safeFirst: (Character) -> Bool = { $0.isASCII && ($0.isLetter || $0 == "_" || $0 == "/" || $0 == "$") }
-        let safe: (Character) -> Bool = {
-            $0.isASCII && ($0.isLetter || $0.isNumber || "_-./:${}".contains($0))
-        }
-        if text.range(of: #"^[0-9]+(ms|s|m|h)$"#, options: .regularExpression) != nil {
-            return text  // a Go duration such as `30s`
-        }
-        if let first = text.first, safeFirst(first), text.allSatisfy(safe), !self.reserved.contains(text.lowercased()),
-            !text.hasSuffix(":"), !text.contains("{") || text.hasPrefix("${")
-        {
-            return text
-        }
+        if self.isDuration(text) || self.isPlainSafe(text) { return text }
         var out = "\""
         for scalar in text.unicodeScalars {
             switch scalar {

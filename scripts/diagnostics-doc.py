@@ -104,6 +104,8 @@ ENTRIES = [
   'keep base sample -5%\n', 'keep base sample 5%\n'),
  ("TP3028", "`limit` in a budget", "A budget member is limited by its share.",
   'budget b 100 spans/s {\n    keep x limit 10 spans/s share 100%\n}\n', 'budget b 100 spans/s {\n    keep x share 100%\n}\n'),
+ ("TP3029", "`drop` with an upper bound on `duration`", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans, so a drop rule with one would drop long traces whose first spans were short.",
+  'drop short when duration < 500ms\n', 'keep short when duration < 500ms\n'),
  ("TP4001", "Duplicate condition (warning)", "Two rules compile to the same test; the second never changes a decision.",
   'keep errors when status == ERROR\nkeep failures when status == ERROR\n', 'keep errors when status == ERROR\n'),
  ("TP4002", "Shadowed by a rule that keeps everything (warning)", "The collector ORs keep rules, so after `keep all` no other keep rule changes a decision.",
@@ -113,7 +115,7 @@ ENTRIES = [
  ("TP4004", "Condition always true (warning)", "Part of the condition holds for every trace (every trace has at least one span and lasts at least 0 ms).",
   'keep checkout when service == "checkout" and spans >= 1\n', 'keep checkout when service == "checkout"\n'),
  ("TP4005", "Drop never matches (warning)", "A drop rule whose condition can never be true.",
-  'drop fast when duration > 2s and duration < 1s\n', 'drop fast when duration < 1s\n'),
+  'drop tiny when spans > 10 and spans < 5\n', 'drop tiny when spans < 2\n'),
  ("TP4006", "Percentage over 100 (warning)", "Read as 100%.",
   'keep vip sample 150%\n', 'keep vip sample 100%\n'),
  ("TP4007", "Unreachable budget member (warning)", "The collector gives a trace to the first member that matches, with no fall-through; a member after one that matches everything is never reached.",
@@ -129,6 +131,8 @@ ENTRIES = [
   'sampler { decision_wait 500ms }\n', 'sampler { decision_wait 1s }\n'),
  ("TP4012", "Decision cache smaller than `max_traces` (warning)", "Late spans whose decision fell out of the cache are decided again on partial data.",
   'sampler { max_traces 200000 cache sampled 1000 }\n', 'sampler { max_traces 200000 cache sampled 2000000 }\n'),
+ ("TP4013", "Duration window (warning)", "An upper bound on `duration` combined with other tests compiles to a latency window, which the collector tests on the duration seen so far as it reads spans: a trace longer than the bound can still match. `duration < D` alone in a `keep` rule is exact.",
+  'keep fast_search when service == "search" and duration < 200ms\n', 'keep slow_search when service == "search" and duration >= 200ms\n'),
 ]
 
 def run(source):

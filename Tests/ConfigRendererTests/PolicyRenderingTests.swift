@@ -28,7 +28,7 @@ import Testing
         ),
         (
             "keep health when attr[\"http.route\"] matches \"/health\"",
-            "- name: health\n  type: string_attribute\n  string_attribute:\n    key: http.route\n    values:\n      - \"^(?:/health)$\"\n    enabled_regex_matching: true"
+            "- name: health\n  type: string_attribute\n  string_attribute:\n    key: http.route\n    values:\n      - \"^(?:/health)$$\"\n    enabled_regex_matching: true"
         ),
         (
             "keep vip when attr[\"tier\"] in [\"gold\", \"platinum\"]",
@@ -36,7 +36,7 @@ import Testing
         ),
         (
             "keep capped limit 1000 spans/s",
-            "- name: capped\n  type: rate_limiting\n  rate_limiting:\n    spans_per_second: 334  # fleet-wide 1000 spans/s across 3 samplers"
+            "- name: capped\n  type: rate_limiting\n  rate_limiting:\n    spans_per_second: 335  # fleet-wide 1000 spans/s across 3 samplers, +1 for the collector's strict limit"
         ),
         (
             "keep bulk limit 3MiB/s burst 6MiB",

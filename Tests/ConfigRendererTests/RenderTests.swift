@@ -147,7 +147,8 @@ import Yams
         let rate = (policies[0]["rate_limiting"] as? [String: Any])?["spans_per_second"] as? Int
         let byteRate = (policies[1]["bytes_limiting"] as? [String: Any])?["bytes_per_second"] as? Int
         let total = (policies[2]["composite"] as? [String: Any])?["max_total_spans_per_second"] as? Int
-        #expect(rate == spans)
+        // One more than the share: the collector keeps a trace only while the count stays strictly below it.
+        #expect(rate == spans + 1)
         #expect(byteRate == bytes)
         #expect(total == budget)
         // Rounded up: the fleet never gets less than it asked for.
@@ -264,6 +265,19 @@ import Yams
         let (set, fleet) = try examples()
         let config = try #require(render(.sampling, set, fleet: fleet))
         #expect(config.yaml.contains("authorization: ${env:TEMPO_TOKEN}"))
+    }
+
+    @Test func dollarsInPolicyStringsSurviveTheCollectorsExpansion() throws {
+        let config = try #require(
+            render(
+                .sampling,
+                policySet(#"keep a when attr["x"] == "${env:HOME}" or ottl span "attributes[\"p\"] == \"$5\"""#)
+            )
+        )
+        #expect(config.yaml.contains("$${env:HOME}"))
+        #expect(config.yaml.contains(#"attributes[\"p\"] == \"$$5\""#))
+        let anchored = try #require(render(.sampling, policySet(#"keep h when attr["r"] matches "/h""#)))
+        #expect(anchored.yaml.contains(#"- "^(?:/h)$$""#))
     }
 
     @Test func diffShowsWhatChanged() throws {

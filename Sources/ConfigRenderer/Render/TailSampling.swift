@@ -1,3 +1,4 @@
+import Foundation
 import PolicyEngine
 
 extension RenderContext {
@@ -42,6 +43,12 @@ extension RenderContext {
 
     private var replicas: Int { max(1, self.membership.samplerCount) }
 
+    /// A string from the policies, with `$` doubled: the collector expands `${…}` in config values at start-up
+    /// and reads `$$` as a literal `$`, so a regex anchor or an OTTL string survives unchanged.
+    func literal(_ text: String) -> YAMLNode {
+        .string(text.replacingOccurrences(of: "$", with: "$$"))
+    }
+
     private func divided(_ fleetWide: Int64, unit: String) -> (YAMLNode, String) {
         let value = ConfigRenderer.perReplica(fleetWide, replicas: self.replicas)
         return (
@@ -53,7 +60,7 @@ extension RenderContext {
     /// One policy: `name`, `type`, then its block named after the type.
     mutating func policy(_ policy: Policy, path: String) -> YAMLNode {
         var entries: [YAMLNode.Entry] = [
-            .init("name", .string(policy.name)), .init("type", .string(policy.kind.typeName)),
+            .init("name", self.literal(policy.name)), .init("type", .string(policy.kind.typeName)),
         ]
         if let body = self.body(policy.kind, path: path) {
             entries.append(body)
@@ -96,29 +103,36 @@ extension RenderContext {
                 return nil
             }
             var map = MapBuilder()
-            map.add("key", .string(test.key))
+            map.add("key", self.literal(test.key))
             map.add("min_value", test.minimum.map(YAMLNode.int))
             map.add("max_value", test.maximum.map(YAMLNode.int))
             if test.invert { map.add("invert_match", .bool(true)) }
             return .init(type, map.node)
         case .probabilistic(let sampling):
             var map = MapBuilder()
-            map.add("hash_salt", sampling.salt.map(YAMLNode.string))
+            map.add("hash_salt", sampling.salt.map(self.literal))
             map.add("sampling_percentage", .double(sampling.percentage))
             return .init(type, map.node)
         case .statusCode(let codes):
             return .init(type, .map([.init("status_codes", .strings(codes.map(\.rawValue)))]))
         case .stringAttribute(let test):
             var map = MapBuilder()
-            map.add("key", .string(test.key))
-            map.add("values", .strings(test.values))
+            map.add("key", self.literal(test.key))
+            map.add("values", .list(test.values.map(self.literal)))
             if test.regex { map.add("enabled_regex_matching", .bool(true)) }
             if test.invert { map.add("invert_match", .bool(true)) }
             return .init(type, map.node)
         case .rateLimiting(let limit):
             var map = MapBuilder()
-            let (rate, comment) = self.divided(limit.perSecond, unit: "spans/s")
-            map.add("spans_per_second", rate, comment: comment)
+            // The collector keeps a trace only while `spans this second + trace spans < spans_per_second`
+            // (strictly less), so one more than the share lets the share itself through.
+            let share = ConfigRenderer.perReplica(limit.perSecond, replicas: self.replicas)
+            map.add(
+                "spans_per_second",
+                .int(share + 1),
+                comment:
+                    "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s"), +1 for the collector's strict limit"
+            )
             if let burst = limit.burst {
                 self.require(.rateLimitBurst, for: "`\(path)`")
                 let (value, comment) = self.divided(burst, unit: "spans")
@@ -148,11 +162,14 @@ extension RenderContext {
             }
             return .init(type, map.node)
         case .traceState(let test):
-            return .init(type, .map([.init("key", .string(test.key)), .init("values", .strings(test.values))]))
+            return .init(
+                type,
+                .map([.init("key", self.literal(test.key)), .init("values", .list(test.values.map(self.literal)))])
+            )
         case .booleanAttribute(let test):
             self.require(.booleanAttributePolicy, for: "`\(path)`")
             var map = MapBuilder()
-            map.add("key", .string(test.key))
+            map.add("key", self.literal(test.key))
             map.add("value", .bool(test.value))
             if test.invert { map.add("invert_match", .bool(true)) }
             return .init(type, map.node)
@@ -160,8 +177,8 @@ extension RenderContext {
             self.require(.ottlConditionPolicy, for: "`\(path)`")
             var map = MapBuilder()
             map.add("error_mode", self.settings.ottlErrorMode.map { .string($0.rawValue) })
-            if !conditions.span.isEmpty { map.add("span", .strings(conditions.span)) }
-            if !conditions.spanEvent.isEmpty { map.add("spanevent", .strings(conditions.spanEvent)) }
+            if !conditions.span.isEmpty { map.add("span", .list(conditions.span.map(self.literal))) }
+            if !conditions.spanEvent.isEmpty { map.add("spanevent", .list(conditions.spanEvent.map(self.literal))) }
             return .init(type, map.node)
         case .and(let members):
             let list = members.map { self.policy($0, path: "\(path).\($0.name)") }
@@ -177,7 +194,7 @@ extension RenderContext {
             var map = MapBuilder()
             let (total, comment) = self.divided(budget.maxTotalSpansPerSecond, unit: "spans/s")
             map.add("max_total_spans_per_second", total, comment: comment)
-            map.add("policy_order", .strings(budget.members.map(\.policy.name)))
+            map.add("policy_order", .list(budget.members.map { self.literal($0.policy.name) }))
             map.add(
                 "composite_sub_policy",
                 .list(budget.members.map { self.policy($0.policy, path: "\(path).\($0.policy.name)") })
@@ -186,7 +203,10 @@ extension RenderContext {
                 "rate_allocation",
                 .list(
                     budget.members.map { member in
-                        .map([.init("policy", .string(member.policy.name)), .init("percent", .double(member.percent))])
+                        .map([
+                            .init("policy", self.literal(member.policy.name)),
+                            .init("percent", .int(Int64(member.percent))),
+                        ])
                     }
                 )
             )

@@ -56,6 +56,7 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case duplicateSetting = "TP3026"
     case invalidPercentage = "TP3027"
     case limitInBudget = "TP3028"
+    case unreliableDurationDrop = "TP3029"
 
     // Lint
     case duplicateCondition = "TP4001"
@@ -70,6 +71,7 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case separateAttributeTests = "TP4010"
     case decisionWaitTooShort = "TP4011"
     case decisionCacheTooSmall = "TP4012"
+    case durationWindow = "TP4013"
 
     /// The severity a diagnostic with this code has.
     public var severity: Severity {

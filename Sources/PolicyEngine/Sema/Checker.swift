@@ -179,7 +179,15 @@ struct Checker {
                 var reader = ValueReader(sink: self.sink)
                 percent = reader.percentage(share, what: "`share`")
                 self.sink = reader.sink
-                if let value = percent, value <= 0 {
+                if let value = percent, value > 0, value.rounded() != value {
+                    self.sink.emit(
+                        .invalidPercentage,
+                        "shares are whole percentages: the collector reads `percent` as an integer, so \(Self.format(value))% would become \(Int(value))%",
+                        at: share.range,
+                        suggestion: "write `share \(max(1, Int(value.rounded())))%`"
+                    )
+                    percent = nil
+                } else if let value = percent, value <= 0 {
                     self.sink.emit(
                         .invalidPercentage,
                         "a share must be more than 0%: the collector gives a 0% entry an equal share instead",
@@ -210,6 +218,7 @@ struct Checker {
                 continue
             }
             shareSum += percent
+            if lowered.isEmpty { continue }  // never matches (already reported)
             for policy in lowered {
                 members.append(CompositeBudget.Member(policy: policy, percent: percent))
                 if policy.kind == .alwaysSample, catchAll == nil { catchAll = rule.name?.name }
@@ -224,7 +233,7 @@ struct Checker {
             )
             return
         }
-        guard !failed, registered, let total, let name = budget.name else { return }
+        guard !failed, registered, let total, let name = budget.name, !members.isEmpty else { return }
         if shareSum < 99.999_999 {
             self.sink.emit(
                 .unusedBudget,
@@ -314,7 +323,7 @@ struct Checker {
             if inBudget {
                 self.sink.emit(
                     .orInBudget,
-                    "`or` in a budget rule would need two members with two shares",
+                    "this condition has \(disjuncts.count) alternatives (from `or`, `not (… and …)` or a list of numbers), which would need one member and one share each",
                     at: rule.condition!.range,
                     suggestion: "split `\(ruleName)` into one rule per alternative, each with its own share"
                 )
@@ -323,7 +332,7 @@ struct Checker {
             if let clause = rule.limit {
                 self.sink.emit(
                     .limitWithOr,
-                    "`limit` with `or` would give each alternative its own full limit",
+                    "this condition has \(disjuncts.count) alternatives (from `or`, `not (… and …)` or a list of numbers); with `limit` each would get its own full limit",
                     at: clause.range,
                     suggestion:
                         "split `\(ruleName)` into one rule per alternative, each with its own limit, or put it in a `budget`"
@@ -348,8 +357,17 @@ struct Checker {
         }
 
         var bodies: [PolicyKind] = []
+        var reportedRanges = Set<SourceRange>()
         for disjunct in disjuncts {
-            guard let shaped = self.shape(disjunct, extras: extras, action: rule.action, inBudget: inBudget) else {
+            guard
+                let shaped = self.shape(
+                    disjunct,
+                    extras: extras,
+                    action: rule.action,
+                    inBudget: inBudget,
+                    reported: &reportedRanges
+                )
+            else {
                 if self.sink.errorTotal > errorsBefore { return nil }
                 continue
             }
@@ -368,7 +386,7 @@ struct Checker {
                 at: rule.condition?.range ?? rule.name?.range ?? rule.actionRange,
                 suggestion: "fix the condition, or remove the rule"
             )
-            if bodies.isEmpty { return [] }
+            return []
         }
         if bodies.count == 1 {
             return [Policy(name: ruleName, kind: bodies[0], rule: ruleName, origin: origin)]
@@ -454,46 +472,50 @@ struct Checker {
 
     /// Turns one conjunction of literals plus the rule's extras into a policy body, following the
     /// collector's nesting rules. `nil` when it can never match (reported by the caller) or on error.
-    private mutating func shape(_ literals: [Literal], extras: [PolicyKind], action: RuleAction, inBudget: Bool)
-        -> PolicyKind?
-    {
+    private mutating func shape(
+        _ literals: [Literal],
+        extras: [PolicyKind],
+        action: RuleAction,
+        inBudget: Bool,
+        reported: inout Set<SourceRange>
+    ) -> PolicyKind? {
         var durationMin: Int64?
         var durationMax: Int64?
         var spansMin: Int64?
         var spansMax: Int64?
         var tests: [Literal] = []
         var numericKeys: [String: SourceRange] = [:]
+        var alwaysTrue: [(Literal, String)] = []
         for literal in literals {
             switch literal.atom {
             case .durationAtLeast(let n):
                 if n <= 0 {
-                    self.alwaysTrue(literal, "every trace lasts at least 0ms")
+                    alwaysTrue.append((literal, "every trace lasts at least 0ms"))
                     continue
                 }
                 durationMin = max(durationMin ?? n, n)
             case .durationAtMost(let n): durationMax = min(durationMax ?? n, n)
             case .spansAtLeast(let n):
                 if n <= 1 {
-                    self.alwaysTrue(literal, "every trace has at least one span")
+                    alwaysTrue.append((literal, "every trace has at least one span"))
                     continue
                 }
                 spansMin = max(spansMin ?? n, n)
             case .spansAtMost(let n): spansMax = min(spansMax ?? n, n)
-            case .numericAttribute(let key, _, _) where !literal.negated:
-                if numericKeys[key] != nil {
-                    self.sink.emit(
-                        .separateAttributeTests,
-                        "the two tests on `\(key)` are checked separately: each may match a different span",
-                        at: literal.range,
-                        suggestion: "to test one value against both bounds write `attr[\"\(key)\"] in LOW..HIGH`"
-                    )
-                }
-                numericKeys[key] = literal.range
-                tests.append(literal)
             default:
-                if !tests.contains(where: { $0.atom == literal.atom && $0.negated == literal.negated }) {
-                    tests.append(literal)
+                if tests.contains(where: { $0.atom == literal.atom && $0.negated == literal.negated }) { continue }
+                if case .numericAttribute(let key, _, _) = literal.atom, !literal.negated {
+                    if numericKeys[key] != nil, reported.insert(literal.range).inserted {
+                        self.sink.emit(
+                            .separateAttributeTests,
+                            "the two tests on `\(key)` are checked separately: each may match a different span",
+                            at: literal.range,
+                            suggestion: "to test one value against both bounds write `attr[\"\(key)\"] in LOW..HIGH`"
+                        )
+                    }
+                    numericKeys[key] = literal.range
                 }
+                tests.append(literal)
             }
         }
         if let low = durationMin, let high = durationMax, low > high { return nil }
@@ -506,21 +528,47 @@ struct Checker {
         }) {
             return nil  // X and not X
         }
-
+        for (literal, reason) in alwaysTrue where reported.insert(literal.range).inserted {
+            self.alwaysTrue(literal, reason)
+        }
         let aloneInKeep =
             action == .keep && !inBudget && durationMin == nil && tests.isEmpty && extras.isEmpty && spansMin == nil
             && spansMax == nil
+        let upperBoundRange =
+            literals.first { if case .durationAtMost = $0.atom { true } else { false } }?.range
+            ?? SourceRange(start: 0, end: 0)
         if durationMax == 0, !aloneInKeep {
             // The collector reads `upper_threshold_ms: 0` as "no upper bound".
             self.sink.emit(
                 .zeroNumericBound,
                 "a duration upper bound of 0ms cannot be expressed: the collector reads an upper bound of 0 as \"no bound\"",
-                at: literals.first { if case .durationAtMost = $0.atom { true } else { false } }?.range
-                    ?? SourceRange(start: 0, end: 0),
+                at: upperBoundRange,
                 suggestion: "test `duration < 1ms` in a rule of its own"
             )
             return nil
         }
+        if let maximum = durationMax, !aloneInKeep {
+            if action == .drop {
+                self.sink.emit(
+                    .unreliableDurationDrop,
+                    "a `drop` with an upper bound on `duration` would drop long traces: the collector tests the bound on the duration seen so far, span by span",
+                    at: upperBoundRange,
+                    suggestion:
+                        "drop on other properties; to keep only short traces write `keep NAME when duration < \(maximum + 1)ms` alone"
+                )
+                return nil
+            }
+            if reported.insert(upperBoundRange).inserted {
+                self.sink.emit(
+                    .durationWindow,
+                    "the collector tests this upper bound on the duration seen so far as it reads spans, so a trace longer than \(maximum)ms can still match",
+                    at: upperBoundRange,
+                    suggestion:
+                        "use only a lower bound (`duration > …`), or put `duration < …` alone in a `keep` rule, which is exact"
+                )
+            }
+        }
+
         // Leaves: (kind without inversion, negated, invertible, range)
         var leaves: [(kind: PolicyKind, negated: Bool, invertible: Bool, range: SourceRange?)] = []
         if durationMin != nil || durationMax != nil {
@@ -540,13 +588,22 @@ struct Checker {
 
         let nested = action == .drop || inBudget || leaves.count > 1
         if nested, let bad = leaves.first(where: { $0.negated && !$0.invertible }) {
-            let context = action == .drop ? "a `drop` rule" : inBudget ? "a budget" : "`and`"
+            let context: String
+            if action == .drop {
+                context = "a `drop` rule"
+            } else if inBudget {
+                context = "a budget"
+            } else if leaves.count - extras.count == 1 {
+                context = "a rule with `sample` or `limit`"
+            } else {
+                context = "`and`"
+            }
             self.sink.emit(
                 .unfaithfulNegation,
-                "this negation cannot be compiled faithfully inside \(context): the collector allows `not` only as a whole top-level rule",
+                "this negation cannot be compiled faithfully in \(context): the collector allows `not` only around a whole top-level rule",
                 at: bad.range ?? SourceRange(start: 0, end: 0),
                 suggestion:
-                    "make it a rule of its own (`keep NAME when not …`), or write the test as an `ottl span` condition"
+                    "put `not …` alone in a `keep` rule of its own, or test the positive form (\"some span is not OK\" is `status in [ERROR, UNSET]`)"
             )
             return nil
         }

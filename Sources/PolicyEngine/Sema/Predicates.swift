@@ -392,7 +392,7 @@ extension Checker {
                 )
             case .number:
                 guard let n = self.attributeInteger(value) else { return nil }
-                guard self.nonZeroBounds(min: n, max: n, at: value.range, key: key) else { return nil }
+                guard self.nonZeroBounds(min: n, max: n, at: value.range, key: key, op: op, n: n) else { return nil }
                 return self.literal(.numericAttribute(key: key, minimum: n, maximum: n), predicate, negated: negated)
             case .identifier(let identifier) where identifier.name == "true" || identifier.name == "false":
                 return self.literal(
@@ -503,6 +503,15 @@ extension Checker {
                 return nil
             }
             guard let n = self.attributeInteger(value) else { return nil }
+            if (op == .greater && n == Int64.max) || (op == .less && n == Int64.min) {
+                self.sink.emit(
+                    .valueOutOfRange,
+                    "no 64-bit integer is \(op == .greater ? "greater" : "less") than \(n), so this test never matches",
+                    at: predicate.range,
+                    suggestion: "remove the test"
+                )
+                return nil
+            }
             var minimum: Int64?
             var maximum: Int64?
             switch op {
@@ -670,38 +679,12 @@ extension Checker {
             )
             return false
         }
-        let unsupported: [(String, String)] = [
-            ("(?=", "lookahead"), ("(?!", "negative lookahead"), ("(?<=", "lookbehind"),
-            ("(?<!", "negative lookbehind"),
-            ("(?>", "atomic groups"), ("*+", "possessive quantifiers"), ("++", "possessive quantifiers"),
-            ("?+", "possessive quantifiers"),
-        ]
-        for (marker, feature) in unsupported where pattern.contains(marker) {
+        if let (message, suggestion) = RE2Syntax.problem(in: pattern) {
             self.sink.emit(
                 .invalidRegex,
-                "the collector's regular expressions (Go RE2) do not support \(feature) (`\(marker)`)",
+                "invalid regular expression: \(message)",
                 at: literal.range,
-                suggestion: "rewrite without \(feature), or use `not … matches` for exclusions"
-            )
-            return false
-        }
-        if pattern.range(of: #"\\[1-9]"#, options: .regularExpression) != nil {
-            self.sink.emit(
-                .invalidRegex,
-                "the collector's regular expressions (Go RE2) do not support backreferences",
-                at: literal.range,
-                suggestion: "rewrite the pattern without `\\1`"
-            )
-            return false
-        }
-        do {
-            _ = try NSRegularExpression(pattern: pattern)
-        } catch {
-            self.sink.emit(
-                .invalidRegex,
-                "invalid regular expression",
-                at: literal.range,
-                suggestion: "check brackets and escapes; a literal `.` is `\\.`"
+                suggestion: suggestion
             )
             return false
         }

@@ -1,0 +1,208 @@
+import Foundation
+import OpAMPProtocol
+
+/// The capability bits an agent reports (`AgentCapabilities`), re-read from every message.
+public struct AgentCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let reportsStatus = Self(rawValue: 0x1)
+    public static let acceptsRemoteConfig = Self(rawValue: 0x2)
+    public static let reportsEffectiveConfig = Self(rawValue: 0x4)
+    public static let acceptsPackages = Self(rawValue: 0x8)
+    public static let reportsPackageStatuses = Self(rawValue: 0x10)
+    public static let reportsOwnTraces = Self(rawValue: 0x20)
+    public static let reportsOwnMetrics = Self(rawValue: 0x40)
+    public static let reportsOwnLogs = Self(rawValue: 0x80)
+    public static let acceptsOpAMPConnectionSettings = Self(rawValue: 0x100)
+    public static let acceptsOtherConnectionSettings = Self(rawValue: 0x200)
+    public static let acceptsRestartCommand = Self(rawValue: 0x400)
+    public static let reportsHealth = Self(rawValue: 0x800)
+    public static let reportsRemoteConfig = Self(rawValue: 0x1000)
+    public static let reportsHeartbeat = Self(rawValue: 0x2000)
+    public static let reportsAvailableComponents = Self(rawValue: 0x4000)
+    public static let reportsConnectionSettingsStatus = Self(rawValue: 0x8000)
+}
+
+/// The capabilities this server offers (`ServerCapabilities`).
+public struct ServerCapabilities: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt64
+    public init(rawValue: UInt64) { self.rawValue = rawValue }
+
+    public static let acceptsStatus = Self(rawValue: 0x1)
+    public static let offersRemoteConfig = Self(rawValue: 0x2)
+    public static let acceptsEffectiveConfig = Self(rawValue: 0x4)
+    public static let offersConnectionSettings = Self(rawValue: 0x20)
+
+    /// What Tailplane's server does.
+    public static let tailplane: Self = [
+        .acceptsStatus, .offersRemoteConfig, .acceptsEffectiveConfig, .offersConnectionSettings,
+    ]
+}
+
+/// How an agent is connected.
+public enum TransportKind: String, Sendable, Hashable, Codable {
+    case webSocket = "websocket"
+    case http
+}
+
+/// One file of a config map.
+public struct ConfigFile: Sendable, Hashable {
+    /// The file's bytes.
+    public var body: [UInt8]
+    /// MIME type, e.g. `text/yaml` or `application/json`; may be empty.
+    public var contentType: String
+
+    /// Creates a file.
+    public init(body: [UInt8], contentType: String) {
+        self.body = body
+        self.contentType = contentType
+    }
+}
+
+/// A remote config to deliver: named files and the hash that identifies them.
+public struct RemoteConfig: Sendable, Hashable {
+    /// Files by name (`""` for a single unnamed file).
+    public var files: [String: ConfigFile]
+    /// The config hash agents report back; deterministic and collision-resistant (the caller's content hash).
+    public var hash: [UInt8]
+
+    /// Creates a config.
+    public init(files: [String: ConfigFile], hash: [UInt8]) {
+        self.files = files
+        self.hash = hash
+    }
+}
+
+/// What an agent says about the last remote config it received.
+public struct RemoteConfigReport: Sendable, Hashable {
+    /// The state, as the agent reports it.
+    public enum State: String, Sendable, Hashable, Codable {
+        case unset, applying, applied, failed
+    }
+
+    /// Hash of the config the report is about.
+    public var hash: [UInt8]
+    /// Its state.
+    public var state: State
+    /// Why it failed, if it did.
+    public var errorMessage: String
+
+    /// Creates a report.
+    public init(hash: [UInt8], state: State, errorMessage: String = "") {
+        self.hash = hash
+        self.state = state
+        self.errorMessage = errorMessage
+    }
+}
+
+/// The agent's AgentDescription with values rendered as strings.
+public struct AgentDescription: Sendable, Hashable {
+    /// Identifying attributes (service.name, service.instance.id, …).
+    public var identifying: [String: String]
+    /// Non-identifying attributes (host.name, os.type, …).
+    public var nonIdentifying: [String: String]
+
+    /// Creates a description.
+    public init(identifying: [String: String] = [:], nonIdentifying: [String: String] = [:]) {
+        self.identifying = identifying
+        self.nonIdentifying = nonIdentifying
+    }
+
+    /// Both sets merged; identifying attributes win.
+    public var attributes: [String: String] {
+        self.nonIdentifying.merging(self.identifying) { _, identifying in identifying }
+    }
+}
+
+/// ComponentHealth, recursively.
+public struct AgentHealth: Sendable, Hashable {
+    /// Healthy or not.
+    public var healthy: Bool
+    /// Last error text.
+    public var lastError: String
+    /// Agent-specific status text.
+    public var status: String
+    /// Start time, Unix nanoseconds (0 if not running).
+    public var startTimeUnixNano: UInt64
+    /// Health of sub-components by name.
+    public var components: [String: AgentHealth]
+
+    /// Creates a health report.
+    public init(
+        healthy: Bool,
+        lastError: String = "",
+        status: String = "",
+        startTimeUnixNano: UInt64 = 0,
+        components: [String: AgentHealth] = [:]
+    ) {
+        self.healthy = healthy
+        self.lastError = lastError
+        self.status = status
+        self.startTimeUnixNano = startTimeUnixNano
+        self.components = components
+    }
+}
+
+/// Everything the server knows about one agent.
+public struct AgentSnapshot: Sendable, Hashable {
+    /// The agent's instance UID.
+    public var instanceUID: InstanceUID
+    /// Capabilities from its latest message.
+    public var capabilities: AgentCapabilities
+    /// Its description, once reported.
+    public var description: AgentDescription?
+    /// Its health, once reported.
+    public var health: AgentHealth?
+    /// Its effective config, once reported.
+    public var effectiveConfig: [String: ConfigFile]?
+    /// Its latest remote config status.
+    public var remoteConfigStatus: RemoteConfigReport?
+    /// The hash of its available components.
+    public var availableComponentsHash: [UInt8]?
+    /// Connected now, and how.
+    public var transport: TransportKind?
+    /// When it last sent anything.
+    public var lastSeen: Date
+    /// Its latest sequence number.
+    public var sequenceNum: UInt64
+    /// The config the layer above wants it to run.
+    public var desiredConfigHash: [UInt8]?
+    /// Set when the agent failed the desired config (and perhaps rolled back by itself).
+    public var rejectedConfigHash: [UInt8]?
+
+    /// True while a connection is open (WebSocket) or polls arrive in time (HTTP).
+    public var connected: Bool { self.transport != nil }
+}
+
+/// What happens to agents, for the layer above.
+public enum AgentEvent: Sendable, Hashable {
+    case connected(InstanceUID, TransportKind)
+    case disconnected(InstanceUID, reason: String)
+    case descriptionChanged(InstanceUID, AgentDescription)
+    case healthChanged(InstanceUID, AgentHealth)
+    case effectiveConfigChanged(InstanceUID, [String: ConfigFile])
+    case remoteConfigStatusChanged(InstanceUID, RemoteConfigReport)
+    /// The agent failed the desired config; `rolledBack` when it then reported APPLIED for an older one
+    /// (the supervisor's automatic rollback). The server stops resending that config.
+    case remoteConfigRejected(InstanceUID, hash: [UInt8], errorMessage: String, rolledBack: Bool)
+    /// The server gave the agent a new instance UID.
+    case instanceUIDReassigned(old: InstanceUID, new: InstanceUID)
+
+    /// The agent the event is about.
+    public var instanceUID: InstanceUID {
+        switch self {
+        case .connected(let uid, _), .disconnected(let uid, _), .descriptionChanged(let uid, _),
+            .healthChanged(let uid, _),
+            .effectiveConfigChanged(let uid, _), .remoteConfigStatusChanged(let uid, _),
+            .remoteConfigRejected(let uid, _, _, _):
+            uid
+        case .instanceUIDReassigned(_, let new): new
+        }
+    }
+}
+
+/// Commands the server can send to agents that accept them.
+public enum AgentCommand: Sendable, Hashable {
+    case restart
+}

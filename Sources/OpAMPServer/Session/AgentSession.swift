@@ -1,0 +1,265 @@
+import Foundation
+import OpAMPProtocol
+
+/// The OpAMP protocol logic for one agent, as a pure state machine: it takes a decoded message and
+/// returns the response and the events to publish. No I/O, no clocks (time is passed in), no locks.
+struct AgentSession {
+    private(set) var snapshot: AgentSnapshot
+    /// The config the layer above wants the agent to run.
+    private(set) var desired: RemoteConfig?
+    /// The hash last sent on the current connection (for agents that do not report status).
+    private var sentOnConnection: [UInt8]?
+    /// The agent failed `desired` (so it is not resent until `desired` changes).
+    private var rejected = false
+    /// ReportFullState was asked for and not yet answered: do not ask again (no loops).
+    private var awaitingFullState = false
+    private var haveSequence = false
+    /// A command waiting for the next response.
+    private var pendingCommand: AgentCommand?
+
+    init(instanceUID: InstanceUID, now: Date) {
+        self.snapshot = AgentSnapshot(
+            instanceUID: instanceUID,
+            capabilities: [],
+            transport: nil,
+            lastSeen: now,
+            sequenceNum: 0
+        )
+    }
+
+    /// What the server adds to responses.
+    struct Context {
+        var serverCapabilities: ServerCapabilities
+        /// Offered to agents that report heartbeats: interval and the endpoint they should use.
+        var heartbeat: (intervalSeconds: UInt64, endpoint: String)?
+        var now: Date
+    }
+
+    struct Output {
+        var response: OpAMP_ServerToAgent
+        var events: [AgentEvent]
+        /// The agent asked for a new instance UID (the registry assigns and re-keys).
+        var wantsNewInstanceUID: Bool
+        /// The agent said goodbye.
+        var disconnecting: Bool
+    }
+
+    // MARK: Connection lifecycle
+
+    /// A new connection (WebSocket) or the first poll after being offline (HTTP).
+    mutating func connected(_ transport: TransportKind) -> [AgentEvent] {
+        let wasConnected = self.snapshot.transport != nil
+        self.snapshot.transport = transport
+        self.sentOnConnection = nil
+        return wasConnected ? [] : [.connected(self.snapshot.instanceUID, transport)]
+    }
+
+    mutating func disconnected(reason: String) -> [AgentEvent] {
+        guard self.snapshot.transport != nil else { return [] }
+        self.snapshot.transport = nil
+        self.sentOnConnection = nil
+        return [.disconnected(self.snapshot.instanceUID, reason: reason)]
+    }
+
+    // MARK: Messages
+
+    mutating func receive(_ message: OpAMP_AgentToServer, firstOnConnection: Bool, context: Context) -> Output {
+        var events: [AgentEvent] = []
+        let uid = self.snapshot.instanceUID
+        let capabilities = AgentCapabilities(rawValue: message.capabilities)
+        self.snapshot.capabilities = capabilities
+        self.snapshot.lastSeen = context.now
+
+        // Status compression: detect missing state before absorbing this message.
+        let gap = self.haveSequence && message.sequenceNum != self.snapshot.sequenceNum &+ 1
+        let lacking =
+            (self.snapshot.description == nil && !message.hasAgentDescription)
+            || (capabilities.contains(.reportsEffectiveConfig) && self.snapshot.effectiveConfig == nil
+                && !message.hasEffectiveConfig)
+            || (capabilities.contains(.reportsRemoteConfig) && self.snapshot.remoteConfigStatus == nil
+                && !message.hasRemoteConfigStatus)
+            || (capabilities.contains(.reportsHealth) && self.snapshot.health == nil && !message.hasHealth)
+        let compressed =
+            !message.hasAgentDescription
+            || (capabilities.contains(.reportsEffectiveConfig) && !message.hasEffectiveConfig)
+            || (capabilities.contains(.reportsRemoteConfig) && !message.hasRemoteConfigStatus)
+            || (capabilities.contains(.reportsHealth) && !message.hasHealth)
+        var requestFullState = false
+        if self.awaitingFullState {
+            // The agent answered a request: whatever it still omits, it does not have.
+            self.awaitingFullState = false
+        } else if lacking || (gap && compressed) {
+            requestFullState = true
+            self.awaitingFullState = true
+        }
+        self.snapshot.sequenceNum = message.sequenceNum
+        self.haveSequence = true
+
+        if message.hasAgentDescription {
+            let description = ProtobufConversion.description(message.agentDescription)
+            if description != self.snapshot.description {
+                self.snapshot.description = description
+                events.append(.descriptionChanged(uid, description))
+            }
+        }
+        if message.hasHealth {
+            let health = ProtobufConversion.health(message.health)
+            if health != self.snapshot.health {
+                self.snapshot.health = health
+                events.append(.healthChanged(uid, health))
+            }
+        }
+        if message.hasEffectiveConfig {
+            let files = ProtobufConversion.files(message.effectiveConfig.configMap)
+            if files != self.snapshot.effectiveConfig {
+                self.snapshot.effectiveConfig = files
+                events.append(.effectiveConfigChanged(uid, files))
+            }
+        }
+        if message.hasAvailableComponents {
+            self.snapshot.availableComponentsHash = [UInt8](message.availableComponents.hash)
+        }
+        if message.hasRemoteConfigStatus {
+            events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus))
+        }
+
+        var response = OpAMP_ServerToAgent()
+        response.instanceUid = message.instanceUid
+        // Required on the first response of a connection; harmless (and needed for HTTP) on every one.
+        response.capabilities = context.serverCapabilities.rawValue
+        if requestFullState {
+            response.flags |= UInt64(OpAMP_ServerToAgentFlags.reportFullState.rawValue)
+        }
+        if let config = self.configToSend() {
+            response.remoteConfig = ProtobufConversion.remoteConfig(config)
+            self.sentOnConnection = config.hash
+        }
+        if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
+            context.serverCapabilities.contains(.offersConnectionSettings)
+        {
+            response.connectionSettings = Self.heartbeatOffer(heartbeat)
+        }
+        if let command = self.pendingCommand, capabilities.contains(.acceptsRestartCommand) {
+            switch command {
+            case .restart: response.command.type = .restart
+            }
+            self.pendingCommand = nil
+        }
+        let wantsNewUID = message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0
+        return Output(
+            response: response,
+            events: events,
+            wantsNewInstanceUID: wantsNewUID,
+            disconnecting: message.hasAgentDisconnect
+        )
+    }
+
+    /// Records a remote config status and detects rejection and the supervisor's automatic rollback.
+    private mutating func absorb(_ report: RemoteConfigReport) -> [AgentEvent] {
+        let uid = self.snapshot.instanceUID
+        let previous = self.snapshot.remoteConfigStatus
+        guard report != previous else { return [] }
+        self.snapshot.remoteConfigStatus = report
+        var events: [AgentEvent] = [.remoteConfigStatusChanged(uid, report)]
+        guard let desired = self.desired else { return events }
+        if report.state == .failed, report.hash == desired.hash, !self.rejected {
+            self.rejected = true
+            self.snapshot.rejectedConfigHash = desired.hash
+            events.append(
+                .remoteConfigRejected(uid, hash: desired.hash, errorMessage: report.errorMessage, rolledBack: false)
+            )
+        } else if report.state == .applied, report.hash != desired.hash, previous?.state == .failed,
+            previous?.hash == desired.hash
+        {
+            // FAILED(new) then APPLIED(old): the supervisor rolled back by itself.
+            events.append(
+                .remoteConfigRejected(
+                    uid,
+                    hash: desired.hash,
+                    errorMessage: previous?.errorMessage ?? "",
+                    rolledBack: true
+                )
+            )
+        }
+        return events
+    }
+
+    /// The config to include in the next response, if any.
+    private func configToSend() -> RemoteConfig? {
+        guard let desired = self.desired, self.snapshot.capabilities.contains(.acceptsRemoteConfig), !self.rejected
+        else {
+            return nil
+        }
+        if self.snapshot.capabilities.contains(.reportsRemoteConfig), let reported = self.snapshot.remoteConfigStatus {
+            // Resend exactly when the agent's last hash differs, whatever the status.
+            return reported.hash == desired.hash ? nil : desired
+        }
+        // No status to go by: send once per connection.
+        return self.sentOnConnection == desired.hash ? nil : desired
+    }
+
+    // MARK: Requests from the layer above
+
+    /// Sets the desired config. Returns a message to push now (for WebSocket agents) when one is due.
+    mutating func setDesired(_ config: RemoteConfig?) -> OpAMP_ServerToAgent? {
+        guard config != self.desired else { return nil }
+        self.desired = config
+        self.rejected = false
+        self.snapshot.desiredConfigHash = config?.hash
+        self.snapshot.rejectedConfigHash = nil
+        guard self.snapshot.transport != nil, let config = self.configToSend() else { return nil }
+        var push = OpAMP_ServerToAgent()
+        push.instanceUid = Data(self.snapshot.instanceUID.bytes)
+        push.remoteConfig = ProtobufConversion.remoteConfig(config)
+        self.sentOnConnection = config.hash
+        return push
+    }
+
+    /// Queues a command; returns it as a message to push now when the agent accepts it.
+    mutating func send(_ command: AgentCommand) -> OpAMP_ServerToAgent? {
+        guard self.snapshot.capabilities.contains(.acceptsRestartCommand) else { return nil }
+        if self.snapshot.transport == .webSocket {
+            var push = OpAMP_ServerToAgent()
+            push.instanceUid = Data(self.snapshot.instanceUID.bytes)
+            switch command {
+            case .restart: push.command.type = .restart
+            }
+            return push
+        }
+        self.pendingCommand = command
+        return nil
+    }
+
+    /// Moves the state to a new UID (after `new_instance_uid`).
+    mutating func rekey(to uid: InstanceUID) {
+        self.snapshot.instanceUID = uid
+    }
+
+    static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String))
+        -> OpAMP_ConnectionSettingsOffers
+    {
+        var offers = OpAMP_ConnectionSettingsOffers()
+        var opamp = OpAMP_OpAMPConnectionSettings()
+        opamp.destinationEndpoint = heartbeat.endpoint
+        opamp.heartbeatIntervalSeconds = max(1, heartbeat.intervalSeconds)
+        offers.opamp = opamp
+        // A stable hash of all settings, so agents apply the offer once.
+        var hasher = FNV1a64()
+        hasher.add(Array(heartbeat.endpoint.utf8))
+        hasher.add(withUnsafeBytes(of: max(1, heartbeat.intervalSeconds).bigEndian) { Array($0) })
+        offers.hash = Data(withUnsafeBytes(of: hasher.value.bigEndian) { Array($0) })
+        return offers
+    }
+}
+
+/// FNV-1a 64-bit, for small stable identifiers (not for security).
+struct FNV1a64 {
+    private(set) var value: UInt64 = 14_695_981_039_346_656_037
+
+    mutating func add(_ bytes: [UInt8]) {
+        for byte in bytes {
+            self.value ^= UInt64(byte)
+            self.value = self.value &* 1_099_511_628_211
+        }
+    }
+}

@@ -79,6 +79,17 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .testTarget(
+            name: "OpAMPServerTests",
+            dependencies: [
+                "OpAMPServer", "OpAMPProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
             name: "PolicyctlTests",
             dependencies: ["policyctl", "PolicyEngine"],
             swiftSettings: upcoming

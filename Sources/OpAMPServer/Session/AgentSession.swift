@@ -13,6 +13,8 @@ struct AgentSession {
     private var rejected = false
     /// ReportFullState was asked for and not yet answered: do not ask again (no loops).
     private var awaitingFullState = false
+    /// The agent has answered a ReportFullState: what it still omits, it does not have.
+    private var answeredFullState = false
     private var haveSequence = false
     /// A command waiting for the next response.
     private var pendingCommand: AgentCommand?
@@ -88,7 +90,8 @@ struct AgentSession {
         if self.awaitingFullState {
             // The agent answered a request: whatever it still omits, it does not have.
             self.awaitingFullState = false
-        } else if lacking || (gap && compressed) {
+            self.answeredFullState = true
+        } else if (lacking && !self.answeredFullState) || (gap && compressed) {
             requestFullState = true
             self.awaitingFullState = true
         }

@@ -1,5 +1,6 @@
 import Foundation
 import OpAMPProtocol
+import Synchronization
 import Testing
 
 @testable import OpAMPServer
@@ -75,12 +76,24 @@ import Testing
         #expect(poll.remoteConfig.configHash == Data(desired.hash))
         #expect(poll.remoteConfig.config.configMap[""]?.contentType == "text/yaml")
         // APPLYING with the desired hash: do not resend.
-        let applying = registry.handle(status(uid(5), seq: 2, hash: desired.hash, .applying), connection: connection, transport: .http)
+        let applying = registry.handle(
+            status(uid(5), seq: 2, hash: desired.hash, .applying),
+            connection: connection,
+            transport: .http
+        )
         #expect(!applying.hasRemoteConfig)
-        let applied = registry.handle(status(uid(5), seq: 3, hash: desired.hash, .applied), connection: connection, transport: .http)
+        let applied = registry.handle(
+            status(uid(5), seq: 3, hash: desired.hash, .applied),
+            connection: connection,
+            transport: .http
+        )
         #expect(!applied.hasRemoteConfig)
         // Another hash, whatever the status, means resend.
-        let other = registry.handle(status(uid(5), seq: 4, hash: [9, 9], .applied), connection: connection, transport: .http)
+        let other = registry.handle(
+            status(uid(5), seq: 4, hash: [9, 9], .applied),
+            connection: connection,
+            transport: .http
+        )
         #expect(other.hasRemoteConfig)
         #expect(registry.agent(uid(5))?.remoteConfigStatus?.hash == [9, 9])
     }
@@ -90,37 +103,68 @@ import Testing
         let log = EventLog(registry)
         let connection = registry.newConnection()
         let old = config("v1")
-        _ = registry.handle(status(uid(6), seq: 0, hash: old.hash, .applied), connection: connection, transport: .webSocket)
+        _ = registry.handle(
+            status(uid(6), seq: 0, hash: old.hash, .applied),
+            connection: connection,
+            transport: .webSocket
+        )
         _ = registry.handle(fullState(uid(6), seq: 1), connection: connection, transport: .webSocket)
         let new = config("v2-bad")
         registry.setDesiredConfig(new, for: uid(6))
-        let failed = registry.handle(status(uid(6), seq: 2, hash: new.hash, .failed, error: "unknown key"), connection: connection, transport: .webSocket)
+        let failed = registry.handle(
+            status(uid(6), seq: 2, hash: new.hash, .failed, error: "unknown key"),
+            connection: connection,
+            transport: .webSocket
+        )
         #expect(!failed.hasRemoteConfig)
         // The supervisor rolls back and reports the old config as applied.
-        let rolledBack = registry.handle(status(uid(6), seq: 3, hash: old.hash, .applied), connection: connection, transport: .webSocket)
+        let rolledBack = registry.handle(
+            status(uid(6), seq: 3, hash: old.hash, .applied),
+            connection: connection,
+            transport: .webSocket
+        )
         #expect(!rolledBack.hasRemoteConfig)
         for seq in 4..<8 {
-            #expect(!registry.handle(heartbeat(uid(6), seq: UInt64(seq)), connection: connection, transport: .webSocket).hasRemoteConfig)
+            #expect(
+                !registry.handle(heartbeat(uid(6), seq: UInt64(seq)), connection: connection, transport: .webSocket)
+                    .hasRemoteConfig
+            )
         }
         #expect(registry.agent(uid(6))?.rejectedConfigHash == new.hash)
         let seen = await log.wait { events in
-            events.contains(.remoteConfigRejected(uid(6), hash: new.hash, errorMessage: "unknown key", rolledBack: false))
-                && events.contains(.remoteConfigRejected(uid(6), hash: new.hash, errorMessage: "unknown key", rolledBack: true))
+            events.contains(
+                .remoteConfigRejected(uid(6), hash: new.hash, errorMessage: "unknown key", rolledBack: false)
+            )
+                && events.contains(
+                    .remoteConfigRejected(uid(6), hash: new.hash, errorMessage: "unknown key", rolledBack: true)
+                )
         }
         #expect(seen)
         // A new desired config is delivered again.
         let fixed = config("v3")
         registry.setDesiredConfig(fixed, for: uid(6))
-        #expect(registry.handle(heartbeat(uid(6), seq: 8), connection: connection, transport: .webSocket).hasRemoteConfig)
+        #expect(
+            registry.handle(heartbeat(uid(6), seq: 8), connection: connection, transport: .webSocket).hasRemoteConfig
+        )
     }
 
     @Test func configGoesOnlyToAgentsThatAcceptIt() {
         let registry = self.registry()
         let connection = registry.newConnection()
         let extensionCapabilities: AgentCapabilities = [.reportsStatus, .reportsEffectiveConfig, .reportsHealth]
-        _ = registry.handle(fullState(uid(7), capabilities: extensionCapabilities), connection: connection, transport: .webSocket)
+        _ = registry.handle(
+            fullState(uid(7), capabilities: extensionCapabilities),
+            connection: connection,
+            transport: .webSocket
+        )
         registry.setDesiredConfig(config("v1"), for: uid(7))
-        #expect(!registry.handle(heartbeat(uid(7), seq: 1, capabilities: extensionCapabilities), connection: connection, transport: .webSocket).hasRemoteConfig)
+        #expect(
+            !registry.handle(
+                heartbeat(uid(7), seq: 1, capabilities: extensionCapabilities),
+                connection: connection,
+                transport: .webSocket
+            ).hasRemoteConfig
+        )
     }
 
     @Test func agentsWithoutStatusReportsGetTheConfigOncePerConnection() {
@@ -129,11 +173,29 @@ import Testing
         let first = registry.newConnection()
         _ = registry.handle(fullState(uid(8), capabilities: capabilities), connection: first, transport: .webSocket)
         registry.setDesiredConfig(config("v1"), for: uid(8))
-        #expect(registry.handle(heartbeat(uid(8), seq: 1, capabilities: capabilities), connection: first, transport: .webSocket).hasRemoteConfig == false)
+        #expect(
+            registry.handle(
+                heartbeat(uid(8), seq: 1, capabilities: capabilities),
+                connection: first,
+                transport: .webSocket
+            ).hasRemoteConfig == false
+        )
         registry.connectionClosed(first, reason: "test")
         let second = registry.newConnection()
-        #expect(registry.handle(heartbeat(uid(8), seq: 2, capabilities: capabilities), connection: second, transport: .webSocket).hasRemoteConfig)
-        #expect(!registry.handle(heartbeat(uid(8), seq: 3, capabilities: capabilities), connection: second, transport: .webSocket).hasRemoteConfig)
+        #expect(
+            registry.handle(
+                heartbeat(uid(8), seq: 2, capabilities: capabilities),
+                connection: second,
+                transport: .webSocket
+            ).hasRemoteConfig
+        )
+        #expect(
+            !registry.handle(
+                heartbeat(uid(8), seq: 3, capabilities: capabilities),
+                connection: second,
+                transport: .webSocket
+            ).hasRemoteConfig
+        )
     }
 
     @Test func requestInstanceUIDAssignsAUUIDv7AndMovesTheState() async {
@@ -166,7 +228,10 @@ import Testing
         #expect(assigned != nil && assigned != uid(10))
         #expect(registry.snapshot().count == 2)
         // The first connection keeps its identity.
-        #expect(!registry.handle(heartbeat(uid(10), seq: 1), connection: first, transport: .webSocket).hasAgentIdentification)
+        #expect(
+            !registry.handle(heartbeat(uid(10), seq: 1), connection: first, transport: .webSocket)
+                .hasAgentIdentification
+        )
     }
 
     @Test func legacyULIDsAreAcceptedAndBadUIDsGetBadRequest() {
@@ -193,9 +258,16 @@ import Testing
         #expect(response.connectionSettings.opamp.destinationEndpoint == "ws://policyd:4320/v1/opamp")
         #expect(!response.connectionSettings.hash.isEmpty)
         // Only on the first response, and only to agents that report heartbeats.
-        #expect(!registry.handle(heartbeat(uid(13), seq: 1), connection: connection, transport: .webSocket).hasConnectionSettings)
+        #expect(
+            !registry.handle(heartbeat(uid(13), seq: 1), connection: connection, transport: .webSocket)
+                .hasConnectionSettings
+        )
         let other = registry.newConnection()
-        let quiet = registry.handle(fullState(uid(14), capabilities: [.reportsStatus]), connection: other, transport: .webSocket)
+        let quiet = registry.handle(
+            fullState(uid(14), capabilities: [.reportsStatus]),
+            connection: other,
+            transport: .webSocket
+        )
         #expect(!quiet.hasConnectionSettings)
         #expect(AgentSession.heartbeatOffer((30, "x")).hash == AgentSession.heartbeatOffer((30, "x")).hash)
     }
@@ -215,7 +287,11 @@ import Testing
         self.clock.advance(100)
         registry.sweep(httpTimeout: 90, webSocketTimeout: 120)
         #expect(registry.agent(uid(16))?.connected == false)
-        #expect(await log.wait { events in events.contains { if case .disconnected(uid(16), _) = $0 { true } else { false } } })
+        #expect(
+            await log.wait { events in
+                events.contains { if case .disconnected(uid(16), _) = $0 { true } else { false } }
+            }
+        )
         // The next poll brings it back.
         _ = registry.handle(heartbeat(uid(16), seq: 1), connection: registry.newConnection(), transport: .http)
         #expect(registry.agent(uid(16))?.connected == true)
@@ -236,7 +312,10 @@ import Testing
         let http = registry.newConnection()
         _ = registry.handle(fullState(uid(18), capabilities: capable), connection: http, transport: .http)
         #expect(registry.send(.restart, to: uid(18)))
-        #expect(registry.handle(heartbeat(uid(18), seq: 1, capabilities: capable), connection: http, transport: .http).command.type == .restart)
+        #expect(
+            registry.handle(heartbeat(uid(18), seq: 1, capabilities: capable), connection: http, transport: .http)
+                .command.type == .restart
+        )
     }
 
     @Test func webSocketAgentsGetNewConfigPushedAtOnce() {
@@ -262,5 +341,3 @@ final class PushLog: Sendable {
     }
     var all: [OpAMP_ServerToAgent] { self.messages.withLock { $0 } }
 }
-
-import Synchronization

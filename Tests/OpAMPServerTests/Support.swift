@@ -35,13 +35,19 @@ final class EventLog: Sendable {
 }
 
 let collectorCapabilities: AgentCapabilities = [
-    .reportsStatus, .acceptsRemoteConfig, .reportsEffectiveConfig, .reportsHealth, .reportsRemoteConfig, .reportsHeartbeat,
+    .reportsStatus, .acceptsRemoteConfig, .reportsEffectiveConfig, .reportsHealth, .reportsRemoteConfig,
+    .reportsHeartbeat,
 ]
 
 func uid(_ n: UInt64) -> InstanceUID { InstanceUID(high: 0x0190_0000_0000_7000, low: 0x8000_0000_0000_0000 | n) }
 
 /// A full-state message such as a collector's first.
-func fullState(_ id: InstanceUID, seq: UInt64 = 0, capabilities: AgentCapabilities = collectorCapabilities, name: String = "otelcol-sampler") -> OpAMP_AgentToServer {
+func fullState(
+    _ id: InstanceUID,
+    seq: UInt64 = 0,
+    capabilities: AgentCapabilities = collectorCapabilities,
+    name: String = "otelcol-sampler"
+) -> OpAMP_AgentToServer {
     var message = OpAMP_AgentToServer()
     message.instanceUid = Data(id.bytes)
     message.sequenceNum = seq
@@ -61,7 +67,9 @@ func fullState(_ id: InstanceUID, seq: UInt64 = 0, capabilities: AgentCapabiliti
 }
 
 /// A heartbeat: uid, sequence number and capabilities only.
-func heartbeat(_ id: InstanceUID, seq: UInt64, capabilities: AgentCapabilities = collectorCapabilities) -> OpAMP_AgentToServer {
+func heartbeat(_ id: InstanceUID, seq: UInt64, capabilities: AgentCapabilities = collectorCapabilities)
+    -> OpAMP_AgentToServer
+{
     var message = OpAMP_AgentToServer()
     message.instanceUid = Data(id.bytes)
     message.sequenceNum = seq
@@ -69,7 +77,9 @@ func heartbeat(_ id: InstanceUID, seq: UInt64, capabilities: AgentCapabilities =
     return message
 }
 
-func status(_ id: InstanceUID, seq: UInt64, hash: [UInt8], _ state: OpAMP_RemoteConfigStatuses, error: String = "") -> OpAMP_AgentToServer {
+func status(_ id: InstanceUID, seq: UInt64, hash: [UInt8], _ state: OpAMP_RemoteConfigStatuses, error: String = "")
+    -> OpAMP_AgentToServer
+{
     var message = heartbeat(id, seq: seq)
     message.remoteConfigStatus.lastRemoteConfigHash = Data(hash)
     message.remoteConfigStatus.status = state
@@ -78,7 +88,10 @@ func status(_ id: InstanceUID, seq: UInt64, hash: [UInt8], _ state: OpAMP_Remote
 }
 
 func config(_ text: String) -> RemoteConfig {
-    RemoteConfig(files: ["": ConfigFile(body: Array(text.utf8), contentType: "text/yaml")], hash: Array(text.utf8.prefix(8)) + [UInt8(text.count)])
+    RemoteConfig(
+        files: ["": ConfigFile(body: Array(text.utf8), contentType: "text/yaml")],
+        hash: Array(text.utf8.prefix(8)) + [UInt8(text.count)]
+    )
 }
 
 extension OpAMP_ServerToAgent {

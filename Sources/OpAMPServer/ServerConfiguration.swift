@@ -1,0 +1,34 @@
+import Foundation
+import NIOCore
+
+/// Settings of the OpAMP endpoint.
+public struct OpAMPServerConfiguration: Sendable {
+    /// Address to bind.
+    public var host: String = "0.0.0.0"
+    /// Port (0 picks a free one; the bound port is reported by ``OpAMPServer/start()``).
+    public var port: Int = 4320
+    /// The one path served for both transports.
+    public var path: String = "/v1/opamp"
+    /// Largest message accepted, after decompression (HTTP 413, WebSocket close 1009 beyond it).
+    public var maxMessageSize: Int = 64 * 1024 * 1024
+    /// Most connections held at once; beyond it new requests get 503 with `Retry-After`.
+    public var maxConnections: Int = 20_000
+    /// Seconds a refused client is asked to wait.
+    public var retryAfterSeconds: Int = 30
+    /// Bearer tokens accepted from agents; empty means no authentication.
+    public var agentTokens: Set<String> = []
+    /// Heartbeat interval offered to agents that report heartbeats (needs ``advertisedEndpoint``).
+    public var heartbeatIntervalSeconds: UInt64 = 30
+    /// The URL agents should use to reach this server (sent with the heartbeat offer). Without it no
+    /// connection settings are offered, since a wrong endpoint would make agents reconnect elsewhere.
+    public var advertisedEndpoint: String?
+    /// An HTTP agent is offline after this long without a poll.
+    public var httpOfflineAfter: TimeInterval = 90
+    /// A WebSocket agent is offline after this long without a message (opamp-go sends one every 30 s).
+    public var webSocketOfflineAfter: TimeInterval = 120
+    /// Event loop threads (defaults to the number of cores).
+    public var threads: Int = System.coreCount
+
+    /// Defaults: port 4320, path /v1/opamp, 64 MiB messages, no authentication.
+    public init() {}
+}

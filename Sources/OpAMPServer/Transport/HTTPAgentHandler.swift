@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPCompression
+import NIOWebSocket
+import OpAMPProtocol
+import SwiftProtobuf
+import Synchronization
+
+/// Plain-HTTP OpAMP: one `POST` with an AgentToServer body, one ServerToAgent response. Also answers the
+/// requests that are neither that nor a WebSocket upgrade (wrong path, credentials, method, overload).
+final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let server: OpAMPServer
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+    private var counted = false
+
+    init(server: OpAMPServer) {
+        self.server = server
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.counted = true
+        self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.release()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // Upgraded to WebSocket: the WebSocket handler counts the connection from now on.
+        self.release()
+    }
+
+    private func release() {
+        if self.counted {
+            self.counted = false
+            self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            self.body = nil
+            self.tooLarge = false
+        case .body(var chunk):
+            guard !self.tooLarge else { return }
+            if (self.body?.readableBytes ?? 0) + chunk.readableBytes > self.server.configuration.maxMessageSize {
+                self.tooLarge = true
+                self.body = nil
+                return
+            }
+            if self.body == nil {
+                self.body = chunk
+            } else {
+                self.body!.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head = self.head else { return }
+            self.head = nil
+            self.respond(to: head, context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let decompression = error as? NIOHTTPDecompression.DecompressionError {
+            let status: HTTPResponseStatus = decompression == .limit ? .payloadTooLarge : .badRequest
+            let text =
+                decompression == .limit
+                ? "message larger than \(self.server.configuration.maxMessageSize) bytes after decompression"
+                : "invalid gzip body"
+            self.write(
+                context: context,
+                status: status,
+                body: Array(text.utf8),
+                contentType: "text/plain",
+                keepAlive: false
+            )
+            return
+        }
+        if error is NIOWebSocketUpgradeError {
+            // A refused upgrade: the request itself follows and gets its answer (401, 503, 400…).
+            return
+        }
+        self.server.logger.debug("HTTP connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func respond(to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let keepAlive = head.isKeepAlive
+        guard self.server.pathMatches(head.uri) else {
+            return self.write(
+                context: context,
+                status: .notFound,
+                body: Array("not found; OpAMP is served at \(self.server.configuration.path)\n".utf8),
+                contentType: "text/plain",
+                keepAlive: keepAlive
+            )
+        }
+        guard self.server.authorized(head.headers) else {
+            var headers = HTTPHeaders()
+            headers.add(name: "WWW-Authenticate", value: "Bearer")
+            return self.write(
+                context: context,
+                status: .unauthorized,
+                body: Array("missing or invalid bearer token\n".utf8),
+                contentType: "text/plain",
+                keepAlive: false,
+                extra: headers
+            )
+        }
+        if self.server.openConnections.load(ordering: .relaxed) > self.server.configuration.maxConnections {
+            var headers = HTTPHeaders()
+            headers.add(name: "Retry-After", value: String(self.server.configuration.retryAfterSeconds))
+            return self.write(
+                context: context,
+                status: .serviceUnavailable,
+                body: Array("server is at its connection limit\n".utf8),
+                contentType: "text/plain",
+                keepAlive: false,
+                extra: headers
+            )
+        }
+        guard head.method == .POST, OpAMPServer.isProtobuf(head.headers) else {
+            return self.write(
+                context: context,
+                status: .badRequest,
+                body: Array("expected a WebSocket upgrade, or a POST with Content-Type: application/x-protobuf\n".utf8),
+                contentType: "text/plain",
+                keepAlive: keepAlive
+            )
+        }
+        guard !self.tooLarge else {
+            self.tooLarge = false
+            return self.write(
+                context: context,
+                status: .payloadTooLarge,
+                body: Array("message larger than \(self.server.configuration.maxMessageSize) bytes\n".utf8),
+                contentType: "text/plain",
+                keepAlive: false
+            )
+        }
+        let bytes = self.body.map { Array($0.readableBytesView) } ?? []
+        self.body = nil
+        let response: OpAMP_ServerToAgent
+        var status = HTTPResponseStatus.ok
+        do {
+            let message = try OpAMP_AgentToServer(serializedBytes: bytes)
+            let connection = self.server.registry.newConnection()
+            response = self.server.registry.handle(message, connection: connection, transport: .http)
+            if response.hasErrorResponse { status = .badRequest }
+        } catch {
+            response = AgentRegistry.badRequest("the body is not an AgentToServer protobuf message: \(error)")
+            status = .badRequest
+        }
+        let encoded: [UInt8] = (try? response.serializedBytes()) ?? []
+        self.write(
+            context: context,
+            status: status,
+            body: encoded,
+            contentType: "application/x-protobuf",
+            keepAlive: keepAlive
+        )
+    }
+
+    private func write(
+        context: ChannelHandlerContext,
+        status: HTTPResponseStatus,
+        body: [UInt8],
+        contentType: String,
+        keepAlive: Bool,
+        extra: HTTPHeaders = HTTPHeaders()
+    ) {
+        var headers = extra
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.count))
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        var head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
+        head.headers.remove(name: "content-length")  // the compressor may change the length
+        head.headers.add(name: "Content-Length", value: String(body.count))
+        context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.count)
+        buffer.writeBytes(body)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let done = context.writeAndFlushPromise()
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
+
+extension ChannelHandlerContext {
+    func writeAndFlushPromise() -> EventLoopPromise<Void> { self.eventLoop.makePromise() }
+}

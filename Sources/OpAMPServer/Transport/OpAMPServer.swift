@@ -1,0 +1,160 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOHTTPCompression
+import NIOPosix
+import NIOWebSocket
+import OpAMPProtocol
+import ServiceLifecycle
+import Synchronization
+
+/// The OpAMP server: WebSocket and plain HTTP on one port, built on SwiftNIO channel handlers.
+///
+/// `Content-Type: application/x-protobuf` requests are plain-HTTP OpAMP; anything else on the path is a
+/// WebSocket upgrade. The protocol itself lives in ``AgentRegistry``; this type only moves bytes.
+public final class OpAMPServer: Service, Sendable {
+    /// The agents, their state and the API for the layer above.
+    public let registry: AgentRegistry
+    let configuration: OpAMPServerConfiguration
+    let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let channel = Mutex<(any Channel)?>(nil)
+    let openConnections = Atomic<Int>(0)
+
+    /// Creates a server; nothing is bound until ``start()`` or ``run()``.
+    public init(configuration: OpAMPServerConfiguration, logger: Logger = Logger(label: "tailplane.opamp")) {
+        self.configuration = configuration
+        self.logger = logger
+        let heartbeat = configuration.advertisedEndpoint.map {
+            (intervalSeconds: configuration.heartbeatIntervalSeconds, endpoint: $0)
+        }
+        self.registry = AgentRegistry(heartbeat: heartbeat)
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+    }
+
+    /// Binds the port and starts accepting agents. Returns the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        let configuration = self.configuration
+        let server = self
+        let bootstrap = ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 256 * 1024))
+            .childChannelInitializer { channel in
+                server.initialize(channel, configuration: configuration)
+            }
+        let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+        self.channel.withLock { $0 = channel }
+        let port = channel.localAddress?.port ?? configuration.port
+        self.logger.info(
+            "OpAMP server listening",
+            metadata: ["address": "\(configuration.host):\(port)", "path": "\(configuration.path)"]
+        )
+        return port
+    }
+
+    /// Stops accepting connections, closes every agent connection and releases the event loops.
+    /// The server cannot be started again.
+    public func stop() async {
+        let channel = self.channel.withLock { channel -> (any Channel)? in
+            defer { channel = nil }
+            return channel
+        }
+        try? await channel?.close()
+        try? await self.group.shutdownGracefully()
+    }
+
+    /// Runs until cancelled or until graceful shutdown, sweeping silent agents offline meanwhile.
+    public func run() async throws {
+        if self.channel.withLock({ $0 == nil }) { try await self.start() }
+        try? await withGracefulShutdownHandler {
+            while !Task.isCancelled {
+                try await Task.sleep(for: .seconds(5))
+                self.registry.sweep(
+                    httpTimeout: self.configuration.httpOfflineAfter,
+                    webSocketTimeout: self.configuration.webSocketOfflineAfter
+                )
+            }
+        } onGracefulShutdown: {
+            Task { await self.stop() }
+        }
+        await self.stop()
+        self.logger.info("OpAMP server stopped")
+    }
+
+    // MARK: Pipeline
+
+    private func initialize(_ channel: any Channel, configuration: OpAMPServerConfiguration) -> EventLoopFuture<Void> {
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: min(configuration.maxMessageSize, Int(UInt32.max)),
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                channel.eventLoop.makeSucceededFuture(self.acceptsUpgrade(head) ? HTTPHeaders() : nil)
+            },
+            upgradePipelineHandler: { channel, _ in
+                // The plain-HTTP handlers must be gone before the first WebSocket frame moves.
+                channel.pipeline.removeHandler(name: Self.compressorName)
+                    .flatMap { channel.pipeline.removeHandler(name: Self.decompressorName) }
+                    .flatMap { channel.pipeline.removeHandler(name: Self.httpHandlerName) }
+                    .flatMap {
+                        channel.pipeline.addHandlers([
+                            NIOWebSocketFrameAggregator(
+                                minNonFinalFragmentSize: 0,
+                                maxAccumulatedFrameCount: 1 << 16,
+                                maxAccumulatedFrameSize: configuration.maxMessageSize
+                            ),
+                            WebSocketAgentHandler(server: self),
+                        ])
+                    }
+            }
+        )
+        return channel.pipeline.configureHTTPServerPipeline(
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+            withErrorHandling: true
+        ).flatMap {
+            channel.pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
+        }.flatMap {
+            channel.pipeline.addHandler(
+                NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)),
+                name: Self.decompressorName
+            )
+        }.flatMap {
+            channel.pipeline.addHandler(HTTPAgentHandler(server: self), name: Self.httpHandlerName)
+        }
+    }
+
+    static let compressorName = "opamp.http.compressor"
+    static let decompressorName = "opamp.http.decompressor"
+    static let httpHandlerName = "opamp.http"
+
+    /// An upgrade is accepted on the path, with valid credentials, when not overloaded, and only for
+    /// requests that are not plain-HTTP OpAMP.
+    func acceptsUpgrade(_ head: HTTPRequestHead) -> Bool {
+        head.method == .GET && self.pathMatches(head.uri) && !Self.isProtobuf(head.headers)
+            && self.authorized(head.headers)
+            && self.openConnections.load(ordering: .relaxed) <= self.configuration.maxConnections
+    }
+
+    func pathMatches(_ uri: String) -> Bool {
+        let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
+        return path == self.configuration.path
+    }
+
+    static func isProtobuf(_ headers: HTTPHeaders) -> Bool {
+        headers.first(name: "content-type")?.split(separator: ";").first?.trimmingCharacters(in: .whitespaces)
+            .lowercased()
+            == "application/x-protobuf"
+    }
+
+    func authorized(_ headers: HTTPHeaders) -> Bool {
+        guard !self.configuration.agentTokens.isEmpty else { return true }
+        guard let value = headers.first(name: "authorization") else { return false }
+        let parts = value.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
+        return self.configuration.agentTokens.contains(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOWebSocket
+import OpAMPProtocol
+import SwiftProtobuf
+import Synchronization
+
+/// One agent's WebSocket: binary frames carry OpAMP messages (a `0x00` header byte, then protobuf).
+/// Text frames are ignored; malformed messages get a BadRequest and the connection stays open.
+final class WebSocketAgentHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let server: OpAMPServer
+    private let connection: ConnectionID
+    private var closing = false
+
+    init(server: OpAMPServer) {
+        self.server = server
+        self.connection = server.registry.newConnection()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
+        let channel = context.channel
+        self.server.registry.attach(self.connection) { message in
+            // Pushes come from any thread; a connection that stopped reading is closed rather than buffered.
+            guard channel.isActive else { return false }
+            guard channel.isWritable else {
+                channel.close(promise: nil)
+                return false
+            }
+            guard let frame = try? WebSocketFraming.encode(message) else { return false }
+            var buffer = channel.allocator.buffer(capacity: frame.count)
+            buffer.writeBytes(frame)
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
+            return true
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
+        self.server.registry.connectionClosed(self.connection, reason: "connection closed")
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = self.unwrapInboundIn(data)
+        switch frame.opcode {
+        case .binary:
+            let bytes = Array(frame.unmaskedData.readableBytesView)
+            let response: OpAMP_ServerToAgent
+            do {
+                let message = try WebSocketFraming.decodeAgentMessage(bytes)
+                response = self.server.registry.handle(message, connection: self.connection, transport: .webSocket)
+            } catch {
+                response = AgentRegistry.badRequest("the frame is not an AgentToServer protobuf message")
+            }
+            self.send(response, context: context)
+        case .text:
+            self.server.logger.debug("ignoring a text frame; OpAMP uses binary frames")
+        case .ping:
+            var pong = frame
+            pong.opcode = .pong
+            pong.data = frame.unmaskedData
+            pong.maskKey = nil
+            context.writeAndFlush(self.wrapOutboundOut(pong), promise: nil)
+        case .connectionClose:
+            self.close(context: context, code: .normalClosure)
+        default:
+            break
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let aggregation = error as? NIOWebSocketFrameAggregator.Error, aggregation == .accumulatedFrameSizeIsTooLarge
+        {
+            self.close(context: context, code: .messageTooLarge)
+            return
+        }
+        self.server.logger.debug("WebSocket error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func send(_ message: OpAMP_ServerToAgent, context: ChannelHandlerContext) {
+        guard context.channel.isWritable else {
+            // The agent is not reading its responses; drop it instead of buffering without bound.
+            self.server.logger.debug("closing a WebSocket that stopped reading")
+            context.close(promise: nil)
+            return
+        }
+        guard let frame = try? WebSocketFraming.encode(message) else { return }
+        var buffer = context.channel.allocator.buffer(capacity: frame.count)
+        buffer.writeBytes(frame)
+        context.writeAndFlush(
+            self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)),
+            promise: nil
+        )
+    }
+
+    private func close(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        guard !self.closing else { return }
+        self.closing = true
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .whenComplete { _ in
+                context.close(promise: nil)
+            }
+    }
+}

@@ -1,0 +1,344 @@
+import Foundation
+import NIOCore
+import NIOWebSocket
+import OpAMPProtocol
+import SwiftProtobuf
+import Testing
+
+@testable import OpAMPServer
+
+/// The server on a real socket on 127.0.0.1, with real HTTP and WebSocket clients.
+@Suite(.serialized) struct TransportTests {
+    static func server(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int)
+    {
+        var configuration = OpAMPServerConfiguration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.threads = 1
+        adjust(&configuration)
+        let server = OpAMPServer(configuration: configuration)
+        let port = try await server.start()
+        return (server, port)
+    }
+
+    static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {
+        try Self.pipe(bytes, through: ["/bin/gzip", "-c"])
+    }
+
+    static func gunzip(_ bytes: [UInt8]) throws -> [UInt8] {
+        try Self.pipe(bytes, through: ["/bin/gzip", "-dc"])
+    }
+
+    static func pipe(_ bytes: [UInt8], through command: [String]) throws -> [UInt8] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: command[0])
+        process.arguments = Array(command.dropFirst())
+        let input = Pipe()
+        let output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        try process.run()
+        input.fileHandleForWriting.write(Data(bytes))
+        try input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return [UInt8](data)
+    }
+
+    // MARK: Plain HTTP
+
+    @Test func httpPollRoundTrip() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let response = try await RawHTTPResponse.post(port: port, body: try fullState(uid(1)).serializedBytes())
+        #expect(response.status == 200)
+        #expect(response.headers["content-type"] == "application/x-protobuf")
+        let message = try #require(response.serverMessage)
+        #expect(message.instanceUid == Data(uid(1).bytes))
+        #expect(message.capabilities & ServerCapabilities.acceptsStatus.rawValue != 0)
+        #expect(server.registry.agent(uid(1))?.transport == .http)
+        #expect(server.registry.agent(uid(1))?.description?.identifying["service.name"] == "otelcol-sampler")
+    }
+
+    @Test func gzipBothWays() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let body = try Self.gzip(try fullState(uid(2)).serializedBytes())
+        let response = try await RawHTTPResponse.post(
+            port: port,
+            body: body,
+            headers: ["Content-Encoding": "gzip", "Accept-Encoding": "gzip"]
+        )
+        #expect(response.status == 200)
+        #expect(response.headers["content-encoding"] == "gzip")
+        let message = try OpAMP_ServerToAgent(serializedBytes: try Self.gunzip(response.body))
+        #expect(message.instanceUid == Data(uid(2).bytes))
+    }
+
+    @Test func httpAgentsGetConfigOnTheNextPoll() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        _ = try await RawHTTPResponse.post(port: port, body: try fullState(uid(3)).serializedBytes())
+        server.registry.setDesiredConfig(config("exporters: {}"), for: uid(3))
+        let poll = try await RawHTTPResponse.post(port: port, body: try heartbeat(uid(3), seq: 1).serializedBytes())
+        #expect(poll.serverMessage?.remoteConfig.configHash == Data(config("exporters: {}").hash))
+        let applied = status(uid(3), seq: 2, hash: config("exporters: {}").hash, .applied)
+        let ack = try await RawHTTPResponse.post(port: port, body: try applied.serializedBytes())
+        #expect(ack.serverMessage?.hasRemoteConfig == false)
+        #expect(server.registry.agent(uid(3))?.remoteConfigStatus?.state == .applied)
+    }
+
+    @Test(arguments: [
+        ("text/plain", 400), ("application/json", 400), ("application/x-protobuf", 400),
+    ])
+    func badHTTPRequestsGetClearStatuses(contentType: String, expected: Int) async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let response = try await RawHTTPResponse.post(
+            port: port,
+            body: [0xFF, 0x01, 0x02, 0x99],
+            headers: ["Content-Type": contentType]
+        )
+        #expect(response.status == expected)
+        if contentType == "application/x-protobuf" {
+            #expect(response.serverMessage?.errorResponse.type == .badRequest)
+        }
+        // The server keeps serving.
+        #expect(try await RawHTTPResponse.post(port: port, body: try fullState(uid(4)).serializedBytes()).status == 200)
+    }
+
+    @Test func wrongPathAndMethod() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        #expect(try await RawHTTPResponse.post(port: port, body: [], path: "/v1/other").status == 404)
+        let get = try await RawHTTPResponse.exchange(
+            port: port,
+            request: Array("GET /v1/opamp HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+        )
+        #expect(get.status == 400)
+    }
+
+    @Test func oversizedAndCompressedBombsAreRefused() async throws {
+        let (server, port) = try await Self.server { $0.maxMessageSize = 64 * 1024 }
+        defer { Task { await server.stop() } }
+        let big = [UInt8](repeating: 0x41, count: 200 * 1024)
+        #expect(try await RawHTTPResponse.post(port: port, body: big).status == 413)
+        // 10 MB of zeros gzip to ~10 KB: under the limit on the wire, far over it inflated.
+        let bomb = try Self.gzip([UInt8](repeating: 0, count: 10 * 1024 * 1024))
+        #expect(bomb.count < 64 * 1024)
+        #expect(
+            try await RawHTTPResponse.post(port: port, body: bomb, headers: ["Content-Encoding": "gzip"]).status == 413
+        )
+        #expect(try await RawHTTPResponse.post(port: port, body: try fullState(uid(5)).serializedBytes()).status == 200)
+    }
+
+    @Test func bearerTokensAreRequiredWhenConfigured() async throws {
+        let (server, port) = try await Self.server { $0.agentTokens = ["s3cret"] }
+        defer { Task { await server.stop() } }
+        let body: [UInt8] = try fullState(uid(6)).serializedBytes()
+        #expect(try await RawHTTPResponse.post(port: port, body: body).status == 401)
+        #expect(
+            try await RawHTTPResponse.post(port: port, body: body, headers: ["Authorization": "Bearer nope"]).status
+                == 401
+        )
+        #expect(
+            try await RawHTTPResponse.post(port: port, body: body, headers: ["Authorization": "Bearer s3cret"]).status
+                == 200
+        )
+        let upgrade =
+            "GET /v1/opamp HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let refused = try await RawHTTPResponse.exchange(port: port, request: Array(upgrade.utf8))
+        #expect(refused.status == 401)
+        #expect(refused.headers["www-authenticate"] == "Bearer")
+        await #expect(throws: UpgradeRefused.self) { _ = try await TestWebSocketAgent.connect(port: port) }
+        let agent = try await TestWebSocketAgent.connect(port: port, headers: ["Authorization": "Bearer s3cret"])
+        try await agent.send(fullState(uid(7)))
+        #expect(try await agent.receive().instanceUid == Data(uid(7).bytes))
+        await agent.close()
+    }
+
+    @Test func overloadGets503WithRetryAfter() async throws {
+        let (server, port) = try await Self.server { $0.maxConnections = 2 }
+        defer { Task { await server.stop() } }
+        let first = try await TestWebSocketAgent.connect(port: port)
+        let second = try await TestWebSocketAgent.connect(port: port)
+        try await Task.sleep(for: .milliseconds(50))
+        let refused = try await RawHTTPResponse.post(port: port, body: try fullState(uid(8)).serializedBytes())
+        #expect(refused.status == 503)
+        #expect(refused.headers["retry-after"] == "30")
+        await first.close()
+        await second.close()
+    }
+
+    // MARK: WebSocket
+
+    @Test func webSocketWithAndWithoutHeaderByte() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let agent = try await TestWebSocketAgent.connect(port: port)
+        try await agent.send(fullState(uid(10)))
+        let frame = try #require(await agent.nextFrame())
+        #expect(frame.opcode == .binary)
+        #expect(frame.unmaskedData.readableBytesView.first == 0x00)
+        let first = try WebSocketFraming.decodeServerMessage(Array(frame.unmaskedData.readableBytesView))
+        #expect(first.capabilities != 0)
+        try await agent.send(heartbeat(uid(10), seq: 1), withHeader: false)
+        #expect(try await agent.receive().instanceUid == Data(uid(10).bytes))
+        #expect(server.registry.agent(uid(10))?.transport == .webSocket)
+        await agent.close()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(server.registry.agent(uid(10))?.connected == false)
+    }
+
+    @Test func configIsPushedAndStatusRecorded() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let agent = try await TestWebSocketAgent.connect(port: port)
+        try await agent.send(fullState(uid(11)))
+        _ = try await agent.receive()
+        let desired = config("processors: {tail_sampling: {}}")
+        server.registry.setDesiredConfig(desired, for: uid(11))
+        let push = try await agent.receive()
+        #expect(push.remoteConfig.configHash == Data(desired.hash))
+        #expect(push.remoteConfig.config.configMap[""]?.body == Data(desired.files[""]!.body))
+        try await agent.send(status(uid(11), seq: 1, hash: desired.hash, .applying))
+        _ = try await agent.receive()
+        try await agent.send(status(uid(11), seq: 2, hash: desired.hash, .applied))
+        let ack = try await agent.receive()
+        #expect(!ack.hasRemoteConfig)
+        #expect(
+            server.registry.agent(uid(11))?.remoteConfigStatus
+                == RemoteConfigReport(hash: desired.hash, state: .applied)
+        )
+        await agent.close()
+    }
+
+    @Test func reconnectWithMinimalMessageAndUIDChange() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        var agent = try await TestWebSocketAgent.connect(port: port)
+        try await agent.send(fullState(uid(12), seq: 0))
+        _ = try await agent.receive()
+        await agent.close()
+        // Reconnect (same process): only uid, continuing seq, capabilities.
+        agent = try await TestWebSocketAgent.connect(port: port)
+        try await agent.send(heartbeat(uid(12), seq: 1))
+        let response = try await agent.receive()
+        #expect(!response.asksForFullState)
+        // Ask for a new identity, then use it.
+        var request = heartbeat(uid(12), seq: 2)
+        request.flags = UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue)
+        try await agent.send(request)
+        let assigned = try #require(InstanceUID(bytes: try await agent.receive().agentIdentification.newInstanceUid))
+        try await agent.send(heartbeat(assigned, seq: 3))
+        let next = try await agent.receive()
+        #expect(next.instanceUid == Data(assigned.bytes))
+        #expect(!next.asksForFullState)
+        #expect(server.registry.agent(assigned)?.connected == true)
+        #expect(server.registry.agent(uid(12)) == nil)
+        await agent.close()
+    }
+
+    @Test func malformedFramesGetBadRequestAndTheConnectionStaysOpen() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let agent = try await TestWebSocketAgent.connect(port: port)
+        let healthy = try await TestWebSocketAgent.connect(port: port)
+        var generator = SystemRandomNumberGenerator()
+        var truncated: [UInt8] = try fullState(uid(13)).serializedBytes()
+        truncated.removeLast(5)
+        var shortUID = fullState(uid(13))
+        shortUID.instanceUid = Data([1, 2, 3])
+        let inputs: [[UInt8]] = [
+            (0..<64).map { _ in UInt8.random(in: 0...255, using: &generator) },
+            [0x00] + truncated,
+            [0x00] + (try shortUID.serializedBytes()),
+            [0x00, 0xFF, 0xFF, 0xFF],
+        ]
+        for input in inputs {
+            try await agent.sendRaw(input)
+            let response = try await agent.receive()
+            #expect(response.errorResponse.type == .badRequest)
+        }
+        // Text frames are ignored.
+        try await agent.sendRaw(Array("hello".utf8), opcode: .text)
+        // A 26-byte ULID is accepted.
+        var ulid = fullState(uid(13))
+        ulid.instanceUid = Data("01ARZ3NDEKTSV4RRFFQ69G5FAV".utf8)
+        try await agent.send(ulid)
+        let accepted = try await agent.receive()
+        #expect(!accepted.hasErrorResponse)
+        #expect(accepted.instanceUid == Data("01ARZ3NDEKTSV4RRFFQ69G5FAV".utf8))
+        // Everyone else is unaffected.
+        try await healthy.send(fullState(uid(14)))
+        #expect(try await healthy.receive().instanceUid == Data(uid(14).bytes))
+        await agent.close()
+        await healthy.close()
+    }
+
+    @Test func oversizedFramesCloseWith1009() async throws {
+        let (server, port) = try await Self.server { $0.maxMessageSize = 16 * 1024 }
+        defer { Task { await server.stop() } }
+        let agent = try await TestWebSocketAgent.connect(port: port)
+        try await agent.sendRaw([0x00] + [UInt8](repeating: 0x0A, count: 64 * 1024))
+        var closeCode: WebSocketErrorCode?
+        while let frame = await agent.nextFrame() {
+            if frame.opcode == .connectionClose {
+                var data = frame.unmaskedData
+                closeCode = data.readWebSocketErrorCode()
+                break
+            }
+        }
+        #expect(closeCode == .messageTooLarge)
+        let other = try await TestWebSocketAgent.connect(port: port)
+        try await other.send(fullState(uid(15)))
+        #expect(try await other.receive().instanceUid == Data(uid(15).bytes))
+        await other.close()
+    }
+
+    @Test func aThousandConnectionsWithOneUIDGetDistinctIdentities() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        var agents: [TestWebSocketAgent] = []
+        var assigned = Set<InstanceUID>()
+        for index in 0..<1000 {
+            let agent = try await TestWebSocketAgent.connect(port: port)
+            try await agent.send(fullState(uid(16)))
+            let response = try await agent.receive()
+            if index == 0 {
+                #expect(!response.hasAgentIdentification)
+            } else if let fresh = InstanceUID(bytes: response.agentIdentification.newInstanceUid) {
+                assigned.insert(fresh)
+            }
+            agents.append(agent)
+        }
+        #expect(assigned.count == 999)
+        #expect(server.registry.connectedCount == 1000)
+        for agent in agents { await agent.close() }
+    }
+
+    @Test func aClientThatNeverReadsOnlyHurtsItself() async throws {
+        let (server, port) = try await Self.server()
+        defer { Task { await server.stop() } }
+        let healthy = try await TestWebSocketAgent.connect(port: port)
+        // A raw socket that upgrades and then floods messages without ever reading.
+        let greedy = try await TestWebSocketAgent.connect(port: port)
+        try await greedy.channel.setOption(.autoRead, value: false)
+        var big = fullState(uid(17))
+        big.agentDescription.nonIdentifyingAttributes = (0..<200).map { index in
+            var pair = OpAMP_KeyValue()
+            pair.key = "k\(index)"
+            pair.value.stringValue = String(repeating: "x", count: 100)
+            return pair
+        }
+        for seq in 0..<3000 {
+            big.sequenceNum = UInt64(seq)
+            if (try? await greedy.send(big)) == nil { break }
+        }
+        try await healthy.send(fullState(uid(18)))
+        #expect(try await healthy.receive().instanceUid == Data(uid(18).bytes))
+        await greedy.close()
+        await healthy.close()
+    }
+}

@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "ConfigRenderer", targets: ["ConfigRenderer"]),
         .library(name: "OpAMPProtocol", targets: ["OpAMPProtocol"]),
         .executable(name: "policyctl", targets: ["policyctl"]),
+        .executable(name: "policyd", targets: ["policyd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -67,6 +68,17 @@ let package = Package(
                 "PolicyEngine",
                 "ConfigRenderer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
+            name: "policyd",
+            dependencies: [
+                "OpAMPServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: upcoming
         ),

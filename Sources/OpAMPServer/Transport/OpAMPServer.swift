@@ -71,7 +71,9 @@ public final class OpAMPServer: Service, Sendable {
     /// Runs until cancelled or until graceful shutdown, sweeping silent agents offline meanwhile.
     public func run() async throws {
         if self.channel.withLock({ $0 == nil }) { try await self.start() }
-        try? await withGracefulShutdownHandler {
+        // On graceful shutdown (SIGTERM via ServiceGroup) the sweep loop is cancelled; then the listener and
+        // every connection close.
+        try? await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(5))
                 self.registry.sweep(
@@ -79,8 +81,6 @@ public final class OpAMPServer: Service, Sendable {
                     webSocketTimeout: self.configuration.webSocketOfflineAfter
                 )
             }
-        } onGracefulShutdown: {
-            Task { await self.stop() }
         }
         await self.stop()
         self.logger.info("OpAMP server stopped")

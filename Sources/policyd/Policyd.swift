@@ -1,0 +1,121 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OpAMPServer
+import ServiceLifecycle
+import UnixSignals
+
+/// `policyd`: the Tailplane control plane daemon.
+@main
+struct Policyd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policyd",
+        abstract: "The Tailplane control plane: serves OpAMP to collectors.",
+        version: "0.1.0",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+extension Policyd {
+    struct Serve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Serve OpAMP (WebSocket and plain HTTP on one port) until SIGTERM or SIGINT."
+        )
+
+        @Option(help: "OpAMP port.")
+        var opampPort = 4320
+
+        @Option(help: "Address to bind.")
+        var bind = "0.0.0.0"
+
+        @Option(help: "Largest agent message in bytes, after decompression.")
+        var maxMessageSize = 64 * 1024 * 1024
+
+        @Option(help: "Most concurrent agent connections; beyond it agents get 503 with Retry-After.")
+        var maxConnections = 20_000
+
+        @Option(
+            help: "File with accepted agent bearer tokens, one per line (also: POLICYD_AGENT_TOKENS, comma-separated)."
+        )
+        var agentTokensFile: String?
+
+        @Option(help: "URL agents should use to reach this server; enables heartbeat-interval offers.")
+        var advertisedEndpoint: String?
+
+        @Option(help: "Heartbeat interval offered to agents that report heartbeats, in seconds.")
+        var heartbeatInterval: UInt64 = 30
+
+        @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+        var logLevel: Logger.Level = .info
+
+        func validate() throws {
+            guard (1...65535).contains(self.opampPort) || self.opampPort == 0 else {
+                throw ValidationError("--opamp-port must be 0…65535")
+            }
+            guard self.maxMessageSize >= 1024 else {
+                throw ValidationError("--max-message-size must be at least 1024 bytes")
+            }
+            guard self.maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+            guard self.heartbeatInterval >= 1 else {
+                throw ValidationError("--heartbeat-interval must be at least 1 second")
+            }
+        }
+
+        func run() async throws {
+            let level = self.logLevel
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            }
+            let logger = Logger(label: "policyd")
+            var configuration = OpAMPServerConfiguration()
+            configuration.host = self.bind
+            configuration.port = self.opampPort
+            configuration.maxMessageSize = self.maxMessageSize
+            configuration.maxConnections = self.maxConnections
+            configuration.advertisedEndpoint = self.advertisedEndpoint
+            configuration.heartbeatIntervalSeconds = self.heartbeatInterval
+            configuration.agentTokens = try self.tokens()
+            if configuration.agentTokens.isEmpty {
+                logger.warning(
+                    "no agent tokens configured: any client may connect (set --agent-tokens-file or POLICYD_AGENT_TOKENS)"
+                )
+            }
+            let server = OpAMPServer(configuration: configuration, logger: Logger(label: "policyd.opamp"))
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: server)],
+                    gracefulShutdownSignals: [.sigterm, .sigint],
+                    logger: logger
+                )
+            )
+            try await group.run()
+        }
+
+        private func tokens() throws -> Set<String> {
+            var tokens = Set<String>()
+            if let environment = ProcessInfo.processInfo.environment["POLICYD_AGENT_TOKENS"] {
+                tokens.formUnion(
+                    environment.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+                        !$0.isEmpty
+                    }
+                )
+            }
+            if let path = self.agentTokensFile {
+                guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                    throw ValidationError("cannot read --agent-tokens-file \(path)")
+                }
+                tokens.formUnion(
+                    text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+                        !$0.isEmpty && !$0.hasPrefix("#")
+                    }
+                )
+            }
+            return tokens
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

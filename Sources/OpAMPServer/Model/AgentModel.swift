@@ -206,3 +206,32 @@ public enum AgentEvent: Sendable, Hashable {
 public enum AgentCommand: Sendable, Hashable {
     case restart
 }
+
+/// New OpAMP connection settings for an agent: where to connect, which headers to send, how often to
+/// send heartbeats. Only agents with AcceptsOpAMPConnectionSettings receive them.
+public struct OpAMPConnectionOffer: Sendable, Hashable {
+    /// A non-empty ws://, wss://, http:// or https:// URL.
+    public var endpoint: String
+    /// Headers to send (for example a new bearer token).
+    public var headers: [String: String]
+    /// Heartbeat (and HTTP polling) interval; always positive (an interval of 0 took HTTP supervisors
+    /// offline permanently before contrib PR #50305).
+    public var heartbeatIntervalSeconds: UInt64
+
+    /// Creates an offer.
+    public init(endpoint: String, headers: [String: String] = [:], heartbeatIntervalSeconds: UInt64 = 30) {
+        self.endpoint = endpoint
+        self.headers = headers
+        self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+    }
+
+    /// Why the offer cannot be sent, if it cannot.
+    public var problem: String? {
+        let schemes = ["ws://", "wss://", "http://", "https://"]
+        if !schemes.contains(where: { self.endpoint.lowercased().hasPrefix($0) }) || self.endpoint.count < 8 {
+            return "the endpoint must be a ws://, wss://, http:// or https:// URL"
+        }
+        if self.heartbeatIntervalSeconds == 0 { return "the heartbeat interval must be positive" }
+        return nil
+    }
+}

@@ -231,6 +231,25 @@ public final class AgentRegistry: Sendable {
         return result.0
     }
 
+    /// Offers new OpAMP connection settings. Returns why not when the offer is invalid or the agent does
+    /// not accept connection settings; delivered at once over WebSocket, on the next poll over HTTP.
+    @discardableResult
+    public func offerConnectionSettings(_ offer: OpAMPConnectionOffer, to uid: InstanceUID) -> String? {
+        if let problem = offer.problem { return problem }
+        let result = self.state.withLock { state -> (String?, (Pusher, OpAMP_ServerToAgent)?) in
+            guard var session = state.sessions[uid] else { return ("unknown agent", nil) }
+            guard session.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else {
+                return ("the agent does not accept OpAMP connection settings", nil)
+            }
+            let push = session.offer(offer)
+            state.sessions[uid] = session
+            if let push, let owner = state.owners[uid], let pusher = state.pushers[owner] { return (nil, (pusher, push)) }
+            return (nil, nil)
+        }
+        if let (pusher, message) = result.1 { _ = pusher(message) }
+        return result.0
+    }
+
     /// One agent's state.
     public func agent(_ uid: InstanceUID) -> AgentSnapshot? {
         self.state.withLock { $0.sessions[uid]?.snapshot }

@@ -18,6 +18,8 @@ struct AgentSession {
     private var haveSequence = false
     /// A command waiting for the next response.
     private var pendingCommand: AgentCommand?
+    /// Connection settings waiting for the next response (HTTP agents).
+    private var pendingOffer: OpAMPConnectionOffer?
 
     init(instanceUID: InstanceUID, now: Date) {
         self.snapshot = AgentSnapshot(
@@ -137,7 +139,10 @@ struct AgentSession {
             response.remoteConfig = ProtobufConversion.remoteConfig(config)
             self.sentOnConnection = config.hash
         }
-        if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
+        if let offer = self.pendingOffer, capabilities.contains(.acceptsOpAMPConnectionSettings) {
+            response.connectionSettings = Self.connectionSettings(offer)
+            self.pendingOffer = nil
+        } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
             context.serverCapabilities.contains(.offersConnectionSettings)
         {
             response.connectionSettings = Self.heartbeatOffer(heartbeat)
@@ -233,25 +238,46 @@ struct AgentSession {
         return nil
     }
 
+    /// Offers new OpAMP connection settings; returns a message to push now for WebSocket agents.
+    mutating func offer(_ offer: OpAMPConnectionOffer) -> OpAMP_ServerToAgent? {
+        guard self.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else { return nil }
+        if self.snapshot.transport == .webSocket {
+            var push = OpAMP_ServerToAgent()
+            push.instanceUid = Data(self.snapshot.instanceUID.bytes)
+            push.connectionSettings = Self.connectionSettings(offer)
+            return push
+        }
+        self.pendingOffer = offer
+        return nil
+    }
+
+    static func connectionSettings(_ offer: OpAMPConnectionOffer) -> OpAMP_ConnectionSettingsOffers {
+        var offers = OpAMP_ConnectionSettingsOffers()
+        var opamp = OpAMP_OpAMPConnectionSettings()
+        opamp.destinationEndpoint = offer.endpoint
+        opamp.heartbeatIntervalSeconds = max(1, offer.heartbeatIntervalSeconds)
+        var hasher = FNV1a64()
+        hasher.add(Array(offer.endpoint.utf8))
+        hasher.add(withUnsafeBytes(of: opamp.heartbeatIntervalSeconds.bigEndian) { Array($0) })
+        for name in offer.headers.keys.sorted() {
+            var header = OpAMP_Header()
+            header.key = name
+            header.value = offer.headers[name]!
+            opamp.headers.headers.append(header)
+            hasher.add([0] + Array(name.utf8) + [0] + Array(header.value.utf8))
+        }
+        offers.opamp = opamp
+        offers.hash = Data(withUnsafeBytes(of: hasher.value.bigEndian) { Array($0) })
+        return offers
+    }
+
     /// Moves the state to a new UID (after `new_instance_uid`).
     mutating func rekey(to uid: InstanceUID) {
         self.snapshot.instanceUID = uid
     }
 
-    static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String))
-        -> OpAMP_ConnectionSettingsOffers
-    {
-        var offers = OpAMP_ConnectionSettingsOffers()
-        var opamp = OpAMP_OpAMPConnectionSettings()
-        opamp.destinationEndpoint = heartbeat.endpoint
-        opamp.heartbeatIntervalSeconds = max(1, heartbeat.intervalSeconds)
-        offers.opamp = opamp
-        // A stable hash of all settings, so agents apply the offer once.
-        var hasher = FNV1a64()
-        hasher.add(Array(heartbeat.endpoint.utf8))
-        hasher.add(withUnsafeBytes(of: max(1, heartbeat.intervalSeconds).bigEndian) { Array($0) })
-        offers.hash = Data(withUnsafeBytes(of: hasher.value.bigEndian) { Array($0) })
-        return offers
+    static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String)) -> OpAMP_ConnectionSettingsOffers {
+        self.connectionSettings(OpAMPConnectionOffer(endpoint: heartbeat.endpoint, heartbeatIntervalSeconds: heartbeat.intervalSeconds))
     }
 }
 

@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "OpAMPProtocol", targets: ["OpAMPProtocol"]),
         .executable(name: "policyctl", targets: ["policyctl"]),
         .executable(name: "policyd", targets: ["policyd"]),
+        .executable(name: "opamp-fleet", targets: ["opamp-fleet"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -82,7 +83,30 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        // Simulated collectors over real OpAMP connections (the demo, benchmarks and interop tests use it).
+        .target(
+            name: "FleetSimulator",
+            dependencies: [
+                "OpAMPProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
+            name: "opamp-fleet",
+            dependencies: ["FleetSimulator", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: upcoming
+        ),
         // Benchmarks print figures; they are never run as tests.
+        .executableTarget(
+            name: "opamp-bench",
+            dependencies: ["OpAMPServer", "OpAMPProtocol", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: upcoming
+        ),
         .executableTarget(name: "policy-bench", dependencies: ["PolicyEngine", "ConfigRenderer"], swiftSettings: upcoming),
         .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine"], exclude: ["Golden"], swiftSettings: upcoming),
         .testTarget(

@@ -1,0 +1,387 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import OpAMPProtocol
+import SwiftProtobuf
+import Synchronization
+
+/// Counters shared by every simulated agent.
+public final class FleetStatistics: Sendable {
+    let connectedCount = Atomic<Int>(0)
+    let appliedCount = Atomic<Int>(0)
+    let failedCount = Atomic<Int>(0)
+    let sentCount = Atomic<Int>(0)
+    let receivedCount = Atomic<Int>(0)
+    let reconnectCount = Atomic<Int>(0)
+
+    /// Agents connected now.
+    public var connected: Int { self.connectedCount.load(ordering: .relaxed) }
+    /// APPLIED reports sent.
+    public var applied: Int { self.appliedCount.load(ordering: .relaxed) }
+    /// FAILED reports sent.
+    public var failed: Int { self.failedCount.load(ordering: .relaxed) }
+    /// Messages sent and received.
+    public var sent: Int { self.sentCount.load(ordering: .relaxed) }
+    public var received: Int { self.receivedCount.load(ordering: .relaxed) }
+    /// Reconnections after a dropped connection.
+    public var reconnects: Int { self.reconnectCount.load(ordering: .relaxed) }
+
+    func counted(_ message: OpAMP_AgentToServer) {
+        self.sentCount.wrappingAdd(1, ordering: .relaxed)
+        guard message.hasRemoteConfigStatus else { return }
+        switch message.remoteConfigStatus.status {
+        case .applied: self.appliedCount.wrappingAdd(1, ordering: .relaxed)
+        case .failed: self.failedCount.wrappingAdd(1, ordering: .relaxed)
+        default: break
+        }
+    }
+}
+
+/// Options of a simulated fleet.
+public struct FleetOptions: Sendable {
+    /// How agents talk to the server.
+    public enum Transport: String, Sendable, CaseIterable {
+        case webSocket = "ws"
+        case http
+    }
+
+    public var host = "127.0.0.1"
+    public var port = 4320
+    public var path = "/v1/opamp"
+    public var transport = Transport.webSocket
+    /// Number of agents.
+    public var agents = 100
+    /// Share of agents in the load-balancing tier (the rest are samplers).
+    public var loadBalancerShare = 0.2
+    /// New connections per second while ramping up.
+    public var connectRate = 2000
+    /// Bearer token, if the server needs one.
+    public var token: String?
+    /// Config apply time.
+    public var applyDelay: Duration = .milliseconds(100)
+    /// A config containing this text fails.
+    public var failMarker = "tailplane-fail"
+    /// Heartbeat / poll interval.
+    public var heartbeatSeconds: UInt64 = 30
+    /// Every `churnInterval`, drop this share of connections (they come back after `reconnectDelay`).
+    public var churnShare = 0.0
+    public var churnInterval: Duration = .seconds(10)
+    public var reconnectDelay: Duration = .seconds(1)
+    /// Event loop threads.
+    public var threads = 2
+
+    public init() {}
+}
+
+/// Runs N simulated collectors in one process over real connections.
+public final class FleetRunner: Sendable {
+    public let options: FleetOptions
+    public let statistics = FleetStatistics()
+    let group: MultiThreadedEventLoopGroup
+    let slots: [AgentSlot]
+    let stopping = Atomic<Bool>(false)
+
+    public init(options: FleetOptions) {
+        self.options = options
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
+        var random = SystemRandomNumberGenerator()
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let lbCount = Int((Double(options.agents) * options.loadBalancerShare).rounded())
+        self.slots = (0..<options.agents).map { index in
+            let isLB = index < lbCount
+            let profile = AgentProfile(
+                serviceName: isLB ? "otelcol-lb" : "otelcol-sampler",
+                tier: isLB ? "lb" : "sampling",
+                hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", index),
+                applyDelay: options.applyDelay,
+                failMarker: options.failMarker,
+                heartbeatSeconds: options.heartbeatSeconds
+            )
+            return AgentSlot(agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now, using: &random)))
+        }
+    }
+
+    /// Connects every agent (at `connectRate` per second), then keeps them running until cancelled.
+    public func run() async throws {
+        let batch = max(1, self.options.connectRate / 20)
+        for start in stride(from: 0, to: self.slots.count, by: batch) {
+            for index in start..<min(start + batch, self.slots.count) {
+                self.connect(self.slots[index])
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await withTaskCancellationHandler {
+            while !Task.isCancelled {
+                if self.options.churnShare > 0 {
+                    try await Task.sleep(for: self.options.churnInterval)
+                    self.churn()
+                } else {
+                    try await Task.sleep(for: .seconds(1))
+                }
+            }
+        } onCancel: {
+            self.stopping.store(true, ordering: .relaxed)
+        }
+    }
+
+    /// Closes every connection and the event loops.
+    public func shutdown() async {
+        self.stopping.store(true, ordering: .relaxed)
+        for slot in self.slots { slot.close() }
+        try? await self.group.shutdownGracefully()
+    }
+
+    private func churn() {
+        var random = SystemRandomNumberGenerator()
+        for slot in self.slots where Double.random(in: 0..<1, using: &random) < self.options.churnShare {
+            slot.close()
+        }
+    }
+
+    func connect(_ slot: AgentSlot) {
+        guard !self.stopping.load(ordering: .relaxed) else { return }
+        let options = self.options
+        let runner = self
+        let bootstrap = ClientBootstrap(group: self.group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                switch options.transport {
+                case .webSocket:
+                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
+                        channel.pipeline.removeHandler(name: "fleet.upgrade")
+                            .flatMap { channel.pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner)) }
+                    }
+                    return channel.pipeline.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                        .flatMap { channel.pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade") }
+                case .http:
+                    return channel.pipeline.addHTTPClientHandlers().flatMap {
+                        channel.pipeline.addHandler(HTTPAgentConnection(slot: slot, runner: runner))
+                    }
+                }
+            }
+        bootstrap.connect(host: options.host, port: options.port).whenComplete { result in
+            switch result {
+            case .success(let channel):
+                slot.attach(channel)
+                channel.closeFuture.whenComplete { _ in runner.reconnectLater(slot) }
+            case .failure:
+                runner.reconnectLater(slot)
+            }
+        }
+    }
+
+    func reconnectLater(_ slot: AgentSlot) {
+        guard !self.stopping.load(ordering: .relaxed) else { return }
+        let delay = TimeAmount.nanoseconds(Int64(self.options.reconnectDelay.components.seconds) * 1_000_000_000 + self.options.reconnectDelay.components.attoseconds / 1_000_000_000)
+        self.group.next().scheduleTask(in: delay) {
+            self.statistics.reconnectCount.wrappingAdd(1, ordering: .relaxed)
+            self.connect(slot)
+        }
+    }
+}
+
+/// One agent's state across reconnects, and its current channel.
+final class AgentSlot: Sendable {
+    let state: Mutex<SimulatedAgent>
+    private let channel = Mutex<(any Channel)?>(nil)
+
+    init(agent: SimulatedAgent) {
+        self.state = Mutex(agent)
+    }
+
+    func attach(_ channel: any Channel) { self.channel.withLock { $0 = channel } }
+    func close() { self.channel.withLock { $0 }?.close(promise: nil) }
+}
+
+extension Duration {
+    var timeAmount: TimeAmount {
+        .nanoseconds(Int64(self.components.seconds) * 1_000_000_000 + self.components.attoseconds / 1_000_000_000)
+    }
+}
+
+/// Sends the WebSocket upgrade request once connected.
+final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let options: FleetOptions
+
+    init(options: FleetOptions) { self.options = options }
+
+    func channelActive(context: ChannelHandlerContext) {
+        var headers = HTTPHeaders([("Host", "\(self.options.host):\(self.options.port)"), ("Content-Length", "0")])
+        if let token = self.options.token { headers.add(name: "Authorization", value: "Bearer \(token)") }
+        context.write(self.wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: self.options.path, headers: headers))), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A response without an upgrade (401, 503…): drop the connection and retry later.
+        context.close(promise: nil)
+    }
+}
+
+/// A simulated agent on a WebSocket.
+final class WebSocketAgentConnection: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+    let slot: AgentSlot
+    let runner: FleetRunner
+    private var heartbeat: RepeatedTask?
+
+    init(slot: AgentSlot, runner: FleetRunner) {
+        self.slot = slot
+        self.runner = runner
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
+        let first = self.slot.state.withLock { $0.connected() }
+        self.send(first, context: context)
+        let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(seconds), delay: .seconds(seconds)) { _ in
+            let (handler, context) = loopBound.value
+            handler.send(handler.slot.state.withLock { $0.heartbeat() }, context: context)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.heartbeat?.cancel()
+        self.runner.statistics.connectedCount.wrappingSubtract(1, ordering: .relaxed)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = self.unwrapInboundIn(data)
+        guard frame.opcode == .binary,
+            let message = try? WebSocketFraming.decodeServerMessage(Array(frame.unmaskedData.readableBytesView))
+        else {
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
+        self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
+        let actions = self.slot.state.withLock { $0.receive(message) }
+        for action in actions {
+            switch action {
+            case .send(let outgoing):
+                self.send(outgoing, context: context)
+            case .sendLater(let outgoing, let delay):
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                context.eventLoop.scheduleTask(in: delay.timeAmount) {
+                    let (handler, context) = loopBound.value
+                    if context.channel.isActive { handler.send(outgoing, context: context) }
+                }
+            }
+        }
+    }
+
+    func send(_ message: OpAMP_AgentToServer, context: ChannelHandlerContext) {
+        guard let bytes = try? WebSocketFraming.encode(message) else { return }
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        self.runner.statistics.counted(message)
+        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buffer)), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// A simulated agent polling over plain HTTP on a keep-alive connection.
+final class HTTPAgentConnection: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+    let slot: AgentSlot
+    let runner: FleetRunner
+    private var queue: [OpAMP_AgentToServer] = []
+    private var inFlight = false
+    private var body: ByteBuffer?
+    private var poll: Scheduled<Void>?
+
+    init(slot: AgentSlot, runner: FleetRunner) {
+        self.slot = slot
+        self.runner = runner
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
+        self.enqueue(self.slot.state.withLock { $0.connected() }, context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.poll?.cancel()
+        self.runner.statistics.connectedCount.wrappingSubtract(1, ordering: .relaxed)
+        context.fireChannelInactive()
+    }
+
+    private func enqueue(_ message: OpAMP_AgentToServer, context: ChannelHandlerContext) {
+        self.queue.append(message)
+        self.pump(context: context)
+    }
+
+    private func pump(context: ChannelHandlerContext) {
+        guard !self.inFlight, !self.queue.isEmpty else { return }
+        self.poll?.cancel()
+        let message = self.queue.removeFirst()
+        guard let bytes: [UInt8] = try? message.serializedBytes() else { return }
+        self.inFlight = true
+        self.runner.statistics.counted(message)
+        let options = self.runner.options
+        var headers = HTTPHeaders([
+            ("Host", "\(options.host):\(options.port)"), ("Content-Type", "application/x-protobuf"),
+            ("Content-Length", String(bytes.count)),
+        ])
+        if let token = options.token { headers.add(name: "Authorization", value: "Bearer \(token)") }
+        context.write(self.wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: options.path, headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            if head.status != .ok && head.status != .badRequest { context.close(promise: nil) }
+            self.body = nil
+        case .body(var chunk):
+            if self.body == nil { self.body = chunk } else { self.body!.writeBuffer(&chunk) }
+        case .end:
+            self.inFlight = false
+            let bytes = self.body.map { Array($0.readableBytesView) } ?? []
+            self.body = nil
+            if let message = try? OpAMP_ServerToAgent(serializedBytes: bytes) {
+                self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
+                for action in self.slot.state.withLock({ $0.receive(message) }) {
+                    switch action {
+                    case .send(let outgoing): self.queue.append(outgoing)
+                    case .sendLater(let outgoing, let delay):
+                        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                        context.eventLoop.scheduleTask(in: delay.timeAmount) {
+                            let (handler, context) = loopBound.value
+                            if context.channel.isActive { handler.enqueue(outgoing, context: context) }
+                        }
+                    }
+                }
+            }
+            if self.queue.isEmpty {
+                let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
+                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                self.poll = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
+                    let (handler, context) = loopBound.value
+                    handler.enqueue(handler.slot.state.withLock { $0.heartbeat() }, context: context)
+                }
+            }
+            self.pump(context: context)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import OpAMPProtocol
+
+/// How one simulated collector behaves.
+public struct AgentProfile: Sendable {
+    /// `otelcol-lb` or `otelcol-sampler` (the `service.name` the fleet description matches on).
+    public var serviceName: String
+    /// The value of the `tailplane.tier` attribute.
+    public var tier: String
+    /// Host name reported in the description.
+    public var hostName: String
+    /// Collector version reported in the description.
+    public var version: String
+    /// Capabilities like the opampsupervisor's with remote config enabled.
+    public var capabilities: UInt64
+    /// How long applying a config takes.
+    public var applyDelay: Duration
+    /// A config whose body contains this text fails to apply.
+    public var failMarker: String
+    /// Seconds between heartbeats (or polls over HTTP).
+    public var heartbeatSeconds: UInt64
+
+    /// The supervisor's defaults plus accepts/reports remote config and restart: 0x3C47.
+    public static let supervisorCapabilities: UInt64 = 0x1 | 0x2 | 0x4 | 0x40 | 0x400 | 0x800 | 0x1000 | 0x2000
+
+    /// Creates a profile.
+    public init(
+        serviceName: String,
+        tier: String,
+        hostName: String,
+        version: String = "0.150.0",
+        capabilities: UInt64 = Self.supervisorCapabilities,
+        applyDelay: Duration = .milliseconds(100),
+        failMarker: String = "tailplane-fail",
+        heartbeatSeconds: UInt64 = 30
+    ) {
+        self.serviceName = serviceName
+        self.tier = tier
+        self.hostName = hostName
+        self.version = version
+        self.capabilities = capabilities
+        self.applyDelay = applyDelay
+        self.failMarker = failMarker
+        self.heartbeatSeconds = heartbeatSeconds
+    }
+}
+
+/// The protocol behaviour of one simulated collector, as a pure state machine: messages in, actions out.
+/// Transports (WebSocket or HTTP) perform the actions.
+public struct SimulatedAgent: Sendable {
+    /// What the transport should do next.
+    public enum Action: Sendable {
+        case send(OpAMP_AgentToServer)
+        case sendLater(OpAMP_AgentToServer, after: Duration)
+    }
+
+    public private(set) var uid: InstanceUID
+    public private(set) var profile: AgentProfile
+    private var sequence: UInt64 = 0
+    private var remoteStatus = OpAMP_RemoteConfigStatus()
+    private var effective = OpAMP_AgentConfigMap()
+    private var healthy = true
+    private var lastError = ""
+    private var startTime: UInt64
+    private var connectedBefore = false
+
+    /// Creates an agent with a fresh UUIDv7.
+    public init(profile: AgentProfile, uid: InstanceUID) {
+        self.profile = profile
+        self.uid = uid
+        self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)
+        var file = OpAMP_AgentConfigFile()
+        file.body = Data("receivers: {otlp: {}}\n".utf8)
+        self.effective.configMap[""] = file
+    }
+
+    private mutating func next() -> OpAMP_AgentToServer {
+        var message = OpAMP_AgentToServer()
+        message.instanceUid = Data(self.uid.bytes)
+        message.sequenceNum = self.sequence
+        message.capabilities = self.profile.capabilities
+        self.sequence &+= 1
+        return message
+    }
+
+    private func attribute(_ key: String, _ value: String) -> OpAMP_KeyValue {
+        var pair = OpAMP_KeyValue()
+        pair.key = key
+        pair.value.stringValue = value
+        return pair
+    }
+
+    /// Everything: description, health, effective config, remote config status.
+    public mutating func fullState() -> OpAMP_AgentToServer {
+        var message = self.next()
+        message.agentDescription.identifyingAttributes = [
+            self.attribute("service.name", self.profile.serviceName),
+            self.attribute("service.instance.id", self.uid.description),
+            self.attribute("service.version", self.profile.version),
+        ]
+        message.agentDescription.nonIdentifyingAttributes = [
+            self.attribute("host.name", self.profile.hostName),
+            self.attribute("os.type", "linux"),
+            self.attribute("tailplane.tier", self.profile.tier),
+        ]
+        message.health = self.health()
+        message.effectiveConfig.configMap = self.effective
+        message.remoteConfigStatus = self.remoteStatus
+        return message
+    }
+
+    private func health() -> OpAMP_ComponentHealth {
+        var health = OpAMP_ComponentHealth()
+        health.healthy = self.healthy
+        health.lastError = self.lastError
+        health.startTimeUnixNano = self.startTime
+        health.status = self.healthy ? "StatusOK" : "StatusFatalError"
+        return health
+    }
+
+    /// The first message on a connection: everything the first time, then only what opamp-go sends on a
+    /// reconnect (uid, sequence, capabilities).
+    public mutating func connected() -> OpAMP_AgentToServer {
+        defer { self.connectedBefore = true }
+        return self.connectedBefore ? self.next() : self.fullState()
+    }
+
+    /// A heartbeat (or an HTTP poll).
+    public mutating func heartbeat() -> OpAMP_AgentToServer { self.next() }
+
+    /// Reacts to a server message.
+    public mutating func receive(_ message: OpAMP_ServerToAgent) -> [Action] {
+        if message.hasErrorResponse { return [] }
+        var actions: [Action] = []
+        if message.hasAgentIdentification, let fresh = InstanceUID(bytes: message.agentIdentification.newInstanceUid) {
+            self.uid = fresh
+        }
+        if message.hasConnectionSettings, message.connectionSettings.opamp.heartbeatIntervalSeconds > 0 {
+            self.profile.heartbeatSeconds = message.connectionSettings.opamp.heartbeatIntervalSeconds
+        }
+        if message.hasRemoteConfig {
+            let hash = message.remoteConfig.configHash
+            var applying = self.next()
+            self.remoteStatus.lastRemoteConfigHash = hash
+            self.remoteStatus.status = .applying
+            self.remoteStatus.errorMessage = ""
+            applying.remoteConfigStatus = self.remoteStatus
+            actions.append(.send(applying))
+            let bodies = message.remoteConfig.config.configMap.values.map(\.body)
+            let fails = bodies.contains { String(decoding: $0, as: UTF8.self).contains(self.profile.failMarker) }
+            var done = self.next()
+            if fails {
+                self.remoteStatus.status = .failed
+                self.remoteStatus.errorMessage = "collector exited: invalid configuration (contains \(self.profile.failMarker))"
+                self.healthy = false
+                self.lastError = self.remoteStatus.errorMessage
+            } else {
+                self.remoteStatus.status = .applied
+                self.effective = message.remoteConfig.config
+                self.healthy = true
+                self.lastError = ""
+                done.effectiveConfig.configMap = self.effective
+            }
+            done.remoteConfigStatus = self.remoteStatus
+            done.health = self.health()
+            actions.append(.sendLater(done, after: self.profile.applyDelay))
+        }
+        if message.hasCommand, message.command.type == .restart {
+            self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)
+            var restarted = self.next()
+            restarted.health = self.health()
+            actions.append(.sendLater(restarted, after: .milliseconds(50)))
+        }
+        if message.flags & UInt64(OpAMP_ServerToAgentFlags.reportFullState.rawValue) != 0 {
+            actions.append(.send(self.fullState()))
+        }
+        return actions
+    }
+}

@@ -118,7 +118,7 @@ let package = Package(
         .testTarget(
             name: "OpAMPServerTests",
             dependencies: [
-                "OpAMPServer", "OpAMPProtocol",
+                "OpAMPServer", "OpAMPProtocol", "FleetSimulator",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -99,7 +99,9 @@ public final class FleetRunner: Sendable {
                 failMarker: options.failMarker,
                 heartbeatSeconds: options.heartbeatSeconds
             )
-            return AgentSlot(agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now, using: &random)))
+            return AgentSlot(
+                agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now, using: &random))
+            )
         }
     }
 
@@ -151,10 +153,14 @@ public final class FleetRunner: Sendable {
                 case .webSocket:
                     let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
                         channel.pipeline.removeHandler(name: "fleet.upgrade")
-                            .flatMap { channel.pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner)) }
+                            .flatMap {
+                                channel.pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner))
+                            }
                     }
-                    return channel.pipeline.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
-                        .flatMap { channel.pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade") }
+                    return channel.pipeline.addHTTPClientHandlers(
+                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
+                    )
+                    .flatMap { channel.pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade") }
                 case .http:
                     return channel.pipeline.addHTTPClientHandlers().flatMap {
                         channel.pipeline.addHandler(HTTPAgentConnection(slot: slot, runner: runner))
@@ -174,7 +180,10 @@ public final class FleetRunner: Sendable {
 
     func reconnectLater(_ slot: AgentSlot) {
         guard !self.stopping.load(ordering: .relaxed) else { return }
-        let delay = TimeAmount.nanoseconds(Int64(self.options.reconnectDelay.components.seconds) * 1_000_000_000 + self.options.reconnectDelay.components.attoseconds / 1_000_000_000)
+        let delay = TimeAmount.nanoseconds(
+            Int64(self.options.reconnectDelay.components.seconds) * 1_000_000_000 + self.options.reconnectDelay
+                .components.attoseconds / 1_000_000_000
+        )
         self.group.next().scheduleTask(in: delay) {
             self.statistics.reconnectCount.wrappingAdd(1, ordering: .relaxed)
             self.connect(slot)
@@ -212,7 +221,12 @@ final class UpgradeRequest: ChannelInboundHandler, RemovableChannelHandler, Send
     func channelActive(context: ChannelHandlerContext) {
         var headers = HTTPHeaders([("Host", "\(self.options.host):\(self.options.port)"), ("Content-Length", "0")])
         if let token = self.options.token { headers.add(name: "Authorization", value: "Bearer \(token)") }
-        context.write(self.wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: self.options.path, headers: headers))), promise: nil)
+        context.write(
+            self.wrapOutboundOut(
+                .head(HTTPRequestHead(version: .http1_1, method: .GET, uri: self.options.path, headers: headers))
+            ),
+            promise: nil
+        )
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: nil)
         context.fireChannelActive()
     }
@@ -242,7 +256,10 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
         self.send(first, context: context)
         let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        self.heartbeat = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(seconds), delay: .seconds(seconds)) { _ in
+        self.heartbeat = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: .seconds(seconds),
+            delay: .seconds(seconds)
+        ) { _ in
             let (handler, context) = loopBound.value
             handler.send(handler.slot.state.withLock { $0.heartbeat() }, context: context)
         }
@@ -283,7 +300,10 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
         var buffer = context.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         self.runner.statistics.counted(message)
-        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buffer)), promise: nil)
+        context.writeAndFlush(
+            self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buffer)),
+            promise: nil
+        )
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -337,7 +357,12 @@ final class HTTPAgentConnection: ChannelInboundHandler {
             ("Content-Length", String(bytes.count)),
         ])
         if let token = options.token { headers.add(name: "Authorization", value: "Bearer \(token)") }
-        context.write(self.wrapOutboundOut(.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: options.path, headers: headers))), promise: nil)
+        context.write(
+            self.wrapOutboundOut(
+                .head(HTTPRequestHead(version: .http1_1, method: .POST, uri: options.path, headers: headers))
+            ),
+            promise: nil
+        )
         var buffer = context.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)

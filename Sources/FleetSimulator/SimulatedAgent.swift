@@ -151,7 +151,8 @@ public struct SimulatedAgent: Sendable {
             var done = self.next()
             if fails {
                 self.remoteStatus.status = .failed
-                self.remoteStatus.errorMessage = "collector exited: invalid configuration (contains \(self.profile.failMarker))"
+                self.remoteStatus.errorMessage =
+                    "collector exited: invalid configuration (contains \(self.profile.failMarker))"
                 self.healthy = false
                 self.lastError = self.remoteStatus.errorMessage
             } else {

@@ -91,11 +91,22 @@ let connectSeconds = elapsed(since: connectStart)
 try await Task.sleep(for: .seconds(3))
 let loaded = residentKiB()
 let perAgent = Double(loaded - baseline) * 1024 / Double(agentCount)
-print(String(format: "websocket: %d agents connected in %.1f s; RSS %d MiB; %.1f KB per agent (target: at most 12 KB)", agentCount, connectSeconds, loaded / 1024, perAgent / 1000))
+print(
+    String(
+        format: "websocket: %d agents connected in %.1f s; RSS %d MiB; %.1f KB per agent (target: at most 12 KB)",
+        agentCount,
+        connectSeconds,
+        loaded / 1024,
+        perAgent / 1000
+    )
+)
 
 // 2. Config push to every agent until APPLIED from all.
 let body = Array(String(repeating: "processors:\n  tail_sampling:\n    policies: []\n", count: 60).utf8)
-let desired = RemoteConfig(files: ["": ConfigFile(body: body, contentType: "text/yaml")], hash: Array("bench-config-\(UUID().uuidString)".utf8))
+let desired = RemoteConfig(
+    files: ["": ConfigFile(body: body, contentType: "text/yaml")],
+    hash: Array("bench-config-\(UUID().uuidString)".utf8)
+)
 let uids = registry.snapshot().filter(\.connected).map(\.instanceUID)
 let pushStart = ContinuousClock.now
 registry.setDesiredConfig(Dictionary(uniqueKeysWithValues: uids.map { ($0, Optional(desired)) }))
@@ -104,7 +115,11 @@ let pushSeconds = elapsed(since: pushStart)
 print(
     String(
         format: "push: desired config (%d bytes) to %d agents, APPLIED from %d in %.2f s (target: under 2 s)%@",
-        body.count, uids.count, applied.count(desired.hash), pushSeconds, allApplied ? "" : " (timed out)"
+        body.count,
+        uids.count,
+        applied.count(desired.hash),
+        pushSeconds,
+        allApplied ? "" : " (timed out)"
     )
 )
 fleet.terminate()
@@ -159,10 +174,16 @@ if !skipHTTP {
         try wrk.run()
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         wrk.waitUntilExit()
-        let rate = text.split(separator: "\n").first { $0.contains("Requests/sec") }?.split(separator: " ").last.map(String.init) ?? "?"
-        let errors = text.split(separator: "\n").filter { $0.contains("Non-2xx") || $0.contains("Socket errors") }.joined(separator: "; ")
+        let rate =
+            text.split(separator: "\n").first { $0.contains("Requests/sec") }?.split(separator: " ").last.map(
+                String.init
+            ) ?? "?"
+        let errors = text.split(separator: "\n").filter { $0.contains("Non-2xx") || $0.contains("Socket errors") }
+            .joined(separator: "; ")
         let httpAgents = registry.snapshot().filter { $0.transport == .http }.count
-        print("http: \(rate) polls/s from \(httpAgents) distinct agents with full state kept (wrk -t2 -c128 -d10s on the same 2 cores; anchor 57,000)\(errors.isEmpty ? "" : "; \(errors)")")
+        print(
+            "http: \(rate) polls/s from \(httpAgents) distinct agents with full state kept (wrk -t2 -c128 -d10s on the same 2 cores; anchor 57,000)\(errors.isEmpty ? "" : "; \(errors)")"
+        )
     } catch {
         print("http: wrk not found (apt-get install wrk); skipped")
     }

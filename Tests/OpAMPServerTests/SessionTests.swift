@@ -349,12 +349,29 @@ final class PushLog: Sendable {
         let ws = registry.newConnection()
         registry.attach(ws) { pushed.append($0) }
         _ = registry.handle(fullState(uid(30)), connection: ws, transport: .webSocket)
-        let offer = OpAMPConnectionOffer(endpoint: "wss://policyd.example:4320/v1/opamp", headers: ["Authorization": "Bearer t2"], heartbeatIntervalSeconds: 15)
-        #expect(registry.offerConnectionSettings(offer, to: uid(30)) == "the agent does not accept OpAMP connection settings")
+        let offer = OpAMPConnectionOffer(
+            endpoint: "wss://policyd.example:4320/v1/opamp",
+            headers: ["Authorization": "Bearer t2"],
+            heartbeatIntervalSeconds: 15
+        )
+        #expect(
+            registry.offerConnectionSettings(offer, to: uid(30))
+                == "the agent does not accept OpAMP connection settings"
+        )
         let accepting = collectorCapabilities.union(.acceptsOpAMPConnectionSettings)
         _ = registry.handle(fullState(uid(30), seq: 1, capabilities: accepting), connection: ws, transport: .webSocket)
-        #expect(registry.offerConnectionSettings(OpAMPConnectionOffer(endpoint: "", heartbeatIntervalSeconds: 15), to: uid(30)) != nil)
-        #expect(registry.offerConnectionSettings(OpAMPConnectionOffer(endpoint: offer.endpoint, heartbeatIntervalSeconds: 0), to: uid(30)) != nil)
+        #expect(
+            registry.offerConnectionSettings(
+                OpAMPConnectionOffer(endpoint: "", heartbeatIntervalSeconds: 15),
+                to: uid(30)
+            ) != nil
+        )
+        #expect(
+            registry.offerConnectionSettings(
+                OpAMPConnectionOffer(endpoint: offer.endpoint, heartbeatIntervalSeconds: 0),
+                to: uid(30)
+            ) != nil
+        )
         #expect(registry.offerConnectionSettings(offer, to: uid(30)) == nil)
         let message = pushed.all.last
         #expect(message?.connectionSettings.opamp.destinationEndpoint == offer.endpoint)
@@ -365,6 +382,9 @@ final class PushLog: Sendable {
         let http = registry.newConnection()
         _ = registry.handle(fullState(uid(31), capabilities: accepting), connection: http, transport: .http)
         #expect(registry.offerConnectionSettings(offer, to: uid(31)) == nil)
-        #expect(registry.handle(heartbeat(uid(31), seq: 1, capabilities: accepting), connection: http, transport: .http).hasConnectionSettings)
+        #expect(
+            registry.handle(heartbeat(uid(31), seq: 1, capabilities: accepting), connection: http, transport: .http)
+                .hasConnectionSettings
+        )
     }
 }

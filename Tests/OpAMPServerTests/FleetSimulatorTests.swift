@@ -10,12 +10,7 @@ import Testing
 @Suite(.serialized) struct FleetSimulatorTests {
     @Test(arguments: [FleetOptions.Transport.webSocket, .http])
     func simulatedFleetAppliesConfigsAndReportsFailures(transport: FleetOptions.Transport) async throws {
-        var configuration = OpAMPServerConfiguration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.threads = 1
-        let server = OpAMPServer(configuration: configuration)
-        let port = try await server.start()
+        let (server, port) = try await startTestServer()
         defer { Task { await server.stop() } }
         let registry = server.registry
         let log = EventLog(registry)
@@ -83,12 +78,7 @@ import Testing
     }
 
     @Test func droppedWebSocketsComeBackWithoutAFullStateRequest() async throws {
-        var configuration = OpAMPServerConfiguration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.threads = 1
-        let server = OpAMPServer(configuration: configuration)
-        let port = try await server.start()
+        let (server, port) = try await startTestServer()
         defer { Task { await server.stop() } }
         var options = FleetOptions()
         options.port = port

@@ -26,13 +26,7 @@ import Testing
             Self.pythonClientInstalled(),
             "the Python OpAMP client is missing: pip install -r Tests/Interop/requirements.txt (.ci/run does)"
         )
-        var configuration = OpAMPServerConfiguration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.threads = 1
-        configuration.agentTokens = ["interop-token"]
-        let server = OpAMPServer(configuration: configuration)
-        let port = try await server.start()
+        let (server, port) = try await startTestServer { $0.agentTokens = ["interop-token"] }
         defer { Task { await server.stop() } }
         let registry = server.registry
 

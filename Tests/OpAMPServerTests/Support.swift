@@ -97,3 +97,15 @@ func config(_ text: String) -> RemoteConfig {
 extension OpAMP_ServerToAgent {
     var asksForFullState: Bool { self.flags & UInt64(OpAMP_ServerToAgentFlags.reportFullState.rawValue) != 0 }
 }
+
+/// A server on 127.0.0.1 with a free port and one event-loop thread.
+func startTestServer(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int) {
+    var configuration = OpAMPServerConfiguration()
+    configuration.host = "127.0.0.1"
+    configuration.port = 0
+    configuration.threads = 1
+    adjust(&configuration)
+    let server = OpAMPServer(configuration: configuration)
+    let port = try await server.start()
+    return (server, port)
+}

@@ -9,16 +9,8 @@ import Testing
 
 /// The server on a real socket on 127.0.0.1, with real HTTP and WebSocket clients.
 @Suite(.serialized) struct TransportTests {
-    static func server(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int)
-    {
-        var configuration = OpAMPServerConfiguration()
-        configuration.host = "127.0.0.1"
-        configuration.port = 0
-        configuration.threads = 1
-        adjust(&configuration)
-        let server = OpAMPServer(configuration: configuration)
-        let port = try await server.start()
-        return (server, port)
+    static func server(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int) {
+        try await startTestServer(adjust)
     }
 
     static func gzip(_ bytes: [UInt8]) throws -> [UInt8] {

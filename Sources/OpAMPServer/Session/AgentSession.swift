@@ -216,23 +216,27 @@ struct AgentSession {
         self.snapshot.desiredConfigHash = config?.hash
         self.snapshot.rejectedConfigHash = nil
         guard self.snapshot.transport != nil, let config = self.configToSend() else { return nil }
-        var push = OpAMP_ServerToAgent()
-        push.instanceUid = Data(self.snapshot.instanceUID.bytes)
-        push.remoteConfig = ProtobufConversion.remoteConfig(config)
         self.sentOnConnection = config.hash
-        return push
+        return self.push { $0.remoteConfig = ProtobufConversion.remoteConfig(config) }
+    }
+
+    /// A server-initiated message to this agent.
+    private func push(_ fill: (inout OpAMP_ServerToAgent) -> Void) -> OpAMP_ServerToAgent {
+        var message = OpAMP_ServerToAgent()
+        message.instanceUid = Data(self.snapshot.instanceUID.bytes)
+        fill(&message)
+        return message
     }
 
     /// Queues a command; returns it as a message to push now when the agent accepts it.
     mutating func send(_ command: AgentCommand) -> OpAMP_ServerToAgent? {
         guard self.snapshot.capabilities.contains(.acceptsRestartCommand) else { return nil }
         if self.snapshot.transport == .webSocket {
-            var push = OpAMP_ServerToAgent()
-            push.instanceUid = Data(self.snapshot.instanceUID.bytes)
-            switch command {
-            case .restart: push.command.type = .restart
+            return self.push { message in
+                switch command {
+                case .restart: message.command.type = .restart
+                }
             }
-            return push
         }
         self.pendingCommand = command
         return nil
@@ -242,10 +246,7 @@ struct AgentSession {
     mutating func offer(_ offer: OpAMPConnectionOffer) -> OpAMP_ServerToAgent? {
         guard self.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else { return nil }
         if self.snapshot.transport == .webSocket {
-            var push = OpAMP_ServerToAgent()
-            push.instanceUid = Data(self.snapshot.instanceUID.bytes)
-            push.connectionSettings = Self.connectionSettings(offer)
-            return push
+            return self.push { $0.connectionSettings = Self.connectionSettings(offer) }
         }
         self.pendingOffer = offer
         return nil

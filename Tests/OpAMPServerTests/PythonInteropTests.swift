@@ -80,7 +80,8 @@ import Testing
         // On exit it says goodbye, and the server marks it offline.
         python.waitUntilExit()
         #expect(python.terminationStatus == 0)
-        try await Task.sleep(for: .milliseconds(100))
+        let offline = Date().addingTimeInterval(5)
+        while registry.agent(recorded.instanceUID)?.connected == true, Date() < offline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(registry.agent(recorded.instanceUID)?.connected == false)
     }
 }

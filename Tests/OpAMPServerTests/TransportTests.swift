@@ -179,7 +179,8 @@ import Testing
         #expect(try await agent.receive().instanceUid == Data(uid(10).bytes))
         #expect(server.registry.agent(uid(10))?.transport == .webSocket)
         await agent.close()
-        try await Task.sleep(for: .milliseconds(100))
+        let deadline = Date().addingTimeInterval(5)
+        while server.registry.agent(uid(10))?.connected == true, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(server.registry.agent(uid(10))?.connected == false)
     }
 

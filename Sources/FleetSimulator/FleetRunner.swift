@@ -149,21 +149,22 @@ public final class FleetRunner: Sendable {
         let bootstrap = ClientBootstrap(group: self.group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
-                switch options.transport {
-                case .webSocket:
-                    let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
-                        channel.pipeline.removeHandler(name: "fleet.upgrade")
-                            .flatMap {
-                                channel.pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner))
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    switch options.transport {
+                    case .webSocket:
+                        let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                let pipeline = channel.pipeline.syncOperations
+                                pipeline.removeHandler(name: "fleet.upgrade", promise: nil)
+                                try pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner))
                             }
-                    }
-                    return channel.pipeline.addHTTPClientHandlers(
-                        withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
-                    )
-                    .flatMap { channel.pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade") }
-                case .http:
-                    return channel.pipeline.addHTTPClientHandlers().flatMap {
-                        channel.pipeline.addHandler(HTTPAgentConnection(slot: slot, runner: runner))
+                        }
+                        try pipeline.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                        try pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade")
+                    case .http:
+                        try pipeline.addHTTPClientHandlers()
+                        try pipeline.addHandler(HTTPAgentConnection(slot: slot, runner: runner))
                     }
                 }
             }

@@ -195,7 +195,8 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
         let done = context.writeAndFlushPromise()
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
         if !keepAlive {
-            done.futureResult.whenComplete { _ in context.close(promise: nil) }
+            let channel = context.channel
+            done.futureResult.whenComplete { _ in channel.close(promise: nil) }
         }
     }
 }

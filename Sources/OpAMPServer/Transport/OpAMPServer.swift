@@ -96,34 +96,33 @@ public final class OpAMPServer: Service, Sendable {
                 channel.eventLoop.makeSucceededFuture(self.acceptsUpgrade(head) ? HTTPHeaders() : nil)
             },
             upgradePipelineHandler: { channel, _ in
-                // The plain-HTTP handlers must be gone before the first WebSocket frame moves.
-                channel.pipeline.removeHandler(name: Self.compressorName)
-                    .flatMap { channel.pipeline.removeHandler(name: Self.decompressorName) }
-                    .flatMap { channel.pipeline.removeHandler(name: Self.httpHandlerName) }
-                    .flatMap {
-                        channel.pipeline.addHandlers([
-                            NIOWebSocketFrameAggregator(
-                                minNonFinalFragmentSize: 0,
-                                maxAccumulatedFrameCount: 1 << 16,
-                                maxAccumulatedFrameSize: configuration.maxMessageSize
-                            ),
-                            WebSocketAgentHandler(server: self),
-                        ])
-                    }
+                // Runs on the channel's event loop. The plain-HTTP handlers must be gone before the first
+                // WebSocket frame moves.
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    pipeline.removeHandler(name: Self.compressorName, promise: nil)
+                    pipeline.removeHandler(name: Self.decompressorName, promise: nil)
+                    pipeline.removeHandler(name: Self.httpHandlerName, promise: nil)
+                    try pipeline.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 1 << 16,
+                            maxAccumulatedFrameSize: configuration.maxMessageSize
+                        )
+                    )
+                    try pipeline.addHandler(WebSocketAgentHandler(server: self))
+                }
             }
         )
-        return channel.pipeline.configureHTTPServerPipeline(
-            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
-            withErrorHandling: true
-        ).flatMap {
-            channel.pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
-        }.flatMap {
-            channel.pipeline.addHandler(
-                NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)),
-                name: Self.decompressorName
+        return channel.eventLoop.makeCompletedFuture {
+            let pipeline = channel.pipeline.syncOperations
+            try pipeline.configureHTTPServerPipeline(
+                withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+                withErrorHandling: true
             )
-        }.flatMap {
-            channel.pipeline.addHandler(HTTPAgentHandler(server: self), name: Self.httpHandlerName)
+            try pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
+            try pipeline.addHandler(NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)), name: Self.decompressorName)
+            try pipeline.addHandler(HTTPAgentHandler(server: self), name: Self.httpHandlerName)
         }
     }
 

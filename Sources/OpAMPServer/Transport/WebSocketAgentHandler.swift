@@ -104,9 +104,10 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         self.closing = true
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
+        let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
             .whenComplete { _ in
-                context.close(promise: nil)
+                channel.close(promise: nil)
             }
     }
 }

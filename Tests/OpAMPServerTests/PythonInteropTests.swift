@@ -81,7 +81,9 @@ import Testing
         python.waitUntilExit()
         #expect(python.terminationStatus == 0)
         let offline = Date().addingTimeInterval(5)
-        while registry.agent(recorded.instanceUID)?.connected == true, Date() < offline { try await Task.sleep(for: .milliseconds(10)) }
+        while registry.agent(recorded.instanceUID)?.connected == true, Date() < offline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(registry.agent(recorded.instanceUID)?.connected == false)
     }
 }

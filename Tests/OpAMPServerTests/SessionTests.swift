@@ -388,3 +388,47 @@ final class PushLog: Sendable {
         )
     }
 }
+
+@Suite struct AvailableComponentsTests {
+    func components(_ hash: [UInt8], full: Bool) -> OpAMP_AvailableComponents {
+        var available = OpAMP_AvailableComponents()
+        available.hash = Data(hash)
+        if full {
+            var processors = OpAMP_ComponentDetails()
+            processors.subComponentMap["tail_sampling"] = OpAMP_ComponentDetails()
+            processors.subComponentMap["batch"] = OpAMP_ComponentDetails()
+            var exporters = OpAMP_ComponentDetails()
+            exporters.subComponentMap["loadbalancing"] = OpAMP_ComponentDetails()
+            available.components = ["processors": processors, "exporters": exporters]
+        }
+        return available
+    }
+
+    @Test func unknownHashesAreAskedForOnceAndSharedByHash() {
+        let registry = AgentRegistry()
+        let capabilities = collectorCapabilities.union(.reportsAvailableComponents)
+        let connection = registry.newConnection()
+        var first = fullState(uid(40), capabilities: capabilities)
+        first.availableComponents = self.components([7, 7], full: false)
+        let ask = registry.handle(first, connection: connection, transport: .webSocket)
+        #expect(ask.flags & UInt64(OpAMP_ServerToAgentFlags.reportAvailableComponents.rawValue) != 0)
+        var again = heartbeat(uid(40), seq: 1, capabilities: capabilities)
+        again.availableComponents = self.components([7, 7], full: false)
+        #expect(registry.handle(again, connection: connection, transport: .webSocket).flags == 0)
+        var answer = heartbeat(uid(40), seq: 2, capabilities: capabilities)
+        answer.availableComponents = self.components([7, 7], full: true)
+        _ = registry.handle(answer, connection: connection, transport: .webSocket)
+        #expect(
+            registry.agent(uid(40))?.availableComponents == [
+                "processors/tail_sampling", "processors/batch", "exporters/loadbalancing",
+            ]
+        )
+        // Another agent with the same build only sends the hash and is not asked.
+        let other = registry.newConnection()
+        var second = fullState(uid(41), capabilities: capabilities)
+        second.availableComponents = self.components([7, 7], full: false)
+        let response = registry.handle(second, connection: other, transport: .webSocket)
+        #expect(response.flags & UInt64(OpAMP_ServerToAgentFlags.reportAvailableComponents.rawValue) == 0)
+        #expect(registry.agent(uid(41))?.availableComponents?.contains("processors/tail_sampling") == true)
+    }
+}

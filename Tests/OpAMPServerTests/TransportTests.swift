@@ -9,7 +9,8 @@ import Testing
 
 /// The server on a real socket on 127.0.0.1, with real HTTP and WebSocket clients.
 @Suite(.serialized) struct TransportTests {
-    static func server(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int) {
+    static func server(_ adjust: (inout OpAMPServerConfiguration) -> Void = { _ in }) async throws -> (OpAMPServer, Int)
+    {
         try await startTestServer(adjust)
     }
 
@@ -180,7 +181,9 @@ import Testing
         #expect(server.registry.agent(uid(10))?.transport == .webSocket)
         await agent.close()
         let deadline = Date().addingTimeInterval(5)
-        while server.registry.agent(uid(10))?.connected == true, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        while server.registry.agent(uid(10))?.connected == true, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         #expect(server.registry.agent(uid(10))?.connected == false)
     }
 

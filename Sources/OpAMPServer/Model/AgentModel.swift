@@ -160,6 +160,8 @@ public struct AgentSnapshot: Sendable, Hashable {
     public var remoteConfigStatus: RemoteConfigReport?
     /// The hash of its available components.
     public var availableComponentsHash: [UInt8]?
+    /// The components its build contains, as `kind/type` (`processors/tail_sampling`), once known.
+    public var availableComponents: Set<String>?
     /// Connected now, and how.
     public var transport: TransportKind?
     /// When it last sent anything.

@@ -24,6 +24,8 @@ public final class AgentRegistry: Sendable {
         /// The live WebSocket connection of each agent.
         var owners: [InstanceUID: ConnectionID] = [:]
         var pushers: [ConnectionID: Pusher] = [:]
+        /// Component lists by available-components hash: a fleet runs few distinct builds.
+        var components: [[UInt8]: Set<String>] = [:]
         var random = SystemRandomNumberGenerator()
     }
 
@@ -77,9 +79,10 @@ public final class AgentRegistry: Sendable {
             )
         }
         let now = self.clock()
-        let context = AgentSession.Context(serverCapabilities: self.capabilities, heartbeat: self.heartbeat, now: now)
+        var context = AgentSession.Context(serverCapabilities: self.capabilities, heartbeat: self.heartbeat, now: now)
         var events: [AgentEvent] = []
         let response = self.state.withLock { state -> OpAMP_ServerToAgent in
+            if message.hasAvailableComponents { context.knownComponents = state.components }
             var uid = uid
             var assigned: InstanceUID?
             // The same UID live on another WebSocket: give this connection an agent of its own.
@@ -105,6 +108,9 @@ public final class AgentRegistry: Sendable {
             }
             var output = session.receive(message, firstOnConnection: first, context: context)
             events += output.events
+            if let learned = output.learnedComponents, state.components.count < 1000 {
+                state.components[learned.hash] = learned.names
+            }
             if output.wantsNewInstanceUID, assigned == nil {
                 let fresh = Self.newUID(now: now, random: &state.random)
                 session.rekey(to: fresh)
@@ -243,7 +249,9 @@ public final class AgentRegistry: Sendable {
             }
             let push = session.offer(offer)
             state.sessions[uid] = session
-            if let push, let owner = state.owners[uid], let pusher = state.pushers[owner] { return (nil, (pusher, push)) }
+            if let push, let owner = state.owners[uid], let pusher = state.pushers[owner] {
+                return (nil, (pusher, push))
+            }
             return (nil, nil)
         }
         if let (pusher, message) = result.1 { _ = pusher(message) }

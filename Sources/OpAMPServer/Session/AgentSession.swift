@@ -20,6 +20,8 @@ struct AgentSession {
     private var pendingCommand: AgentCommand?
     /// Connection settings waiting for the next response (HTTP agents).
     private var pendingOffer: OpAMPConnectionOffer?
+    /// The available-components hash the full list was last asked for (asked once per hash).
+    private var requestedComponents: [UInt8]?
 
     init(instanceUID: InstanceUID, now: Date) {
         self.snapshot = AgentSnapshot(
@@ -37,6 +39,8 @@ struct AgentSession {
         /// Offered to agents that report heartbeats: interval and the endpoint they should use.
         var heartbeat: (intervalSeconds: UInt64, endpoint: String)?
         var now: Date
+        /// Component lists already known, by available-components hash (shared by all agents).
+        var knownComponents: [[UInt8]: Set<String>] = [:]
     }
 
     struct Output {
@@ -46,6 +50,8 @@ struct AgentSession {
         var wantsNewInstanceUID: Bool
         /// The agent said goodbye.
         var disconnecting: Bool
+        /// A component list the agent sent, to remember by hash.
+        var learnedComponents: (hash: [UInt8], names: Set<String>)?
     }
 
     // MARK: Connection lifecycle
@@ -121,8 +127,22 @@ struct AgentSession {
                 events.append(.effectiveConfigChanged(uid, files))
             }
         }
+        var learned: (hash: [UInt8], names: Set<String>)?
+        var requestComponents = false
         if message.hasAvailableComponents {
-            self.snapshot.availableComponentsHash = [UInt8](message.availableComponents.hash)
+            let hash = [UInt8](message.availableComponents.hash)
+            self.snapshot.availableComponentsHash = hash
+            if !message.availableComponents.components.isEmpty {
+                let names = ProtobufConversion.components(message.availableComponents)
+                self.snapshot.availableComponents = names
+                learned = (hash, names)
+            } else if let known = context.knownComponents[hash] {
+                self.snapshot.availableComponents = known
+            } else if capabilities.contains(.reportsAvailableComponents), self.requestedComponents != hash {
+                // Only the hash arrived and nobody has sent this list yet: ask once.
+                self.requestedComponents = hash
+                requestComponents = true
+            }
         }
         if message.hasRemoteConfigStatus {
             events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus))
@@ -134,6 +154,9 @@ struct AgentSession {
         response.capabilities = context.serverCapabilities.rawValue
         if requestFullState {
             response.flags |= UInt64(OpAMP_ServerToAgentFlags.reportFullState.rawValue)
+        }
+        if requestComponents {
+            response.flags |= UInt64(OpAMP_ServerToAgentFlags.reportAvailableComponents.rawValue)
         }
         if let config = self.configToSend() {
             response.remoteConfig = ProtobufConversion.remoteConfig(config)
@@ -158,7 +181,8 @@ struct AgentSession {
             response: response,
             events: events,
             wantsNewInstanceUID: wantsNewUID,
-            disconnecting: message.hasAgentDisconnect
+            disconnecting: message.hasAgentDisconnect,
+            learnedComponents: learned
         )
     }
 
@@ -277,8 +301,12 @@ struct AgentSession {
         self.snapshot.instanceUID = uid
     }
 
-    static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String)) -> OpAMP_ConnectionSettingsOffers {
-        self.connectionSettings(OpAMPConnectionOffer(endpoint: heartbeat.endpoint, heartbeatIntervalSeconds: heartbeat.intervalSeconds))
+    static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String))
+        -> OpAMP_ConnectionSettingsOffers
+    {
+        self.connectionSettings(
+            OpAMPConnectionOffer(endpoint: heartbeat.endpoint, heartbeatIntervalSeconds: heartbeat.intervalSeconds)
+        )
     }
 }
 

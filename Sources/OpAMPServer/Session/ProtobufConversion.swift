@@ -48,6 +48,16 @@ enum ProtobufConversion {
         map.configMap.mapValues { ConfigFile(body: [UInt8]($0.body), contentType: $0.contentType) }
     }
 
+    /// `receivers → {otlp, …}` becomes `receivers/otlp`, ….
+    static func components(_ available: OpAMP_AvailableComponents) -> Set<String> {
+        var names = Set<String>()
+        for (kind, details) in available.components {
+            if details.subComponentMap.isEmpty { names.insert(kind) }
+            for type in details.subComponentMap.keys { names.insert("\(kind)/\(type)") }
+        }
+        return names
+    }
+
     static func report(_ status: OpAMP_RemoteConfigStatus) -> RemoteConfigReport {
         let state: RemoteConfigReport.State
         switch status.status {

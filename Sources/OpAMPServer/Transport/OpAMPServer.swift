@@ -121,7 +121,10 @@ public final class OpAMPServer: Service, Sendable {
                 withErrorHandling: true
             )
             try pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
-            try pipeline.addHandler(NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)), name: Self.decompressorName)
+            try pipeline.addHandler(
+                NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)),
+                name: Self.decompressorName
+            )
             try pipeline.addHandler(HTTPAgentHandler(server: self), name: Self.httpHandlerName)
         }
     }

@@ -160,7 +160,9 @@ public final class FleetRunner: Sendable {
                                 try pipeline.addHandler(WebSocketAgentConnection(slot: slot, runner: runner))
                             }
                         }
-                        try pipeline.addHTTPClientHandlers(withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
+                        try pipeline.addHTTPClientHandlers(
+                            withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in })
+                        )
                         try pipeline.addHandler(UpgradeRequest(options: options), name: "fleet.upgrade")
                     case .http:
                         try pipeline.addHTTPClientHandlers()
@@ -297,6 +299,8 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
     }
 
     func send(_ message: OpAMP_AgentToServer, context: ChannelHandlerContext) {
+        var message = message
+        self.slot.state.withLock { $0.stamp(&message) }
         guard let bytes = try? WebSocketFraming.encode(message) else { return }
         var buffer = context.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
@@ -348,7 +352,8 @@ final class HTTPAgentConnection: ChannelInboundHandler {
     private func pump(context: ChannelHandlerContext) {
         guard !self.inFlight, !self.queue.isEmpty else { return }
         self.poll?.cancel()
-        let message = self.queue.removeFirst()
+        var message = self.queue.removeFirst()
+        self.slot.state.withLock { $0.stamp(&message) }
         guard let bytes: [UInt8] = try? message.serializedBytes() else { return }
         self.inFlight = true
         self.runner.statistics.counted(message)

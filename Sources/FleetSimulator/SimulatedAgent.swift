@@ -74,13 +74,19 @@ public struct SimulatedAgent: Sendable {
         self.effective.configMap[""] = file
     }
 
-    private mutating func next() -> OpAMP_AgentToServer {
+    /// A message with the agent's capabilities; UID and sequence number are set by ``stamp(_:)`` when it
+    /// is actually sent, so delayed messages keep the sequence in sending order, as opamp-go does.
+    private func next() -> OpAMP_AgentToServer {
         var message = OpAMP_AgentToServer()
+        message.capabilities = self.profile.capabilities
+        return message
+    }
+
+    /// Sets the UID and the next sequence number on a message about to be sent.
+    public mutating func stamp(_ message: inout OpAMP_AgentToServer) {
         message.instanceUid = Data(self.uid.bytes)
         message.sequenceNum = self.sequence
-        message.capabilities = self.profile.capabilities
         self.sequence &+= 1
-        return message
     }
 
     private func attribute(_ key: String, _ value: String) -> OpAMP_KeyValue {
@@ -91,7 +97,7 @@ public struct SimulatedAgent: Sendable {
     }
 
     /// Everything: description, health, effective config, remote config status.
-    public mutating func fullState() -> OpAMP_AgentToServer {
+    public func fullState() -> OpAMP_AgentToServer {
         var message = self.next()
         message.agentDescription.identifyingAttributes = [
             self.attribute("service.name", self.profile.serviceName),
@@ -118,15 +124,19 @@ public struct SimulatedAgent: Sendable {
         return health
     }
 
-    /// The first message on a connection: everything the first time, then only what opamp-go sends on a
-    /// reconnect (uid, sequence, capabilities).
+    /// The first message on a connection: everything the first time; on a reconnect what opamp-go sends
+    /// (uid, sequence, capabilities) plus the status that may have changed while disconnected.
     public mutating func connected() -> OpAMP_AgentToServer {
         defer { self.connectedBefore = true }
-        return self.connectedBefore ? self.next() : self.fullState()
+        guard self.connectedBefore else { return self.fullState() }
+        var message = self.next()
+        message.remoteConfigStatus = self.remoteStatus
+        message.health = self.health()
+        return message
     }
 
     /// A heartbeat (or an HTTP poll).
-    public mutating func heartbeat() -> OpAMP_AgentToServer { self.next() }
+    public func heartbeat() -> OpAMP_AgentToServer { self.next() }
 
     /// Reacts to a server message.
     public mutating func receive(_ message: OpAMP_ServerToAgent) -> [Action] {

@@ -22,10 +22,28 @@ public struct OpAMPServerConfiguration: Sendable {
     /// The URL agents should use to reach this server (sent with the heartbeat offer). Without it no
     /// connection settings are offered, since a wrong endpoint would make agents reconnect elsewhere.
     public var advertisedEndpoint: String?
-    /// An HTTP agent is offline after this long without a poll.
+    /// An HTTP agent is offline after this long without a poll (at least three heartbeat intervals).
     public var httpOfflineAfter: TimeInterval = 90
-    /// A WebSocket agent is offline after this long without a message (opamp-go sends one every 30 s).
+    /// A WebSocket agent is offline (and its connection closed) after this long without a message
+    /// (at least three heartbeat intervals; opamp-go sends one every 30 s by default).
     public var webSocketOfflineAfter: TimeInterval = 120
+    /// Agents offline this long are forgotten (their state is dropped; the layer above sets their
+    /// desired config again if they return).
+    public var forgetOfflineAgentsAfter: TimeInterval = 24 * 3600
+    /// Most agents remembered; beyond it the longest-offline ones are forgotten first.
+    public var maxAgents: Int = 200_000
+    /// A plain-HTTP connection that sends nothing for this many seconds is closed.
+    public var httpIdleTimeout: Int = 120
+
+    /// The HTTP offline limit, never below three offered heartbeat intervals.
+    public var effectiveHTTPOfflineAfter: TimeInterval {
+        max(self.httpOfflineAfter, 3 * TimeInterval(self.heartbeatIntervalSeconds))
+    }
+
+    /// The WebSocket offline limit, never below three offered heartbeat intervals plus a margin.
+    public var effectiveWebSocketOfflineAfter: TimeInterval {
+        max(self.webSocketOfflineAfter, 3 * TimeInterval(self.heartbeatIntervalSeconds) + 30)
+    }
     /// Event loop threads (defaults to the number of cores).
     public var threads: Int = System.coreCount
 

@@ -86,7 +86,7 @@ extension Policyd {
             let server = OpAMPServer(configuration: configuration, logger: Logger(label: "policyd.opamp"))
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: server)],
+                    services: [.init(service: server), .init(service: AgentEventLog(registry: server.registry))],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
@@ -119,3 +119,32 @@ extension Policyd {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Reads the agent event stream (so nothing piles up) and logs it, until the control plane consumes it.
+struct AgentEventLog: Service {
+    let registry: AgentRegistry
+    let logger = Logger(label: "policyd.agents")
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            for await event in self.registry.events {
+                switch event {
+                case .connected(let uid, let transport):
+                    self.logger.debug(
+                        "agent connected",
+                        metadata: ["agent": "\(uid)", "transport": "\(transport.rawValue)"]
+                    )
+                case .disconnected(let uid, let reason):
+                    self.logger.debug("agent disconnected", metadata: ["agent": "\(uid)", "reason": "\(reason)"])
+                case .remoteConfigRejected(let uid, _, let message, let rolledBack):
+                    self.logger.warning(
+                        "agent rejected its config",
+                        metadata: ["agent": "\(uid)", "error": "\(message)", "rolled_back": "\(rolledBack)"]
+                    )
+                default:
+                    self.logger.trace("agent event", metadata: ["agent": "\(event.instanceUID)"])
+                }
+            }
+        }
+    }
+}

@@ -11,11 +11,19 @@ public struct ConnectionID: Sendable, Hashable {
 ///
 /// Thread-safe: transports call it from their event loops, the layer above from anywhere. Sessions are
 /// pure state machines; the registry adds the lock, connection bookkeeping, instance UID assignment, pushes
-/// to WebSocket connections and the event stream.
+/// to WebSocket connections and the event stream (events are published under the lock, so they are in
+/// order per agent).
 public final class AgentRegistry: Sendable {
     /// Writes a message to a live WebSocket connection; returns false when it could not (connection gone or
     /// not reading).
     typealias Pusher = @Sendable (OpAMP_ServerToAgent) -> Bool
+    /// Closes a WebSocket connection.
+    typealias Closer = @Sendable () -> Void
+
+    private struct Connection {
+        var push: Pusher
+        var close: Closer
+    }
 
     private struct State: ~Copyable {
         var sessions: [InstanceUID: AgentSession] = [:]
@@ -23,7 +31,7 @@ public final class AgentRegistry: Sendable {
         var bindings: [ConnectionID: InstanceUID] = [:]
         /// The live WebSocket connection of each agent.
         var owners: [InstanceUID: ConnectionID] = [:]
-        var pushers: [ConnectionID: Pusher] = [:]
+        var connections: [ConnectionID: Connection] = [:]
         /// Component lists by available-components hash: a fleet runs few distinct builds.
         var components: [[UInt8]: Set<String>] = [:]
         var random = SystemRandomNumberGenerator()
@@ -34,9 +42,12 @@ public final class AgentRegistry: Sendable {
     private let capabilities: ServerCapabilities
     private let heartbeat: (intervalSeconds: UInt64, endpoint: String)?
     private let continuation: AsyncStream<AgentEvent>.Continuation
-    /// Every agent event, in order per agent. Consume it continuously; it is unbounded.
+    /// Every agent event, in order per agent. Consume it continuously: it keeps at most
+    /// ``eventBufferLimit`` unread events and then drops the oldest.
     public let events: AsyncStream<AgentEvent>
     private let clock: @Sendable () -> Date
+    /// Unread events kept before the oldest are dropped.
+    public static let eventBufferLimit = 1_000_000
 
     /// Creates a registry.
     /// - Parameters:
@@ -51,7 +62,10 @@ public final class AgentRegistry: Sendable {
         self.capabilities = capabilities
         self.heartbeat = heartbeat
         self.clock = clock
-        (self.events, self.continuation) = AsyncStream.makeStream(of: AgentEvent.self)
+        (self.events, self.continuation) = AsyncStream.makeStream(
+            of: AgentEvent.self,
+            bufferingPolicy: .bufferingNewest(Self.eventBufferLimit)
+        )
     }
 
     deinit {
@@ -80,22 +94,36 @@ public final class AgentRegistry: Sendable {
         }
         let now = self.clock()
         var context = AgentSession.Context(serverCapabilities: self.capabilities, heartbeat: self.heartbeat, now: now)
-        var events: [AgentEvent] = []
+        var stale: Closer?
         let response = self.state.withLock { state -> OpAMP_ServerToAgent in
+            var events: [AgentEvent] = []
+            defer { self.publish(events) }
             if message.hasAvailableComponents { context.knownComponents = state.components }
             var uid = uid
             var assigned: InstanceUID?
-            // The same UID live on another WebSocket: give this connection an agent of its own.
-            if transport == .webSocket, let owner = state.owners[uid], owner != connection, state.pushers[owner] != nil,
+            if transport == .webSocket, let owner = state.owners[uid], owner != connection,
+                state.connections[owner] != nil,
                 state.bindings[connection] != uid
             {
-                let fresh = Self.newUID(now: now, random: &state.random)
-                events.append(.instanceUIDReassigned(old: uid, new: fresh))
-                assigned = fresh
-                uid = fresh
+                if let session = state.sessions[uid], message.sequenceNum == session.snapshot.sequenceNum &+ 1 {
+                    // The same agent reconnecting while its old socket is still half open: keep its identity
+                    // and drop the old connection.
+                    stale = state.connections[owner]?.close
+                    state.bindings[owner] = nil
+                    state.owners[uid] = nil
+                } else {
+                    // Another agent using the same UID: give this connection an identity of its own.
+                    let fresh = Self.newUID(now: now, random: &state.random)
+                    events.append(.instanceUIDReassigned(old: uid, new: fresh))
+                    assigned = fresh
+                    uid = fresh
+                }
             }
-            var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
-            let first = state.bindings[connection] != uid
+            var session =
+                state.sessions.removeValue(forKey: uid)
+                ?? AgentSession(instanceUID: uid, wireUID: assigned == nil ? message.instanceUid : nil, now: now)
+            // For HTTP every request is a new connection: it is a "first" message only when the agent was offline.
+            let first = transport == .http ? session.snapshot.transport == nil : state.bindings[connection] != uid
             if first {
                 events += session.connected(transport)
                 if transport == .webSocket {
@@ -107,6 +135,7 @@ public final class AgentRegistry: Sendable {
                 }
             }
             var output = session.receive(message, firstOnConnection: first, context: context)
+            if assigned != nil { session.rekey(to: uid) }
             events += output.events
             if let learned = output.learnedComponents, state.components.count < 1000 {
                 state.components[learned.hash] = learned.names
@@ -134,48 +163,63 @@ public final class AgentRegistry: Sendable {
             state.sessions[uid] = session
             return output.response
         }
-        self.publish(events)
+        stale?()
         return response
     }
 
-    /// Registers the pusher of a new WebSocket connection.
-    func attach(_ connection: ConnectionID, pusher: @escaping Pusher) {
-        self.state.withLock { $0.pushers[connection] = pusher }
+    /// Registers a new WebSocket connection: how to push to it and how to close it.
+    func attach(_ connection: ConnectionID, pusher: @escaping Pusher, closer: @escaping Closer = {}) {
+        self.state.withLock { $0.connections[connection] = Connection(push: pusher, close: closer) }
     }
 
-    /// A connection closed (or an HTTP request finished, for which nothing is kept).
+    /// A connection closed.
     func connectionClosed(_ connection: ConnectionID, reason: String) {
-        let events = self.state.withLock { state -> [AgentEvent] in
-            state.pushers[connection] = nil
+        self.state.withLock { state in
+            state.connections[connection] = nil
             guard let uid = state.bindings.removeValue(forKey: connection), state.owners[uid] == connection else {
-                return []
+                return
             }
             state.owners[uid] = nil
-            return state.sessions[uid]?.disconnected(reason: reason) ?? []
+            self.publish(state.sessions[uid]?.disconnected(reason: reason) ?? [])
         }
-        self.publish(events)
     }
 
-    /// Marks agents offline that have been silent too long (HTTP agents poll; WebSocket agents send heartbeats).
-    public func sweep(httpTimeout: TimeInterval, webSocketTimeout: TimeInterval) {
+    /// Marks agents offline that have been silent too long (closing their WebSockets), and forgets agents
+    /// offline for longer than `forgetAfter`, or the longest-offline ones beyond `maximumAgents`.
+    public func sweep(
+        httpTimeout: TimeInterval,
+        webSocketTimeout: TimeInterval,
+        forgetAfter: TimeInterval = .infinity,
+        maximumAgents: Int = .max
+    ) {
         let now = self.clock()
-        let events = self.state.withLock { state -> [AgentEvent] in
-            var events: [AgentEvent] = []
+        let closers = self.state.withLock { state -> [Closer] in
+            var closers: [Closer] = []
+            var offline: [(InstanceUID, Date)] = []
             for uid in Array(state.sessions.keys) {
-                guard let transport = state.sessions[uid]?.snapshot.transport,
-                    let lastSeen = state.sessions[uid]?.snapshot.lastSeen
-                else {
+                let snapshot = state.sessions[uid]!.snapshot
+                guard let transport = snapshot.transport else {
+                    offline.append((uid, snapshot.lastSeen))
                     continue
                 }
                 let timeout = transport == .http ? httpTimeout : webSocketTimeout
-                if now.timeIntervalSince(lastSeen) > timeout {
-                    events += state.sessions[uid]!.disconnected(reason: "no message for \(Int(timeout))s")
-                    if let owner = state.owners.removeValue(forKey: uid) { state.bindings[owner] = nil }
+                guard now.timeIntervalSince(snapshot.lastSeen) > timeout else { continue }
+                self.publish(state.sessions[uid]!.disconnected(reason: "no message for \(Int(timeout))s"))
+                offline.append((uid, snapshot.lastSeen))
+                if let owner = state.owners.removeValue(forKey: uid) {
+                    state.bindings[owner] = nil
+                    if let close = state.connections[owner]?.close { closers.append(close) }
                 }
             }
-            return events
+            offline.sort { $0.1 < $1.1 }
+            let excess = state.sessions.count - maximumAgents
+            for (index, (uid, lastSeen)) in offline.enumerated()
+            where index < excess || now.timeIntervalSince(lastSeen) > forgetAfter {
+                state.sessions[uid] = nil
+            }
+            return closers
         }
-        self.publish(events)
+        for close in closers { close() }
     }
 
     static func newUID(now: Date, random: inout SystemRandomNumberGenerator) -> InstanceUID {
@@ -206,9 +250,9 @@ public final class AgentRegistry: Sendable {
             for (uid, config) in configs {
                 var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
                 if let push = session.setDesired(config), let owner = state.owners[uid],
-                    let pusher = state.pushers[owner]
+                    let connection = state.connections[owner]
                 {
-                    pushes.append((pusher, push))
+                    pushes.append((connection.push, push))
                 }
                 state.sessions[uid] = session
             }
@@ -228,8 +272,8 @@ public final class AgentRegistry: Sendable {
             }
             let push = session.send(command)
             state.sessions[uid] = session
-            if let push, let owner = state.owners[uid], let pusher = state.pushers[owner] {
-                return (true, (pusher, push))
+            if let push, let owner = state.owners[uid], let connection = state.connections[owner] {
+                return (true, (connection.push, push))
             }
             return (true, nil)
         }
@@ -249,8 +293,8 @@ public final class AgentRegistry: Sendable {
             }
             let push = session.offer(offer)
             state.sessions[uid] = session
-            if let push, let owner = state.owners[uid], let pusher = state.pushers[owner] {
-                return (nil, (pusher, push))
+            if let push, let owner = state.owners[uid], let connection = state.connections[owner] {
+                return (nil, (connection.push, push))
             }
             return (nil, nil)
         }

@@ -5,6 +5,8 @@ import OpAMPProtocol
 /// returns the response and the events to publish. No I/O, no clocks (time is passed in), no locks.
 struct AgentSession {
     private(set) var snapshot: AgentSnapshot
+    /// The UID exactly as the agent sends it (16 bytes, or a legacy 26-byte ULID), echoed in pushes.
+    private(set) var wireUID: Data
     /// The config the layer above wants the agent to run.
     private(set) var desired: RemoteConfig?
     /// The hash last sent on the current connection (for agents that do not report status).
@@ -23,7 +25,8 @@ struct AgentSession {
     /// The available-components hash the full list was last asked for (asked once per hash).
     private var requestedComponents: [UInt8]?
 
-    init(instanceUID: InstanceUID, now: Date) {
+    init(instanceUID: InstanceUID, wireUID: Data? = nil, now: Date) {
+        self.wireUID = wireUID ?? Data(instanceUID.bytes)
         self.snapshot = AgentSnapshot(
             instanceUID: instanceUID,
             capabilities: [],
@@ -78,6 +81,7 @@ struct AgentSession {
         let uid = self.snapshot.instanceUID
         let capabilities = AgentCapabilities(rawValue: message.capabilities)
         self.snapshot.capabilities = capabilities
+        self.wireUID = message.instanceUid
         self.snapshot.lastSeen = context.now
 
         // Status compression: detect missing state before absorbing this message.
@@ -166,11 +170,18 @@ struct AgentSession {
             response.connectionSettings = Self.connectionSettings(offer)
             self.pendingOffer = nil
         } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
+            !capabilities.contains(.acceptsOpAMPConnectionSettings),
             context.serverCapabilities.contains(.offersConnectionSettings)
         {
+            // Only to agents that take just the interval from it: an agent that accepts OpAMP connection
+            // settings would apply the whole offer (dropping its headers) and reconnect.
             response.connectionSettings = Self.heartbeatOffer(heartbeat)
         }
-        if let command = self.pendingCommand, capabilities.contains(.acceptsRestartCommand) {
+        let carriesOtherItems =
+            response.flags != 0 || response.hasRemoteConfig || response.hasConnectionSettings
+            || (message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0)
+        if let command = self.pendingCommand, capabilities.contains(.acceptsRestartCommand), !carriesOtherItems {
+            // A command travels alone: opamp-go ignores everything else in a message with a command.
             switch command {
             case .restart: response.command.type = .restart
             }
@@ -239,7 +250,8 @@ struct AgentSession {
         self.rejected = false
         self.snapshot.desiredConfigHash = config?.hash
         self.snapshot.rejectedConfigHash = nil
-        guard self.snapshot.transport != nil, let config = self.configToSend() else { return nil }
+        // Only WebSocket agents can be pushed to; HTTP agents get it with their next poll.
+        guard self.snapshot.transport == .webSocket, let config = self.configToSend() else { return nil }
         self.sentOnConnection = config.hash
         return self.push { $0.remoteConfig = ProtobufConversion.remoteConfig(config) }
     }
@@ -247,7 +259,7 @@ struct AgentSession {
     /// A server-initiated message to this agent.
     private func push(_ fill: (inout OpAMP_ServerToAgent) -> Void) -> OpAMP_ServerToAgent {
         var message = OpAMP_ServerToAgent()
-        message.instanceUid = Data(self.snapshot.instanceUID.bytes)
+        message.instanceUid = self.wireUID
         fill(&message)
         return message
     }
@@ -299,6 +311,7 @@ struct AgentSession {
     /// Moves the state to a new UID (after `new_instance_uid`).
     mutating func rekey(to uid: InstanceUID) {
         self.snapshot.instanceUID = uid
+        self.wireUID = Data(uid.bytes)
     }
 
     static func heartbeatOffer(_ heartbeat: (intervalSeconds: UInt64, endpoint: String))

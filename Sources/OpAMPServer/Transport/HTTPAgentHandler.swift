@@ -19,6 +19,8 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var body: ByteBuffer?
     private var tooLarge = false
     private var counted = false
+    /// An error response went out for this connection; nothing more is read or written.
+    private var failed = false
 
     init(server: OpAMPServer) {
         self.server = server
@@ -48,6 +50,7 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.failed else { return }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             self.head = head
@@ -72,8 +75,22 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            // A connection that sends nothing (before or between requests) gives its slot back.
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let decompression = error as? NIOHTTPDecompression.DecompressionError {
+            // The decompressor may report several errors for one body: answer once, then close.
+            guard !self.failed else { return }
+            self.failed = true
+            self.head = nil
+            self.body = nil
             let status: HTTPResponseStatus = decompression == .limit ? .payloadTooLarge : .badRequest
             let text =
                 decompression == .limit

@@ -77,8 +77,10 @@ public final class OpAMPServer: Service, Sendable {
             while !Task.isCancelled {
                 try await Task.sleep(for: .seconds(5))
                 self.registry.sweep(
-                    httpTimeout: self.configuration.httpOfflineAfter,
-                    webSocketTimeout: self.configuration.webSocketOfflineAfter
+                    httpTimeout: self.configuration.effectiveHTTPOfflineAfter,
+                    webSocketTimeout: self.configuration.effectiveWebSocketOfflineAfter,
+                    forgetAfter: self.configuration.forgetOfflineAgentsAfter,
+                    maximumAgents: self.configuration.maxAgents
                 )
             }
         }
@@ -103,6 +105,7 @@ public final class OpAMPServer: Service, Sendable {
                     pipeline.removeHandler(name: Self.compressorName, promise: nil)
                     pipeline.removeHandler(name: Self.decompressorName, promise: nil)
                     pipeline.removeHandler(name: Self.httpHandlerName, promise: nil)
+                    pipeline.removeHandler(name: Self.idleName, promise: nil)
                     try pipeline.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,
@@ -120,6 +123,11 @@ public final class OpAMPServer: Service, Sendable {
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
                 withErrorHandling: true
             )
+            try pipeline.addHandler(
+                IdleStateHandler(readTimeout: .seconds(Int64(configuration.httpIdleTimeout))),
+                name: Self.idleName,
+                position: .first
+            )
             try pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
             try pipeline.addHandler(
                 NIOHTTPRequestDecompressor(limit: .size(configuration.maxMessageSize)),
@@ -132,6 +140,7 @@ public final class OpAMPServer: Service, Sendable {
     static let compressorName = "opamp.http.compressor"
     static let decompressorName = "opamp.http.decompressor"
     static let httpHandlerName = "opamp.http"
+    static let idleName = "opamp.http.idle"
 
     /// An upgrade is accepted on the path, with valid credentials, when not overloaded, and only for
     /// requests that are not plain-HTTP OpAMP.

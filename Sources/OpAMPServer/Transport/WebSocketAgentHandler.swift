@@ -24,19 +24,23 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
         let channel = context.channel
-        self.server.registry.attach(self.connection) { message in
-            // Pushes come from any thread; a connection that stopped reading is closed rather than buffered.
-            guard channel.isActive else { return false }
-            guard channel.isWritable else {
-                channel.close(promise: nil)
-                return false
-            }
-            guard let frame = try? WebSocketFraming.encode(message) else { return false }
-            var buffer = channel.allocator.buffer(capacity: frame.count)
-            buffer.writeBytes(frame)
-            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
-            return true
-        }
+        self.server.registry.attach(
+            self.connection,
+            pusher: { message in
+                // Pushes come from any thread; a connection that stopped reading is closed rather than buffered.
+                guard channel.isActive else { return false }
+                guard channel.isWritable else {
+                    channel.close(promise: nil)
+                    return false
+                }
+                guard let frame = try? WebSocketFraming.encode(message) else { return false }
+                var buffer = channel.allocator.buffer(capacity: frame.count)
+                buffer.writeBytes(frame)
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
+                return true
+            },
+            closer: { channel.close(promise: nil) }
+        )
     }
 
     func channelInactive(context: ChannelHandlerContext) {

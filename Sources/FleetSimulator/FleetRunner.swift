@@ -289,11 +289,7 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
             case .send(let outgoing):
                 self.send(outgoing, context: context)
             case .sendLater(let outgoing, let delay):
-                let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                context.eventLoop.scheduleTask(in: delay.timeAmount) {
-                    let (handler, context) = loopBound.value
-                    if context.channel.isActive { handler.send(outgoing, context: context) }
-                }
+                later(delay, context: context) { self.send(outgoing, context: context) }
             }
         }
     }
@@ -392,11 +388,7 @@ final class HTTPAgentConnection: ChannelInboundHandler {
                     switch action {
                     case .send(let outgoing): self.queue.append(outgoing)
                     case .sendLater(let outgoing, let delay):
-                        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                        context.eventLoop.scheduleTask(in: delay.timeAmount) {
-                            let (handler, context) = loopBound.value
-                            if context.channel.isActive { handler.enqueue(outgoing, context: context) }
-                        }
+                        later(delay, context: context) { self.enqueue(outgoing, context: context) }
                     }
                 }
             }
@@ -414,5 +406,14 @@ final class HTTPAgentConnection: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Runs `action` on the context's event loop after `delay`, if the channel is still open.
+func later(_ delay: Duration, context: ChannelHandlerContext, _ action: @escaping () -> Void) {
+    let loopBound = NIOLoopBound((context, action), eventLoop: context.eventLoop)
+    context.eventLoop.scheduleTask(in: delay.timeAmount) {
+        let (context, action) = loopBound.value
+        if context.channel.isActive { action() }
     }
 }

@@ -28,10 +28,9 @@ public enum PolicyCompiler {
         var diagnostics: [Diagnostic] = []
         var anyErrors = false
         for file in ordered {
-            var (syntax, sink) = Parser.parse(file)
-            let syntaxErrors = sink.hasErrors
+            let (syntax, parsed) = Parser.parse(file)
+            var sink = parsed
             checker.check(syntax, sink: &sink)
-            _ = syntaxErrors
             anyErrors = anyErrors || sink.hasErrors
             diagnostics.append(contentsOf: sink.diagnostics)
         }

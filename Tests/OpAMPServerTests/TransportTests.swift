@@ -320,7 +320,7 @@ import Testing
         let healthy = try await TestWebSocketAgent.connect(port: port)
         // A raw socket that upgrades and then floods messages without ever reading.
         let greedy = try await TestWebSocketAgent.connect(port: port)
-        try await greedy.channel.setOption(.autoRead, value: false)
+        try await greedy.channel.setOption(.autoRead, value: false).get()
         var big = fullState(uid(17))
         big.agentDescription.nonIdentifyingAttributes = (0..<200).map { index in
             var pair = OpAMP_KeyValue()

@@ -58,13 +58,12 @@ public struct CollectorVersion: Sendable, Hashable, Codable, Comparable, CustomS
 
     /// Parses `0.130`, `v0.130.0` or `0.130.1`.
     public init?(_ text: String) {
-        var text = text.trimmingPrefix("v")
+        let text = text.hasPrefix("v") ? String(text.dropFirst()) : text
         if text.isEmpty { return nil }
         let parts = text.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2 || parts.count == 3, let major = Int(parts[0]), let minor = Int(parts[1]),
             parts.count == 2 || Int(parts[2]) != nil, major >= 0, minor >= 0
         else { return nil }
-        text = ""
         self.init(major: major, minor: minor)
     }
 
@@ -73,12 +72,6 @@ public struct CollectorVersion: Sendable, Hashable, Codable, Comparable, CustomS
     }
 
     public var description: String { "v\(self.major).\(self.minor)" }
-}
-
-extension String {
-    fileprivate func trimmingPrefix(_ prefix: String) -> String {
-        self.hasPrefix(prefix) ? String(self.dropFirst(prefix.count)) : self
-    }
 }
 
 /// An agent belongs to a tier when its AgentDescription attribute `attribute` equals `value`.

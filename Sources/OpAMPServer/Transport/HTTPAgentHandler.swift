@@ -202,22 +202,16 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.count))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        var head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
-        head.headers.remove(name: "content-length")  // the compressor may change the length
-        head.headers.add(name: "Content-Length", value: String(body.count))
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
         var buffer = context.channel.allocator.buffer(capacity: body.count)
         buffer.writeBytes(body)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-        let done = context.writeAndFlushPromise()
+        let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
         if !keepAlive {
             let channel = context.channel
             done.futureResult.whenComplete { _ in channel.close(promise: nil) }
         }
     }
-}
-
-extension ChannelHandlerContext {
-    func writeAndFlushPromise() -> EventLoopPromise<Void> { self.eventLoop.makePromise() }
 }

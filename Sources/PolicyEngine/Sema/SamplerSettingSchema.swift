@@ -17,17 +17,9 @@ enum SamplerSettingSchema {
     static let names: Set<String> = Set(settings.map(\.name))
 
     /// Collector keys (and other likely spellings) mapped to the DSL name.
-    static let aliases: [String: String] = {
-        var aliases: [String: String] = [:]
-        for setting in settings where setting.name != setting.collectorKey {
-            aliases[setting.collectorKey] = setting.name
-        }
-        aliases["decision_cache"] = "cache"
-        aliases["num_traces"] = "max_traces"
-        aliases["expected_new_traces_per_sec"] = "expected_traces"
-        aliases["maximum_trace_size_bytes"] = "max_trace_size"
-        return aliases
-    }()
+    static let aliases: [String: String] = Dictionary(
+        uniqueKeysWithValues: settings.filter { $0.name != $0.collectorKey }.map { ($0.collectorKey, $0.name) }
+    )
 
     static func isSettingName(_ word: String) -> Bool {
         names.contains(word) || aliases[word] != nil

@@ -106,6 +106,8 @@ ENTRIES = [
   'budget b 100 spans/s {\n    keep x limit 10 spans/s share 100%\n}\n', 'budget b 100 spans/s {\n    keep x share 100%\n}\n'),
  ("TP3029", "`drop` with an upper bound on `duration`", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans, so a drop rule with one would drop long traces whose first spans were short.",
   'drop short when duration < 500ms\n', 'keep short when duration < 500ms\n'),
+ ("TP3030", "Upper bound on `duration` with other tests", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans. Without a lower bound the test passes as soon as the first spans are short, so inside `and`, in a budget member, or with `sample` or `limit`, it matches nearly every trace. `duration < D` alone in a `keep` rule is exact (it compiles to `not` of a lower bound).",
+  'keep fast_search when service == "search" and duration < 200ms\n', 'keep fast when duration < 200ms\n'),
  ("TP4001", "Duplicate condition (warning)", "Two rules compile to the same test; the second never changes a decision.",
   'keep errors when status == ERROR\nkeep failures when status == ERROR\n', 'keep errors when status == ERROR\n'),
  ("TP4002", "Shadowed by a rule that keeps everything (warning)", "The collector ORs keep rules, so after `keep all` no other keep rule changes a decision.",
@@ -131,8 +133,8 @@ ENTRIES = [
   'sampler { decision_wait 500ms }\n', 'sampler { decision_wait 1s }\n'),
  ("TP4012", "Decision cache smaller than `max_traces` (warning)", "Late spans whose decision fell out of the cache are decided again on partial data.",
   'sampler { max_traces 200000 cache sampled 1000 }\n', 'sampler { max_traces 200000 cache sampled 2000000 }\n'),
- ("TP4013", "Duration window (warning)", "An upper bound on `duration` combined with other tests compiles to a latency window, which the collector tests on the duration seen so far as it reads spans: a trace longer than the bound can still match. `duration < D` alone in a `keep` rule is exact.",
-  'keep fast_search when service == "search" and duration < 200ms\n', 'keep slow_search when service == "search" and duration >= 200ms\n'),
+ ("TP4013", "Duration window (warning)", "A range on `duration` combined with other tests compiles to a latency window, which the collector tests on the duration seen so far as it reads spans: a trace longer than the upper end can still match once a prefix of it fell inside. `duration < D` alone in a `keep` rule is exact.",
+  'keep mid_search when service == "search" and duration in 100ms..200ms\n', 'keep slow_search when service == "search" and duration >= 200ms\n'),
 ]
 
 def run(source):

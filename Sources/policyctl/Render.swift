@@ -116,7 +116,11 @@ extension Policyctl {
             var failed = false
             for tier in tiers {
                 switch ConfigRenderer.render(tier, policySet: policySet, fleet: fleet, membership: membership) {
-                case .success(let config): configs.append(config)
+                case .success(let config):
+                    for warning in config.warnings where !configs.contains(where: { $0.warnings.contains(warning) }) {
+                        FileHandle.standardError.write(Data((warning.description + "\n").utf8))
+                    }
+                    configs.append(config)
                 case .failure(let problems):
                     FileHandle.standardError.write(Data((problems.description + "\n").utf8))
                     failed = true

@@ -67,6 +67,8 @@ enum CollectorSchema {
             "dns": .map(["hostname": .scalar, "port": .scalar, "interval": .scalar, "timeout": .scalar]),
             "k8s": .map(["service": .scalar, "ports": .list(.scalar), "timeout": .scalar, "return_hostnames": .scalar]),
         ]),
+        // v0.116 and later (PR #36094): the exporter's own queue and retries, in front of the ring.
+        "sending_queue": queue, "retry_on_failure": retry, "timeout": .scalar,
     ])
 
     static let loadBalancingTier = Shape.map([

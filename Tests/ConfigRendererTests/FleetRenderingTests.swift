@@ -28,7 +28,7 @@ import Testing
         (
             "load_balancing:\n  timeout: 5s\n  compression: zstd\n  tls: {ca_file: /tls/ca.pem, server_name_override: samplers}\n  retry: {enabled: false}\n  queue: {num_consumers: 4, queue_size: 100}\n",
             .loadBalancing,
-            "      otlp:\n        timeout: 5s\n        tls:\n          insecure: false\n          ca_file: /tls/ca.pem\n          server_name_override: samplers\n        compression: zstd\n        retry_on_failure:\n          enabled: false\n          initial_interval: 5s\n          max_interval: 30s\n          max_elapsed_time: 5m\n        sending_queue:\n          enabled: true\n          num_consumers: 4\n          queue_size: 100\n"
+            "      otlp:\n        timeout: 5s\n        tls:\n          insecure: false\n          ca_file: /tls/ca.pem\n          server_name_override: samplers\n        compression: zstd\n        retry_on_failure:  # retried in front of the ring, not per sampler\n          enabled: false\n    resolver:\n      static:  # 3 samplers, sorted: every load balancer builds the same ring\n        hostnames:\n          - sampler-a:4317\n          - sampler-b:4317\n          - sampler-c:4317\n    retry_on_failure:\n      enabled: false\n      initial_interval: 5s\n      max_interval: 30s\n      max_elapsed_time: 5m\n    sending_queue:\n      enabled: true\n      num_consumers: 4\n      queue_size: 100\n"
         ),
         (
             "backends:\n  - name: vendor\n    protocol: otlphttp\n    endpoint: https://ingest.example.com\n    tls: {cert_file: /tls/c.pem, key_file: /tls/k.pem}\n    headers: {api-key: {env: VENDOR_KEY}, x-team: sre}\n    compression: gzip\n    timeout: 30s\n",

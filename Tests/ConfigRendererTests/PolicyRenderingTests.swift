@@ -57,7 +57,7 @@ import Testing
         ),
         (
             "keep retries when ottl span \"attributes[\\\"retry\\\"] > 2\"",
-            "- name: retries\n  type: ottl_condition\n  ottl_condition:\n    span:\n      - \"attributes[\\\"retry\\\"] > 2\""
+            "- name: retries\n  type: ottl_condition\n  ottl_condition:\n    error_mode: propagate\n    span:\n      - \"attributes[\\\"retry\\\"] > 2\""
         ),
         (
             "keep e when status == ERROR and service != \"checkout\"",

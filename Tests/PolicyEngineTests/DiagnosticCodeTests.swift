@@ -56,6 +56,7 @@ let diagnosticExamples: [(DiagnosticCode, String)] = [
     (.invalidPercentage, "keep a sample 1️⃣-5%"),
     (.limitInBudget, "budget b 10 spans/s {\n    keep c 1️⃣limit 5 spans/s share 50%\n}"),
     (.unreliableDurationDrop, "drop short when 1️⃣duration < 500ms"),
+    (.unreliableDurationBound, "keep w when service == \"x\" and 1️⃣duration < 2s"),
     (.duplicateCondition, "keep a when status == ERROR\nkeep 1️⃣b when status == ERROR"),
     (.shadowedByKeepAll, "keep all\nkeep 1️⃣b when status == ERROR"),
     (.neverMatches, "keep a when 1️⃣spans > 10 and spans < 5"),
@@ -71,7 +72,7 @@ let diagnosticExamples: [(DiagnosticCode, String)] = [
     (.separateAttributeTests, "keep a when attr[\"c\"] >= 500 and 1️⃣attr[\"c\"] <= 599"),
     (.decisionWaitTooShort, "sampler { decision_wait 1️⃣500ms }"),
     (.decisionCacheTooSmall, "sampler { max_traces 1000 1️⃣cache sampled 10 }"),
-    (.durationWindow, "keep w when service == \"x\" and 1️⃣duration < 2s"),
+    (.durationWindow, "keep w when service == \"x\" and 1️⃣duration in 1s..2s"),
 ]
 
 /// Codes whose examples cannot be written as text with a marker; each has its own test below.

@@ -67,7 +67,12 @@ import Testing
 
     @Test func upperDurationBoundsAreHonestAboutTheCollector() {
         #expect(compile("drop short when duration < 500ms").diagnostics.first?.code == .unreliableDurationDrop)
-        #expect(compile("keep w when service == \"x\" and duration < 2s").diagnostics.map(\.code) == [.durationWindow])
+        #expect(
+            compile("keep w when service == \"x\" and duration < 2s").diagnostics.map(\.code) == [.unreliableDurationBound]
+        )
+        #expect(
+            compile("keep w when service == \"x\" and duration in 1s..2s").diagnostics.map(\.code) == [.durationWindow]
+        )
         #expect(compile("keep fast when duration < 2s").diagnostics.isEmpty)
         #expect(compile("keep slow when service == \"x\" and duration > 2s").diagnostics.isEmpty)
     }

@@ -268,11 +268,12 @@ public enum HeaderValue: Sendable, Hashable, Codable {
     /// Written as is (refused for headers that look like credentials).
     case literal(String)
 
-    /// The rendered text.
+    /// The rendered text. A literal has its `$` doubled, as every literal the renderer writes: the collector
+    /// expands `${…}` in config values and reads `$$` as a plain `$`.
     public var rendered: String {
         switch self {
         case .environment(let name): "${env:\(name)}"
-        case .literal(let value): value
+        case .literal(let value): value.replacingOccurrences(of: "$", with: "$$")
         }
     }
 }

@@ -1,3 +1,5 @@
+import PolicyEngine
+
 /// A problem in a fleet description or in rendering, located in `fleet.yaml` where it has a place.
 public struct FleetDiagnostic: Sendable, Hashable, Error, Codable, CustomStringConvertible {
     /// Stable codes; `docs/fleet.md` lists them.
@@ -15,6 +17,7 @@ public struct FleetDiagnostic: Sendable, Hashable, Error, Codable, CustomStringC
         case noSamplers = "TP5102"
         case invalidSamplerEndpoint = "TP5103"
         case unrepresentable = "TP5104"
+        case budgetShareTooSmall = "TP5105"
     }
 
     /// The stable code.
@@ -29,6 +32,8 @@ public struct FleetDiagnostic: Sendable, Hashable, Error, Codable, CustomStringC
     public var column: Int
     /// What to write instead.
     public var suggestion: String?
+    /// An error stops the render; a warning comes with the rendered config.
+    public var severity: Severity
 
     /// Creates a diagnostic.
     public init(
@@ -37,7 +42,8 @@ public struct FleetDiagnostic: Sendable, Hashable, Error, Codable, CustomStringC
         file: String? = nil,
         line: Int = 0,
         column: Int = 0,
-        suggestion: String? = nil
+        suggestion: String? = nil,
+        severity: Severity = .error
     ) {
         self.code = code
         self.message = message
@@ -45,13 +51,14 @@ public struct FleetDiagnostic: Sendable, Hashable, Error, Codable, CustomStringC
         self.line = line
         self.column = column
         self.suggestion = suggestion
+        self.severity = severity
     }
 
     /// `fleet.yaml:3:5: error: message [TP5002]` plus the suggestion.
     public var description: String {
         var place = self.file ?? "render"
         if self.line > 0 { place += ":\(self.line):\(self.column)" }
-        var text = "\(place): error: \(self.message) [\(self.code.rawValue)]"
+        var text = "\(place): \(self.severity.rawValue): \(self.message) [\(self.code.rawValue)]"
         if let suggestion = self.suggestion { text += "\n    help: \(suggestion)" }
         return text
     }

@@ -17,10 +17,13 @@ public struct RenderedConfig: Sendable, Hashable {
     public var yaml: String
     /// SHA-256 of ``yaml`` in lower-case hex: the config's identity (and its OpAMP config hash).
     public var hash: String
+    /// What the render warns about (for example a budget share that admits few traces per sampler).
+    public var warnings: [FleetDiagnostic]
 
-    init(tier: Tier, yaml: String) {
+    init(tier: Tier, yaml: String, warnings: [FleetDiagnostic] = []) {
         self.tier = tier
         self.yaml = yaml
+        self.warnings = warnings
         self.hash = SHA256.hash(data: Array(yaml.utf8)).map { byte in
             let hex = String(byte, radix: 16)
             return byte < 16 ? "0" + hex : hex
@@ -70,7 +73,9 @@ public enum ConfigRenderer {
             "Rendered by Tailplane; do not edit by hand.",
             "tier: \(tier.rawValue); collector \(fleet.collectorVersion) or newer; samplers: \(membership.samplerCount)",
         ]
-        return .success(RenderedConfig(tier: tier, yaml: YAMLWriter.write(root, header: header)))
+        return .success(
+            RenderedConfig(tier: tier, yaml: YAMLWriter.write(root, header: header), warnings: context.warnings)
+        )
     }
 
     /// Renders both tiers, reporting the problems of both.

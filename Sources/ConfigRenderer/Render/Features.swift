@@ -49,6 +49,10 @@ enum CollectorFeature: String, CaseIterable, Sendable {
         return CollectorVersion(major: 0, minor: minor)
     }
 
+    /// The load-balancing exporter's own `sending_queue` and `retry_on_failure` (PR #36094, merged for
+    /// v0.116; earlier releases queue only per sampler). Not a refusal: older targets get the per-sampler form.
+    static let loadBalancingTopLevelQueue = CollectorVersion(major: 0, minor: 116)
+
     /// Internal telemetry `readers` replaced `metrics.address` (readers on by default from v0.109).
     static let telemetryReaders = CollectorVersion(major: 0, minor: 109)
 }

@@ -1,3 +1,4 @@
+import Foundation
 import PolicyEngine
 
 /// Holds one render's inputs and collects its problems.
@@ -6,6 +7,8 @@ struct RenderContext {
     let membership: Membership
     let settings: SamplerSettings
     private(set) var problems: [FleetDiagnostic] = []
+    /// Warnings that do not stop the render; they travel with the rendered config.
+    private(set) var warnings: [FleetDiagnostic] = []
 
     init(fleet: Fleet, membership: Membership, settings: SamplerSettings) {
         self.fleet = fleet
@@ -32,16 +35,43 @@ struct RenderContext {
         self.problems.append(FleetDiagnostic(code: code, message: message, suggestion: suggestion))
     }
 
+    /// Records a problem located in a policy file; `severity` decides whether it stops the render.
+    mutating func report(
+        _ code: FleetDiagnostic.Code,
+        _ message: String,
+        at origin: SourceReference?,
+        suggestion: String?,
+        severity: Severity
+    ) {
+        let diagnostic = FleetDiagnostic(
+            code: code,
+            message: message,
+            file: origin?.file,
+            line: origin?.line ?? 0,
+            column: origin?.column ?? 0,
+            suggestion: suggestion,
+            severity: severity
+        )
+        if severity == .error { self.problems.append(diagnostic) } else { self.warnings.append(diagnostic) }
+    }
+
     // MARK: Shared pieces
+
+    /// A string from the policies or the fleet description, with `$` doubled: the collector expands `${…}` in
+    /// config values at start-up and reads `$$` as a literal `$`, so a regex anchor, an OTTL string, a path
+    /// or an endpoint survives unchanged.
+    func literal(_ text: String) -> YAMLNode {
+        .string(text.replacingOccurrences(of: "$", with: "$$"))
+    }
 
     func tls(_ tls: TLSSettings) -> YAMLNode {
         var map = MapBuilder()
         map.add("insecure", .bool(tls.insecure))
         map.add("insecure_skip_verify", tls.insecureSkipVerify.map(YAMLNode.bool))
-        map.add("ca_file", tls.caFile.map(YAMLNode.string))
-        map.add("cert_file", tls.certFile.map(YAMLNode.string))
-        map.add("key_file", tls.keyFile.map(YAMLNode.string))
-        map.add("server_name_override", tls.serverNameOverride.map(YAMLNode.string))
+        map.add("ca_file", tls.caFile.map(self.literal))
+        map.add("cert_file", tls.certFile.map(self.literal))
+        map.add("key_file", tls.keyFile.map(self.literal))
+        map.add("server_name_override", tls.serverNameOverride.map(self.literal))
         return map.node
     }
 
@@ -66,12 +96,12 @@ struct RenderContext {
         var protocols = MapBuilder()
         if let grpc = self.fleet.receivers.grpcEndpoint {
             var map = MapBuilder()
-            map.add("endpoint", .string(grpc))
+            map.add("endpoint", self.literal(grpc))
             map.add("max_recv_msg_size_mib", self.fleet.receivers.maxRecvMsgSizeMiB.map(YAMLNode.int))
             protocols.add("grpc", map.node)
         }
         if let http = self.fleet.receivers.httpEndpoint {
-            protocols.add("http", .map([.init("endpoint", .string(http))]))
+            protocols.add("http", .map([.init("endpoint", self.literal(http))]))
         }
         return .map([.init("protocols", protocols.node)])
     }
@@ -121,12 +151,25 @@ struct RenderContext {
     mutating func loadBalancingConfig() -> YAMLNode {
         let type = self.fleet.effectiveLoadBalancingExporterType
         if type == "load_balancing" { self.require(.loadBalancingTypeName, for: "`collector.load_balancing_exporter`") }
+        let settings = self.fleet.loadBalancing
+        // Where the exporter has its own queue (v0.116 and later), the queue and retries sit in front of the
+        // ring: a batch that fails is routed again on the current ring, and nothing is queued per sampler, so a
+        // ring change loses nothing (contrib #35378). Older releases only have the per-sampler ones.
+        let topLevelQueue = self.fleet.collectorVersion >= CollectorFeature.loadBalancingTopLevelQueue
         var otlp = MapBuilder()
-        otlp.add("timeout", .duration(self.fleet.loadBalancing.timeoutMs))
-        otlp.add("tls", self.tls(self.fleet.loadBalancing.tls))
-        otlp.add("compression", self.fleet.loadBalancing.compression.map(YAMLNode.string))
-        otlp.add("retry_on_failure", self.retry(self.fleet.loadBalancing.retry))
-        otlp.add("sending_queue", self.queue(self.fleet.loadBalancing.queue))
+        otlp.add("timeout", .duration(settings.timeoutMs))
+        otlp.add("tls", self.tls(settings.tls))
+        otlp.add("compression", settings.compression.map(YAMLNode.string))
+        if topLevelQueue {
+            otlp.add(
+                "retry_on_failure",
+                .map([.init("enabled", .bool(false))]),
+                comment: "retried in front of the ring, not per sampler"
+            )
+        } else {
+            otlp.add("retry_on_failure", self.retry(settings.retry))
+            otlp.add("sending_queue", self.queue(settings.queue))
+        }
 
         let resolver: YAMLNode
         switch self.fleet.resolver {
@@ -145,21 +188,21 @@ struct RenderContext {
             resolver = .map([
                 .init(
                     "static",
-                    .map([.init("hostnames", .strings(self.membership.samplers))]),
+                    .map([.init("hostnames", .list(self.membership.samplers.map(self.literal)))]),
                     comment:
                         "\(self.membership.samplers.count) samplers, sorted: every load balancer builds the same ring"
                 )
             ])
         case .dns(let dns):
             var map = MapBuilder()
-            map.add("hostname", .string(dns.hostname))
+            map.add("hostname", self.literal(dns.hostname))
             map.add("port", dns.port.map { .string(String($0)) })
             map.add("interval", dns.intervalMs.map(YAMLNode.duration))
             map.add("timeout", dns.timeoutMs.map(YAMLNode.duration))
             resolver = .map([.init("dns", map.node)])
         case .k8s(let k8s):
             var map = MapBuilder()
-            map.add("service", .string(k8s.service))
+            map.add("service", self.literal(k8s.service))
             map.add("ports", .list(k8s.ports.map(YAMLNode.int)))
             if let timeout = k8s.timeoutMs {
                 self.require(.kubernetesTimeout, for: "`samplers.k8s.timeout`")
@@ -171,15 +214,18 @@ struct RenderContext {
             }
             resolver = .map([.init("k8s", map.node)])
         }
-        let exporter = YAMLNode.map([
-            .init("routing_key", .string("traceID")),
-            .init("protocol", .map([.init("otlp", otlp.node)])),
-            .init("resolver", resolver),
-        ])
+        var exporter = MapBuilder()
+        exporter.add("routing_key", .string("traceID"))
+        exporter.add("protocol", .map([.init("otlp", otlp.node)]))
+        exporter.add("resolver", resolver)
+        if topLevelQueue {
+            exporter.add("retry_on_failure", self.retry(settings.retry))
+            exporter.add("sending_queue", self.queue(settings.queue))
+        }
         return .map([
             .init("receivers", .map([.init("otlp", self.otlpReceiver())])),
             .init("processors", .map([.init("memory_limiter", self.memoryLimiter())])),
-            .init("exporters", .map([.init(type, exporter)])),
+            .init("exporters", .map([.init(type, exporter.node)])),
             .init("service", self.service(processors: ["memory_limiter"], exporters: [type])),
         ])
     }
@@ -236,7 +282,7 @@ struct RenderContext {
 
     func backend(_ backend: Backend) -> YAMLNode {
         var map = MapBuilder()
-        map.add("endpoint", .string(backend.endpoint))
+        map.add("endpoint", self.literal(backend.endpoint))
         map.add("tls", self.tls(backend.tls))
         if !backend.headers.isEmpty {
             let headers = backend.headers.keys.sorted().map { name in

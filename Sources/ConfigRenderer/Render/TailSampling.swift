@@ -43,12 +43,6 @@ extension RenderContext {
 
     private var replicas: Int { max(1, self.membership.samplerCount) }
 
-    /// A string from the policies, with `$` doubled: the collector expands `${…}` in config values at start-up
-    /// and reads `$$` as a literal `$`, so a regex anchor or an OTTL string survives unchanged.
-    func literal(_ text: String) -> YAMLNode {
-        .string(text.replacingOccurrences(of: "$", with: "$$"))
-    }
-
     private func divided(_ fleetWide: Int64, unit: String) -> (YAMLNode, String) {
         let value = ConfigRenderer.perReplica(fleetWide, replicas: self.replicas)
         return (
@@ -124,15 +118,17 @@ extension RenderContext {
             return .init(type, map.node)
         case .rateLimiting(let limit):
             var map = MapBuilder()
-            // The collector keeps a trace only while `spans this second + trace spans < spans_per_second`
-            // (strictly less), so one more than the share lets the share itself through.
             let share = ConfigRenderer.perReplica(limit.perSecond, replicas: self.replicas)
-            map.add(
-                "spans_per_second",
-                .int(share + 1),
-                comment:
-                    "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s"), +1 for the collector's strict limit"
-            )
+            let across = "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
+            if limit.burst == nil {
+                // Without `burst_capacity` the collector counts spans in a fixed one-second window and keeps a trace
+                // only while `spans this second + trace spans < spans_per_second` (strictly less), so one more
+                // than the share lets the share itself through.
+                map.add("spans_per_second", .int(share + 1), comment: across + ", +1 for the collector's strict limit")
+            } else {
+                // With `burst_capacity` (v0.153 and later) it is a token bucket that admits exactly the rate.
+                map.add("spans_per_second", .int(share), comment: across)
+            }
             if let burst = limit.burst {
                 self.require(.rateLimitBurst, for: "`\(path)`")
                 let (value, comment) = self.divided(burst, unit: "spans")
@@ -176,7 +172,9 @@ extension RenderContext {
         case .ottlCondition(let conditions):
             self.require(.ottlConditionPolicy, for: "`\(path)`")
             var map = MapBuilder()
-            map.add("error_mode", self.settings.ottlErrorMode.map { .string($0.rawValue) })
+            // Always written: the collector's default changed behind a feature gate (v0.153), and `not ottl …`
+            // keeps opposite traces under the two modes.
+            map.add("error_mode", .string((self.settings.ottlErrorMode ?? .defaultMode).rawValue))
             if !conditions.span.isEmpty { map.add("span", .list(conditions.span.map(self.literal))) }
             if !conditions.spanEvent.isEmpty { map.add("spanevent", .list(conditions.spanEvent.map(self.literal))) }
             return .init(type, map.node)
@@ -191,6 +189,7 @@ extension RenderContext {
             let list = members.map { self.policy($0, path: "\(path).\($0.name)") }
             return .init(type, .map([.init("drop_sub_policy", .list(list))]))
         case .composite(let budget):
+            self.checkShares(budget, path: path)
             var map = MapBuilder()
             let (total, comment) = self.divided(budget.maxTotalSpansPerSecond, unit: "spans/s")
             map.add("max_total_spans_per_second", total, comment: comment)
@@ -211,6 +210,57 @@ extension RenderContext {
                 )
             )
             return .init(type, map.node)
+        }
+    }
+
+    /// Traces smaller than this are assumed when a budget member says nothing about span counts.
+    static let typicalTraceSpans: Int64 = 10
+
+    /// Each sampler gives a budget member `int64(percent / 100 × max_total_spans_per_second)` spans per second
+    /// and admits a trace only when it fits in what is left of that second. A member whose allocation
+    /// rounds to 0 never keeps anything; one below the traces it is meant for keeps few or none of them.
+    private mutating func checkShares(_ budget: CompositeBudget, path: String) {
+        let total = ConfigRenderer.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
+        let samplers = "\(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
+        for member in budget.members {
+            let allocated = Int64(member.percent / 100 * Double(total))
+            let needed = Self.smallestTrace(member.policy.kind) ?? Self.typicalTraceSpans
+            let share = "share \(Int64(member.percent))%"
+            let fleetWide = Int64(member.percent / 100 * Double(budget.maxTotalSpansPerSecond))
+            let whole = "\(path).\(member.policy.name)"
+            if allocated < 1 {
+                self.report(
+                    .budgetShareTooSmall,
+                    "`\(whole)`: \(share) of \(budget.maxTotalSpansPerSecond) spans/s is \(allocated) spans/s on each of \(samplers), so this member never keeps a trace",
+                    at: member.shareOrigin ?? member.policy.origin,
+                    suggestion:
+                        "raise the budget to at least \(Self.budgetFor(1, percent: member.percent, replicas: self.replicas)) spans/s, or the share; or run fewer samplers",
+                    severity: .error
+                )
+            } else if allocated < needed {
+                self.report(
+                    .budgetShareTooSmall,
+                    "`\(whole)`: \(share) is \(allocated) spans/s on each of \(samplers) (\(fleetWide) fleet-wide); a trace of \(needed) spans never fits in that, so this member keeps few or no traces",
+                    at: member.shareOrigin ?? member.policy.origin,
+                    suggestion:
+                        "raise the budget to at least \(Self.budgetFor(needed, percent: member.percent, replicas: self.replicas)) spans/s, or the share, so each sampler gives this member \(needed) spans/s",
+                    severity: .warning
+                )
+            }
+        }
+    }
+
+    /// The smallest fleet-wide budget that gives a member `perSampler` spans/s on each replica.
+    private static func budgetFor(_ perSampler: Int64, percent: Double, replicas: Int) -> Int64 {
+        Int64((Double(perSampler) * 100 / percent).rounded(.up)) * Int64(max(1, replicas))
+    }
+
+    /// The smallest span count a member's test admits, when it says.
+    private static func smallestTrace(_ kind: PolicyKind) -> Int64? {
+        switch kind {
+        case .spanCount(let bounds) where bounds.minimum > 1: Int64(bounds.minimum)
+        case .and(let members): members.compactMap { Self.smallestTrace($0.kind) }.max()
+        default: nil
         }
     }
 }

@@ -57,6 +57,7 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case invalidPercentage = "TP3027"
     case limitInBudget = "TP3028"
     case unreliableDurationDrop = "TP3029"
+    case unreliableDurationBound = "TP3030"
 
     // Lint
     case duplicateCondition = "TP4001"

@@ -51,7 +51,7 @@ public struct SamplerSettings: Sendable, Hashable, Codable {
     public var dropPendingTracesOnShutdown: Bool?
     /// `maximum_trace_size_bytes`.
     public var maximumTraceSizeBytes: Int64?
-    /// `error_mode` written on every `ottl_condition` policy.
+    /// `error_mode` written on every `ottl_condition` policy; ``OTTLErrorMode/defaultMode`` when not set.
     public var ottlErrorMode: OTTLErrorMode?
 
     /// Creates settings with nothing set.
@@ -66,6 +66,11 @@ public enum OTTLErrorMode: String, Sendable, Hashable, Codable, CaseIterable {
     case ignore
     /// The condition is false, nothing is logged.
     case silent
+
+    /// What Tailplane writes when the policy set does not choose: `propagate`, the collector's default on
+    /// every release unless the `defaultOTTLErrorModeIgnore` gate (v0.153) is on. Writing it always means a
+    /// gate or a release cannot flip the meaning of a rule.
+    public static let defaultMode: OTTLErrorMode = .propagate
 }
 
 /// A span status code as the collector names it.
@@ -176,7 +181,8 @@ public struct BooleanAttributeTest: Sendable, Hashable, Codable {
 public struct ProbabilisticSampling: Sendable, Hashable, Codable {
     /// Percentage of traces kept, 0 to 100.
     public var percentage: Double
-    /// `hash_salt`; `nil` uses the collector's default salt.
+    /// `hash_salt`. The compiler sets the rule's name when the source gives no `salt`, so every rule samples
+    /// independently; `nil` (only in hand-built IR) uses the collector's default salt.
     public var salt: String?
 
     /// Creates a sampler.
@@ -255,11 +261,14 @@ public struct CompositeBudget: Sendable, Hashable, Codable {
         public var policy: Policy
         /// Its share of the budget, in percent (more than 0).
         public var percent: Double
+        /// Where the share is written (the renderer points at it when a share becomes too small per sampler).
+        public var shareOrigin: SourceReference?
 
         /// Creates a member.
-        public init(policy: Policy, percent: Double) {
+        public init(policy: Policy, percent: Double, shareOrigin: SourceReference? = nil) {
             self.policy = policy
             self.percent = percent
+            self.shareOrigin = shareOrigin
         }
     }
 

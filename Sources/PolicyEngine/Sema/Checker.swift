@@ -220,7 +220,13 @@ struct Checker {
             shareSum += percent
             if lowered.isEmpty { continue }  // never matches (already reported)
             for policy in lowered {
-                members.append(CompositeBudget.Member(policy: policy, percent: percent))
+                members.append(
+                    CompositeBudget.Member(
+                        policy: policy,
+                        percent: percent,
+                        shareOrigin: rule.share.map { self.sink.reference($0.range) }
+                    )
+                )
                 if policy.kind == .alwaysSample, catchAll == nil { catchAll = rule.name?.name }
             }
         }
@@ -284,7 +290,12 @@ struct Checker {
                 }
                 if percent == 0 { neverBySampling = true }
                 if percent < 100 || sample.salt != nil {
-                    sampling = ProbabilisticSampling(percentage: percent, salt: sample.salt?.value)
+                    // Without a salt every rule would share the collector's default hash and their kept sets
+                    // would nest; the rule's name makes each rule sample independently (docs/dsl.md).
+                    sampling = ProbabilisticSampling(
+                        percentage: percent,
+                        salt: sample.salt?.value ?? ruleName
+                    )
                 }
             }
             self.sink = reader.sink
@@ -555,6 +566,21 @@ struct Checker {
                     at: upperBoundRange,
                     suggestion:
                         "drop on other properties; to keep only short traces write `keep NAME when duration < \(maximum + 1)ms` alone"
+                )
+                return nil
+            }
+            if durationMin == nil {
+                // Without a lower bound the collector's window opens at the first span: almost every trace's
+                // first spans are short, so the test passes for nearly every trace.
+                let context =
+                    inBudget
+                    ? "in a budget member" : extras.isEmpty ? "combined with other tests" : "with `sample` or `limit`"
+                self.sink.emit(
+                    .unreliableDurationBound,
+                    "an upper bound on `duration` \(context) matches nearly every trace: the collector tests it on the duration seen so far, span by span, and a trace's first spans are short",
+                    at: upperBoundRange,
+                    suggestion:
+                        "write `keep NAME when duration < \(maximum + 1)ms` as a rule of its own (exact), or give the bound a lower end; to leave out long traces of this kind use `drop NAME when … and duration > \(maximum)ms`"
                 )
                 return nil
             }

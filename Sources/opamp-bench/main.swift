@@ -63,9 +63,14 @@ final class Applied: @unchecked Sendable {
     func count(_ hash: [UInt8]) -> Int { self.lock.withLock { self.hashes[hash] ?? 0 } }
 }
 let applied = Applied()
+let subscription = registry.subscribe(bufferLimit: 1_000_000)
 let watcher = Task {
-    for await event in registry.events {
-        if case .remoteConfigStatusChanged(_, let report) = event, report.state == .applied { applied.add(report.hash) }
+    for await delivery in subscription {
+        if case .event(let record) = delivery, case .remoteConfigStatusChanged(_, let report) = record.event,
+            report.state == .applied
+        {
+            applied.add(report.hash)
+        }
     }
 }
 

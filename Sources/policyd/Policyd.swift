@@ -126,8 +126,15 @@ struct AgentEventLog: Service {
     let logger = Logger(label: "policyd.agents")
 
     func run() async throws {
+        let subscription = self.registry.subscribe()
+        defer { subscription.cancel() }
         await cancelWhenGracefulShutdown {
-            for await event in self.registry.events {
+            for await delivery in subscription {
+                guard case .event(let record) = delivery else {
+                    self.logger.warning("agent event log fell behind; events were skipped")
+                    continue
+                }
+                let event = record.event
                 switch event {
                 case .connected(let uid, let transport):
                     self.logger.debug(

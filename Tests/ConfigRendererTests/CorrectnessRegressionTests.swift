@@ -47,7 +47,12 @@ import Yams
             "budget b 200 spans/s {\n    keep errors when status == ERROR share 95%\n    keep rest share 5%\n}"
         )
         let samplers = (0..<20).map { "s\($0):4317" }
-        let result = ConfigRenderer.render(.sampling, policySet: set, fleet: Fleet(), membership: Membership(samplers: samplers))
+        let result = ConfigRenderer.render(
+            .sampling,
+            policySet: set,
+            fleet: Fleet(),
+            membership: Membership(samplers: samplers)
+        )
         guard case .failure(let problems) = result else {
             Issue.record("rendered a member that can never keep a trace")
             return
@@ -60,7 +65,13 @@ import Yams
         let raised = policySet(
             "budget b 400 spans/s {\n    keep errors when status == ERROR share 95%\n    keep rest share 5%\n}"
         )
-        guard case .success = ConfigRenderer.render(.sampling, policySet: raised, fleet: Fleet(), membership: Membership(samplers: samplers))
+        guard
+            case .success = ConfigRenderer.render(
+                .sampling,
+                policySet: raised,
+                fleet: Fleet(),
+                membership: Membership(samplers: samplers)
+            )
         else {
             Issue.record("the suggested budget does not render")
             return
@@ -82,13 +93,17 @@ import Yams
     // MARK: OTTL error mode
 
     @Test func ottlErrorModeIsAlwaysWritten() throws {
-        let plain = try #require(render(.sampling, policySet("keep retried when ottl span \"attributes[\\\"retry\\\"] > 2\"")))
+        let plain = try #require(
+            render(.sampling, policySet("keep retried when ottl span \"attributes[\\\"retry\\\"] > 2\""))
+        )
         let policy = try #require(try renderedPolicies(plain).first)
         #expect((policy["ottl_condition"] as? [String: Any])?["error_mode"] as? String == "propagate")
         let chosen = try #require(
             render(
                 .sampling,
-                policySet("sampler { ottl_error_mode ignore }\nkeep retried when ottl span \"attributes[\\\"retry\\\"] > 2\"")
+                policySet(
+                    "sampler { ottl_error_mode ignore }\nkeep retried when ottl span \"attributes[\\\"retry\\\"] > 2\""
+                )
             )
         )
         let ignoring = try #require(try renderedPolicies(chosen).first)

@@ -36,16 +36,21 @@ import Testing
             files: ["sampling.json": ConfigFile(body: body, contentType: "application/json")],
             hash: Array("hash-of-v1".utf8)
         )
+        let subscription = registry.subscribe()
         let watcher = Task {
-            for await event in registry.events {
-                if case .descriptionChanged(let uid, let description) = event,
+            for await delivery in subscription {
+                if case .event(let record) = delivery,
+                    case .descriptionChanged(let uid, let description) = record.event,
                     description.identifying["service.name"] == "python-interop"
                 {
                     registry.setDesiredConfig(desired, for: uid)
                 }
             }
         }
-        defer { watcher.cancel() }
+        defer {
+            watcher.cancel()
+            subscription.cancel()
+        }
 
         let applied = FileManager.default.temporaryDirectory.appendingPathComponent("applied-\(UUID().uuidString).json")
         let python = Process()

@@ -216,20 +216,29 @@ import Testing
         #expect(await log.wait { $0.contains(.instanceUIDReassigned(old: uid(9), new: assigned!)) })
     }
 
-    @Test func theSameUIDOnTwoLiveConnectionsGetsANewOne() {
+    @Test func theSameUIDOnTwoLiveConnectionsGetsANewOneOnceBothProveAlive() {
         let registry = self.registry()
-        let first = registry.newConnection()
-        registry.attach(first) { _ in true }
-        _ = registry.handle(fullState(uid(10)), connection: first, transport: .webSocket)
-        let second = registry.newConnection()
-        registry.attach(second) { _ in true }
-        let response = registry.handle(fullState(uid(10)), connection: second, transport: .webSocket)
+        let closed = Mutex<Set<Int>>([])
+        let connections = (0..<3).map { index in
+            let connection = registry.newConnection()
+            registry.attach(connection, pusher: { _ in true }, closer: { closed.withLock { _ = $0.insert(index) } })
+            return connection
+        }
+        _ = registry.handle(fullState(uid(10)), connection: connections[0], transport: .webSocket)
+        // A second connection with the same UID while the first is open: the newer one wins, the old is closed.
+        let takeover = registry.handle(fullState(uid(10)), connection: connections[1], transport: .webSocket)
+        #expect(!takeover.hasAgentIdentification)
+        #expect(closed.withLock { $0 } == [0])
+        _ = registry.handle(heartbeat(uid(10), seq: 1), connection: connections[1], transport: .webSocket)
+        // The displaced agent comes back while the new owner is alive and talking: two agents share the UID.
+        let response = registry.handle(fullState(uid(10)), connection: connections[2], transport: .webSocket)
         let assigned = InstanceUID(bytes: response.agentIdentification.newInstanceUid)
         #expect(assigned != nil && assigned != uid(10))
         #expect(registry.snapshot().count == 2)
-        // The first connection keeps its identity.
+        #expect(closed.withLock { $0 } == [0])
+        // The owner keeps its identity.
         #expect(
-            !registry.handle(heartbeat(uid(10), seq: 1), connection: first, transport: .webSocket)
+            !registry.handle(heartbeat(uid(10), seq: 2), connection: connections[1], transport: .webSocket)
                 .hasAgentIdentification
         )
     }

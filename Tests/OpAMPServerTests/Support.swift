@@ -12,16 +12,23 @@ final class TestClock: Sendable {
     var function: @Sendable () -> Date { { self.date } }
 }
 
-/// Collects events from a registry's stream as they arrive.
+/// Collects events from a registry subscription as they arrive.
 final class EventLog: Sendable {
-    private let events = Mutex<[AgentEvent]>([])
-    init(_ registry: AgentRegistry) {
-        let stream = registry.events
+    private let records = Mutex<[AgentEventRecord]>([])
+    private let overflows = Mutex(0)
+    init(_ registry: AgentRegistry, bufferLimit: Int = 100_000) {
+        let subscription = registry.subscribe(bufferLimit: bufferLimit)
         Task { [self] in
-            for await event in stream { self.events.withLock { $0.append(event) } }
+            for await delivery in subscription {
+                switch delivery {
+                case .event(let record): self.records.withLock { $0.append(record) }
+                case .overflow: self.overflows.withLock { $0 += 1 }
+                }
+            }
         }
     }
-    var all: [AgentEvent] { self.events.withLock { $0 } }
+    var all: [AgentEvent] { self.records.withLock { $0.map(\.event) } }
+    var timed: [AgentEventRecord] { self.records.withLock { $0 } }
 
     /// Waits (briefly) until a predicate holds over the events seen so far.
     func wait(timeout: TimeInterval = 5, until predicate: ([AgentEvent]) -> Bool) async -> Bool {

@@ -293,25 +293,39 @@ import Testing
         await other.close()
     }
 
-    @Test func aThousandConnectionsWithOneUIDGetDistinctIdentities() async throws {
+    @Test func aThousandLiveAgentsWithOneUIDGetDistinctIdentities() async throws {
         let (server, port) = try await Self.server()
         defer { Task { await server.stop() } }
         var agents: [TestWebSocketAgent] = []
         var assigned = Set<InstanceUID>()
+        // Cloned machines with one hard-coded UID, each talking as a collector does.
         for index in 0..<1000 {
             let agent = try await TestWebSocketAgent.connect(port: port)
             try await agent.send(fullState(uid(16)))
             let response = try await agent.receive()
-            if index == 0 {
+            if index < 2 {
+                // The first; then the second takes the identity over (it could be the first, restarted).
                 #expect(!response.hasAgentIdentification)
+                try await agent.send(heartbeat(uid(16), seq: 1))
+                _ = try await agent.receive()
             } else if let fresh = InstanceUID(bytes: response.agentIdentification.newInstanceUid) {
                 assigned.insert(fresh)
             }
             agents.append(agent)
         }
+        // The first was closed when the second took over; reconnecting, it proves two were alive at once.
+        let deadline = Date().addingTimeInterval(5)
+        while !agents[0].inbox.isClosed, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(agents[0].inbox.isClosed)
+        let again = try await TestWebSocketAgent.connect(port: port)
+        try await again.send(fullState(uid(16)))
+        if let fresh = InstanceUID(bytes: try await again.receive().agentIdentification.newInstanceUid) {
+            assigned.insert(fresh)
+        }
         #expect(assigned.count == 999)
+        #expect(!assigned.contains(uid(16)))
         #expect(server.registry.connectedCount == 1000)
-        for agent in agents { await agent.close() }
+        for agent in agents.dropFirst() + [again] { await agent.close() }
     }
 
     @Test func aClientThatNeverReadsOnlyHurtsItself() async throws {

@@ -149,7 +149,9 @@ import Testing
     @Test func sampleAloneIsProbabilistic() {
         // Without `salt` the rule's name is the salt, so rules sample independently of each other.
         #expect(self.only("keep base sample 5%") == .probabilistic(ProbabilisticSampling(percentage: 5, salt: "base")))
-        #expect(self.only("keep base sample 0.5%") == .probabilistic(ProbabilisticSampling(percentage: 0.5, salt: "base")))
+        #expect(
+            self.only("keep base sample 0.5%") == .probabilistic(ProbabilisticSampling(percentage: 0.5, salt: "base"))
+        )
     }
 
     @Test func byteLimitsWithBurst() {

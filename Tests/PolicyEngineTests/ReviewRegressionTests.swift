@@ -68,7 +68,9 @@ import Testing
     @Test func upperDurationBoundsAreHonestAboutTheCollector() {
         #expect(compile("drop short when duration < 500ms").diagnostics.first?.code == .unreliableDurationDrop)
         #expect(
-            compile("keep w when service == \"x\" and duration < 2s").diagnostics.map(\.code) == [.unreliableDurationBound]
+            compile("keep w when service == \"x\" and duration < 2s").diagnostics.map(\.code) == [
+                .unreliableDurationBound
+            ]
         )
         #expect(
             compile("keep w when service == \"x\" and duration in 1s..2s").diagnostics.map(\.code) == [.durationWindow]

@@ -119,7 +119,8 @@ extension RenderContext {
         case .rateLimiting(let limit):
             var map = MapBuilder()
             let share = ConfigRenderer.perReplica(limit.perSecond, replicas: self.replicas)
-            let across = "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
+            let across =
+                "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
             if limit.burst == nil {
                 // Without `burst_capacity` the collector counts spans in a fixed one-second window and keeps a trace
                 // only while `spans this second + trace spans < spans_per_second` (strictly less), so one more

@@ -25,17 +25,17 @@ public struct AgentCapabilities: OptionSet, Sendable, Hashable {
 }
 
 /// The capabilities this server offers (`ServerCapabilities`).
-public struct ServerCapabilities: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt64
-    public init(rawValue: UInt64) { self.rawValue = rawValue }
+struct ServerCapabilities: OptionSet, Sendable, Hashable {
+    let rawValue: UInt64
+    init(rawValue: UInt64) { self.rawValue = rawValue }
 
-    public static let acceptsStatus = Self(rawValue: 0x1)
-    public static let offersRemoteConfig = Self(rawValue: 0x2)
-    public static let acceptsEffectiveConfig = Self(rawValue: 0x4)
-    public static let offersConnectionSettings = Self(rawValue: 0x20)
+    static let acceptsStatus = Self(rawValue: 0x1)
+    static let offersRemoteConfig = Self(rawValue: 0x2)
+    static let acceptsEffectiveConfig = Self(rawValue: 0x4)
+    static let offersConnectionSettings = Self(rawValue: 0x20)
 
     /// What Tailplane's server does.
-    public static let tailplane: Self = [
+    static let tailplane: Self = [
         .acceptsStatus, .offersRemoteConfig, .acceptsEffectiveConfig, .offersConnectionSettings,
     ]
 }
@@ -170,11 +170,42 @@ public struct AgentSnapshot: Sendable, Hashable {
     public var sequenceNum: UInt64
     /// The config the layer above wants it to run.
     public var desiredConfigHash: [UInt8]?
-    /// Set when the agent failed the desired config (and perhaps rolled back by itself).
+    /// Set when the agent failed the desired config (and perhaps rolled back by itself); cleared by a new
+    /// desired config or by a later APPLIED report for the desired hash.
     public var rejectedConfigHash: [UInt8]?
+    /// When the current connection began (`nil` while offline). For HTTP: the first poll after being offline.
+    public var connectedSince: Date?
+    /// When ``remoteConfigStatus`` last changed (hash, state or error).
+    public var remoteConfigStatusSince: Date?
+    /// Since when the agent has reported itself healthy without interruption (`nil` while unhealthy or
+    /// before any health report): the "healthy since" a bake time is measured from.
+    public var healthySince: Date?
 
     /// True while a connection is open (WebSocket) or polls arrive in time (HTTP).
     public var connected: Bool { self.transport != nil }
+}
+
+/// One event and when the server saw it happen (the registry's clock).
+public struct AgentEventRecord: Sendable, Hashable {
+    /// When it happened.
+    public var time: Date
+    /// What happened.
+    public var event: AgentEvent
+
+    /// Creates a record.
+    public init(time: Date, event: AgentEvent) {
+        self.time = time
+        self.event = event
+    }
+}
+
+/// What an ``AgentEventSubscription`` delivers.
+public enum AgentEventDelivery: Sendable, Hashable {
+    /// The next event, in order per agent.
+    case event(AgentEventRecord)
+    /// The subscriber fell behind and `missed` events were dropped (the buffered ones with them): rebuild
+    /// from ``AgentRegistry/snapshot()`` and go on reading. Comes before any event published after the loss.
+    case overflow(missed: Int)
 }
 
 /// What happens to agents, for the layer above.

@@ -3,7 +3,7 @@ import OpAMPProtocol
 import Synchronization
 
 /// Identifies one transport connection (a WebSocket, or one HTTP request).
-public struct ConnectionID: Sendable, Hashable {
+struct ConnectionID: Sendable, Hashable {
     let value: UInt64
 }
 
@@ -11,11 +11,18 @@ public struct ConnectionID: Sendable, Hashable {
 ///
 /// Thread-safe: transports call it from their event loops, the layer above from anywhere. Sessions are
 /// pure state machines; the registry adds the lock, connection bookkeeping, instance UID assignment, pushes
-/// to WebSocket connections and the event stream (events are published under the lock, so they are in
-/// order per agent).
+/// to WebSocket connections and event subscriptions. Events are published and pushes are queued on their
+/// connection under the lock, so both are in the order of the state changes that caused them.
+///
+/// **One instance UID, two connections.** A WebSocket that arrives with the UID of an agent whose old
+/// socket is still open takes the identity over and the old socket is closed: that is a supervisor
+/// restarting with its saved UID, or a client reconnecting over a half-open socket, whatever their
+/// sequence numbers say. Only when the connection that took over is itself taken over within
+/// ``duplicateWindow`` after it spoke again (two agents demonstrably alive at once) does the newcomer get
+/// a new UID, with the desired config carried over.
 public final class AgentRegistry: Sendable {
-    /// Writes a message to a live WebSocket connection; returns false when it could not (connection gone or
-    /// not reading).
+    /// Queues a message on a live WebSocket connection (in call order, never synchronously); returns false
+    /// when it could not (connection gone).
     typealias Pusher = @Sendable (OpAMP_ServerToAgent) -> Bool
     /// Closes a WebSocket connection.
     typealias Closer = @Sendable () -> Void
@@ -32,6 +39,12 @@ public final class AgentRegistry: Sendable {
         /// The live WebSocket connection of each agent.
         var owners: [InstanceUID: ConnectionID] = [:]
         var connections: [ConnectionID: Connection] = [:]
+        /// Connections that took an identity over from another live connection, and when.
+        var tookOver: [ConnectionID: Date] = [:]
+        /// Of those, the ones that sent another message after taking over.
+        var spokeAfterTakeover: Set<ConnectionID> = []
+        var subscriptions: [UInt64: AgentEventSubscription] = [:]
+        var nextSubscription: UInt64 = 0
         /// Component lists by available-components hash: a fleet runs few distinct builds.
         var components: [[UInt8]: Set<String>] = [:]
         var random = SystemRandomNumberGenerator()
@@ -41,43 +54,52 @@ public final class AgentRegistry: Sendable {
     private let nextConnection = Atomic<UInt64>(1)
     private let capabilities: ServerCapabilities
     private let heartbeat: (intervalSeconds: UInt64, endpoint: String)?
-    private let continuation: AsyncStream<AgentEvent>.Continuation
-    /// Every agent event, in order per agent. Consume it continuously: it keeps at most
-    /// ``eventBufferLimit`` unread events and then drops the oldest.
-    public let events: AsyncStream<AgentEvent>
     private let clock: @Sendable () -> Date
-    /// Unread events kept before the oldest are dropped.
-    public static let eventBufferLimit = 1_000_000
+    /// How long after taking an identity over a connection counts as its fresh owner: a second takeover
+    /// within this time, after the owner spoke, means two agents share the UID.
+    let duplicateWindow: TimeInterval = 60
 
     /// Creates a registry.
     /// - Parameters:
-    ///   - capabilities: what the server advertises.
     ///   - heartbeat: interval and endpoint offered to agents that report heartbeats (`nil`: no offer).
     ///   - clock: the time source (tests pass their own).
     public init(
-        capabilities: ServerCapabilities = .tailplane,
         heartbeat: (intervalSeconds: UInt64, endpoint: String)? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) {
-        self.capabilities = capabilities
+        self.capabilities = .tailplane
         self.heartbeat = heartbeat
         self.clock = clock
-        (self.events, self.continuation) = AsyncStream.makeStream(
-            of: AgentEvent.self,
-            bufferingPolicy: .bufferingNewest(Self.eventBufferLimit)
-        )
     }
 
     deinit {
-        self.continuation.finish()
+        for subscription in self.state.withLock({ Array($0.subscriptions.values) }) { subscription.finish() }
     }
 
     func newConnection() -> ConnectionID {
         ConnectionID(value: self.nextConnection.wrappingAdd(1, ordering: .relaxed).oldValue)
     }
 
-    private func publish(_ events: [AgentEvent]) {
-        for event in events { self.continuation.yield(event) }
+    /// Subscribes to agent events from now on. Read it continuously; a subscriber more than `bufferLimit`
+    /// events behind is told with ``AgentEventDelivery/overflow(missed:)`` and resynchronises from
+    /// ``snapshot()``. Call ``AgentEventSubscription/cancel()`` when done.
+    public func subscribe(bufferLimit: Int = 100_000) -> AgentEventSubscription {
+        self.state.withLock { state in
+            state.nextSubscription += 1
+            let key = state.nextSubscription
+            let subscription = AgentEventSubscription(bufferLimit: bufferLimit) { [weak self] in
+                _ = self?.state.withLock { $0.subscriptions.removeValue(forKey: key) }
+            }
+            state.subscriptions[key] = subscription
+            return subscription
+        }
+    }
+
+    /// Delivers events to every subscriber; called under the lock, so the order is the order of the changes.
+    private func publish(_ events: [AgentEvent], at time: Date, to subscriptions: [UInt64: AgentEventSubscription]) {
+        guard !events.isEmpty else { return }
+        let records = events.map { AgentEventRecord(time: time, event: $0) }
+        for subscription in subscriptions.values { subscription.deliver(records) }
     }
 
     // MARK: Transport side
@@ -94,38 +116,44 @@ public final class AgentRegistry: Sendable {
         }
         let now = self.clock()
         var context = AgentSession.Context(serverCapabilities: self.capabilities, heartbeat: self.heartbeat, now: now)
-        var stale: Closer?
-        let response = self.state.withLock { state -> OpAMP_ServerToAgent in
+        return self.state.withLock { state -> OpAMP_ServerToAgent in
             var events: [AgentEvent] = []
-            defer { self.publish(events) }
+            defer { self.publish(events, at: now, to: state.subscriptions) }
             if message.hasAvailableComponents { context.knownComponents = state.components }
             var uid = uid
             var assigned: InstanceUID?
+            var carried: RemoteConfig?
             if transport == .webSocket, let owner = state.owners[uid], owner != connection,
-                state.connections[owner] != nil,
-                state.bindings[connection] != uid
+                state.connections[owner] != nil, state.bindings[connection] != uid
             {
-                if let session = state.sessions[uid], message.sequenceNum == session.snapshot.sequenceNum &+ 1 {
-                    // The same agent reconnecting while its old socket is still half open: keep its identity
-                    // and drop the old connection.
-                    stale = state.connections[owner]?.close
-                    state.bindings[owner] = nil
-                    state.owners[uid] = nil
-                } else {
-                    // Another agent using the same UID: give this connection an identity of its own.
+                if let since = state.tookOver[owner], now.timeIntervalSince(since) < self.duplicateWindow,
+                    state.spokeAfterTakeover.contains(owner)
+                {
+                    // The owner took this identity over moments ago and has spoken since, and now the agent it
+                    // displaced is back: two live agents share the UID. The newcomer gets one of its own.
                     let fresh = Self.newUID(now: now, random: &state.random)
                     events.append(.instanceUIDReassigned(old: uid, new: fresh))
+                    carried = state.sessions[uid]?.desired
                     assigned = fresh
                     uid = fresh
+                } else {
+                    // A restarted supervisor or a reconnect over a half-open socket: the newer connection wins.
+                    state.connections[owner]?.close()
+                    state.bindings[owner] = nil
+                    state.owners[uid] = nil
+                    state.tookOver[connection] = now
                 }
+            } else if state.tookOver[connection] != nil {
+                state.spokeAfterTakeover.insert(connection)
             }
             var session =
                 state.sessions.removeValue(forKey: uid)
                 ?? AgentSession(instanceUID: uid, wireUID: assigned == nil ? message.instanceUid : nil, now: now)
+            if let carried { _ = session.setDesired(carried) }
             // For HTTP every request is a new connection: it is a "first" message only when the agent was offline.
             let first = transport == .http ? session.snapshot.transport == nil : state.bindings[connection] != uid
             if first {
-                events += session.connected(transport)
+                events += session.connected(transport, now: now)
                 if transport == .webSocket {
                     if let previous = state.bindings[connection], state.owners[previous] == connection {
                         state.owners[previous] = nil
@@ -163,8 +191,6 @@ public final class AgentRegistry: Sendable {
             state.sessions[uid] = session
             return output.response
         }
-        stale?()
-        return response
     }
 
     /// Registers a new WebSocket connection: how to push to it and how to close it.
@@ -174,27 +200,29 @@ public final class AgentRegistry: Sendable {
 
     /// A connection closed.
     func connectionClosed(_ connection: ConnectionID, reason: String) {
+        let now = self.clock()
         self.state.withLock { state in
             state.connections[connection] = nil
+            state.tookOver[connection] = nil
+            state.spokeAfterTakeover.remove(connection)
             guard let uid = state.bindings.removeValue(forKey: connection), state.owners[uid] == connection else {
                 return
             }
             state.owners[uid] = nil
-            self.publish(state.sessions[uid]?.disconnected(reason: reason) ?? [])
+            self.publish(state.sessions[uid]?.disconnected(reason: reason) ?? [], at: now, to: state.subscriptions)
         }
     }
 
     /// Marks agents offline that have been silent too long (closing their WebSockets), and forgets agents
     /// offline for longer than `forgetAfter`, or the longest-offline ones beyond `maximumAgents`.
-    public func sweep(
+    func sweep(
         httpTimeout: TimeInterval,
         webSocketTimeout: TimeInterval,
         forgetAfter: TimeInterval = .infinity,
         maximumAgents: Int = .max
     ) {
         let now = self.clock()
-        let closers = self.state.withLock { state -> [Closer] in
-            var closers: [Closer] = []
+        self.state.withLock { state in
             var offline: [(InstanceUID, Date)] = []
             for uid in Array(state.sessions.keys) {
                 let snapshot = state.sessions[uid]!.snapshot
@@ -204,11 +232,15 @@ public final class AgentRegistry: Sendable {
                 }
                 let timeout = transport == .http ? httpTimeout : webSocketTimeout
                 guard now.timeIntervalSince(snapshot.lastSeen) > timeout else { continue }
-                self.publish(state.sessions[uid]!.disconnected(reason: "no message for \(Int(timeout))s"))
+                self.publish(
+                    state.sessions[uid]!.disconnected(reason: "no message for \(Int(timeout))s"),
+                    at: now,
+                    to: state.subscriptions
+                )
                 offline.append((uid, snapshot.lastSeen))
                 if let owner = state.owners.removeValue(forKey: uid) {
                     state.bindings[owner] = nil
-                    if let close = state.connections[owner]?.close { closers.append(close) }
+                    state.connections[owner]?.close()
                 }
             }
             offline.sort { $0.1 < $1.1 }
@@ -217,9 +249,7 @@ public final class AgentRegistry: Sendable {
             where index < excess || now.timeIntervalSince(lastSeen) > forgetAfter {
                 state.sessions[uid] = nil
             }
-            return closers
         }
-        for close in closers { close() }
     }
 
     static func newUID(now: Date, random: inout SystemRandomNumberGenerator) -> InstanceUID {
@@ -244,41 +274,33 @@ public final class AgentRegistry: Sendable {
 
     /// Sets the desired config of many agents at once.
     public func setDesiredConfig(_ configs: [InstanceUID: RemoteConfig?]) {
-        let pushes = self.state.withLock { state -> [(Pusher, OpAMP_ServerToAgent)] in
-            var pushes: [(Pusher, OpAMP_ServerToAgent)] = []
-            let now = self.clock()
+        let now = self.clock()
+        self.state.withLock { state in
             for (uid, config) in configs {
                 var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
-                if let push = session.setDesired(config), let owner = state.owners[uid],
-                    let connection = state.connections[owner]
-                {
-                    pushes.append((connection.push, push))
+                // Queued under the lock: two quick changes reach the agent in the order they were made.
+                if let push = session.setDesired(config), let owner = state.owners[uid] {
+                    _ = state.connections[owner]?.push(push)
                 }
                 state.sessions[uid] = session
             }
-            return pushes
         }
-        for (pusher, message) in pushes { _ = pusher(message) }
     }
 
     /// Sends a command; false when the agent does not accept it. Delivered at once over WebSocket, on the
     /// next poll over HTTP.
     @discardableResult
     public func send(_ command: AgentCommand, to uid: InstanceUID) -> Bool {
-        let result = self.state.withLock { state -> (Bool, (Pusher, OpAMP_ServerToAgent)?) in
+        self.state.withLock { state in
             guard var session = state.sessions[uid], session.snapshot.capabilities.contains(.acceptsRestartCommand)
             else {
-                return (false, nil)
+                return false
             }
             let push = session.send(command)
             state.sessions[uid] = session
-            if let push, let owner = state.owners[uid], let connection = state.connections[owner] {
-                return (true, (connection.push, push))
-            }
-            return (true, nil)
+            if let push, let owner = state.owners[uid] { _ = state.connections[owner]?.push(push) }
+            return true
         }
-        if let (pusher, message) = result.1 { _ = pusher(message) }
-        return result.0
     }
 
     /// Offers new OpAMP connection settings. Returns why not when the offer is invalid or the agent does
@@ -286,20 +308,16 @@ public final class AgentRegistry: Sendable {
     @discardableResult
     public func offerConnectionSettings(_ offer: OpAMPConnectionOffer, to uid: InstanceUID) -> String? {
         if let problem = offer.problem { return problem }
-        let result = self.state.withLock { state -> (String?, (Pusher, OpAMP_ServerToAgent)?) in
-            guard var session = state.sessions[uid] else { return ("unknown agent", nil) }
+        return self.state.withLock { state in
+            guard var session = state.sessions[uid] else { return "unknown agent" }
             guard session.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else {
-                return ("the agent does not accept OpAMP connection settings", nil)
+                return "the agent does not accept OpAMP connection settings"
             }
             let push = session.offer(offer)
             state.sessions[uid] = session
-            if let push, let owner = state.owners[uid], let connection = state.connections[owner] {
-                return (nil, (connection.push, push))
-            }
-            return (nil, nil)
+            if let push, let owner = state.owners[uid] { _ = state.connections[owner]?.push(push) }
+            return nil
         }
-        if let (pusher, message) = result.1 { _ = pusher(message) }
-        return result.0
     }
 
     /// One agent's state.

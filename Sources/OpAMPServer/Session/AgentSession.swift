@@ -13,9 +13,10 @@ struct AgentSession {
     private var sentOnConnection: [UInt8]?
     /// The agent failed `desired` (so it is not resent until `desired` changes).
     private var rejected = false
-    /// ReportFullState was asked for and not yet answered: do not ask again (no loops).
-    private var awaitingFullState = false
-    /// The agent has answered a ReportFullState: what it still omits, it does not have.
+    /// ReportFullState was asked for and not yet answered: do not ask again (no loops). Counts the messages
+    /// seen since asking; after a few without an answer the request is taken as lost.
+    private var awaitingFullState: Int?
+    /// The agent has answered a ReportFullState on this connection: what it still omits, it does not have.
     private var answeredFullState = false
     private var haveSequence = false
     /// A command waiting for the next response.
@@ -24,6 +25,9 @@ struct AgentSession {
     private var pendingOffer: OpAMPConnectionOffer?
     /// The available-components hash the full list was last asked for (asked once per hash).
     private var requestedComponents: [UInt8]?
+
+    /// Messages without an answer to a ReportFullState request before it is taken as lost.
+    static let fullStateWait = 3
 
     init(instanceUID: InstanceUID, wireUID: Data? = nil, now: Date) {
         self.wireUID = wireUID ?? Data(instanceUID.bytes)
@@ -60,16 +64,21 @@ struct AgentSession {
     // MARK: Connection lifecycle
 
     /// A new connection (WebSocket) or the first poll after being offline (HTTP).
-    mutating func connected(_ transport: TransportKind) -> [AgentEvent] {
+    mutating func connected(_ transport: TransportKind, now: Date) -> [AgentEvent] {
         let wasConnected = self.snapshot.transport != nil
         self.snapshot.transport = transport
+        self.snapshot.connectedSince = now
         self.sentOnConnection = nil
+        // A new connection may be a restarted agent: what it lacked before proves nothing now.
+        self.answeredFullState = false
+        self.awaitingFullState = nil
         return wasConnected ? [] : [.connected(self.snapshot.instanceUID, transport)]
     }
 
     mutating func disconnected(reason: String) -> [AgentEvent] {
         guard self.snapshot.transport != nil else { return [] }
         self.snapshot.transport = nil
+        self.snapshot.connectedSince = nil
         self.sentOnConnection = nil
         return [.disconnected(self.snapshot.instanceUID, reason: reason)]
     }
@@ -99,13 +108,20 @@ struct AgentSession {
             || (capabilities.contains(.reportsRemoteConfig) && !message.hasRemoteConfigStatus)
             || (capabilities.contains(.reportsHealth) && !message.hasHealth)
         var requestFullState = false
-        if self.awaitingFullState {
-            // The agent answered a request: whatever it still omits, it does not have.
-            self.awaitingFullState = false
-            self.answeredFullState = true
+        if let waited = self.awaitingFullState {
+            // A full report always carries the agent description; a message without one was on its way
+            // before the agent saw the request. After a few such messages the request is taken as lost.
+            if message.hasAgentDescription {
+                self.awaitingFullState = nil
+                self.answeredFullState = true
+            } else if waited >= Self.fullStateWait {
+                self.awaitingFullState = nil
+            } else {
+                self.awaitingFullState = waited + 1
+            }
         } else if (lacking && !self.answeredFullState) || (gap && compressed) {
             requestFullState = true
-            self.awaitingFullState = true
+            self.awaitingFullState = 0
         }
         self.snapshot.sequenceNum = message.sequenceNum
         self.haveSequence = true
@@ -119,6 +135,11 @@ struct AgentSession {
         }
         if message.hasHealth {
             let health = ProtobufConversion.health(message.health)
+            if !health.healthy {
+                self.snapshot.healthySince = nil
+            } else if self.snapshot.healthySince == nil {
+                self.snapshot.healthySince = context.now
+            }
             if health != self.snapshot.health {
                 self.snapshot.health = health
                 events.append(.healthChanged(uid, health))
@@ -149,7 +170,7 @@ struct AgentSession {
             }
         }
         if message.hasRemoteConfigStatus {
-            events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus))
+            events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus), now: context.now)
         }
 
         var response = OpAMP_ServerToAgent()
@@ -198,14 +219,19 @@ struct AgentSession {
     }
 
     /// Records a remote config status and detects rejection and the supervisor's automatic rollback.
-    private mutating func absorb(_ report: RemoteConfigReport) -> [AgentEvent] {
+    private mutating func absorb(_ report: RemoteConfigReport, now: Date) -> [AgentEvent] {
         let uid = self.snapshot.instanceUID
         let previous = self.snapshot.remoteConfigStatus
         guard report != previous else { return [] }
         self.snapshot.remoteConfigStatus = report
+        self.snapshot.remoteConfigStatusSince = now
         var events: [AgentEvent] = [.remoteConfigStatusChanged(uid, report)]
         guard let desired = self.desired else { return events }
-        if report.state == .failed, report.hash == desired.hash, !self.rejected {
+        if report.state == .applied, report.hash == desired.hash {
+            // It runs the desired config after all (a retry that worked, or a fixed environment).
+            self.rejected = false
+            self.snapshot.rejectedConfigHash = nil
+        } else if report.state == .failed, report.hash == desired.hash, !self.rejected {
             self.rejected = true
             self.snapshot.rejectedConfigHash = desired.hash
             events.append(

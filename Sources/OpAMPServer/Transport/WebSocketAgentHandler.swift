@@ -27,19 +27,24 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         self.server.registry.attach(
             self.connection,
             pusher: { message in
-                // Pushes come from any thread; a connection that stopped reading is closed rather than buffered.
+                // Called from any thread, under the registry's lock: never write (or close) synchronously, which
+                // could re-enter the registry from this channel's callbacks. Tasks run in the order queued, so
+                // pushes keep the order of the changes that caused them. A connection that stopped reading is
+                // closed rather than buffered.
                 guard channel.isActive else { return false }
-                guard channel.isWritable else {
-                    channel.close(promise: nil)
-                    return false
+                channel.eventLoop.execute {
+                    guard channel.isWritable else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    guard let frame = try? WebSocketFraming.encode(message) else { return }
+                    var buffer = channel.allocator.buffer(capacity: frame.count)
+                    buffer.writeBytes(frame)
+                    channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
                 }
-                guard let frame = try? WebSocketFraming.encode(message) else { return false }
-                var buffer = channel.allocator.buffer(capacity: frame.count)
-                buffer.writeBytes(frame)
-                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
                 return true
             },
-            closer: { channel.close(promise: nil) }
+            closer: { channel.eventLoop.execute { channel.close(promise: nil) } }
         )
     }
 

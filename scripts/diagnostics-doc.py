@@ -106,7 +106,7 @@ ENTRIES = [
   'budget b 100 spans/s {\n    keep x limit 10 spans/s share 100%\n}\n', 'budget b 100 spans/s {\n    keep x share 100%\n}\n'),
  ("TP3029", "`drop` with an upper bound on `duration`", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans, so a drop rule with one would drop long traces whose first spans were short.",
   'drop short when duration < 500ms\n', 'keep short when duration < 500ms\n'),
- ("TP3030", "Upper bound on `duration` with other tests", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans. Without a lower bound the test passes as soon as the first spans are short, so inside `and`, in a budget member, or with `sample` or `limit`, it matches nearly every trace. `duration < D` alone in a `keep` rule is exact (it compiles to `not` of a lower bound).",
+ ("TP3030", "Upper bound on `duration` with other tests", "The collector tests an upper duration bound on the duration seen so far as it reads a trace's spans. Without a lower bound (or with one of 1 ms or less) the test passes as soon as the first spans are short, so inside `and`, in a budget member, or with `sample` or `limit`, it matches nearly every trace. `duration < D` alone in a `keep` rule is exact (it compiles to `not` of a lower bound).",
   'keep fast_search when service == "search" and duration < 200ms\n', 'keep fast when duration < 200ms\n'),
  ("TP4001", "Duplicate condition (warning)", "Two rules compile to the same test; the second never changes a decision.",
   'keep errors when status == ERROR\nkeep failures when status == ERROR\n', 'keep errors when status == ERROR\n'),

@@ -73,7 +73,8 @@ import Testing
         registry.setDesiredConfig(desired, for: uid(82))
         _ = registry.handle(fullState(uid(82)), connection: connections[1], transport: .webSocket)
         _ = registry.handle(heartbeat(uid(82), seq: 1), connection: connections[1], transport: .webSocket)
-        let response = registry.handle(fullState(uid(82)), connection: connections[2], transport: .webSocket)
+        // Another machine with the same UID and a sequence of its own.
+        let response = registry.handle(fullState(uid(82), seq: 40), connection: connections[2], transport: .webSocket)
         let fresh = InstanceUID(bytes: response.agentIdentification.newInstanceUid)
         #expect(fresh != nil && fresh != uid(82))
         #expect(response.remoteConfig.configHash == Data(desired.hash))
@@ -91,9 +92,59 @@ import Testing
         _ = registry.handle(fullState(uid(83)), connection: connections[1], transport: .webSocket)
         _ = registry.handle(heartbeat(uid(83), seq: 1), connection: connections[1], transport: .webSocket)
         self.clock.advance(registry.duplicateWindow + 1)
-        let response = registry.handle(fullState(uid(83)), connection: connections[2], transport: .webSocket)
+        let response = registry.handle(fullState(uid(83), seq: 40), connection: connections[2], transport: .webSocket)
         #expect(!response.hasAgentIdentification)
         #expect(registry.snapshot().count == 1)
+    }
+
+    @Test func oneAgentOnAFlappingLinkKeepsItsUID() {
+        let registry = AgentRegistry(clock: self.clock.function)
+        let connections = (0..<3).map { _ in
+            let connection = registry.newConnection()
+            registry.attach(connection, pusher: { _ in true })
+            return connection
+        }
+        _ = registry.handle(fullState(uid(90), seq: 0), connection: connections[0], transport: .webSocket)
+        _ = registry.handle(heartbeat(uid(90), seq: 2), connection: connections[1], transport: .webSocket)
+        _ = registry.handle(fullState(uid(90), seq: 3), connection: connections[1], transport: .webSocket)
+        // The link drops again: the next socket continues the sequence (one message lost on the way).
+        let response = registry.handle(heartbeat(uid(90), seq: 5), connection: connections[2], transport: .webSocket)
+        #expect(!response.hasAgentIdentification)
+        #expect(registry.snapshot().count == 1)
+    }
+
+    @Test func aDisplacedSocketCannotTakeItsUIDBack() {
+        let registry = AgentRegistry(clock: self.clock.function)
+        let closed = Mutex<[Int]>([])
+        let connections = (0..<2).map { index in
+            let connection = registry.newConnection()
+            registry.attach(connection, pusher: { _ in true }, closer: { closed.withLock { $0.append(index) } })
+            return connection
+        }
+        _ = registry.handle(fullState(uid(91), seq: 0), connection: connections[0], transport: .webSocket)
+        _ = registry.handle(fullState(uid(91), seq: 0), connection: connections[1], transport: .webSocket)
+        // A frame the old socket had already delivered: answered, but it changes nothing.
+        let late = registry.handle(heartbeat(uid(91), seq: 1), connection: connections[0], transport: .webSocket)
+        #expect(late.instanceUid == Data(uid(91).bytes))
+        #expect(closed.withLock { $0 } == [0])
+        #expect(registry.agent(uid(91))?.connected == true)
+        let next = registry.handle(heartbeat(uid(91), seq: 1), connection: connections[1], transport: .webSocket)
+        #expect(!next.hasAgentIdentification)
+    }
+
+    @Test func messagesInFlightWithTheOldUIDBelongToTheNewOne() {
+        let registry = AgentRegistry(clock: self.clock.function)
+        let connection = registry.newConnection()
+        registry.attach(connection, pusher: { _ in true })
+        var asking = fullState(uid(92))
+        asking.flags = UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue)
+        let response = registry.handle(asking, connection: connection, transport: .webSocket)
+        let fresh = InstanceUID(bytes: response.agentIdentification.newInstanceUid)
+        // Sent before the agent read its new UID.
+        let inFlight = registry.handle(heartbeat(uid(92), seq: 1), connection: connection, transport: .webSocket)
+        #expect(!inFlight.hasAgentIdentification)
+        #expect(registry.snapshot().map(\.instanceUID) == [fresh].compactMap { $0 })
+        #expect(registry.agent(fresh!)?.sequenceNum == 1)
     }
 
     // MARK: Rejection

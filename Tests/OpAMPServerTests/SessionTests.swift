@@ -231,7 +231,7 @@ import Testing
         #expect(closed.withLock { $0 } == [0])
         _ = registry.handle(heartbeat(uid(10), seq: 1), connection: connections[1], transport: .webSocket)
         // The displaced agent comes back while the new owner is alive and talking: two agents share the UID.
-        let response = registry.handle(fullState(uid(10)), connection: connections[2], transport: .webSocket)
+        let response = registry.handle(fullState(uid(10), seq: 30), connection: connections[2], transport: .webSocket)
         let assigned = InstanceUID(bytes: response.agentIdentification.newInstanceUid)
         #expect(assigned != nil && assigned != uid(10))
         #expect(registry.snapshot().count == 2)

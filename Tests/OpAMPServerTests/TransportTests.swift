@@ -301,12 +301,14 @@ import Testing
         // Cloned machines with one hard-coded UID, each talking as a collector does.
         for index in 0..<1000 {
             let agent = try await TestWebSocketAgent.connect(port: port)
-            try await agent.send(fullState(uid(16)))
+            // Each clone has its own message history, so its own sequence number.
+            let sequence = UInt64(100 + 7 * index)
+            try await agent.send(fullState(uid(16), seq: sequence))
             let response = try await agent.receive()
             if index < 2 {
-                // The first; then the second takes the identity over (it could be the first, restarted).
+                // The first; then the second takes the identity over (it could be the first, reconnecting).
                 #expect(!response.hasAgentIdentification)
-                try await agent.send(heartbeat(uid(16), seq: 1))
+                try await agent.send(heartbeat(uid(16), seq: sequence + 1))
                 _ = try await agent.receive()
             } else if let fresh = InstanceUID(bytes: response.agentIdentification.newInstanceUid) {
                 assigned.insert(fresh)
@@ -318,7 +320,7 @@ import Testing
         while !agents[0].inbox.isClosed, Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         #expect(agents[0].inbox.isClosed)
         let again = try await TestWebSocketAgent.connect(port: port)
-        try await again.send(fullState(uid(16)))
+        try await again.send(fullState(uid(16), seq: 101))
         if let fresh = InstanceUID(bytes: try await again.receive().agentIdentification.newInstanceUid) {
             assigned.insert(fresh)
         }

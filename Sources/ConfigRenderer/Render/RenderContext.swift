@@ -166,6 +166,9 @@ struct RenderContext {
                 .map([.init("enabled", .bool(false))]),
                 comment: "retried in front of the ring, not per sampler"
             )
+            // Written even when the exporter's own queue is off: the collector only turns the per-sampler
+            // queue off when the top-level one is on, and a per-sampler queue is lost with its sampler.
+            otlp.add("sending_queue", .map([.init("enabled", .bool(false))]))
         } else {
             otlp.add("retry_on_failure", self.retry(settings.retry))
             otlp.add("sending_queue", self.queue(settings.queue))

@@ -253,7 +253,10 @@ extension RenderContext {
 
     /// The smallest fleet-wide budget that gives a member `perSampler` spans/s on each replica.
     private static func budgetFor(_ perSampler: Int64, percent: Double, replicas: Int) -> Int64 {
-        Int64((Double(perSampler) * 100 / percent).rounded(.up)) * Int64(max(1, replicas))
+        // The collector truncates `percent / 100 × total`, so step up from the estimate until it is enough.
+        var total = max(1, Int64((Double(perSampler) * 100 / percent).rounded(.down)))
+        while Int64(percent / 100 * Double(total)) < perSampler { total += 1 }
+        return total * Int64(max(1, replicas))
     }
 
     /// The smallest span count a member's test admits, when it says.

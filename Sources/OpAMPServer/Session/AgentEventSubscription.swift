@@ -9,8 +9,9 @@ import Synchronization
 /// loses the buffered events and is told so with one ``AgentEventDelivery/overflow(missed:)`` before the
 /// events published after the loss: it then rebuilds its view from ``AgentRegistry/snapshot()``, which
 /// already reflects everything it missed, and goes on with the events that follow (they may repeat what
-/// the snapshot shows, never precede it). Any number of subscriptions may be open; each is read by one task. Iteration
-/// ends after ``cancel()`` or when the registry is gone.
+/// the snapshot shows, never precede it). Any number of subscriptions may be open; each is read by one
+/// task. The registry holds subscriptions weakly: keep a reference while reading. Iteration ends after
+/// ``cancel()``, when the reading task is cancelled, or when the registry is gone.
 public final class AgentEventSubscription: AsyncSequence, Sendable {
     public typealias Element = AgentEventDelivery
 
@@ -84,11 +85,8 @@ public final class AgentEventSubscription: AsyncSequence, Sendable {
                 if let ready { continuation.resume(returning: ready) }
             }
         } onCancel: {
-            let waiter = self.state.withLock { state -> CheckedContinuation<AgentEventDelivery?, Never>? in
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume(returning: nil)
+            // The reading task is gone: end the subscription so nothing piles up for it.
+            self.cancel()
         }
     }
 

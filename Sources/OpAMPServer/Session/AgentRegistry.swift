@@ -16,10 +16,11 @@ struct ConnectionID: Sendable, Hashable {
 ///
 /// **One instance UID, two connections.** A WebSocket that arrives with the UID of an agent whose old
 /// socket is still open takes the identity over and the old socket is closed: that is a supervisor
-/// restarting with its saved UID, or a client reconnecting over a half-open socket, whatever their
-/// sequence numbers say. Only when the connection that took over is itself taken over within
-/// ``duplicateWindow`` after it spoke again (two agents demonstrably alive at once) does the newcomer get
-/// a new UID, with the desired config carried over.
+/// restarting with its saved UID (sequence 0), or a client reconnecting over a half-open socket (its
+/// sequence continues, perhaps with a gap of one). The newcomer gets a new UID, with the desired config
+/// carried over, only on evidence of two live agents: the connection it would displace took the identity
+/// over itself less than ``duplicateWindow`` ago and has spoken since, and the newcomer's sequence number
+/// neither restarts nor continues the one the server has.
 public final class AgentRegistry: Sendable {
     /// Queues a message on a live WebSocket connection (in call order, never synchronously); returns false
     /// when it could not (connection gone).
@@ -43,7 +44,13 @@ public final class AgentRegistry: Sendable {
         var tookOver: [ConnectionID: Date] = [:]
         /// Of those, the ones that sent another message after taking over.
         var spokeAfterTakeover: Set<ConnectionID> = []
-        var subscriptions: [UInt64: AgentEventSubscription] = [:]
+        /// Connections that lost their identity to a newer one and are being closed: their messages change nothing.
+        var displaced: Set<ConnectionID> = []
+        /// Connections told to use a new UID, with the UID they had: messages still in flight with the old one
+        /// belong to the new one.
+        var renamed: [ConnectionID: InstanceUID] = [:]
+        /// Held weakly: a subscription its consumer dropped goes away by itself.
+        var subscriptions: [UInt64: WeakSubscription] = [:]
         var nextSubscription: UInt64 = 0
         /// Component lists by available-components hash: a fleet runs few distinct builds.
         var components: [[UInt8]: Set<String>] = [:]
@@ -73,7 +80,7 @@ public final class AgentRegistry: Sendable {
     }
 
     deinit {
-        for subscription in self.state.withLock({ Array($0.subscriptions.values) }) { subscription.finish() }
+        for holder in self.state.withLock({ Array($0.subscriptions.values) }) { holder.subscription?.finish() }
     }
 
     func newConnection() -> ConnectionID {
@@ -85,21 +92,22 @@ public final class AgentRegistry: Sendable {
     /// ``snapshot()``. Call ``AgentEventSubscription/cancel()`` when done.
     public func subscribe(bufferLimit: Int = 100_000) -> AgentEventSubscription {
         self.state.withLock { state in
+            state.subscriptions = state.subscriptions.filter { $0.value.subscription != nil }
             state.nextSubscription += 1
             let key = state.nextSubscription
             let subscription = AgentEventSubscription(bufferLimit: bufferLimit) { [weak self] in
                 _ = self?.state.withLock { $0.subscriptions.removeValue(forKey: key) }
             }
-            state.subscriptions[key] = subscription
+            state.subscriptions[key] = WeakSubscription(subscription: subscription)
             return subscription
         }
     }
 
     /// Delivers events to every subscriber; called under the lock, so the order is the order of the changes.
-    private func publish(_ events: [AgentEvent], at time: Date, to subscriptions: [UInt64: AgentEventSubscription]) {
+    private func publish(_ events: [AgentEvent], at time: Date, to subscriptions: [UInt64: WeakSubscription]) {
         guard !events.isEmpty else { return }
         let records = events.map { AgentEventRecord(time: time, event: $0) }
-        for subscription in subscriptions.values { subscription.deliver(records) }
+        for holder in subscriptions.values { holder.subscription?.deliver(records) }
     }
 
     // MARK: Transport side
@@ -114,19 +122,37 @@ public final class AgentRegistry: Sendable {
                 echo: message.instanceUid
             )
         }
-        let now = self.clock()
-        var context = AgentSession.Context(serverCapabilities: self.capabilities, heartbeat: self.heartbeat, now: now)
         return self.state.withLock { state -> OpAMP_ServerToAgent in
+            // Read under the lock, so event times never go backwards.
+            let now = self.clock()
+            var context = AgentSession.Context(
+                serverCapabilities: self.capabilities,
+                heartbeat: self.heartbeat,
+                now: now
+            )
             var events: [AgentEvent] = []
             defer { self.publish(events, at: now, to: state.subscriptions) }
+            if state.displaced.contains(connection) {
+                // This socket lost its identity to a newer connection and is closing: answer, change nothing.
+                var response = OpAMP_ServerToAgent()
+                response.instanceUid = message.instanceUid
+                response.capabilities = self.capabilities.rawValue
+                return response
+            }
             if message.hasAvailableComponents { context.knownComponents = state.components }
             var uid = uid
+            if state.renamed[connection] == uid, let bound = state.bindings[connection] {
+                uid = bound  // sent before the agent took in its new UID
+            }
             var assigned: InstanceUID?
             var carried: RemoteConfig?
             if transport == .webSocket, let owner = state.owners[uid], owner != connection,
                 state.connections[owner] != nil, state.bindings[connection] != uid
             {
-                if let since = state.tookOver[owner], now.timeIntervalSince(since) < self.duplicateWindow,
+                let last = state.sessions[uid]?.snapshot.sequenceNum ?? 0
+                let sequence = message.sequenceNum
+                let sameAgent = sequence == 0 || (sequence > last && sequence <= last &+ 2)
+                if !sameAgent, let since = state.tookOver[owner], now.timeIntervalSince(since) < self.duplicateWindow,
                     state.spokeAfterTakeover.contains(owner)
                 {
                     // The owner took this identity over moments ago and has spoken since, and now the agent it
@@ -134,11 +160,13 @@ public final class AgentRegistry: Sendable {
                     let fresh = Self.newUID(now: now, random: &state.random)
                     events.append(.instanceUIDReassigned(old: uid, new: fresh))
                     carried = state.sessions[uid]?.desired
+                    state.renamed[connection] = uid
                     assigned = fresh
                     uid = fresh
                 } else {
                     // A restarted supervisor or a reconnect over a half-open socket: the newer connection wins.
                     state.connections[owner]?.close()
+                    state.displaced.insert(owner)
                     state.bindings[owner] = nil
                     state.owners[uid] = nil
                     state.tookOver[connection] = now
@@ -176,6 +204,7 @@ public final class AgentRegistry: Sendable {
                     state.owners[uid] = nil
                     state.owners[fresh] = connection
                     state.bindings[connection] = fresh
+                    state.renamed[connection] = uid
                 }
                 assigned = fresh
                 uid = fresh
@@ -200,11 +229,13 @@ public final class AgentRegistry: Sendable {
 
     /// A connection closed.
     func connectionClosed(_ connection: ConnectionID, reason: String) {
-        let now = self.clock()
         self.state.withLock { state in
+            let now = self.clock()
             state.connections[connection] = nil
             state.tookOver[connection] = nil
             state.spokeAfterTakeover.remove(connection)
+            state.displaced.remove(connection)
+            state.renamed[connection] = nil
             guard let uid = state.bindings.removeValue(forKey: connection), state.owners[uid] == connection else {
                 return
             }
@@ -221,8 +252,8 @@ public final class AgentRegistry: Sendable {
         forgetAfter: TimeInterval = .infinity,
         maximumAgents: Int = .max
     ) {
-        let now = self.clock()
         self.state.withLock { state in
+            let now = self.clock()
             var offline: [(InstanceUID, Date)] = []
             for uid in Array(state.sessions.keys) {
                 let snapshot = state.sessions[uid]!.snapshot
@@ -336,4 +367,9 @@ public final class AgentRegistry: Sendable {
     public var connectedCount: Int {
         self.state.withLock { state in state.sessions.values.filter { $0.snapshot.transport != nil }.count }
     }
+}
+
+/// A subscription the registry does not keep alive.
+struct WeakSubscription {
+    weak var subscription: AgentEventSubscription?
 }

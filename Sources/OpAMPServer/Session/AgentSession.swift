@@ -79,6 +79,7 @@ struct AgentSession {
         guard self.snapshot.transport != nil else { return [] }
         self.snapshot.transport = nil
         self.snapshot.connectedSince = nil
+        self.snapshot.healthySince = nil  // offline time is not healthy time
         self.sentOnConnection = nil
         return [.disconnected(self.snapshot.instanceUID, reason: reason)]
     }

@@ -569,7 +569,7 @@ struct Checker {
                 )
                 return nil
             }
-            if durationMin == nil {
+            if durationMin ?? 0 <= 1 {
                 // Without a lower bound the collector's window opens at the first span: almost every trace's
                 // first spans are short, so the test passes for nearly every trace.
                 let context =
@@ -580,7 +580,7 @@ struct Checker {
                     "an upper bound on `duration` \(context) matches nearly every trace: the collector tests it on the duration seen so far, span by span, and a trace's first spans are short",
                     at: upperBoundRange,
                     suggestion:
-                        "write `keep NAME when duration < \(maximum + 1)ms` as a rule of its own (exact), or give the bound a lower end; to leave out long traces of this kind use `drop NAME when … and duration > \(maximum)ms`"
+                        "write `keep NAME when duration < \(maximum + 1)ms` as a rule of its own (exact); to leave out long traces of this kind use `drop NAME when … and duration > \(maximum)ms`"
                 )
                 return nil
             }

@@ -1,0 +1,356 @@
+import ConfigRenderer
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import PolicyEngine
+
+/// API roles: each includes the ones before it.
+public enum APIRole: String, Sendable, Hashable, Codable, Comparable {
+    case read, write, admin
+
+    private var rank: Int {
+        switch self {
+        case .read: 0
+        case .write: 1
+        case .admin: 2
+        }
+    }
+
+    public static func < (lhs: APIRole, rhs: APIRole) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// A bearer token, its name (the audit log's actor) and its role.
+public struct APIToken: Sendable, Hashable {
+    public var token: String
+    public var name: String
+    public var role: APIRole
+
+    /// Creates a token.
+    public init(token: String, name: String, role: APIRole) {
+        self.token = token
+        self.name = name
+        self.role = role
+    }
+
+    /// Reads `ROLE NAME TOKEN` lines (`#` comments, blank lines), as in `--api-tokens-file`, or
+    /// `role:name:token` items separated by commas, as in `POLICYD_API_TOKENS`.
+    public static func parse(_ text: String) throws -> [APIToken] {
+        var tokens: [APIToken] = []
+        let separators: (Character) -> Bool = { $0 == "\n" || $0 == "," }
+        for (index, rawLine) in text.split(whereSeparator: separators).enumerated() {
+            let line = rawLine.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let parts = line.contains(":") && !line.contains(" ")
+                ? line.split(separator: ":", maxSplits: 2).map(String.init)
+                : line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            guard parts.count == 3, let role = APIRole(rawValue: parts[0].lowercased()), parts[2].count >= 16 else {
+                throw StoreError(
+                    "API token entry \(index + 1): expected `ROLE NAME TOKEN` with ROLE read, write or admin and a token of at least 16 characters"
+                )
+            }
+            tokens.append(APIToken(token: parts[2], name: parts[1], role: role))
+        }
+        return tokens
+    }
+}
+
+/// The request context of the API: who is calling, from where.
+public struct APIContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Peer address.
+    public var remote: String
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remote = source.channel.remoteAddress?.description ?? "unknown"
+    }
+
+    /// Policy sets are text: 16 MiB is far above any real one.
+    public var maxUploadSize: Int { 16 * 1024 * 1024 }
+
+    public var responseEncoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+}
+
+/// An API error: JSON `{"error": {"code", "message", "diagnostics"?, "fleet_diagnostics"?}}`.
+public struct APIError: HTTPResponseError {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+    public var rejection: ApplyRejection?
+
+    public init(_ status: HTTPResponse.Status, code: String, message: String, rejection: ApplyRejection? = nil) {
+        self.status = status
+        self.code = code
+        self.message = message
+        self.rejection = rejection
+    }
+
+    struct Body: Encodable {
+        struct Inner: Encodable {
+            var code: String
+            var message: String
+            var diagnostics: [Diagnostic]?
+            var fleetDiagnostics: [FleetDiagnostic]?
+        }
+        var error: Inner
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = Body(
+            error: .init(
+                code: self.code,
+                message: self.message,
+                diagnostics: self.rejection?.diagnostics,
+                fleetDiagnostics: self.rejection?.fleetDiagnostics
+            )
+        )
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if self.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"policyd\"" }
+        return Response(
+            status: self.status,
+            headers: headers,
+            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(body)))
+        )
+    }
+
+    static func from(_ error: any Error) -> APIError {
+        guard let error = error as? ControlPlaneError else {
+            return APIError(.internalServerError, code: "internal", message: "\(error)")
+        }
+        return switch error {
+        case .rejected(let rejection):
+            APIError(.unprocessableContent, code: "invalid_policy_set", message: error.message, rejection: rejection)
+        case .conflict(let text): APIError(.conflict, code: "conflict", message: text)
+        case .notFound(let text): APIError(.notFound, code: "not_found", message: text)
+        case .badRequest(let text): APIError(.badRequest, code: "bad_request", message: text)
+        case .store(let text): APIError(.internalServerError, code: "store_error", message: text)
+        }
+    }
+}
+
+/// A JSON body with the API's encoder.
+struct JSON<Value: Encodable & Sendable>: ResponseGenerator {
+    var value: Value
+    var status: HTTPResponse.Status = .ok
+
+    init(_ value: Value, status: HTTPResponse.Status = .ok) {
+        self.value = value
+        self.status = status
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Response(
+            status: self.status,
+            headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(self.value)))
+        )
+    }
+}
+
+/// A version without its sources, for lists.
+public struct VersionSummary: Sendable, Hashable, Codable {
+    public var number: Int
+    public var contentHash: String
+    public var author: String
+    public var message: String
+    public var gitRevision: String?
+    public var createdAt: Date
+    public var outcome: VersionOutcome
+    public var failureReason: String?
+
+    init(_ version: PolicyVersion) {
+        self.number = version.number
+        self.contentHash = version.contentHash
+        self.author = version.author
+        self.message = version.message
+        self.gitRevision = version.gitRevision
+        self.createdAt = version.createdAt
+        self.outcome = version.outcome
+        self.failureReason = version.failureReason
+    }
+}
+
+/// A version with everything: sources, fleet, IR and the configs rendered for it.
+public struct VersionDetail: Sendable, Hashable, Codable {
+    public var version: PolicyVersion
+    public var rendered: [RenderedRecord]
+}
+
+/// The API routes over a ``Controller``. Used by `policyd serve` and `policyd demo`.
+public struct ControlPlaneAPI: Sendable {
+    let controller: Controller
+    let store: any ControlPlaneStore
+    let tokens: [String: APIToken]
+
+    /// Creates the API. With no tokens every request is allowed (`policyd` then listens on loopback only).
+    public init(controller: Controller, store: any ControlPlaneStore, tokens: [APIToken]) {
+        self.controller = controller
+        self.store = store
+        self.tokens = Dictionary(tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Every route the server registers, as `METHOD path` (the OpenAPI coverage test reads this).
+    public static let routes: [String] = [
+        "GET /healthz", "GET /readyz", "POST /v1/apply", "GET /v1/versions", "GET /v1/versions/{number}",
+        "GET /v1/rollouts", "GET /v1/rollouts/current", "GET /v1/rollouts/{id}", "POST /v1/rollouts/current/pause",
+        "POST /v1/rollouts/current/resume", "POST /v1/rollouts/current/abort", "POST /v1/rollback",
+        "GET /v1/agents", "GET /v1/fleet", "GET /v1/ring", "GET /v1/events", "GET /v1/audit",
+    ]
+
+    /// Who may call: the token's name, or `anonymous` when no tokens are configured.
+    func authorize(_ request: Request, _ role: APIRole) throws -> String {
+        guard !self.tokens.isEmpty else { return "anonymous" }
+        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
+            let token = self.tokens[String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)]
+        else {
+            throw APIError(.unauthorized, code: "unauthorized", message: "a bearer token is required")
+        }
+        guard token.role >= role else {
+            throw APIError(
+                .forbidden,
+                code: "forbidden",
+                message: "token `\(token.name)` has role \(token.role.rawValue); this needs \(role.rawValue)"
+            )
+        }
+        return token.name
+    }
+
+    /// The router.
+    public func router() -> Router<APIContext> {
+        let router = Router(context: APIContext.self)
+        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/readyz") { _, _ in "ready\n" }
+        let v1 = router.group("/v1")
+        v1.post("/apply") { request, context -> JSON<ApplyResult> in
+            let actor = try self.authorize(request, .write)
+            let body: ApplyRequest
+            do {
+                body = try await request.decode(as: ApplyRequest.self, context: context)
+            } catch let error as HTTPError where error.status == .contentTooLarge {
+                throw APIError(.contentTooLarge, code: "too_large", message: "the body is over 16 MiB")
+            } catch {
+                throw APIError(.badRequest, code: "bad_request", message: "the body is not an apply request: \(error)")
+            }
+            do {
+                let result = try await self.controller.apply(body, actor: actor, remote: context.remote)
+                return JSON(result, status: result.result == "created" ? .created : .ok)
+            } catch {
+                throw APIError.from(error)
+            }
+        }
+        v1.get("/versions") { request, _ -> JSON<[VersionSummary]> in
+            _ = try self.authorize(request, .read)
+            let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 100
+            return JSON(try self.store.versions(limit: max(1, min(limit, 1000))).map(VersionSummary.init))
+        }
+        v1.get("/versions/:number") { request, context -> JSON<VersionDetail> in
+            _ = try self.authorize(request, .read)
+            guard let number = context.parameters.get("number", as: Int.self) else {
+                throw APIError(.badRequest, code: "bad_request", message: "a version is a number")
+            }
+            guard let version = try self.store.version(number) else {
+                throw APIError(.notFound, code: "not_found", message: "no version \(number)")
+            }
+            return JSON(VersionDetail(version: version, rendered: try self.store.rendered(version: number)))
+        }
+        v1.get("/rollouts") { request, _ -> JSON<[Rollout]> in
+            _ = try self.authorize(request, .read)
+            return JSON(try self.store.rollouts(limit: 100))
+        }
+        v1.get("/rollouts/current") { request, _ -> JSON<RolloutReport> in
+            _ = try self.authorize(request, .read)
+            guard let report = try await self.controller.currentRollout() else {
+                throw APIError(.notFound, code: "not_found", message: "no rollout yet")
+            }
+            return JSON(report)
+        }
+        v1.get("/rollouts/:id") { request, context -> JSON<RolloutReport> in
+            _ = try self.authorize(request, .read)
+            guard let id = context.parameters.get("id", as: Int.self),
+                let report = try await self.controller.rollout(id)
+            else {
+                throw APIError(.notFound, code: "not_found", message: "no such rollout")
+            }
+            return JSON(report)
+        }
+        for command in [RolloutEngine.Command.pause, .resume, .abort] {
+            v1.post("/rollouts/current/\(command.rawValue)") { request, context -> JSON<Rollout> in
+                let actor = try self.authorize(request, .write)
+                do {
+                    return JSON(try await self.controller.command(command, actor: actor, remote: context.remote))
+                } catch {
+                    throw APIError.from(error)
+                }
+            }
+        }
+        struct RollbackRequest: Decodable { var to: Int }
+        struct RollbackResult: Encodable, Sendable { var rollout: Int }
+        v1.post("/rollback") { request, context -> JSON<RollbackResult> in
+            let actor = try self.authorize(request, .write)
+            let body: RollbackRequest
+            do {
+                body = try await request.decode(as: RollbackRequest.self, context: context)
+            } catch {
+                throw APIError(.badRequest, code: "bad_request", message: "expected {\"to\": VERSION}")
+            }
+            do {
+                let id = try await self.controller.rollback(to: body.to, actor: actor, remote: context.remote)
+                return JSON(RollbackResult(rollout: id), status: .created)
+            } catch {
+                throw APIError.from(error)
+            }
+        }
+        v1.get("/agents") { request, _ -> JSON<[AgentRecord]> in
+            _ = try self.authorize(request, .read)
+            let query = request.uri.queryParameters
+            var agents = await self.controller.agents()
+            if let tier = query.get("tier") { agents = agents.filter { $0.tier.rawValue == tier } }
+            if let state = query.get("state") { agents = agents.filter { $0.configState == state } }
+            if let text = query.get("q")?.lowercased(), !text.isEmpty {
+                agents = agents.filter {
+                    $0.instanceUID.lowercased().contains(text) || ($0.hostName?.lowercased().contains(text) ?? false)
+                }
+            }
+            return JSON(agents)
+        }
+        v1.get("/fleet") { request, _ -> JSON<FleetSummary> in
+            _ = try self.authorize(request, .read)
+            return JSON(try await self.controller.summary())
+        }
+        struct RingReport: Encodable, Sendable {
+            var current: RingRecord
+            var history: [RingRecord]
+        }
+        v1.get("/ring") { request, _ -> JSON<RingReport> in
+            _ = try self.authorize(request, .read)
+            let summary = try await self.controller.summary()
+            return JSON(RingReport(current: summary.ring, history: try self.store.ringHistory(limit: 50)))
+        }
+        struct EventPage: Encodable, Sendable {
+            var events: [EngineEvent]
+            var last: Int
+        }
+        v1.get("/events") { request, _ -> JSON<EventPage> in
+            _ = try self.authorize(request, .read)
+            let after = request.uri.queryParameters.get("after", as: Int.self) ?? 0
+            let page = await self.controller.events(after: after)
+            return JSON(EventPage(events: page.events, last: page.last))
+        }
+        v1.get("/audit") { request, _ -> JSON<[AuditEntry]> in
+            _ = try self.authorize(request, .admin)
+            return JSON(try self.store.audit(limit: 500))
+        }
+        return router
+    }
+}

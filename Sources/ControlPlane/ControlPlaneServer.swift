@@ -1,0 +1,85 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import OpAMPServer
+import ServiceLifecycle
+import Synchronization
+
+/// The control plane as a service: the controller's loop and the HTTP API, over an OpAMP server's
+/// registry and a store. Stops on graceful shutdown after the current step (a step's store write is never
+/// cut in half).
+public final class ControlPlaneServer: Service, Sendable {
+    /// The controller (apply, rollouts, queries).
+    public let controller: Controller
+    /// The store.
+    public let store: any ControlPlaneStore
+    let api: ControlPlaneAPI
+    let host: String
+    let port: Int
+    let logger: Logger
+    private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+
+    /// Creates the service; nothing listens until ``run()``.
+    public init(
+        store: any ControlPlaneStore,
+        registry: AgentRegistry,
+        options: ControlPlaneOptions = ControlPlaneOptions(),
+        tokens: [APIToken] = [],
+        host: String = "127.0.0.1",
+        port: Int = 4321,
+        logger: Logger = Logger(label: "tailplane.control")
+    ) throws {
+        self.store = store
+        self.controller = try Controller(store: store, registry: registry, options: options, logger: logger)
+        self.api = ControlPlaneAPI(controller: self.controller, store: store, tokens: tokens)
+        self.host = host
+        self.port = port
+        self.logger = logger
+    }
+
+    /// The API port once it listens.
+    public func apiPort() async -> Int {
+        await withCheckedContinuation { continuation in
+            let ready = self.bound.withLock { state -> Int? in
+                if let port = state.port { return port }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    private func listening(_ port: Int) {
+        let waiters = self.bound.withLock { state -> [CheckedContinuation<Int, Never>] in
+            state.port = port
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: port) }
+    }
+
+    /// Serves the API and steps the controller until cancelled or shut down gracefully.
+    public func run() async throws {
+        let app = Application(
+            router: self.api.router(),
+            configuration: .init(address: .hostname(self.host, port: self.port), serverName: "policyd"),
+            onServerRunning: { [self] channel in
+                let port = channel.localAddress?.port ?? self.port
+                self.logger.info("API listening", metadata: ["address": "\(self.host):\(port)"])
+                self.listening(port)
+            },
+            logger: self.logger
+        )
+        let controller = self.controller
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await cancelWhenGracefulShutdown { await controller.run() }
+            }
+            group.addTask { try await app.runService() }
+            try await group.next()
+            group.cancelAll()
+            try await group.waitForAll()
+        }
+    }
+}

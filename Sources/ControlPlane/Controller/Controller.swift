@@ -1,0 +1,601 @@
+import ConfigRenderer
+import Foundation
+import Logging
+import OpAMPProtocol
+import OpAMPServer
+import PolicyEngine
+import ServiceLifecycle
+
+/// The I/O around the rollout engine: reads what agents report from the OpAMP registry, steps the engine,
+/// saves the state before anything is sent (so a crash loses nothing decided), and sets every agent's
+/// desired config from its assignment. Level-triggered: each tick compares what every agent should run
+/// with what the registry holds and fixes the difference, so a restart resumes where the state stood.
+public actor Controller {
+    let store: any ControlPlaneStore
+    let registry: AgentRegistry
+    let options: ControlPlaneOptions
+    let engine: RolloutEngine
+    let logger: Logger
+    let clock: @Sendable () -> Date
+
+    private(set) var state: ControlState
+    private var sets: [Int: CompiledSet] = [:]
+    private var renders: [RenderKey: Rendered] = [:]
+    private var versionOfHash: [String: Int] = [:]
+    /// When each agent's desired config was last changed (judging agents that report no status).
+    private var sentAt: [String: Date] = [:]
+    private var renderProblems: Set<RenderKey> = []
+    private var recorded: [String: AgentRecord] = [:]
+    private var lastRecord = Date.distantPast
+    private var recent: [(sequence: Int, event: EngineEvent)] = []
+    private var sequence = 0
+
+    struct RenderKey: Hashable {
+        var version: Int
+        var tier: AgentTier
+        var ring: [String]
+        var samplerCount: Int
+    }
+
+    struct Rendered {
+        var config: RemoteConfig
+        var hash: String
+        var yaml: String
+        var warnings: [FleetDiagnostic]
+    }
+
+    /// Loads the saved state (or starts empty).
+    public init(
+        store: any ControlPlaneStore,
+        registry: AgentRegistry,
+        options: ControlPlaneOptions = ControlPlaneOptions(),
+        logger: Logger = Logger(label: "tailplane.control"),
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
+        self.store = store
+        self.registry = registry
+        self.options = options
+        self.engine = RolloutEngine(ringLeaveGraceSeconds: options.ringLeaveGraceSeconds)
+        self.logger = logger
+        self.clock = clock
+        self.state = try store.loadControlState() ?? ControlState(now: clock())
+        if let rollout = self.state.rollout, !rollout.phase.isTerminal {
+            logger.info(
+                "resuming rollout",
+                metadata: ["rollout": "\(rollout.id)", "to": "\(rollout.to)", "phase": "\(rollout.phase.rawValue)"]
+            )
+        }
+    }
+
+    // MARK: Loop
+
+    /// Steps every `tickInterval` until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            self.tick()
+            try? await Task.sleep(for: self.options.tickInterval)
+        }
+    }
+
+    /// One look at the fleet: step the engine, save, push.
+    public func tick() {
+        let now = self.clock()
+        let snapshot = self.registry.snapshot()
+        let fleet = self.tieringFleet()
+        let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
+        let before = self.state
+        let events = self.engine.step(&self.state, view: views.map(\.view), now: now)
+        self.commit(before: before, events: events)
+        self.push(views, now: now)
+        self.recordAgents(views, now: now)
+    }
+
+    /// Saves the state if it changed; on failure the step is undone (nothing is pushed that is not stored).
+    private func commit(before: ControlState, events: [EngineEvent]) {
+        guard self.state != before || !events.isEmpty else { return }
+        do {
+            try self.store.saveControlState(self.state, events: events)
+        } catch {
+            self.logger.error("cannot save the control state; the step is retried", metadata: ["error": "\(error)"])
+            self.state = before
+            return
+        }
+        for event in events {
+            self.sequence += 1
+            self.recent.append((self.sequence, event))
+            self.logger.info("\(event.message)")
+            if event.kind == .rolloutEnded, let id = event.rollout, let rollout = self.state.rollout, rollout.id == id {
+                self.recordOutcome(rollout)
+            }
+        }
+        if self.recent.count > 10_000 { self.recent.removeFirst(self.recent.count - 10_000) }
+    }
+
+    private func recordOutcome(_ rollout: Rollout) {
+        let outcome: VersionOutcome
+        switch rollout.phase {
+        case .succeeded: outcome = .deployed
+        case .rolledBack, .failed: outcome = .failed
+        case .aborted: outcome = .aborted
+        case .superseded: outcome = .superseded
+        case .progressing, .paused: return
+        }
+        try? self.store.setOutcome(of: rollout.to, outcome, reason: rollout.failure)
+    }
+
+    // MARK: Views
+
+    struct AgentState {
+        var view: AgentView
+        var snapshot: AgentSnapshot
+        var desired: Rendered?
+        var configState: String
+        var configError: String?
+    }
+
+    /// The fleet description that sorts agents into tiers: the newest version's.
+    private func tieringFleet() -> Fleet {
+        let number = self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to }
+            ?? self.state.current
+        return number.flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
+    }
+
+    private func tier(of snapshot: AgentSnapshot, fleet: Fleet) -> AgentTier {
+        let attributes = snapshot.description?.attributes ?? [:]
+        if fleet.samplingTier.matches(attributes) { return .sampling }
+        if fleet.loadBalancingTier.matches(attributes) { return .loadBalancing }
+        return .unmanaged
+    }
+
+    private func view(_ snapshot: AgentSnapshot, fleet: Fleet, now: Date) -> AgentState {
+        let uid = snapshot.instanceUID.description
+        let tier = self.tier(of: snapshot, fleet: fleet)
+        let healthy = snapshot.health?.healthy ?? true
+        let entry = tier == .sampling ? fleet.samplerEndpoint.expand(snapshot.description?.attributes ?? [:]) : nil
+        var progress = ConfigProgress.pending
+        var configState = snapshot.connected ? "pending" : "offline"
+        var configError: String?
+        var desired: Rendered?
+        if let assignment = self.state.assignments[uid], tier != .unmanaged {
+            desired = self.rendered(assignment, tier: tier)
+            if let desired {
+                let wanted = Array(hexBytes: desired.hash)
+                if snapshot.capabilities.contains(.reportsRemoteConfig) {
+                    if let status = snapshot.remoteConfigStatus, status.hash == wanted {
+                        switch status.state {
+                        case .applied: progress = .applied
+                        case .applying: progress = .applying
+                        case .failed: progress = .failed(status.errorMessage)
+                        case .unset: progress = .pending
+                        }
+                        configError = status.errorMessage.isEmpty ? nil : status.errorMessage
+                    } else if snapshot.rejectedConfigHash == wanted {
+                        // FAILED, then APPLIED with the old hash: the supervisor rolled back by itself.
+                        let message = snapshot.remoteConfigStatus?.errorMessage ?? ""
+                        progress = .failed(
+                            "the agent rolled back to its previous config" + (message.isEmpty ? "" : ": \(message)")
+                        )
+                        configError = message
+                    }
+                    configState = Self.describe(progress)
+                } else if snapshot.desiredConfigHash == wanted, healthy,
+                    let sent = self.sentAt[uid], now.timeIntervalSince(sent) >= self.options.unverifiedAfterSeconds
+                {
+                    // No status reports (the supervisor's default): healthy for a while after the config went out.
+                    progress = .applied
+                    configState = "unverified"
+                }
+            }
+            if !snapshot.connected { configState = "offline" }
+        }
+        return AgentState(
+            view: AgentView(
+                uid: uid,
+                tier: tier,
+                connected: snapshot.connected,
+                lastSeen: snapshot.lastSeen,
+                ringEntry: entry,
+                progress: progress,
+                healthy: healthy
+            ),
+            snapshot: snapshot,
+            desired: desired,
+            configState: configState,
+            configError: configError
+        )
+    }
+
+    private static func describe(_ progress: ConfigProgress) -> String {
+        switch progress {
+        case .pending: "pending"
+        case .applying: "applying"
+        case .applied: "applied"
+        case .failed: "failed"
+        }
+    }
+
+    // MARK: Pushing
+
+    /// Sets the desired config of every agent whose assignment (after the step) differs from what the
+    /// registry holds.
+    private func push(_ views: [AgentState], now: Date) {
+        var changes: [InstanceUID: RemoteConfig?] = [:]
+        for agent in views where agent.view.tier != .unmanaged {
+            guard let assignment = self.state.assignments[agent.view.uid],
+                let desired = self.rendered(assignment, tier: agent.view.tier)
+            else { continue }
+            let wanted = Array(hexBytes: desired.hash)
+            if agent.snapshot.desiredConfigHash != wanted {
+                changes[agent.snapshot.instanceUID] = desired.config
+                self.sentAt[agent.view.uid] = now
+            }
+        }
+        if !changes.isEmpty { self.registry.setDesiredConfig(changes) }
+    }
+
+    // MARK: Rendering
+
+    func compiledSet(_ number: Int) throws -> CompiledSet {
+        if let set = self.sets[number] { return set }
+        guard let version = try self.store.version(number) else { throw ControlPlaneError.notFound("no version \(number)") }
+        switch VersionBuilder.compile(sources: version.sources, fleet: version.fleet) {
+        case .success(let set):
+            self.sets[number] = set
+            return set
+        case .failure(let rejection):
+            throw ControlPlaneError.store("stored version \(number) no longer compiles: \(rejection.summary)")
+        }
+    }
+
+    private func rendered(_ assignment: Assignment, tier: AgentTier) -> Rendered? {
+        let key = RenderKey(
+            version: assignment.version,
+            tier: tier,
+            ring: tier == .loadBalancing ? self.state.ring.members : [],
+            samplerCount: tier == .sampling ? (assignment.samplerCount ?? self.state.samplerCount) : 0
+        )
+        if let cached = self.renders[key] { return cached }
+        guard let set = try? self.compiledSet(assignment.version) else { return nil }
+        switch VersionBuilder.render(set, tier: tier, ring: key.ring, samplerCount: max(1, key.samplerCount)) {
+        case .success(let config):
+            let remote = RemoteConfig(
+                files: ["collector.yaml": ConfigFile(body: Array(config.yaml.utf8), contentType: "text/yaml")],
+                hash: Array(hexBytes: config.hash)
+            )
+            let rendered = Rendered(config: remote, hash: config.hash, yaml: config.yaml, warnings: config.warnings)
+            if self.renders.count > 256 { self.renders.removeAll() }
+            self.renders[key] = rendered
+            self.versionOfHash[config.hash] = assignment.version
+            try? self.store.saveRendered([
+                RenderedRecord(
+                    version: assignment.version,
+                    tier: tier,
+                    samplerCount: key.samplerCount,
+                    ringVersion: tier == .loadBalancing ? self.state.ring.version : 0,
+                    yaml: config.yaml,
+                    hash: config.hash
+                )
+            ])
+            return rendered
+        case .failure(let problems):
+            if self.renderProblems.insert(key).inserted {
+                self.logger.warning(
+                    "cannot render a config; agents keep what they run",
+                    metadata: ["version": "\(assignment.version)", "tier": "\(tier.rawValue)", "problem": "\(problems)"]
+                )
+            }
+            return nil
+        }
+    }
+
+    // MARK: Agent records
+
+    private func recordAgents(_ views: [AgentState], now: Date) {
+        guard now.timeIntervalSince(self.lastRecord) >= 2 else { return }
+        self.lastRecord = now
+        var changed: [AgentRecord] = []
+        for agent in views {
+            let record = self.record(agent)
+            if self.recorded[record.instanceUID] != record {
+                self.recorded[record.instanceUID] = record
+                changed.append(record)
+            }
+        }
+        do {
+            try self.store.recordAgents(changed)
+        } catch {
+            self.logger.warning("cannot record agent state", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func record(_ agent: AgentState) -> AgentRecord {
+        let snapshot = agent.snapshot
+        let reported = snapshot.remoteConfigStatus.map { $0.hash.hexString }
+        return AgentRecord(
+            instanceUID: agent.view.uid,
+            tier: agent.view.tier,
+            transport: snapshot.transport?.rawValue,
+            connected: snapshot.connected,
+            hostName: snapshot.description?.attributes["host.name"],
+            ringEntry: agent.view.ringEntry,
+            desiredVersion: self.state.assignments[agent.view.uid]?.version,
+            desiredHash: agent.desired?.hash,
+            reportedHash: reported,
+            runningVersion: reported.flatMap { self.versionOfHash[$0] },
+            configState: agent.view.tier == .unmanaged ? "unmanaged" : agent.configState,
+            configError: agent.configError,
+            healthy: snapshot.health?.healthy,
+            healthError: snapshot.health.flatMap { $0.lastError.isEmpty ? nil : $0.lastError },
+            inRing: agent.view.ringEntry.map { self.state.ring.members.contains($0) } ?? false,
+            lastSeen: snapshot.lastSeen
+        )
+    }
+
+    // MARK: Commands
+
+    /// Compiles, stores and starts rolling out a policy set (see ``ApplyRequest``).
+    public func apply(_ request: ApplyRequest, actor: String, remote: String) throws(ControlPlaneError) -> ApplyResult {
+        let compiled: CompiledSet
+        switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet) {
+        case .success(let set): compiled = set
+        case .failure(let rejection): throw .rejected(rejection)
+        }
+        let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
+        let target = active?.to ?? self.state.current
+        let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
+        let tiers = self.changedTiers(from: target, to: compiled)
+        let renderWarnings = self.renderWarnings(compiled)
+        if targetHash == compiled.contentHash, let target {
+            return ApplyResult(
+                result: "unchanged",
+                version: target,
+                rollout: active?.id,
+                tiers: [],
+                warnings: compiled.warnings,
+                renderWarnings: renderWarnings
+            )
+        }
+        if let active, request.supersede != true {
+            throw .conflict(
+                "rollout \(active.id) (version \(active.from.map(String.init) ?? "none") -> \(active.to)) is \(active.phase.rawValue); wait for it, abort it, or apply with --supersede"
+            )
+        }
+        let latest: Int
+        do {
+            latest = try self.store.versions(limit: 1).first?.number ?? 0
+        } catch {
+            throw .store("\(error)")
+        }
+        if request.dryRun == true {
+            return ApplyResult(
+                result: "dry_run",
+                version: latest + 1,
+                rollout: nil,
+                tiers: tiers,
+                warnings: compiled.warnings,
+                renderWarnings: renderWarnings
+            )
+        }
+        let version: PolicyVersion
+        do {
+            version = try self.store.appendVersion(
+                VersionDraft(
+                    contentHash: compiled.contentHash,
+                    sources: compiled.sources,
+                    fleet: compiled.fleetText,
+                    ir: compiled.irJSON,
+                    author: request.author ?? actor,
+                    message: request.message ?? "",
+                    gitRevision: request.gitRevision,
+                    createdAt: self.clock()
+                )
+            )
+        } catch {
+            throw .store("\(error)")
+        }
+        self.sets[version.number] = compiled
+        let rollout = try self.startRollout(to: version.number, set: compiled, tiers: tiers)
+        self.audit(actor: actor, action: "apply", detail: "version \(version.number), rollout \(rollout)", remote: remote)
+        return ApplyResult(
+            result: "created",
+            version: version.number,
+            rollout: rollout,
+            tiers: tiers,
+            warnings: compiled.warnings,
+            renderWarnings: renderWarnings
+        )
+    }
+
+    /// Rolls the fleet back to an earlier version; itself a staged rollout.
+    public func rollback(to number: Int, actor: String, remote: String) throws(ControlPlaneError) -> Int {
+        let set: CompiledSet
+        do {
+            set = try self.compiledSet(number)
+        } catch let error as ControlPlaneError {
+            throw error
+        } catch {
+            throw .store("\(error)")
+        }
+        if let active = self.state.rollout, !active.phase.isTerminal {
+            throw .conflict("rollout \(active.id) is \(active.phase.rawValue); abort it first (it rolls back by itself)")
+        }
+        if self.state.current == number { throw .conflict("the fleet already runs version \(number)") }
+        let tiers = self.changedTiers(from: self.state.current, to: set)
+        let id = try self.startRollout(to: number, set: set, tiers: tiers)
+        self.audit(actor: actor, action: "rollback", detail: "to version \(number), rollout \(id)", remote: remote)
+        return id
+    }
+
+    /// Pause, resume or abort the active rollout.
+    public func command(_ command: RolloutEngine.Command, actor: String, remote: String) throws(ControlPlaneError)
+        -> Rollout
+    {
+        let before = self.state
+        let now = self.clock()
+        let events: [EngineEvent]
+        do {
+            events = try self.engine.command(command, &self.state, now: now)
+        } catch {
+            throw .conflict(error.message)
+        }
+        self.commit(before: before, events: events)
+        self.audit(actor: actor, action: "rollout.\(command.rawValue)", detail: "rollout \(self.state.rollout?.id ?? 0)", remote: remote)
+        return self.state.rollout!
+    }
+
+    private func startRollout(to number: Int, set: CompiledSet, tiers: [AgentTier]) throws(ControlPlaneError) -> Int {
+        let strategy = set.fleet.rollout
+        let plan = RolloutPlan(
+            stages: strategy.stages.map { stage in
+                switch stage {
+                case .canary(let count): .canary(count)
+                case .percent(let percent): .percent(percent)
+                }
+            },
+            maxUnavailable: max(1, strategy.maxUnavailable),
+            bakeSeconds: self.options.bakeSecondsOverride ?? Double(strategy.bakeTimeMs) / 1000,
+            stageTimeoutSeconds: self.options.stageTimeoutSeconds,
+            drain: self.options.drain,
+            settleSeconds: self.options.settleSecondsOverride
+                ?? Double(set.policySet.settings.decisionWaitMs ?? 30_000) / 1000 + 3,
+            tiers: tiers
+        )
+        let samplers = self.registry.snapshot().filter {
+            $0.connected && self.tier(of: $0, fleet: set.fleet) == .sampling
+        }.count
+        let before = self.state
+        let events = self.engine.start(&self.state, version: number, plan: plan, samplerCount: samplers, now: self.clock())
+        for event in events where event.kind == .rolloutEnded {
+            if let id = event.rollout, let old = try? self.store.rollout(id) {
+                try? self.store.setOutcome(of: old.to, .superseded, reason: "superseded by version \(number)")
+            }
+        }
+        do {
+            try self.store.saveControlState(self.state, events: events)
+        } catch {
+            self.state = before
+            throw .store("\(error)")
+        }
+        for event in events {
+            self.sequence += 1
+            self.recent.append((self.sequence, event))
+            self.logger.info("\(event.message)")
+        }
+        return self.state.rollout!.id
+    }
+
+    /// Tiers whose rendered config differs between two versions (for the current ring and sampler count).
+    private func changedTiers(from: Int?, to set: CompiledSet) -> [AgentTier] {
+        guard let from, let old = try? self.compiledSet(from) else { return [.sampling, .loadBalancing] }
+        let ring = self.state.ring.members.isEmpty ? ["probe:4317"] : self.state.ring.members
+        return [AgentTier.sampling, .loadBalancing].filter { tier in
+            let before = VersionBuilder.render(old, tier: tier, ring: ring, samplerCount: self.state.samplerCount)
+            let after = VersionBuilder.render(set, tier: tier, ring: ring, samplerCount: self.state.samplerCount)
+            switch (before, after) {
+            case (.success(let a), .success(let b)): return a.hash != b.hash
+            default: return true
+            }
+        }
+    }
+
+    private func renderWarnings(_ set: CompiledSet) -> [FleetDiagnostic] {
+        let count = max(1, self.registry.snapshot().filter { self.tier(of: $0, fleet: set.fleet) == .sampling }.count)
+        guard case .success(let config) = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count) else {
+            return []
+        }
+        return config.warnings
+    }
+
+    private func audit(actor: String, action: String, detail: String, remote: String) {
+        do {
+            try self.store.appendAudit(AuditEntry(time: self.clock(), actor: actor, action: action, detail: detail, remote: remote))
+        } catch {
+            self.logger.error("cannot write the audit log", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Queries
+
+    /// The active rollout, or the last one.
+    public func currentRollout() throws -> RolloutReport? {
+        guard let rollout = self.state.rollout else { return nil }
+        return RolloutReport(rollout: rollout, events: try self.store.events(ofRollout: rollout.id))
+    }
+
+    /// One rollout with its steps.
+    public func rollout(_ id: Int) throws -> RolloutReport? {
+        if let rollout = self.state.rollout, rollout.id == id {
+            return RolloutReport(rollout: rollout, events: try self.store.events(ofRollout: id))
+        }
+        guard let rollout = try self.store.rollout(id) else { return nil }
+        return RolloutReport(rollout: rollout, events: try self.store.events(ofRollout: id))
+    }
+
+    /// Events after a sequence number (for watchers), with the last sequence number.
+    public func events(after: Int) -> (events: [EngineEvent], last: Int) {
+        (self.recent.filter { $0.sequence > after }.map(\.event), self.sequence)
+    }
+
+    /// Every agent's state now.
+    public func agents() -> [AgentRecord] {
+        let fleet = self.tieringFleet()
+        let now = self.clock()
+        return self.registry.snapshot().map { self.record(self.view($0, fleet: fleet, now: now)) }
+    }
+
+    /// Counts, convergence and the ring.
+    public func summary() throws -> FleetSummary {
+        let agents = self.agents()
+        var byTier: [String: Int] = [:]
+        var byState: [String: Int] = [:]
+        for agent in agents {
+            byTier[agent.tier.rawValue, default: 0] += 1
+            byState[agent.configState, default: 0] += 1
+        }
+        let managed = agents.filter { $0.tier != .unmanaged && $0.connected }
+        let converged = managed.filter { $0.desiredHash != nil && $0.desiredHash == $0.reportedHash }.count
+        let history = try self.store.ringHistory(limit: 20)
+        let ring = RingRecord(
+            version: self.state.ring.version,
+            members: self.state.ring.members,
+            changedAt: self.state.ring.changedAt,
+            reason: history.first { $0.version == self.state.ring.version }?.reason ?? "",
+            convergenceSeconds: self.state.ring.convergedAt.map { $0.timeIntervalSince(self.state.ring.changedAt) }
+        )
+        let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
+        return FleetSummary(
+            currentVersion: self.state.current,
+            rollout: active?.id,
+            rolloutPhase: active?.phase,
+            agentsByTier: byTier,
+            agentsByState: byState,
+            convergedShare: managed.isEmpty ? 1 : Double(converged) / Double(managed.count),
+            ring: ring,
+            lastRingConvergenceSeconds: history.first { $0.convergenceSeconds != nil }?.convergenceSeconds
+        )
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Bytes from lower-case hex (pairs that are not hex are skipped).
+    init(hexBytes text: String) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count / 2)
+        var iterator = text.utf8.makeIterator()
+        while let high = iterator.next(), let low = iterator.next() {
+            func value(_ c: UInt8) -> UInt8? {
+                switch c {
+                case 48...57: c - 48
+                case 97...102: c - 87
+                case 65...70: c - 55
+                default: nil
+                }
+            }
+            if let h = value(high), let l = value(low) { bytes.append(h << 4 | l) }
+        }
+        self = bytes
+    }
+
+    /// Lower-case hex.
+    var hexString: String { self.map { String(format: "%02x", $0) }.joined() }
+}

@@ -1,0 +1,172 @@
+import Foundation
+
+/// Which tier an agent belongs to, from the fleet description's `tiers` matchers.
+public enum AgentTier: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Collectors with the load-balancing exporter.
+    case loadBalancing = "lb"
+    /// Collectors with the `tail_sampling` processor.
+    case sampling
+    /// Neither: listed, never sent anything.
+    case unmanaged
+}
+
+/// One policy file of a version, as applied.
+public struct SourceText: Sendable, Hashable, Codable {
+    /// The path as given (relative to the applied directory).
+    public var path: String
+    /// The file's text.
+    public var text: String
+
+    /// Creates a source.
+    public init(path: String, text: String) {
+        self.path = path
+        self.text = text
+    }
+}
+
+/// How a version's rollout ended.
+public enum VersionOutcome: String, Sendable, Hashable, Codable {
+    /// Stored; its rollout has not finished.
+    case pending
+    /// Rolled out to the whole fleet.
+    case deployed
+    /// Its rollout failed and was rolled back.
+    case failed
+    /// Its rollout was aborted.
+    case aborted
+    /// A newer version replaced it before its rollout finished.
+    case superseded
+}
+
+/// An immutable, numbered policy-set version.
+public struct PolicyVersion: Sendable, Hashable, Codable {
+    /// 1, 2, 3, …
+    public var number: Int
+    /// SHA-256 over the sources and the fleet description: equal content, equal hash.
+    public var contentHash: String
+    /// The policy files.
+    public var sources: [SourceText]
+    /// `fleet.yaml` as applied.
+    public var fleet: String
+    /// The compiled IR as JSON.
+    public var ir: String
+    /// Who applied it (the API token's name, or what the client said).
+    public var author: String
+    /// Why.
+    public var message: String
+    /// The Git revision the sources came from, when given.
+    public var gitRevision: String?
+    /// When it was stored.
+    public var createdAt: Date
+    /// How its rollout ended.
+    public var outcome: VersionOutcome
+    /// Errors agents reported when it failed.
+    public var failureReason: String?
+
+    /// Creates a version record.
+    public init(
+        number: Int,
+        contentHash: String,
+        sources: [SourceText],
+        fleet: String,
+        ir: String,
+        author: String,
+        message: String,
+        gitRevision: String?,
+        createdAt: Date,
+        outcome: VersionOutcome = .pending,
+        failureReason: String? = nil
+    ) {
+        self.number = number
+        self.contentHash = contentHash
+        self.sources = sources
+        self.fleet = fleet
+        self.ir = ir
+        self.author = author
+        self.message = message
+        self.gitRevision = gitRevision
+        self.createdAt = createdAt
+        self.outcome = outcome
+        self.failureReason = failureReason
+    }
+}
+
+/// A rendered collector config kept with its version.
+public struct RenderedRecord: Sendable, Hashable, Codable {
+    /// Version number.
+    public var version: Int
+    /// Tier (`lb` or `sampling`).
+    public var tier: AgentTier
+    /// The sampler count it was rendered for.
+    public var samplerCount: Int
+    /// The ring it was rendered with (load-balancing tier).
+    public var ringVersion: Int
+    /// The config.
+    public var yaml: String
+    /// Its SHA-256.
+    public var hash: String
+}
+
+/// The last known state of one agent, as the control plane stores and serves it.
+public struct AgentRecord: Sendable, Hashable, Codable {
+    /// Instance UID (canonical text form).
+    public var instanceUID: String
+    /// Tier from the fleet description.
+    public var tier: AgentTier
+    /// `websocket`, `http`, or `nil` when offline.
+    public var transport: String?
+    /// Connected now.
+    public var connected: Bool
+    /// Host name from the description.
+    public var hostName: String?
+    /// Ring entry (samplers).
+    public var ringEntry: String?
+    /// Version it should run.
+    public var desiredVersion: Int?
+    /// Hash of the config it should run.
+    public var desiredHash: String?
+    /// Hash it last reported.
+    public var reportedHash: String?
+    /// The version it runs, when its reported hash is one the control plane rendered.
+    public var runningVersion: Int?
+    /// `applied`, `applying`, `failed`, `pending`, `unverified` (no status reported: judged by health).
+    public var configState: String
+    /// The agent's error for the last config, if any.
+    public var configError: String?
+    /// Healthy, when reported.
+    public var healthy: Bool?
+    /// Last health error.
+    public var healthError: String?
+    /// In the ring now (samplers).
+    public var inRing: Bool
+    /// Last message time.
+    public var lastSeen: Date
+}
+
+/// A ring change.
+public struct RingRecord: Sendable, Hashable, Codable {
+    /// Increases with every change.
+    public var version: Int
+    /// Sorted exact endpoint strings.
+    public var members: [String]
+    /// When it changed.
+    public var changedAt: Date
+    /// Why (`sampler joined`, `draining sampler-3`, …).
+    public var reason: String
+    /// Seconds until every connected load balancer reported it applied; `nil` until then.
+    public var convergenceSeconds: Double?
+}
+
+/// One write through the API.
+public struct AuditEntry: Sendable, Hashable, Codable {
+    /// When.
+    public var time: Date
+    /// Who (token name).
+    public var actor: String
+    /// What (`apply`, `rollout.pause`, …).
+    public var action: String
+    /// Details (version numbers, outcome).
+    public var detail: String
+    /// From where (peer address).
+    public var remote: String
+}

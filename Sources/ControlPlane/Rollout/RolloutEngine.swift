@@ -1,0 +1,653 @@
+import Foundation
+
+/// Something the engine decided, for the rollout's step log, the event stream and the store.
+public struct EngineEvent: Sendable, Hashable, Codable {
+    /// What it is about.
+    public enum Kind: String, Sendable, Hashable, Codable {
+        case rolloutStarted = "rollout_started"
+        case stageStarted = "stage_started"
+        case agentStep = "agent_step"
+        case stagePassed = "stage_passed"
+        case rolloutFailed = "rollout_failed"
+        case rolloutEnded = "rollout_ended"
+        case rolloutPaused = "rollout_paused"
+        case rolloutResumed = "rollout_resumed"
+        case ringChanged = "ring_changed"
+        case ringConverged = "ring_converged"
+    }
+
+    /// Kind.
+    public var kind: Kind
+    /// A sentence for people.
+    public var message: String
+    /// The rollout it belongs to.
+    public var rollout: Int?
+    /// The agent it is about.
+    public var agent: String?
+    /// When.
+    public var time: Date
+
+    /// Creates an event.
+    public init(kind: Kind, message: String, rollout: Int? = nil, agent: String? = nil, time: Date) {
+        self.kind = kind
+        self.message = message
+        self.rollout = rollout
+        self.agent = agent
+        self.time = time
+    }
+}
+
+/// The rollout and ring logic as a pure state machine: ``step(_:view:now:)`` takes the state, what every
+/// agent reports and the time, and changes the state (assignments, ring, rollout). No I/O, no clock: the
+/// controller persists the state after each step and pushes the configs the assignments call for.
+public struct RolloutEngine: Sendable {
+    /// A sampler that disconnects stays in the ring this long before it leaves.
+    public var ringLeaveGraceSeconds: Double
+
+    /// Creates an engine.
+    public init(ringLeaveGraceSeconds: Double = 30) {
+        self.ringLeaveGraceSeconds = ringLeaveGraceSeconds
+    }
+
+    // MARK: Commands
+
+    /// Starts a rollout to `version` with `plan`. A rollout in progress is superseded: its samplers are let
+    /// back into the ring and the new one starts from the same stable version.
+    public func start(
+        _ state: inout ControlState,
+        version: Int,
+        plan: RolloutPlan,
+        samplerCount: Int,
+        now: Date
+    ) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        var from = state.current
+        if var active = state.rollout, !active.phase.isTerminal {
+            active.phase = .superseded
+            active.endedAt = now
+            from = active.from
+            state.rollout = active
+            state.heldOut = [:]
+            events.append(
+                EngineEvent(
+                    kind: .rolloutEnded,
+                    message: "rollout \(active.id) superseded by version \(version)",
+                    rollout: active.id,
+                    time: now
+                )
+            )
+        }
+        state.samplerCount = max(1, samplerCount)
+        let rollout = Rollout(
+            id: state.nextRolloutID,
+            from: from,
+            to: version,
+            phase: .progressing,
+            plan: plan,
+            stageStartedAt: now,
+            startedAt: now
+        )
+        state.nextRolloutID += 1
+        state.rollout = rollout
+        let tiers = plan.tiers.map(\.rawValue).joined(separator: " then ")
+        events.append(
+            EngineEvent(
+                kind: .rolloutStarted,
+                message:
+                    "rollout \(rollout.id): version \(from.map(String.init) ?? "none") -> \(version) (\(tiers.isEmpty ? "no config changes" : tiers))",
+                rollout: rollout.id,
+                time: now
+            )
+        )
+        return events
+    }
+
+    /// Why a command does not fit the rollout's phase.
+    public struct CommandRefused: Error, Sendable, Hashable {
+        /// Sentence naming the phase.
+        public var message: String
+    }
+
+    /// Pause (between batches), resume, or abort (roll back what was touched).
+    public enum Command: String, Sendable, Hashable, Codable {
+        case pause, resume, abort
+    }
+
+    /// Applies a command to the active rollout.
+    public func command(_ command: Command, _ state: inout ControlState, now: Date) throws(CommandRefused)
+        -> [EngineEvent]
+    {
+        guard var rollout = state.rollout, !rollout.phase.isTerminal else {
+            throw CommandRefused(
+                message: "no rollout is in progress"
+                    + (state.rollout.map { " (rollout \($0.id) is \($0.phase.rawValue))" } ?? "")
+            )
+        }
+        defer { state.rollout = rollout }
+        switch command {
+        case .pause:
+            if rollout.phase == .paused || rollout.pauseRequested { return [] }
+            if rollout.rollingBack {
+                throw CommandRefused(message: "rollout \(rollout.id) is rolling back and cannot be paused")
+            }
+            rollout.pauseRequested = true
+            return [
+                EngineEvent(
+                    kind: .rolloutPaused,
+                    message: "rollout \(rollout.id): pause requested; it stops after the current batch",
+                    rollout: rollout.id,
+                    time: now
+                )
+            ]
+        case .resume:
+            guard rollout.phase == .paused || rollout.pauseRequested else { return [] }
+            rollout.pauseRequested = false
+            rollout.phase = .progressing
+            rollout.stageStartedAt = now  // a paused stage gets its full time again
+            return [
+                EngineEvent(kind: .rolloutResumed, message: "rollout \(rollout.id) resumed", rollout: rollout.id, time: now)
+            ]
+        case .abort:
+            if rollout.aborted || rollout.rollingBack { return [] }
+            rollout.aborted = true
+            rollout.pauseRequested = false
+            rollout.phase = .progressing
+            return self.fail(&rollout, &state, reason: "aborted by request", now: now)
+        }
+    }
+
+    // MARK: Step
+
+    /// Advances everything one step: ring convergence, the rollout, agents that joined or lag behind, the
+    /// ring membership, and the ring embedded in every load balancer's assignment.
+    public func step(_ state: inout ControlState, view: [AgentView], now: Date) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        let agents = Dictionary(view.map { ($0.uid, $0) }, uniquingKeysWith: { first, _ in first })
+
+        // 1. Did every load balancer apply the current ring? (Judged on the assignments the view was built for.)
+        if state.ring.convergedAt == nil, self.ringApplied(state, agents) {
+            state.ring.convergedAt = now
+            let seconds = now.timeIntervalSince(state.ring.changedAt)
+            events.append(
+                EngineEvent(
+                    kind: .ringConverged,
+                    message:
+                        "every load balancer runs ring \(state.ring.version) (\(state.ring.members.count) samplers) after \(String(format: "%.2f", seconds))s",
+                    time: now
+                )
+            )
+        }
+
+        // 2. The rollout.
+        if var rollout = state.rollout, rollout.phase == .progressing {
+            events += self.advance(&rollout, &state, agents, now: now)
+            state.rollout = rollout
+        }
+
+        // 3. Agents without an assignment, and agents behind when no rollout is active.
+        events += self.assignOthers(&state, view, now: now)
+
+        // 4. The ring: samplers that are up, applied and healthy, minus those held out.
+        events += self.maintainRing(&state, agents, now: now)
+
+        // 5. Every load balancer with a config routes by the current ring.
+        for agent in view where agent.tier == .loadBalancing {
+            if var assignment = state.assignments[agent.uid], assignment.ring != state.ring.version {
+                assignment.ring = state.ring.version
+                state.assignments[agent.uid] = assignment
+            }
+        }
+        return events
+    }
+
+    // MARK: Ring
+
+    private func ringApplied(_ state: ControlState, _ agents: [String: AgentView]) -> Bool {
+        for (uid, assignment) in state.assignments {
+            guard let agent = agents[uid], agent.tier == .loadBalancing, agent.connected else { continue }
+            guard assignment.ring == state.ring.version, agent.progress == .applied else { return false }
+        }
+        return true
+    }
+
+    /// Versions a sampler may run and be in the ring with.
+    private func servingVersions(_ state: ControlState) -> Set<Int> {
+        var versions = Set<Int>()
+        if let current = state.current { versions.insert(current) }
+        if let rollout = state.rollout, !rollout.phase.isTerminal {
+            if let from = rollout.from { versions.insert(from) }
+            if !rollout.rollingBack { versions.insert(rollout.to) }
+        }
+        return versions
+    }
+
+    private func maintainRing(_ state: inout ControlState, _ agents: [String: AgentView], now: Date) -> [EngineEvent]
+    {
+        let serving = self.servingVersions(state)
+        var members = Set<String>()
+        var joined: [String] = []
+        var left: [String] = []
+        for agent in agents.values where agent.tier == .sampling {
+            guard let entry = agent.ringEntry, state.heldOut[agent.uid] == nil,
+                let assignment = state.assignments[agent.uid], serving.contains(assignment.version)
+            else { continue }
+            let wasMember = state.ring.members.contains(entry)
+            let up =
+                agent.connected || (wasMember && now.timeIntervalSince(agent.lastSeen) < self.ringLeaveGraceSeconds)
+            if up, agent.progress == .applied, agent.healthy { members.insert(entry) }
+        }
+        let sorted = members.sorted()
+        guard sorted != state.ring.members else { return [] }
+        joined = sorted.filter { !state.ring.members.contains($0) }
+        left = state.ring.members.filter { !members.contains($0) }
+        state.ring.version += 1
+        state.ring.members = sorted
+        state.ring.changedAt = now
+        state.ring.convergedAt = nil
+        var parts: [String] = []
+        if !joined.isEmpty { parts.append("joined: " + joined.joined(separator: ", ")) }
+        if !left.isEmpty { parts.append("left: " + left.joined(separator: ", ")) }
+        return [
+            EngineEvent(
+                kind: .ringChanged,
+                message: "ring \(state.ring.version): \(sorted.count) samplers (\(parts.joined(separator: "; ")))",
+                rollout: state.rollout.flatMap { $0.phase.isTerminal ? nil : $0.id },
+                time: now
+            )
+        ]
+    }
+
+    // MARK: Agents outside the rollout
+
+    private func assignment(for tier: AgentTier, version: Int, _ state: ControlState) -> Assignment {
+        tier == .loadBalancing
+            ? Assignment(version: version, ring: state.ring.version)
+            : Assignment(version: version, samplerCount: state.samplerCount)
+    }
+
+    private func assignOthers(_ state: inout ControlState, _ view: [AgentView], now: Date) -> [EngineEvent] {
+        let active = state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
+        // During a rollout a newcomer gets the stable version (the new one once its stage comes); without a
+        // stable version it waits for the rollout.
+        let target = active.map { $0.from } ?? state.current
+        guard let target else { return [] }
+        var events: [EngineEvent] = []
+        for agent in view where agent.tier != .unmanaged && agent.connected {
+            if let assignment = state.assignments[agent.uid] {
+                // Catch up when no rollout is active: agents that were offline when their turn came. A sampler
+                // on an older version is not in the ring (only serving versions are), so it needs no drain.
+                guard active == nil, assignment.version != target, state.heldOut[agent.uid] == nil else { continue }
+                state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
+                events.append(
+                    EngineEvent(
+                        kind: .agentStep,
+                        message: "\(agent.uid) catches up: version \(assignment.version) -> \(target)",
+                        agent: agent.uid,
+                        time: now
+                    )
+                )
+            } else {
+                state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
+                events.append(
+                    EngineEvent(
+                        kind: .agentStep,
+                        message: "\(agent.uid) (\(agent.tier.rawValue)) joined: gets version \(target)",
+                        agent: agent.uid,
+                        time: now
+                    )
+                )
+            }
+        }
+        return events
+    }
+
+    // MARK: Rollout progress
+
+    private func event(_ rollout: Rollout, _ kind: EngineEvent.Kind, _ message: String, agent: String? = nil, now: Date)
+        -> EngineEvent
+    {
+        EngineEvent(kind: kind, message: "rollout \(rollout.id): " + message, rollout: rollout.id, agent: agent, time: now)
+    }
+
+    private func advance(
+        _ rollout: inout Rollout,
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        now: Date
+    ) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        if rollout.rollingBack { return self.advanceRollback(&rollout, &state, agents, now: now) }
+        guard let tier = rollout.tier else { return self.succeed(&rollout, &state, now: now) }
+
+        // Stage membership, frozen at stage start.
+        if !rollout.stageOpen {
+            let members = self.stageMembers(rollout, state, agents, tier: tier)
+            rollout.members = members
+            rollout.stageOpen = true
+            rollout.stageStartedAt = now
+            for uid in members where rollout.steps[uid] == nil { rollout.steps[uid] = .waiting }
+            events.append(
+                self.event(
+                    rollout,
+                    .stageStarted,
+                    "\(tier.rawValue) stage \(rollout.stageIndex + 1)/\(rollout.plan.stages.count): \(members.count) agent\(members.count == 1 ? "" : "s")",
+                    now: now
+                )
+            )
+        }
+        if now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
+            return events
+                + self.fail(
+                    &rollout,
+                    &state,
+                    reason:
+                        "\(tier.rawValue) stage \(rollout.stageIndex + 1) did not pass within \(Int(rollout.plan.stageTimeoutSeconds))s",
+                    now: now
+                )
+        }
+        // Anything touched that failed or turned unhealthy fails the rollout, whatever stage it was in.
+        for uid in rollout.touched where rollout.steps[uid] == .applying || rollout.steps[uid] == .done {
+            guard let agent = agents[uid], state.assignments[uid]?.version == rollout.to else { continue }
+            if case .failed(let message) = agent.progress {
+                rollout.steps[uid] = .failed
+                return events + self.fail(&rollout, &state, reason: "\(uid) failed version \(rollout.to): \(message)", now: now)
+            }
+            if agent.progress == .applied, !agent.healthy, agent.connected {
+                rollout.steps[uid] = .failed
+                return events
+                    + self.fail(&rollout, &state, reason: "\(uid) turned unhealthy on version \(rollout.to)", now: now)
+            }
+        }
+
+        if !rollout.batch.isEmpty {
+            events += self.advanceBatch(&rollout, &state, agents, target: rollout.to, now: now)
+            return events
+        }
+        let waiting = rollout.members.filter { rollout.steps[$0] == .waiting }
+        if !waiting.isEmpty {
+            if rollout.pauseRequested {
+                rollout.phase = .paused
+                rollout.pauseRequested = false
+                return events + [self.event(rollout, .rolloutPaused, "paused", now: now)]
+            }
+            var batch: [String] = []
+            for uid in waiting where batch.count < max(1, rollout.plan.maxUnavailable) {
+                guard let agent = agents[uid], agent.connected else {
+                    rollout.steps[uid] = .skipped
+                    events.append(self.event(rollout, .agentStep, "\(uid) is offline: skipped, it catches up when it returns", agent: uid, now: now))
+                    continue
+                }
+                batch.append(uid)
+            }
+            guard !batch.isEmpty else { return events }
+            rollout.batch = batch
+            rollout.batchSince = now
+            events += self.beginBatch(&rollout, &state, agents, target: rollout.to, now: now)
+            return events
+        }
+
+        // Every member handled: bake, then the next stage.
+        if rollout.bakeStartedAt == nil {
+            rollout.bakeStartedAt = now
+            return events
+        }
+        guard now.timeIntervalSince(rollout.bakeStartedAt!) >= rollout.plan.bakeSeconds else { return events }
+        events.append(
+            self.event(
+                rollout,
+                .stagePassed,
+                "\(tier.rawValue) stage \(rollout.stageIndex + 1) passed (healthy for \(Int(rollout.plan.bakeSeconds))s)",
+                now: now
+            )
+        )
+        rollout.members = []
+        rollout.stageOpen = false
+        rollout.bakeStartedAt = nil
+        rollout.stageIndex += 1
+        if rollout.stageIndex >= rollout.plan.stages.count || self.everyoneTouched(rollout, agents, tier: tier) {
+            rollout.stageIndex = 0
+            rollout.tierIndex += 1
+            if rollout.tier == nil { events += self.succeed(&rollout, &state, now: now) }
+        }
+        return events
+    }
+
+    private func everyoneTouched(_ rollout: Rollout, _ agents: [String: AgentView], tier: AgentTier) -> Bool {
+        agents.values.filter { $0.tier == tier && $0.connected }.allSatisfy { rollout.steps[$0.uid] != nil }
+    }
+
+    /// Members of a stage: the agents of the tier not yet in an earlier stage, by a stable hash of their UID,
+    /// so a restarted control plane picks the same ones.
+    private func stageMembers(_ rollout: Rollout, _ state: ControlState, _ agents: [String: AgentView], tier: AgentTier)
+        -> [String]
+    {
+        let tierAgents = agents.values.filter { $0.tier == tier && ($0.connected || rollout.steps[$0.uid] != nil) }
+        let candidates = tierAgents.filter { rollout.steps[$0.uid] == nil && $0.connected }.map(\.uid).sorted {
+            (Self.stableHash($0), $0) < (Self.stableHash($1), $1)
+        }
+        let isLast = rollout.stageIndex >= rollout.plan.stages.count - 1
+        if isLast { return candidates }
+        let already = tierAgents.count - candidates.count
+        let wanted: Int
+        switch rollout.plan.stages[rollout.stageIndex] {
+        case .canary(let count): wanted = count
+        case .percent(let percent):
+            wanted = Int((Double(tierAgents.count) * Double(percent) / 100).rounded(.up)) - already
+        }
+        return Array(candidates.prefix(max(0, wanted)))
+    }
+
+    static func stableHash(_ text: String) -> UInt64 {
+        var hash: UInt64 = 14_695_981_039_346_656_037
+        for byte in text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 1_099_511_628_211
+        }
+        return hash
+    }
+
+    /// Starts a batch: samplers in the ring leave it first (drain); everything else gets its config now.
+    private func beginBatch(
+        _ rollout: inout Rollout,
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        target: Int,
+        now: Date
+    ) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        let drained = rollout.batch.filter { uid in
+            rollout.plan.drain && agents[uid]?.tier == .sampling
+        }
+        for uid in drained {
+            state.heldOut[uid] = now
+            rollout.steps[uid] = .draining
+        }
+        if !drained.isEmpty {
+            events.append(
+                self.event(
+                    rollout,
+                    .agentStep,
+                    "draining \(drained.joined(separator: ", ")): out of the ring on every load balancer before the config changes",
+                    now: now
+                )
+            )
+        }
+        for uid in rollout.batch where !drained.contains(uid) {
+            events += self.give(&rollout, &state, agents, uid: uid, target: target, now: now)
+        }
+        return events
+    }
+
+    private func give(
+        _ rollout: inout Rollout,
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        uid: String,
+        target: Int,
+        now: Date
+    ) -> [EngineEvent] {
+        let tier = agents[uid]?.tier ?? .sampling
+        state.assignments[uid] = self.assignment(for: tier, version: target, state)
+        rollout.steps[uid] = rollout.rollingBack ? .rollingBack : .applying
+        if !rollout.rollingBack, !rollout.touched.contains(uid) { rollout.touched.append(uid) }
+        return [self.event(rollout, .agentStep, "\(uid) gets version \(target)", agent: uid, now: now)]
+    }
+
+    /// Moves the batch on: drained everywhere -> settle -> configure -> applied and healthy -> back in the ring.
+    private func advanceBatch(
+        _ rollout: inout Rollout,
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        target: Int,
+        now: Date
+    ) -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        let draining = rollout.batch.filter { rollout.steps[$0] == .draining }
+        if !draining.isEmpty {
+            let entries = Set(draining.compactMap { agents[$0]?.ringEntry })
+            guard state.ring.convergedAt != nil, entries.isDisjoint(with: state.ring.members) else { return events }
+            rollout.settleUntil = state.ring.convergedAt!.addingTimeInterval(rollout.plan.settleSeconds)
+            for uid in draining { rollout.steps[uid] = .settling }
+            events.append(
+                self.event(
+                    rollout,
+                    .agentStep,
+                    "every load balancer routes around \(draining.joined(separator: ", ")); waiting \(Int(rollout.plan.settleSeconds))s for buffered traces to be decided",
+                    now: now
+                )
+            )
+            return events
+        }
+        let settling = rollout.batch.filter { rollout.steps[$0] == .settling }
+        if !settling.isEmpty {
+            guard let until = rollout.settleUntil, now >= until else { return events }
+            for uid in settling { events += self.give(&rollout, &state, agents, uid: uid, target: target, now: now) }
+            return events
+        }
+        // Applying (or rolling back): wait for APPLIED and healthy.
+        var allDone = true
+        for uid in rollout.batch {
+            guard let agent = agents[uid] else {
+                allDone = false
+                continue
+            }
+            if case .failed(let message) = agent.progress, !rollout.rollingBack {
+                rollout.steps[uid] = .failed
+                return events + self.fail(&rollout, &state, reason: "\(uid) failed version \(target): \(message)", now: now)
+            }
+            guard agent.progress == .applied, agent.healthy else {
+                allDone = false
+                continue
+            }
+            if let since = state.heldOut.removeValue(forKey: uid) {
+                rollout.outOfRing[uid] = (rollout.outOfRing[uid] ?? 0) + now.timeIntervalSince(since)
+            }
+        }
+        guard allDone else { return events }
+        // Back in the ring on every load balancer before the next batch leaves it.
+        let entries = Set(rollout.batch.compactMap { uid in agents[uid].flatMap { $0.tier == .sampling ? $0.ringEntry : nil } })
+        if rollout.plan.drain, !entries.isEmpty {
+            guard entries.isSubset(of: Set(state.ring.members)), state.ring.convergedAt != nil else { return events }
+        }
+        for uid in rollout.batch {
+            rollout.steps[uid] = rollout.rollingBack ? .rolledBack : .done
+            let out = rollout.outOfRing[uid].map { String(format: ", %.1fs out of the ring", $0) } ?? ""
+            events.append(self.event(rollout, .agentStep, "\(uid) runs version \(target), healthy\(out)", agent: uid, now: now))
+        }
+        rollout.batch = []
+        rollout.batchSince = nil
+        rollout.settleUntil = nil
+        return events
+    }
+
+    // MARK: Failure, rollback, success
+
+    private func fail(_ rollout: inout Rollout, _ state: inout ControlState, reason: String, now: Date) -> [EngineEvent] {
+        rollout.failure = reason
+        var events = [self.event(rollout, .rolloutFailed, reason, now: now)]
+        guard rollout.from != nil else {
+            rollout.phase = rollout.aborted ? .aborted : .failed
+            rollout.endedAt = now
+            state.heldOut = [:]
+            events.append(self.event(rollout, .rolloutEnded, "ended \(rollout.phase.rawValue): no earlier version to return to", now: now))
+            return events
+        }
+        rollout.rollingBack = true
+        rollout.batch = []
+        rollout.members = []
+        rollout.settleUntil = nil
+        rollout.stageStartedAt = now
+        events.append(
+            self.event(
+                rollout,
+                .agentStep,
+                "rolling back \(rollout.touched.count) agent\(rollout.touched.count == 1 ? "" : "s") to version \(rollout.from!)",
+                now: now
+            )
+        )
+        return events
+    }
+
+    private func advanceRollback(
+        _ rollout: inout Rollout,
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        now: Date
+    ) -> [EngineEvent] {
+        guard let from = rollout.from else { return [] }
+        if rollout.batch.isEmpty {
+            let touched = rollout.touched.filter { state.assignments[$0]?.version != from && agents[$0]?.connected == true }
+            if touched.isEmpty || now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
+                return self.endRollback(&rollout, &state, now: now)
+            }
+            // All at once: the samplers still in the ring leave it first; the rest (the failed ones are out of
+            // it already) are given the previous version now.
+            rollout.batch = touched
+            rollout.batchSince = now
+            var events: [EngineEvent] = []
+            for uid in touched {
+                let entry = agents[uid]?.ringEntry
+                if rollout.plan.drain, agents[uid]?.tier == .sampling, let entry, state.ring.members.contains(entry) {
+                    state.heldOut[uid] = state.heldOut[uid] ?? now
+                    rollout.steps[uid] = .draining
+                } else {
+                    events += self.give(&rollout, &state, agents, uid: uid, target: from, now: now)
+                }
+            }
+            return events
+        }
+        if now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
+            return self.endRollback(&rollout, &state, now: now)
+        }
+        let events = self.advanceBatch(&rollout, &state, agents, target: from, now: now)
+        if rollout.batch.isEmpty { return events + self.endRollback(&rollout, &state, now: now) }
+        return events
+    }
+
+    private func endRollback(_ rollout: inout Rollout, _ state: inout ControlState, now: Date) -> [EngineEvent] {
+        rollout.phase = rollout.aborted ? .aborted : .rolledBack
+        rollout.endedAt = now
+        rollout.batch = []
+        state.heldOut = [:]
+        return [
+            self.event(
+                rollout,
+                .rolloutEnded,
+                "\(rollout.phase == .aborted ? "aborted" : "rolled back"): the fleet runs version \(rollout.from.map(String.init) ?? "none")",
+                now: now
+            )
+        ]
+    }
+
+    private func succeed(_ rollout: inout Rollout, _ state: inout ControlState, now: Date) -> [EngineEvent] {
+        rollout.phase = .succeeded
+        rollout.endedAt = now
+        state.current = rollout.to
+        state.heldOut = [:]
+        let out = rollout.outOfRing.values
+        let summary =
+            out.isEmpty
+            ? "" : String(format: "; samplers out of the ring %.1fs on average, %.1fs at most", out.reduce(0, +) / Double(out.count), out.max() ?? 0)
+        return [self.event(rollout, .rolloutEnded, "succeeded: the fleet runs version \(rollout.to)\(summary)", now: now)]
+    }
+}

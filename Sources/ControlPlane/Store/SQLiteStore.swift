@@ -1,0 +1,451 @@
+import Foundation
+import GRDB
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The control plane's store on SQLite through GRDB: one file in the data directory, WAL journal, named
+/// migrations that are never edited once shipped. The process holds an exclusive lock on the directory,
+/// so two policyd never share one store.
+public final class SQLiteStore: ControlPlaneStore {
+    private let pool: DatabasePool
+    private let lockDescriptor: Int32
+
+    /// Opens (or creates) the store in `directory`.
+    /// - Throws: ``StoreError`` when the directory cannot be used or another process holds it.
+    public init(directory: URL) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let lockPath = directory.appendingPathComponent("policyd.lock").path
+        let descriptor = open(lockPath, O_CREAT | O_RDWR, 0o600)
+        guard descriptor >= 0 else { throw StoreError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw StoreError("another policyd is using \(directory.path) (\(lockPath) is locked)")
+        }
+        self.lockDescriptor = descriptor
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // FULL: a committed step survives power loss too, not only kill -9.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            self.pool = try DatabasePool(
+                path: directory.appendingPathComponent("tailplane.sqlite").path,
+                configuration: configuration
+            )
+            try Self.migrator.migrate(self.pool)
+        } catch {
+            close(descriptor)
+            throw StoreError("cannot open the store in \(directory.path): \(error)")
+        }
+    }
+
+    deinit {
+        flock(self.lockDescriptor, LOCK_UN)
+        close(self.lockDescriptor)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-initial") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE versions (
+                        number INTEGER PRIMARY KEY,
+                        content_hash TEXT NOT NULL,
+                        sources TEXT NOT NULL,
+                        fleet TEXT NOT NULL,
+                        ir TEXT NOT NULL,
+                        author TEXT NOT NULL,
+                        message TEXT NOT NULL,
+                        git_revision TEXT,
+                        created_at REAL NOT NULL,
+                        outcome TEXT NOT NULL,
+                        failure_reason TEXT
+                    );
+                    CREATE TABLE rendered (
+                        version INTEGER NOT NULL REFERENCES versions(number),
+                        tier TEXT NOT NULL,
+                        sampler_count INTEGER NOT NULL,
+                        ring_version INTEGER NOT NULL,
+                        yaml TEXT NOT NULL,
+                        hash TEXT NOT NULL,
+                        PRIMARY KEY (version, tier, sampler_count, ring_version)
+                    );
+                    CREATE TABLE control_state (
+                        id INTEGER PRIMARY KEY CHECK (id = 1),
+                        state TEXT NOT NULL,
+                        updated_at REAL NOT NULL
+                    );
+                    CREATE TABLE rollouts (
+                        id INTEGER PRIMARY KEY,
+                        from_version INTEGER,
+                        to_version INTEGER NOT NULL,
+                        phase TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        started_at REAL NOT NULL,
+                        ended_at REAL
+                    );
+                    CREATE TABLE rollout_events (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        rollout INTEGER,
+                        kind TEXT NOT NULL,
+                        agent TEXT,
+                        message TEXT NOT NULL,
+                        time REAL NOT NULL
+                    );
+                    CREATE INDEX rollout_events_by_rollout ON rollout_events(rollout, seq);
+                    CREATE TABLE agents (
+                        uid TEXT PRIMARY KEY,
+                        record TEXT NOT NULL,
+                        last_seen REAL NOT NULL
+                    );
+                    CREATE TABLE ring_history (
+                        version INTEGER PRIMARY KEY,
+                        members TEXT NOT NULL,
+                        changed_at REAL NOT NULL,
+                        reason TEXT NOT NULL,
+                        convergence_seconds REAL
+                    );
+                    CREATE TABLE audit (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        time REAL NOT NULL,
+                        actor TEXT NOT NULL,
+                        action TEXT NOT NULL,
+                        detail TEXT NOT NULL,
+                        remote TEXT NOT NULL
+                    );
+                    """
+            )
+        }
+        return migrator
+    }
+
+    // MARK: Coding
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.dateEncodingStrategy = .secondsSince1970
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        return decoder
+    }()
+
+    private func json(_ value: some Encodable) throws -> String {
+        String(decoding: try Self.encoder.encode(value), as: UTF8.self)
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try Self.decoder.decode(type, from: Data(text.utf8))
+    }
+
+    private func run<T>(_ what: String, _ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("\(what): \(error)")
+        }
+    }
+
+    // MARK: Versions
+
+    public func appendVersion(_ draft: VersionDraft) throws -> PolicyVersion {
+        try self.run("storing a version") {
+            try self.pool.write { db in
+                let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM versions") ?? 0) + 1
+                let version = PolicyVersion(
+                    number: number,
+                    contentHash: draft.contentHash,
+                    sources: draft.sources,
+                    fleet: draft.fleet,
+                    ir: draft.ir,
+                    author: draft.author,
+                    message: draft.message,
+                    gitRevision: draft.gitRevision,
+                    createdAt: draft.createdAt
+                )
+                try db.execute(
+                    sql: """
+                        INSERT INTO versions (number, content_hash, sources, fleet, ir, author, message, git_revision,
+                                              created_at, outcome, failure_reason)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+                        """,
+                    arguments: [
+                        number, draft.contentHash, try self.json(draft.sources), draft.fleet, draft.ir, draft.author,
+                        draft.message, draft.gitRevision, draft.createdAt.timeIntervalSince1970,
+                        VersionOutcome.pending.rawValue,
+                    ]
+                )
+                return version
+            }
+        }
+    }
+
+    private func version(from row: Row) throws -> PolicyVersion {
+        PolicyVersion(
+            number: row["number"],
+            contentHash: row["content_hash"],
+            sources: try self.decode([SourceText].self, row["sources"]),
+            fleet: row["fleet"],
+            ir: row["ir"],
+            author: row["author"],
+            message: row["message"],
+            gitRevision: row["git_revision"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            outcome: VersionOutcome(rawValue: row["outcome"]) ?? .pending,
+            failureReason: row["failure_reason"]
+        )
+    }
+
+    public func version(_ number: Int) throws -> PolicyVersion? {
+        try self.run("reading version \(number)") {
+            try self.pool.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM versions WHERE number = ?", arguments: [number]).map(
+                    self.version(from:)
+                )
+            }
+        }
+    }
+
+    public func versions(limit: Int) throws -> [PolicyVersion] {
+        try self.run("reading versions") {
+            try self.pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM versions ORDER BY number DESC LIMIT ?", arguments: [limit])
+                    .map(self.version(from:))
+            }
+        }
+    }
+
+    public func setOutcome(of version: Int, _ outcome: VersionOutcome, reason: String?) throws {
+        try self.run("recording the outcome of version \(version)") {
+            try self.pool.write { db in
+                try db.execute(
+                    sql: "UPDATE versions SET outcome = ?, failure_reason = ? WHERE number = ?",
+                    arguments: [outcome.rawValue, reason, version]
+                )
+            }
+        }
+    }
+
+    public func saveRendered(_ records: [RenderedRecord]) throws {
+        try self.run("storing rendered configs") {
+            try self.pool.write { db in
+                for record in records {
+                    try db.execute(
+                        sql: """
+                            INSERT OR IGNORE INTO rendered (version, tier, sampler_count, ring_version, yaml, hash)
+                            VALUES (?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            record.version, record.tier.rawValue, record.samplerCount, record.ringVersion, record.yaml,
+                            record.hash,
+                        ]
+                    )
+                }
+            }
+        }
+    }
+
+    public func rendered(version: Int) throws -> [RenderedRecord] {
+        try self.run("reading rendered configs") {
+            try self.pool.read { db in
+                try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM rendered WHERE version = ? ORDER BY tier, ring_version DESC",
+                    arguments: [version]
+                ).map { row in
+                    RenderedRecord(
+                        version: row["version"],
+                        tier: AgentTier(rawValue: row["tier"]) ?? .unmanaged,
+                        samplerCount: row["sampler_count"],
+                        ringVersion: row["ring_version"],
+                        yaml: row["yaml"],
+                        hash: row["hash"]
+                    )
+                }
+            }
+        }
+    }
+
+    // MARK: Engine state and rollouts
+
+    public func loadControlState() throws -> ControlState? {
+        try self.run("reading the control state") {
+            try self.pool.read { db in
+                try String.fetchOne(db, sql: "SELECT state FROM control_state WHERE id = 1").map {
+                    try self.decode(ControlState.self, $0)
+                }
+            }
+        }
+    }
+
+    public func saveControlState(_ state: ControlState, events: [EngineEvent]) throws {
+        let stateJSON = try self.json(state)
+        let rolloutJSON = try state.rollout.map { try self.json($0) }
+        try self.run("saving the control state") {
+            try self.pool.write { db in
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO control_state (id, state, updated_at) VALUES (1, ?, ?)",
+                    arguments: [stateJSON, Date().timeIntervalSince1970]
+                )
+                if let rollout = state.rollout, let rolloutJSON {
+                    try db.execute(
+                        sql: """
+                            INSERT OR REPLACE INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            rollout.id, rollout.from, rollout.to, rollout.phase.rawValue, rolloutJSON,
+                            rollout.startedAt.timeIntervalSince1970, rollout.endedAt?.timeIntervalSince1970,
+                        ]
+                    )
+                }
+                for event in events {
+                    try db.execute(
+                        sql: "INSERT INTO rollout_events (rollout, kind, agent, message, time) VALUES (?, ?, ?, ?, ?)",
+                        arguments: [
+                            event.rollout, event.kind.rawValue, event.agent, event.message,
+                            event.time.timeIntervalSince1970,
+                        ]
+                    )
+                }
+                let ring = state.ring
+                let reason = events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)"
+                try db.execute(
+                    sql: """
+                        INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
+                        VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT(version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                        """,
+                    arguments: [
+                        ring.version, try self.json(ring.members), ring.changedAt.timeIntervalSince1970, reason,
+                        ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) },
+                    ]
+                )
+            }
+        }
+    }
+
+    public func rollouts(limit: Int) throws -> [Rollout] {
+        try self.run("reading rollouts") {
+            try self.pool.read { db in
+                try String.fetchAll(db, sql: "SELECT state FROM rollouts ORDER BY id DESC LIMIT ?", arguments: [limit])
+                    .map { try self.decode(Rollout.self, $0) }
+            }
+        }
+    }
+
+    public func rollout(_ id: Int) throws -> Rollout? {
+        try self.run("reading rollout \(id)") {
+            try self.pool.read { db in
+                try String.fetchOne(db, sql: "SELECT state FROM rollouts WHERE id = ?", arguments: [id]).map {
+                    try self.decode(Rollout.self, $0)
+                }
+            }
+        }
+    }
+
+    public func events(ofRollout id: Int) throws -> [EngineEvent] {
+        try self.run("reading the steps of rollout \(id)") {
+            try self.pool.read { db in
+                try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM rollout_events WHERE rollout = ? ORDER BY seq",
+                    arguments: [id]
+                ).map { row in
+                    EngineEvent(
+                        kind: EngineEvent.Kind(rawValue: row["kind"]) ?? .agentStep,
+                        message: row["message"],
+                        rollout: row["rollout"],
+                        agent: row["agent"],
+                        time: Date(timeIntervalSince1970: row["time"])
+                    )
+                }
+            }
+        }
+    }
+
+    // MARK: Agents, ring, audit
+
+    public func recordAgents(_ records: [AgentRecord]) throws {
+        guard !records.isEmpty else { return }
+        let rows = try records.map { ($0.instanceUID, try self.json($0), $0.lastSeen.timeIntervalSince1970) }
+        try self.run("recording agent state") {
+            try self.pool.write { db in
+                for (uid, record, lastSeen) in rows {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO agents (uid, record, last_seen) VALUES (?, ?, ?)",
+                        arguments: [uid, record, lastSeen]
+                    )
+                }
+            }
+        }
+    }
+
+    public func agents() throws -> [AgentRecord] {
+        try self.run("reading agents") {
+            try self.pool.read { db in
+                try String.fetchAll(db, sql: "SELECT record FROM agents ORDER BY uid").map {
+                    try self.decode(AgentRecord.self, $0)
+                }
+            }
+        }
+    }
+
+    public func ringHistory(limit: Int) throws -> [RingRecord] {
+        try self.run("reading the ring history") {
+            try self.pool.read { db in
+                try Row.fetchAll(
+                    db,
+                    sql: "SELECT * FROM ring_history ORDER BY version DESC LIMIT ?",
+                    arguments: [limit]
+                ).map { row in
+                    RingRecord(
+                        version: row["version"],
+                        members: try self.decode([String].self, row["members"]),
+                        changedAt: Date(timeIntervalSince1970: row["changed_at"]),
+                        reason: row["reason"],
+                        convergenceSeconds: row["convergence_seconds"]
+                    )
+                }
+            }
+        }
+    }
+
+    public func appendAudit(_ entry: AuditEntry) throws {
+        try self.run("writing the audit log") {
+            try self.pool.write { db in
+                try db.execute(
+                    sql: "INSERT INTO audit (time, actor, action, detail, remote) VALUES (?, ?, ?, ?, ?)",
+                    arguments: [entry.time.timeIntervalSince1970, entry.actor, entry.action, entry.detail, entry.remote]
+                )
+            }
+        }
+    }
+
+    public func audit(limit: Int) throws -> [AuditEntry] {
+        try self.run("reading the audit log") {
+            try self.pool.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM audit ORDER BY seq DESC LIMIT ?", arguments: [limit]).map {
+                    row in
+                    AuditEntry(
+                        time: Date(timeIntervalSince1970: row["time"]),
+                        actor: row["actor"],
+                        action: row["action"],
+                        detail: row["detail"],
+                        remote: row["remote"]
+                    )
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+import Foundation
+
+/// A version about to be stored (the store numbers it).
+public struct VersionDraft: Sendable, Hashable {
+    public var contentHash: String
+    public var sources: [SourceText]
+    public var fleet: String
+    public var ir: String
+    public var author: String
+    public var message: String
+    public var gitRevision: String?
+    public var createdAt: Date
+
+    /// Creates a draft.
+    public init(
+        contentHash: String,
+        sources: [SourceText],
+        fleet: String,
+        ir: String,
+        author: String,
+        message: String,
+        gitRevision: String?,
+        createdAt: Date
+    ) {
+        self.contentHash = contentHash
+        self.sources = sources
+        self.fleet = fleet
+        self.ir = ir
+        self.author = author
+        self.message = message
+        self.gitRevision = gitRevision
+        self.createdAt = createdAt
+    }
+}
+
+/// A store problem, with what was being done.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    /// What failed and why.
+    public var description: String
+
+    /// Creates an error.
+    public init(_ description: String) { self.description = description }
+}
+
+/// Everything the control plane keeps, as intents. The rest of ControlPlane talks to the store only
+/// through this protocol, so another database is another implementation. Every call is one transaction:
+/// a crash leaves either all of it or none.
+public protocol ControlPlaneStore: Sendable {
+    /// Stores a new immutable version with the next number.
+    func appendVersion(_ draft: VersionDraft) throws -> PolicyVersion
+    /// One version.
+    func version(_ number: Int) throws -> PolicyVersion?
+    /// The newest versions first.
+    func versions(limit: Int) throws -> [PolicyVersion]
+    /// Records how a version's rollout ended.
+    func setOutcome(of version: Int, _ outcome: VersionOutcome, reason: String?) throws
+    /// Keeps rendered configs (per tier, sampler count and ring).
+    func saveRendered(_ records: [RenderedRecord]) throws
+    /// Rendered configs of a version.
+    func rendered(version: Int) throws -> [RenderedRecord]
+
+    /// The engine state as last saved (`nil` on a new data directory).
+    func loadControlState() throws -> ControlState?
+    /// Saves the engine state after a step, with the step's events, the rollout and the ring history.
+    func saveControlState(_ state: ControlState, events: [EngineEvent]) throws
+    /// Rollouts, newest first.
+    func rollouts(limit: Int) throws -> [Rollout]
+    /// One rollout.
+    func rollout(_ id: Int) throws -> Rollout?
+    /// A rollout's step log, oldest first.
+    func events(ofRollout id: Int) throws -> [EngineEvent]
+
+    /// Records the last known state of agents.
+    func recordAgents(_ records: [AgentRecord]) throws
+    /// Every agent's last known state.
+    func agents() throws -> [AgentRecord]
+    /// Ring changes, newest first.
+    func ringHistory(limit: Int) throws -> [RingRecord]
+
+    /// Records a write through the API.
+    func appendAudit(_ entry: AuditEntry) throws
+    /// The audit log, newest first.
+    func audit(limit: Int) throws -> [AuditEntry]
+}

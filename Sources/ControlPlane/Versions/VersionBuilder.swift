@@ -1,0 +1,107 @@
+import ConfigRenderer
+import Crypto
+import Foundation
+import PolicyEngine
+
+/// A policy set compiled from an apply: what a version is made of, before it is stored.
+public struct CompiledSet: Sendable {
+    /// The sources, sorted by path.
+    public var sources: [SourceText]
+    /// `fleet.yaml` text.
+    public var fleetText: String
+    /// The checked IR.
+    public var policySet: PolicySet
+    /// The parsed fleet.
+    public var fleet: Fleet
+    /// The IR as JSON.
+    public var irJSON: String
+    /// SHA-256 over the sources and the fleet text.
+    public var contentHash: String
+    /// Compiler warnings.
+    public var warnings: [Diagnostic]
+}
+
+/// Why an apply was refused: the compiler's diagnostics, the fleet description's, or the renderer's.
+public struct ApplyRejection: Error, Sendable, Hashable, Codable {
+    /// Policy diagnostics (the same codes, spans and suggestions `policyctl validate` prints).
+    public var diagnostics: [Diagnostic]
+    /// Fleet and render problems.
+    public var fleetDiagnostics: [FleetDiagnostic]
+
+    /// A one-paragraph summary.
+    public var summary: String {
+        let errors = self.diagnostics.filter { $0.severity == .error }
+        let lines =
+            errors.map { "\($0.file):\($0.start.line):\($0.start.column): \($0.message) [\($0.code.rawValue)]" }
+            + self.fleetDiagnostics.map(\.description)
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Compiles and renders versions with the same PolicyEngine and ConfigRenderer as `policyctl`. Pure.
+public enum VersionBuilder {
+    /// Compiles sources and the fleet description; errors come back as diagnostics and nothing else happens.
+    public static func compile(sources: [SourceText], fleet fleetText: String) -> Result<CompiledSet, ApplyRejection> {
+        let sorted = sources.sorted { $0.path < $1.path }
+        guard !sorted.isEmpty else {
+            return .failure(
+                ApplyRejection(
+                    diagnostics: [],
+                    fleetDiagnostics: [
+                        FleetDiagnostic(
+                            code: .missingKey,
+                            message: "the apply holds no .policy files",
+                            suggestion: "send the directory with the policy set (`policyctl apply policies/`)"
+                        )
+                    ]
+                )
+            )
+        }
+        let result = PolicyCompiler.compile(sorted.map { SourceFile(path: $0.path, text: $0.text) })
+        let fleetResult = FleetParser.parse(fleetText, path: "fleet.yaml")
+        var rejection = ApplyRejection(diagnostics: result.diagnostics, fleetDiagnostics: [])
+        if case .failure(let problems) = fleetResult { rejection.fleetDiagnostics = problems.diagnostics }
+        guard let policySet = result.policySet, !result.hasErrors, case .success(let fleet) = fleetResult else {
+            return .failure(rejection)
+        }
+        // Both tiers must render for some membership; a refusal (a feature the fleet's collectors lack, a budget
+        // share that rounds to nothing) refuses the apply.
+        let probe = Membership(samplers: ["probe:4317"], samplerCount: 1)
+        if case .failure(let problems) = ConfigRenderer.renderAll(policySet: policySet, fleet: fleet, membership: probe) {
+            rejection.fleetDiagnostics = problems.diagnostics
+            return .failure(rejection)
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+        let ir = (try? encoder.encode(policySet)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        var hasher = SHA256()
+        for source in sorted {
+            hasher.update(data: Array("file \(source.path.utf8.count):\(source.path)\n".utf8))
+            hasher.update(data: Array("\(source.text.utf8.count):".utf8) + Array(source.text.utf8))
+        }
+        hasher.update(data: Array("fleet \(fleetText.utf8.count):".utf8) + Array(fleetText.utf8))
+        let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        return .success(
+            CompiledSet(
+                sources: sorted,
+                fleetText: fleetText,
+                policySet: policySet,
+                fleet: fleet,
+                irJSON: ir,
+                contentHash: hash,
+                warnings: result.diagnostics.filter { $0.severity == .warning }
+            )
+        )
+    }
+
+    /// Renders one tier of a compiled set for a ring and a sampler count.
+    public static func render(
+        _ set: CompiledSet,
+        tier: AgentTier,
+        ring: [String],
+        samplerCount: Int
+    ) -> Result<RenderedConfig, FleetProblems> {
+        let membership = Membership(samplers: ring, samplerCount: max(1, samplerCount))
+        return ConfigRenderer.render(tier == .loadBalancing ? .loadBalancing : .sampling, policySet: set.policySet, fleet: set.fleet, membership: membership)
+    }
+}

@@ -1,0 +1,124 @@
+import ControlPlane
+import FleetSimulator
+import Foundation
+import OpAMPServer
+import PolicyEngine
+import Testing
+
+/// Whole rollouts: a real OpAMP server, the control plane on a real SQLite file, simulated collectors over
+/// WebSockets on 127.0.0.1.
+@Suite(.serialized) struct RolloutTests {
+    @Test func anApplyRollsOutDrainAwareUntilEveryAgentRunsIt() async throws {
+        let stack = try await TestStack()
+        let fleet = stack.fleet(loadBalancers: 2, samplers: 4)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { stack.opamp.registry.connectedCount == 6 })
+        let result = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(result.result == "created")
+        #expect(result.version == 1)
+        #expect(result.tiers == [.sampling, .loadBalancing])
+        let done = await eventually(timeout: 60) {
+            (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
+        }
+        let report = try #require(try await stack.controller.currentRollout())
+        #expect(done, "rollout ended \(report.rollout.phase): \(report.events.map(\.message).joined(separator: "\n"))")
+
+        // Every agent applied version 1; the ring holds every sampler; every load balancer routes by it.
+        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "applied" } })
+        let agents = await stack.controller.agents()
+        #expect(agents.allSatisfy { $0.runningVersion == 1 })
+        let summary = try await stack.controller.summary()
+        #expect(summary.ring.members == agents.filter { $0.tier == .sampling }.compactMap(\.ringEntry).sorted())
+        #expect(summary.ring.members.count == 4)
+        for lb in stack.opamp.registry.snapshot() where lb.description?.attributes["service.name"] == "otelcol-lb" {
+            let yaml = String(decoding: lb.effectiveConfig?["collector.yaml"]?.body ?? [], as: UTF8.self)
+            for member in summary.ring.members { #expect(yaml.contains("- \(member)")) }
+        }
+        #expect(try stack.server.store.version(1)?.outcome == .deployed)
+
+        // Drain order for every sampler: out of the ring everywhere, then settle, then the config, then back.
+        let messages = report.events.map(\.message)
+        for sampler in agents where sampler.tier == .sampling {
+            let uid = sampler.instanceUID
+            func index(_ text: String) -> Int? { messages.firstIndex { $0.contains(text) } }
+            let draining = index("draining \(uid)")
+            let routedAround = index("every load balancer routes around \(uid)")
+            let given = index("\(uid) gets version 1")
+            let running = index("\(uid) runs version 1")
+            #expect(draining != nil && routedAround != nil && given != nil && running != nil)
+            if let draining, let routedAround, let given, let running {
+                #expect(draining < routedAround && routedAround < given && given < running)
+            }
+        }
+        #expect(report.rollout.outOfRing.count == 4)
+        await stack.stop()
+    }
+
+    @Test func aVersionTheSamplersFailIsRolledBackEverywhere() async throws {
+        let stack = try await TestStack()
+        let fleet = stack.fleet(loadBalancers: 2, samplers: 4)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { stack.opamp.registry.connectedCount == 6 })
+        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+
+        // The simulated collectors refuse any config containing "tailplane-fail".
+        var broken = try exampleApply(message: "broken")
+        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
+        #expect(second.version == 2)
+        #expect(second.tiers == [.sampling])
+        let ended = await eventually(timeout: 60) {
+            let rollout = try? await stack.controller.currentRollout()?.rollout
+            return rollout?.phase.isTerminal == true && rollout?.id == second.rollout
+        }
+        #expect(ended)
+        let report = try #require(try await stack.controller.currentRollout())
+        #expect(report.rollout.phase == .rolledBack)
+        #expect(report.rollout.failure?.contains("failed version 2") == true)
+        // Only the canary was touched; it is back on version 1 and in the ring.
+        #expect(report.rollout.touched.count == 1)
+        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.runningVersion == 1 && $0.configState == "applied" } })
+        let summary = try await stack.controller.summary()
+        #expect(summary.ring.members.count == 4)
+        #expect(summary.currentVersion == 1)
+        let version = try #require(try stack.server.store.version(2))
+        #expect(version.outcome == .failed)
+        #expect(version.failureReason?.contains("tailplane-fail") == true)
+        await stack.stop()
+    }
+
+    @Test func anApplyWithErrorsChangesNothing() async throws {
+        let stack = try await TestStack()
+        var request = try exampleApply()
+        request.sources.append(SourceText(path: "bad.policy", text: "keep x when status = ERROR\n"))
+        do {
+            _ = try await stack.controller.apply(request, actor: "test", remote: "local")
+            Issue.record("an apply with errors was accepted")
+        } catch {
+            guard case .rejected(let rejection) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            let diagnostic = try #require(rejection.diagnostics.first { $0.severity == .error })
+            #expect(diagnostic.code.rawValue == "TP1007")
+            #expect(diagnostic.file == "bad.policy" && diagnostic.start.line == 1 && diagnostic.start.column == 20)
+        }
+        #expect(try stack.server.store.versions(limit: 10).isEmpty)
+        #expect(try await stack.controller.currentRollout() == nil)
+        // The same content twice: the second is unchanged.
+        let first = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        let again = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(first.result == "created" && again.result == "unchanged" && again.version == first.version)
+        #expect(try stack.server.store.versions(limit: 10).count == 1)
+        await stack.stop()
+    }
+}

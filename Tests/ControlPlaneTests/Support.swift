@@ -1,0 +1,109 @@
+import ConfigRenderer
+import ControlPlane
+import FleetSimulator
+import Foundation
+import OpAMPServer
+import Testing
+
+let repositoryRoot = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// The example policy set and fleet as an apply request.
+func exampleApply(message: String = "examples", transform: (String) -> String = { $0 }) throws -> ApplyRequest {
+    let directory = repositoryRoot.appendingPathComponent("policies")
+    let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".policy") }
+        .sorted()
+    let sources = try names.map { name in
+        SourceText(
+            path: name,
+            text: transform(try String(contentsOf: directory.appendingPathComponent(name), encoding: .utf8))
+        )
+    }
+    let fleet = try String(contentsOf: directory.appendingPathComponent("fleet.yaml"), encoding: .utf8)
+    return ApplyRequest(sources: sources, fleet: fleet, message: message)
+}
+
+/// A fresh temporary directory, removed by `cleanup`.
+func temporaryDirectory() -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("tailplane-test-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Options that keep rollouts short in tests: no bake, a short settle after each drain.
+func fastOptions() -> ControlPlaneOptions {
+    var options = ControlPlaneOptions()
+    options.tickInterval = .milliseconds(50)
+    options.settleSecondsOverride = 0.2
+    options.bakeSecondsOverride = 0.2
+    options.unverifiedAfterSeconds = 0.5
+    options.stageTimeoutSeconds = 60
+    return options
+}
+
+/// A real OpAMP server, a control plane on a real SQLite file, and a simulated fleet over WebSockets.
+final class TestStack: Sendable {
+    let opamp: OpAMPServer
+    let opampPort: Int
+    let server: ControlPlaneServer
+    let directory: URL
+    let task: Task<Void, any Error>
+    let apiPort: Int
+
+    var controller: Controller { self.server.controller }
+
+    init(
+        directory: URL = temporaryDirectory(),
+        options: ControlPlaneOptions = fastOptions(),
+        tokens: [APIToken] = []
+    ) async throws {
+        var configuration = OpAMPServerConfiguration()
+        configuration.host = "127.0.0.1"
+        configuration.port = 0
+        configuration.threads = 1
+        self.opamp = OpAMPServer(configuration: configuration)
+        self.opampPort = try await self.opamp.start()
+        self.directory = directory
+        let store = try SQLiteStore(directory: directory)
+        self.server = try ControlPlaneServer(
+            store: store,
+            registry: self.opamp.registry,
+            options: options,
+            tokens: tokens,
+            port: 0
+        )
+        let server = self.server
+        self.task = Task { try await server.run() }
+        self.apiPort = await server.apiPort()
+    }
+
+    func fleet(loadBalancers: Int, samplers: Int, applyDelay: Duration = .milliseconds(30)) -> FleetRunner {
+        var options = FleetOptions()
+        options.port = self.opampPort
+        options.agents = loadBalancers + samplers
+        options.loadBalancerShare = Double(loadBalancers) / Double(loadBalancers + samplers)
+        options.applyDelay = applyDelay
+        options.heartbeatSeconds = 30
+        options.threads = 1
+        return FleetRunner(options: options)
+    }
+
+    func stop() async {
+        self.task.cancel()
+        _ = try? await self.task.value
+        await self.opamp.stop()
+    }
+}
+
+/// Polls until a condition holds (or the time is up).
+func eventually(
+    timeout: TimeInterval = 30,
+    _ condition: @Sendable () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(50))
+    }
+    return try await condition()
+}

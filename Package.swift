@@ -154,6 +154,8 @@ let package = Package(
             dependencies: [
                 "ControlPlane", "OpAMPServer", "FleetSimulator", "PolicyEngine", "ConfigRenderer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: upcoming

@@ -77,9 +77,8 @@ public final class ControlPlaneServer: Service, Sendable {
                 await cancelWhenGracefulShutdown { await controller.run() }
             }
             group.addTask { try await app.runService() }
-            try await group.next()
-            group.cancelAll()
-            try await group.waitForAll()
+            // Both end on graceful shutdown; if either fails, leaving the loop cancels the other.
+            for try await _ in group {}
         }
     }
 }

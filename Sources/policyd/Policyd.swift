@@ -1,4 +1,5 @@
 import ArgumentParser
+import ControlPlane
 import Foundation
 import Logging
 import OpAMPServer
@@ -10,9 +11,9 @@ import UnixSignals
 struct Policyd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policyd",
-        abstract: "The Tailplane control plane: serves OpAMP to collectors.",
+        abstract: "The Tailplane control plane: versions, staged rollouts and the ring, over OpAMP.",
         version: "0.1.0",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, Demo.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -20,14 +21,33 @@ struct Policyd: AsyncParsableCommand {
 extension Policyd {
     struct Serve: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Serve OpAMP (WebSocket and plain HTTP on one port) until SIGTERM or SIGINT."
+            abstract:
+                "Serve OpAMP (WebSocket and plain HTTP on one port) and the control plane API until SIGTERM or SIGINT."
         )
 
         @Option(help: "OpAMP port.")
         var opampPort = 4320
 
-        @Option(help: "Address to bind.")
+        @Option(help: "Address to bind for OpAMP.")
         var bind = "0.0.0.0"
+
+        @Option(help: "API port.")
+        var apiPort = 4321
+
+        @Option(help: "Address to bind for the API (without API tokens only loopback is allowed).")
+        var apiBind = "127.0.0.1"
+
+        @Option(help: "Where the store lives (SQLite, one policyd per directory).")
+        var dataDir = "./tailplane-data"
+
+        @Option(help: "File with API tokens, one `ROLE NAME TOKEN` per line (also: POLICYD_API_TOKENS, `role:name:token,…`).")
+        var apiTokensFile: String?
+
+        @Flag(inversion: .prefixedNo, help: "Take samplers out of the ring before they get a new config.")
+        var drain = true
+
+        @Option(help: "Seconds a rollout stage may take before it fails.")
+        var stageTimeout = 600.0
 
         @Option(help: "Largest agent message in bytes, after decompression.")
         var maxMessageSize = 64 * 1024 * 1024
@@ -53,6 +73,10 @@ extension Policyd {
             guard (1...65535).contains(self.opampPort) || self.opampPort == 0 else {
                 throw ValidationError("--opamp-port must be 0…65535")
             }
+            guard (1...65535).contains(self.apiPort) || self.apiPort == 0 else {
+                throw ValidationError("--api-port must be 0…65535")
+            }
+            guard self.stageTimeout >= 1 else { throw ValidationError("--stage-timeout must be at least 1 second") }
             guard self.maxMessageSize >= 1024 else {
                 throw ValidationError("--max-message-size must be at least 1024 bytes")
             }
@@ -83,15 +107,62 @@ extension Policyd {
                     "no agent tokens configured: any client may connect (set --agent-tokens-file or POLICYD_AGENT_TOKENS)"
                 )
             }
+            let apiTokens = try Self.apiTokens(file: self.apiTokensFile)
+            if apiTokens.isEmpty, !["127.0.0.1", "::1", "localhost"].contains(self.apiBind) {
+                throw ValidationError(
+                    "the API has no tokens, so it may only listen on loopback; give --api-tokens-file or POLICYD_API_TOKENS to bind \(self.apiBind)"
+                )
+            }
+            if apiTokens.isEmpty {
+                logger.warning("no API tokens configured: anyone on this machine may use the API (loopback only)")
+            }
+            let store: SQLiteStore
+            do {
+                store = try SQLiteStore(directory: URL(fileURLWithPath: self.dataDir))
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            var options = ControlPlaneOptions()
+            options.drain = self.drain
+            options.stageTimeoutSeconds = self.stageTimeout
             let server = OpAMPServer(configuration: configuration, logger: Logger(label: "policyd.opamp"))
+            let control = try ControlPlaneServer(
+                store: store,
+                registry: server.registry,
+                options: options,
+                tokens: apiTokens,
+                host: self.apiBind,
+                port: self.apiPort,
+                logger: Logger(label: "policyd.control")
+            )
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [.init(service: server), .init(service: AgentEventLog(registry: server.registry))],
+                    services: [
+                        .init(service: server), .init(service: control),
+                        .init(service: AgentEventLog(registry: server.registry)),
+                    ],
                     gracefulShutdownSignals: [.sigterm, .sigint],
                     logger: logger
                 )
             )
             try await group.run()
+            logger.info("stopped")
+        }
+
+        /// API tokens from the file and the environment.
+        static func apiTokens(file: String?) throws -> [APIToken] {
+            var text = ProcessInfo.processInfo.environment["POLICYD_API_TOKENS"] ?? ""
+            if let file {
+                guard let contents = try? String(contentsOfFile: file, encoding: .utf8) else {
+                    throw ValidationError("cannot read --api-tokens-file \(file)")
+                }
+                text += "\n" + contents
+            }
+            do {
+                return try APIToken.parse(text)
+            } catch {
+                throw ValidationError("\(error)")
+            }
         }
 
         private func tokens() throws -> Set<String> {

@@ -24,8 +24,8 @@ import Testing
         let done = await eventually(timeout: 60) {
             (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
         }
-        let report = try #require(try await stack.controller.currentRollout())
-        #expect(done, "rollout ended \(report.rollout.phase): \(report.events.map(\.message).joined(separator: "\n"))")
+        let first = try #require(try await stack.controller.currentRollout())
+        #expect(done, "rollout ended \(first.rollout.phase): \(first.events.map(\.message).joined(separator: "\n"))")
 
         // Every agent applied version 1; the ring holds every sampler; every load balancer routes by it.
         #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "applied" } })
@@ -40,15 +40,29 @@ import Testing
         }
         #expect(try stack.server.store.version(1)?.outcome == .deployed)
 
+        // A second version changes a sampling rule: now every sampler is in the ring and must be drained.
+        let second = try await stack.controller.apply(
+            try exampleApply { $0.replacingOccurrences(of: "sample 5%", with: "sample 6%") },
+            actor: "test",
+            remote: "local"
+        )
+        #expect(second.tiers == [.sampling])
+        let secondDone = await eventually(timeout: 60) {
+            let rollout = try? await stack.controller.currentRollout()?.rollout
+            return rollout?.id == second.rollout && rollout?.phase == .succeeded
+        }
+        #expect(secondDone)
+        let report = try #require(try await stack.controller.currentRollout())
+
         // Drain order for every sampler: out of the ring everywhere, then settle, then the config, then back.
-        let messages = report.events.map(\.message)
         for sampler in agents where sampler.tier == .sampling {
-            let uid = sampler.instanceUID
+            let messages = report.events.filter { $0.agent == sampler.instanceUID }.map(\.message)
+            let name = try #require(sampler.hostName)
             func index(_ text: String) -> Int? { messages.firstIndex { $0.contains(text) } }
-            let draining = index("draining \(uid)")
-            let routedAround = index("every load balancer routes around \(uid)")
-            let given = index("\(uid) gets version 1")
-            let running = index("\(uid) runs version 1")
+            let draining = index("draining \(name)")
+            let routedAround = index("every load balancer routes around \(name)")
+            let given = index("\(name) gets version 2")
+            let running = index("\(name) runs version 2")
             #expect(draining != nil && routedAround != nil && given != nil && running != nil)
             if let draining, let routedAround, let given, let running {
                 #expect(draining < routedAround && routedAround < given && given < running)

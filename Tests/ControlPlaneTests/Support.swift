@@ -2,7 +2,9 @@ import ConfigRenderer
 import ControlPlane
 import FleetSimulator
 import Foundation
+import Logging
 import OpAMPServer
+import ServiceLifecycle
 import Testing
 
 let repositoryRoot = URL(fileURLWithPath: #filePath)
@@ -48,6 +50,7 @@ final class TestStack: Sendable {
     let server: ControlPlaneServer
     let directory: URL
     let task: Task<Void, any Error>
+    let group: ServiceGroup
     let apiPort: Int
 
     var controller: Controller { self.server.controller }
@@ -72,8 +75,9 @@ final class TestStack: Sendable {
             tokens: tokens,
             port: 0
         )
-        let server = self.server
-        self.task = Task { try await server.run() }
+        let group = ServiceGroup(services: [self.server], logger: Logger(label: "test"))
+        self.group = group
+        self.task = Task { try await group.run() }
         self.apiPort = await server.apiPort()
     }
 
@@ -89,7 +93,7 @@ final class TestStack: Sendable {
     }
 
     func stop() async {
-        self.task.cancel()
+        await self.group.triggerGracefulShutdown()
         _ = try? await self.task.value
         await self.opamp.stop()
     }

@@ -190,6 +190,7 @@ public actor Controller {
         }
         return AgentState(
             view: AgentView(
+                name: snapshot.description?.attributes["host.name"],
                 uid: uid,
                 tier: tier,
                 connected: snapshot.connected,

@@ -168,11 +168,15 @@ public struct RolloutEngine: Sendable {
         if state.ring.convergedAt == nil, self.ringApplied(state, agents) {
             state.ring.convergedAt = now
             let seconds = now.timeIntervalSince(state.ring.changedAt)
+            let routing = agents.values.filter {
+                $0.tier == .loadBalancing && $0.connected && state.assignments[$0.uid] != nil
+            }.count
             events.append(
                 EngineEvent(
                     kind: .ringConverged,
-                    message:
-                        "every load balancer runs ring \(state.ring.version) (\(state.ring.members.count) samplers) after \(String(format: "%.2f", seconds))s",
+                    message: routing == 0
+                        ? "ring \(state.ring.version) (\(state.ring.members.count) samplers): no load balancer has a config yet"
+                        : "all \(routing) load balancers run ring \(state.ring.version) (\(state.ring.members.count) samplers) after \(String(format: "%.2f", seconds))s",
                     time: now
                 )
             )
@@ -272,16 +276,42 @@ public struct RolloutEngine: Sendable {
         let target = active.map { $0.from } ?? state.current
         guard let target else { return [] }
         var events: [EngineEvent] = []
+        let settle = state.rollout?.plan.settleSeconds ?? 33
         for agent in view where agent.tier != .unmanaged && agent.connected {
             if let assignment = state.assignments[agent.uid] {
-                // Catch up when no rollout is active: agents that were offline when their turn came. A sampler
-                // on an older version is not in the ring (only serving versions are), so it needs no drain.
-                guard active == nil, assignment.version != target, state.heldOut[agent.uid] == nil else { continue }
+                // Catch up when no rollout is active: agents that were offline when their turn came, or joined
+                // while it ran. A sampler still in the ring leaves it first, like any drain.
+                guard active == nil else { continue }
+                if assignment.version == target {
+                    if state.heldOut[agent.uid] != nil, agent.progress == .applied, agent.healthy {
+                        state.heldOut[agent.uid] = nil
+                    }
+                    continue
+                }
+                if agent.tier == .sampling, let entry = agent.ringEntry,
+                    state.heldOut[agent.uid] != nil || state.ring.members.contains(entry)
+                {
+                    if state.heldOut[agent.uid] == nil {
+                        state.heldOut[agent.uid] = now
+                        events.append(
+                            EngineEvent(
+                                kind: .agentStep,
+                                message: "draining \(agent.name) to catch up with version \(target)",
+                                agent: agent.uid,
+                                time: now
+                            )
+                        )
+                        continue
+                    }
+                    guard !state.ring.members.contains(entry), let converged = state.ring.convergedAt,
+                        now.timeIntervalSince(converged) >= settle
+                    else { continue }
+                }
                 state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
                 events.append(
                     EngineEvent(
                         kind: .agentStep,
-                        message: "\(agent.uid) catches up: version \(assignment.version) -> \(target)",
+                        message: "\(agent.name) catches up: version \(assignment.version) -> \(target)",
                         agent: agent.uid,
                         time: now
                     )
@@ -291,7 +321,7 @@ public struct RolloutEngine: Sendable {
                 events.append(
                     EngineEvent(
                         kind: .agentStep,
-                        message: "\(agent.uid) (\(agent.tier.rawValue)) joined: gets version \(target)",
+                        message: "\(agent.name) (\(agent.tier.rawValue)) joined: gets version \(target)",
                         agent: agent.uid,
                         time: now
                     )
@@ -350,12 +380,12 @@ public struct RolloutEngine: Sendable {
             guard let agent = agents[uid], state.assignments[uid]?.version == rollout.to else { continue }
             if case .failed(let message) = agent.progress {
                 rollout.steps[uid] = .failed
-                return events + self.fail(&rollout, &state, reason: "\(uid) failed version \(rollout.to): \(message)", now: now)
+                return events + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) failed version \(rollout.to): \(message)", now: now)
             }
             if agent.progress == .applied, !agent.healthy, agent.connected {
                 rollout.steps[uid] = .failed
                 return events
-                    + self.fail(&rollout, &state, reason: "\(uid) turned unhealthy on version \(rollout.to)", now: now)
+                    + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) turned unhealthy on version \(rollout.to)", now: now)
             }
         }
 
@@ -374,7 +404,7 @@ public struct RolloutEngine: Sendable {
             for uid in waiting where batch.count < max(1, rollout.plan.maxUnavailable) {
                 guard let agent = agents[uid], agent.connected else {
                     rollout.steps[uid] = .skipped
-                    events.append(self.event(rollout, .agentStep, "\(uid) is offline: skipped, it catches up when it returns", agent: uid, now: now))
+                    events.append(self.event(rollout, .agentStep, "\(Self.name(uid, agents)) is offline: skipped, it catches up when it returns", agent: uid, now: now))
                     continue
                 }
                 batch.append(uid)
@@ -386,17 +416,19 @@ public struct RolloutEngine: Sendable {
             return events
         }
 
-        // Every member handled: bake, then the next stage.
-        if rollout.bakeStartedAt == nil {
+        // Every member handled: bake (a stage that had no members has nothing to bake), then the next stage.
+        if rollout.bakeStartedAt == nil, !rollout.members.isEmpty {
             rollout.bakeStartedAt = now
             return events
         }
-        guard now.timeIntervalSince(rollout.bakeStartedAt!) >= rollout.plan.bakeSeconds else { return events }
+        if let bake = rollout.bakeStartedAt, now.timeIntervalSince(bake) < rollout.plan.bakeSeconds { return events }
         events.append(
             self.event(
                 rollout,
                 .stagePassed,
-                "\(tier.rawValue) stage \(rollout.stageIndex + 1) passed (healthy for \(Int(rollout.plan.bakeSeconds))s)",
+                rollout.members.isEmpty
+                    ? "\(tier.rawValue) stage \(rollout.stageIndex + 1) had nobody left to update"
+                    : "\(tier.rawValue) stage \(rollout.stageIndex + 1) passed (healthy for \(String(format: "%g", rollout.plan.bakeSeconds))s)",
                 now: now
             )
         )
@@ -437,6 +469,17 @@ public struct RolloutEngine: Sendable {
         return Array(candidates.prefix(max(0, wanted)))
     }
 
+    /// The agent's name for messages.
+    static func name(_ uid: String, _ agents: [String: AgentView]) -> String {
+        agents[uid]?.name ?? uid
+    }
+
+    /// Name and UID, for failure reasons that outlive the agent.
+    static func full(_ uid: String, _ agents: [String: AgentView]) -> String {
+        let name = Self.name(uid, agents)
+        return name == uid ? uid : "\(name) (\(uid))"
+    }
+
     static func stableHash(_ text: String) -> UInt64 {
         var hash: UInt64 = 14_695_981_039_346_656_037
         for byte in text.utf8 {
@@ -455,19 +498,21 @@ public struct RolloutEngine: Sendable {
         now: Date
     ) -> [EngineEvent] {
         var events: [EngineEvent] = []
+        // Only a sampler in the ring has traces routed to it; one outside it (new, or unhealthy) has none to lose.
         let drained = rollout.batch.filter { uid in
-            rollout.plan.drain && agents[uid]?.tier == .sampling
+            guard rollout.plan.drain, let agent = agents[uid], agent.tier == .sampling, let entry = agent.ringEntry
+            else { return false }
+            return state.ring.members.contains(entry)
         }
         for uid in drained {
             state.heldOut[uid] = now
             rollout.steps[uid] = .draining
-        }
-        if !drained.isEmpty {
             events.append(
                 self.event(
                     rollout,
                     .agentStep,
-                    "draining \(drained.joined(separator: ", ")): out of the ring on every load balancer before the config changes",
+                    "draining \(Self.name(uid, agents)): out of the ring on every load balancer before its config changes",
+                    agent: uid,
                     now: now
                 )
             )
@@ -490,7 +535,7 @@ public struct RolloutEngine: Sendable {
         state.assignments[uid] = self.assignment(for: tier, version: target, state)
         rollout.steps[uid] = rollout.rollingBack ? .rollingBack : .applying
         if !rollout.rollingBack, !rollout.touched.contains(uid) { rollout.touched.append(uid) }
-        return [self.event(rollout, .agentStep, "\(uid) gets version \(target)", agent: uid, now: now)]
+        return [self.event(rollout, .agentStep, "\(Self.name(uid, agents)) gets version \(target)", agent: uid, now: now)]
     }
 
     /// Moves the batch on: drained everywhere -> settle -> configure -> applied and healthy -> back in the ring.
@@ -507,15 +552,18 @@ public struct RolloutEngine: Sendable {
             let entries = Set(draining.compactMap { agents[$0]?.ringEntry })
             guard state.ring.convergedAt != nil, entries.isDisjoint(with: state.ring.members) else { return events }
             rollout.settleUntil = state.ring.convergedAt!.addingTimeInterval(rollout.plan.settleSeconds)
-            for uid in draining { rollout.steps[uid] = .settling }
-            events.append(
-                self.event(
-                    rollout,
-                    .agentStep,
-                    "every load balancer routes around \(draining.joined(separator: ", ")); waiting \(Int(rollout.plan.settleSeconds))s for buffered traces to be decided",
-                    now: now
+            for uid in draining {
+                rollout.steps[uid] = .settling
+                events.append(
+                    self.event(
+                        rollout,
+                        .agentStep,
+                        "every load balancer routes around \(Self.name(uid, agents)); waiting \(String(format: "%g", rollout.plan.settleSeconds))s for its buffered traces to be decided",
+                        agent: uid,
+                        now: now
+                    )
                 )
-            )
+            }
             return events
         }
         let settling = rollout.batch.filter { rollout.steps[$0] == .settling }
@@ -533,7 +581,7 @@ public struct RolloutEngine: Sendable {
             }
             if case .failed(let message) = agent.progress, !rollout.rollingBack {
                 rollout.steps[uid] = .failed
-                return events + self.fail(&rollout, &state, reason: "\(uid) failed version \(target): \(message)", now: now)
+                return events + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) failed version \(target): \(message)", now: now)
             }
             guard agent.progress == .applied, agent.healthy else {
                 allDone = false
@@ -552,7 +600,7 @@ public struct RolloutEngine: Sendable {
         for uid in rollout.batch {
             rollout.steps[uid] = rollout.rollingBack ? .rolledBack : .done
             let out = rollout.outOfRing[uid].map { String(format: ", %.1fs out of the ring", $0) } ?? ""
-            events.append(self.event(rollout, .agentStep, "\(uid) runs version \(target), healthy\(out)", agent: uid, now: now))
+            events.append(self.event(rollout, .agentStep, "\(Self.name(uid, agents)) runs version \(target), healthy\(out)", agent: uid, now: now))
         }
         rollout.batch = []
         rollout.batchSince = nil
@@ -642,6 +690,13 @@ public struct RolloutEngine: Sendable {
     private func succeed(_ rollout: inout Rollout, _ state: inout ControlState, now: Date) -> [EngineEvent] {
         rollout.phase = .succeeded
         rollout.endedAt = now
+        // Tiers whose config did not change run the new version already: same config, nothing to send.
+        if let from = rollout.from {
+            for (uid, assignment) in state.assignments where assignment.version == from {
+                let tier: AgentTier = assignment.ring != nil ? .loadBalancing : .sampling
+                if !rollout.plan.tiers.contains(tier) { state.assignments[uid]?.version = rollout.to }
+            }
+        }
         state.current = rollout.to
         state.heldOut = [:]
         let out = rollout.outOfRing.values

@@ -47,9 +47,12 @@ public struct AgentView: Sendable, Hashable {
     public var progress: ConfigProgress
     /// Healthy (true when the agent does not report health).
     public var healthy: Bool
+    /// What people call it (its host name), for messages.
+    public var name: String
 
     /// Creates a view.
     public init(
+        name: String? = nil,
         uid: String,
         tier: AgentTier,
         connected: Bool,
@@ -65,6 +68,7 @@ public struct AgentView: Sendable, Hashable {
         self.ringEntry = ringEntry
         self.progress = progress
         self.healthy = healthy
+        self.name = name ?? uid
     }
 }
 

@@ -3,19 +3,26 @@ import Foundation
 
 /// `policyctl`: validate, format and compile Tailplane sampling policies.
 @main
-struct Policyctl: ParsableCommand {
+struct Policyctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policyctl",
-        abstract: "Validate, format and compile Tailplane sampling policies.",
+        abstract: "Validate, format, compile and render Tailplane sampling policies; apply them and steer rollouts.",
         version: "0.1.0",
-        subcommands: [Validate.self, Format.self, Compile.self, Render.self]
+        subcommands: [
+            Validate.self, Format.self, Compile.self, Render.self, Apply.self, Diff.self, RolloutCommand.self,
+            Rollback.self, History.self, Versions.self, Agents.self, Ring.self,
+        ]
     )
 
     /// Usage errors exit with 2 (not ArgumentParser's 64), as documented.
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {

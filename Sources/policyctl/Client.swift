@@ -1,0 +1,143 @@
+import ArgumentParser
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import PolicyEngine
+
+/// Where the control plane is and how to talk to it; shared by every command that calls policyd.
+struct ServerOptions: ParsableArguments {
+    @Option(help: "policyd API address (also: POLICYCTL_SERVER).")
+    var server: String?
+
+    @Option(help: "Bearer token (also: POLICYCTL_TOKEN).")
+    var token: String?
+
+    @Option(help: "Output: table or json.")
+    var output: OutputFormat = .table
+
+    var baseURL: String {
+        let value = self.server ?? ProcessInfo.processInfo.environment["POLICYCTL_SERVER"] ?? "http://127.0.0.1:4321"
+        return value.hasSuffix("/") ? String(value.dropLast()) : value
+    }
+
+    var bearer: String? { self.token ?? ProcessInfo.processInfo.environment["POLICYCTL_TOKEN"] }
+}
+
+enum OutputFormat: String, ExpressibleByArgument {
+    case table, json
+}
+
+/// An API call that did not succeed: one clear line, and the exit code it deserves.
+struct ClientFailure: Error {
+    var message: String
+    var exitCode: ExitCode
+    var body: [UInt8] = []
+}
+
+/// A thin JSON client for the policyd API.
+struct APIClient {
+    let options: ServerOptions
+
+    struct ErrorBody: Decodable {
+        struct Inner: Decodable {
+            var code: String
+            var message: String
+            var diagnostics: [Diagnostic]?
+        }
+        var error: Inner
+    }
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }()
+
+    /// Sends a request; returns the status and body of a 2xx answer, throws ``ClientFailure`` otherwise.
+    func call(_ method: HTTPMethod, _ path: String, body: (any Encodable)? = nil) async throws -> [UInt8] {
+        var request = HTTPClientRequest(url: self.options.baseURL + path)
+        request.method = method
+        request.headers.add(name: "Accept", value: "application/json")
+        if let token = self.options.bearer { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let body {
+            let data = try JSONEncoder().encode(body)
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: Array(data)))
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        } catch {
+            throw ClientFailure(
+                message: "cannot reach policyd at \(self.options.baseURL): \(Self.describe(error))",
+                exitCode: Exit.usage
+            )
+        }
+        let buffer = try await response.body.collect(upTo: 256 * 1024 * 1024)
+        let bytes = Array(buffer.readableBytesView)
+        guard (200..<300).contains(Int(response.status.code)) else {
+            let parsed = try? Self.decoder.decode(ErrorBody.self, from: Data(bytes))
+            let message = parsed?.error.message ?? "\(response.status.code) \(response.status.reasonPhrase)"
+            let code: ExitCode = response.status.code == 422 ? Exit.problems : Exit.usage
+            throw ClientFailure(message: message, exitCode: code, body: bytes)
+        }
+        return bytes
+    }
+
+    func get<T: Decodable>(_ path: String, as type: T.Type) async throws -> T {
+        try self.decode(type, try await self.call(.GET, path))
+    }
+
+    func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
+        do {
+            return try Self.decoder.decode(type, from: Data(bytes))
+        } catch {
+            throw ClientFailure(message: "policyd sent an answer this policyctl cannot read: \(error)", exitCode: Exit.usage)
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("connectTimeout") || text.contains("connectionRefused") || text.contains("Connection refused") {
+            return "connection refused (is policyd running? set --server or POLICYCTL_SERVER)"
+        }
+        return text
+    }
+}
+
+/// Runs a client command body, turning failures into one line and an exit code.
+func runClient(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as ClientFailure {
+        printError(failure.message)
+        throw failure.exitCode
+    }
+}
+
+/// Prints rows as aligned columns.
+func printTable(_ header: [String], _ rows: [[String]]) {
+    var widths = header.map(\.count)
+    for row in rows {
+        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+    }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { index, cell in
+            index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }.joined(separator: "  ")
+    }
+    print(line(header))
+    for row in rows { print(line(row)) }
+}
+
+/// Prints an answer body as indented JSON.
+func printJSON(_ bytes: [UInt8]) {
+    if let object = try? JSONSerialization.jsonObject(with: Data(bytes)),
+        let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    {
+        print(String(decoding: pretty, as: UTF8.self))
+    } else {
+        print(String(decoding: bytes, as: UTF8.self))
+    }
+}

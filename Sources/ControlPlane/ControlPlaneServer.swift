@@ -38,6 +38,9 @@ public final class ControlPlaneServer: Service, Sendable {
         self.logger = logger
     }
 
+    /// Every API route as `METHOD /path/{parameter}`.
+    public func routes() -> [String] { self.api.routes() }
+
     /// The API port once it listens.
     public func apiPort() async -> Int {
         await withCheckedContinuation { continuation in

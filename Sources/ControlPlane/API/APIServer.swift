@@ -200,13 +200,15 @@ public struct ControlPlaneAPI: Sendable {
         self.tokens = Dictionary(tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
     }
 
-    /// Every route the server registers, as `METHOD path` (the OpenAPI coverage test reads this).
-    public static let routes: [String] = [
-        "GET /healthz", "GET /readyz", "POST /v1/apply", "GET /v1/versions", "GET /v1/versions/{number}",
-        "GET /v1/rollouts", "GET /v1/rollouts/current", "GET /v1/rollouts/{id}", "POST /v1/rollouts/current/pause",
-        "POST /v1/rollouts/current/resume", "POST /v1/rollouts/current/abort", "POST /v1/rollback",
-        "GET /v1/agents", "GET /v1/fleet", "GET /v1/ring", "GET /v1/events", "GET /v1/audit",
-    ]
+    /// Every route the router registers, as `METHOD /path/{parameter}` (the OpenAPI coverage test reads it).
+    public func routes() -> [String] {
+        self.router().routes.map { route in
+            let path = "\(route.path)".split(separator: "/").map { part in
+                part.hasPrefix(":") ? "{\(part.dropFirst())}" : String(part)
+            }.joined(separator: "/")
+            return "\(route.method) /\(path)"
+        }.sorted()
+    }
 
     /// Who may call: the token's name, or `anonymous` when no tokens are configured.
     func authorize(_ request: Request, _ role: APIRole) throws -> String {
@@ -237,7 +239,7 @@ public struct ControlPlaneAPI: Sendable {
             let body: ApplyRequest
             do {
                 body = try await request.decode(as: ApplyRequest.self, context: context)
-            } catch let error as HTTPError where error.status == .contentTooLarge {
+            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
                 throw APIError(.contentTooLarge, code: "too_large", message: "the body is over 16 MiB")
             } catch {
                 throw APIError(.badRequest, code: "bad_request", message: "the body is not an apply request: \(error)")

@@ -1,0 +1,129 @@
+import AsyncHTTPClient
+import ControlPlane
+import FleetSimulator
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The real `policyd` binary, killed with SIGKILL in the middle of a rollout and started again on the same
+/// data directory: nothing stored is lost and the rollout completes.
+@Suite(.serialized) struct CrashTests {
+    static var binary: URL {
+        var directory = Bundle.main.bundleURL
+        if directory.pathExtension == "xctest" { directory.deleteLastPathComponent() }
+        let candidate = directory.appendingPathComponent("policyd")
+        if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
+        return repositoryRoot.appendingPathComponent(".build/debug/policyd")
+    }
+
+    /// A port nothing listens on now.
+    static func freePort() -> Int {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, length) }
+        }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func start(directory: URL, opampPort: Int, apiPort: Int) throws -> Process {
+        let process = Process()
+        process.executableURL = Self.binary
+        process.arguments = [
+            "serve", "--data-dir", directory.path, "--bind", "127.0.0.1", "--opamp-port", String(opampPort),
+            "--api-port", String(apiPort), "--log-level", "warning",
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    func get(_ port: Int, _ path: String) async -> [String: Any]? {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+            response.status == .ok,
+            let body = try? await response.body.collect(upTo: 16 * 1024 * 1024)
+        else { return nil }
+        return (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any]
+    }
+
+    @Test func killNineInTheMiddleOfARolloutLosesNothing() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let opampPort = Self.freePort()
+        let apiPort = Self.freePort()
+        var policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        defer { if policyd.isRunning { kill(policyd.processIdentifier, SIGKILL) } }
+        #expect(await eventually { await self.get(apiPort, "/v1/fleet") != nil })
+
+        var options = FleetOptions()
+        options.port = opampPort
+        options.agents = 4
+        options.loadBalancerShare = 0.25
+        options.applyDelay = .milliseconds(50)
+        options.reconnectDelay = .milliseconds(200)
+        options.threads = 1
+        let fleet = FleetRunner(options: options)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3 })
+
+        // Stages of two seconds each, so the kill lands in the middle.
+        let request = try exampleApply { $0 }
+        var slow = request
+        slow.fleet = request.fleet.replacingOccurrences(of: "bake_time: 5m", with: "bake_time: 2s")
+        var post = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/apply")
+        post.method = .POST
+        post.headers.add(name: "Content-Type", value: "application/json")
+        post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(slow))))
+        let applied = try await HTTPClient.shared.execute(post, timeout: .seconds(30))
+        #expect(applied.status == .created)
+
+        // Wait until the first stage has passed, then kill -9.
+        #expect(
+            await eventually(timeout: 30) {
+                let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+                return (rollout?["stageIndex"] as? Int ?? 0) >= 1 && rollout?["phase"] as? String == "progressing"
+            }
+        )
+        kill(policyd.processIdentifier, SIGKILL)
+        policyd.waitUntilExit()
+        #expect(policyd.terminationReason == .uncaughtSignal)
+
+        // Same data directory: the version and the rollout are there, and the rollout finishes.
+        policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        #expect(await eventually { await self.get(apiPort, "/v1/versions/1") != nil })
+        let finished = await eventually(timeout: 60) {
+            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return rollout?["id"] as? Int == 1 && rollout?["phase"] as? String == "succeeded"
+        }
+        #expect(finished)
+        #expect(
+            await eventually {
+                let fleet = await self.get(apiPort, "/v1/fleet")
+                return fleet?["currentVersion"] as? Int == 1
+                    && (fleet?["agentsByState"] as? [String: Int])?["applied"] == 4
+            }
+        )
+        kill(policyd.processIdentifier, SIGTERM)
+        policyd.waitUntilExit()
+        #expect(policyd.terminationStatus == 0)
+    }
+}

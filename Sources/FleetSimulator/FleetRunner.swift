@@ -71,6 +71,10 @@ public struct FleetOptions: Sendable {
     public var reconnectDelay: Duration = .seconds(1)
     /// Event loop threads.
     public var threads = 2
+    /// Agents report remote config status (the supervisor's `reports_remote_config`; off there by default).
+    public var reportsRemoteConfig = true
+    /// Agents roll back by themselves after a failed config, like a supervisor with its rollback on.
+    public var supervisorRollback = false
 
     public init() {}
 }
@@ -91,14 +95,17 @@ public final class FleetRunner: Sendable {
         let lbCount = Int((Double(options.agents) * options.loadBalancerShare).rounded())
         self.slots = (0..<options.agents).map { index in
             let isLB = index < lbCount
-            let profile = AgentProfile(
+            var profile = AgentProfile(
                 serviceName: isLB ? "otelcol-lb" : "otelcol-sampler",
                 tier: isLB ? "lb" : "sampling",
                 hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", index),
+                capabilities: options.reportsRemoteConfig
+                    ? AgentProfile.supervisorCapabilities : AgentProfile.supervisorCapabilities & ~0x1000,
                 applyDelay: options.applyDelay,
                 failMarker: options.failMarker,
                 heartbeatSeconds: options.heartbeatSeconds
             )
+            profile.rollsBackOnFailure = options.supervisorRollback
             return AgentSlot(
                 agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now, using: &random))
             )

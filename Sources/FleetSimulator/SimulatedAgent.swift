@@ -19,6 +19,12 @@ public struct AgentProfile: Sendable {
     public var failMarker: String
     /// Seconds between heartbeats (or polls over HTTP).
     public var heartbeatSeconds: UInt64
+    /// Like the opampsupervisor with its own rollback (contrib PR #47853): after FAILED it restores the last
+    /// config that worked and reports APPLIED with that config's hash.
+    public var rollsBackOnFailure = false
+
+    /// Reports remote config status (the supervisor's `reports_remote_config`, off by default there).
+    public var reportsRemoteConfig: Bool { self.capabilities & 0x1000 != 0 }
 
     /// The supervisor's defaults plus accepts/reports remote config and restart: 0x3C47.
     public static let supervisorCapabilities: UInt64 = 0x1 | 0x2 | 0x4 | 0x40 | 0x400 | 0x800 | 0x1000 | 0x2000
@@ -63,6 +69,8 @@ public struct SimulatedAgent: Sendable {
     private var lastError = ""
     private var startTime: UInt64
     private var connectedBefore = false
+    /// The last config that applied, and its hash (what a supervisor rolls back to).
+    private var lastGood: (hash: Data, config: OpAMP_AgentConfigMap)?
 
     /// Creates an agent with a fresh UUIDv7.
     public init(profile: AgentProfile, uid: InstanceUID) {
@@ -111,7 +119,7 @@ public struct SimulatedAgent: Sendable {
         ]
         message.health = self.health()
         message.effectiveConfig.configMap = self.effective
-        message.remoteConfigStatus = self.remoteStatus
+        if self.profile.reportsRemoteConfig { message.remoteConfigStatus = self.remoteStatus }
         return message
     }
 
@@ -130,7 +138,7 @@ public struct SimulatedAgent: Sendable {
         defer { self.connectedBefore = true }
         guard self.connectedBefore else { return self.fullState() }
         var message = self.next()
-        message.remoteConfigStatus = self.remoteStatus
+        if self.profile.reportsRemoteConfig { message.remoteConfigStatus = self.remoteStatus }
         message.health = self.health()
         return message
     }
@@ -154,8 +162,10 @@ public struct SimulatedAgent: Sendable {
             self.remoteStatus.lastRemoteConfigHash = hash
             self.remoteStatus.status = .applying
             self.remoteStatus.errorMessage = ""
-            applying.remoteConfigStatus = self.remoteStatus
-            actions.append(.send(applying))
+            if self.profile.reportsRemoteConfig {
+                applying.remoteConfigStatus = self.remoteStatus
+                actions.append(.send(applying))
+            }
             let bodies = message.remoteConfig.config.configMap.values.map(\.body)
             let fails = bodies.contains { String(decoding: $0, as: UTF8.self).contains(self.profile.failMarker) }
             var done = self.next()
@@ -168,13 +178,27 @@ public struct SimulatedAgent: Sendable {
             } else {
                 self.remoteStatus.status = .applied
                 self.effective = message.remoteConfig.config
+                self.lastGood = (hash, message.remoteConfig.config)
                 self.healthy = true
                 self.lastError = ""
                 done.effectiveConfig.configMap = self.effective
             }
-            done.remoteConfigStatus = self.remoteStatus
+            if self.profile.reportsRemoteConfig { done.remoteConfigStatus = self.remoteStatus }
             done.health = self.health()
             actions.append(.sendLater(done, after: self.profile.applyDelay))
+            if fails, self.profile.rollsBackOnFailure, let good = self.lastGood {
+                // The supervisor restores the last good config and reports APPLIED with its hash.
+                self.remoteStatus.status = .applied
+                self.remoteStatus.lastRemoteConfigHash = good.hash
+                self.effective = good.config
+                self.healthy = true
+                self.lastError = ""
+                var restored = self.next()
+                if self.profile.reportsRemoteConfig { restored.remoteConfigStatus = self.remoteStatus }
+                restored.effectiveConfig.configMap = self.effective
+                restored.health = self.health()
+                actions.append(.sendLater(restored, after: self.profile.applyDelay * 2))
+            }
         }
         if message.hasCommand, message.command.type == .restart {
             self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)

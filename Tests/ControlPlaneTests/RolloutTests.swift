@@ -110,6 +110,63 @@ import Testing
         await stack.stop()
     }
 
+    @Test func aSupervisorThatRollsBackByItselfCountsAsAFailure() async throws {
+        let stack = try await TestStack()
+        let fleet = stack.fleet(loadBalancers: 1, samplers: 3, supervisorRollback: true)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
+        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        var broken = try exampleApply(message: "broken")
+        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
+        #expect(
+            await eventually(timeout: 60) {
+                let rollout = try? await stack.controller.currentRollout()?.rollout
+                return rollout?.id == second.rollout && rollout?.phase.isTerminal == true
+            }
+        )
+        let rollout = try #require(try await stack.controller.currentRollout()?.rollout)
+        #expect(rollout.phase == .rolledBack)
+        #expect(rollout.failure?.contains("failed version 2") == true)
+        #expect(try stack.server.store.version(2)?.outcome == .failed)
+        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.runningVersion == 1 } })
+        await stack.stop()
+    }
+
+    @Test func agentsThatReportNoStatusAreJudgedByHealthAndSaySo() async throws {
+        let stack = try await TestStack()
+        let fleet = stack.fleet(loadBalancers: 1, samplers: 3, reportsRemoteConfig: false)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
+        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "unverified" } })
+        // A config that makes them unhealthy fails the rollout; it is rolled back without resending in a loop.
+        var broken = try exampleApply(message: "broken")
+        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
+        #expect(
+            await eventually(timeout: 60) {
+                let rollout = try? await stack.controller.currentRollout()?.rollout
+                return rollout?.id == second.rollout && rollout?.phase.isTerminal == true
+            }
+        )
+        let rollout = try #require(try await stack.controller.currentRollout()?.rollout)
+        #expect(rollout.phase == .rolledBack)
+        #expect(rollout.failure?.contains("unhealthy") == true)
+        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "unverified" && $0.desiredVersion == 1 } })
+        await stack.stop()
+    }
+
     @Test func anApplyWithErrorsChangesNothing() async throws {
         let stack = try await TestStack()
         var request = try exampleApply()

@@ -81,8 +81,16 @@ final class TestStack: Sendable {
         self.apiPort = await server.apiPort()
     }
 
-    func fleet(loadBalancers: Int, samplers: Int, applyDelay: Duration = .milliseconds(30)) -> FleetRunner {
+    func fleet(
+        loadBalancers: Int,
+        samplers: Int,
+        applyDelay: Duration = .milliseconds(30),
+        reportsRemoteConfig: Bool = true,
+        supervisorRollback: Bool = false
+    ) -> FleetRunner {
         var options = FleetOptions()
+        options.reportsRemoteConfig = reportsRemoteConfig
+        options.supervisorRollback = supervisorRollback
         options.port = self.opampPort
         options.agents = loadBalancers + samplers
         options.loadBalancerShare = Double(loadBalancers) / Double(loadBalancers + samplers)

@@ -178,12 +178,20 @@ public actor Controller {
                         configError = message
                     }
                     configState = Self.describe(progress)
-                } else if snapshot.desiredConfigHash == wanted, healthy,
-                    let sent = self.sentAt[uid], now.timeIntervalSince(sent) >= self.options.unverifiedAfterSeconds
+                } else if snapshot.desiredConfigHash == wanted, let sent = self.sentAt[uid],
+                    now.timeIntervalSince(sent) >= self.options.unverifiedAfterSeconds
                 {
-                    // No status reports (the supervisor's default): healthy for a while after the config went out.
-                    progress = .applied
-                    configState = "unverified"
+                    // No status reports (the supervisor's default): judged by health a while after the config
+                    // went out, and said so.
+                    if healthy {
+                        progress = .applied
+                        configState = "unverified"
+                    } else {
+                        let error = snapshot.health?.lastError ?? ""
+                        progress = .failed("unhealthy after its config was sent" + (error.isEmpty ? "" : ": \(error)"))
+                        configState = "failed"
+                        configError = error.isEmpty ? nil : error
+                    }
                 }
             }
             if !snapshot.connected { configState = "offline" }

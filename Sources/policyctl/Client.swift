@@ -93,13 +93,17 @@ struct APIClient {
         do {
             return try Self.decoder.decode(type, from: Data(bytes))
         } catch {
-            throw ClientFailure(message: "policyd sent an answer this policyctl cannot read: \(error)", exitCode: Exit.usage)
+            throw ClientFailure(
+                message: "policyd sent an answer this policyctl cannot read: \(error)",
+                exitCode: Exit.usage
+            )
         }
     }
 
     static func describe(_ error: any Error) -> String {
         let text = "\(error)"
-        if text.contains("connectTimeout") || text.contains("connectionRefused") || text.contains("Connection refused") {
+        if text.contains("connectTimeout") || text.contains("connectionRefused") || text.contains("Connection refused")
+        {
             return "connection refused (is policyd running? set --server or POLICYCTL_SERVER)"
         }
         return text
@@ -120,7 +124,9 @@ func runClient(_ body: () async throws -> Void) async throws {
 func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)
     for row in rows {
-        for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+        for (index, cell) in row.enumerated() where index < widths.count {
+            widths[index] = max(widths[index], cell.count)
+        }
     }
     func line(_ cells: [String]) -> String {
         cells.enumerated().map { index, cell in
@@ -134,7 +140,10 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 /// Prints an answer body as indented JSON.
 func printJSON(_ bytes: [UInt8]) {
     if let object = try? JSONSerialization.jsonObject(with: Data(bytes)),
-        let pretty = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        let pretty = try? JSONSerialization.data(
+            withJSONObject: object,
+            options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        )
     {
         print(String(decoding: pretty, as: UTF8.self))
     } else {

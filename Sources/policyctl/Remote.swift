@@ -20,7 +20,7 @@ struct LocalSet {
             throw ClientFailure(message: error.description, exitCode: Exit.usage)
         }
         var isDirectory: ObjCBool = false
-        FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+        _ = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
         let base = isDirectory.boolValue ? (path.hasSuffix("/") ? path : path + "/") : ""
         let relative = files.map { file in
             base.isEmpty || !file.path.hasPrefix(base)
@@ -47,7 +47,10 @@ struct LocalSet {
 
     /// Prints the server's diagnostics with carets under the local sources.
     func printDiagnostics(_ diagnostics: [Diagnostic]) {
-        let byPath = Dictionary(zip(self.relative, self.files).map { ($0, $1) }, uniquingKeysWith: { first, _ in first })
+        let byPath = Dictionary(
+            zip(self.relative, self.files).map { ($0, $1) },
+            uniquingKeysWith: { first, _ in first }
+        )
         var text = ""
         for diagnostic in diagnostics {
             text += DiagnosticFormatter.text(diagnostic, source: byPath[diagnostic.file])
@@ -190,7 +193,8 @@ struct Apply: AsyncParsableCommand {
                 printJSON(bytes)
             } else {
                 switch result.result {
-                case "unchanged": print("version \(result.version): unchanged (the fleet runs or is rolling out this content)")
+                case "unchanged":
+                    print("version \(result.version): unchanged (the fleet runs or is rolling out this content)")
                 case "dry_run":
                     print(
                         "dry run: would store version \(result.version) and roll out \(result.tiers.isEmpty ? "no tier" : result.tiers.joined(separator: " then "))"
@@ -263,7 +267,12 @@ struct Diff: AsyncParsableCommand {
                     newName: newByPath[path] == nil ? "/dev/null" : "\(self.path)/\(path)"
                 )
             }
-            output += ConfigDiff.unified(old: oldFleet, new: set.fleet, oldName: "\(name)/fleet.yaml", newName: "fleet.yaml")
+            output += ConfigDiff.unified(
+                old: oldFleet,
+                new: set.fleet,
+                oldName: "\(name)/fleet.yaml",
+                newName: "fleet.yaml"
+            )
             // Rendered configs for the ring the fleet has now.
             let ring = summary.ring.members.isEmpty ? ["sampler:4317"] : summary.ring.members
             func render(_ sources: [LocalSet.Source], _ fleetText: String) -> [Tier: String] {
@@ -336,7 +345,9 @@ struct RolloutCommand: AsyncParsableCommand {
                         + (rollout.rollingBack && !rollout.isTerminal ? " (rolling back)" : "")
                 )
                 if !rollout.isTerminal {
-                    print("tier \(rollout.tier), stage \(rollout.stageIndex + 1); \(rollout.touched.count) agents updated so far")
+                    print(
+                        "tier \(rollout.tier), stage \(rollout.stageIndex + 1); \(rollout.touched.count) agents updated so far"
+                    )
                 }
                 if let failure = rollout.failure { print("why: \(failure)") }
                 let rows = rollout.steps.sorted { $0.key < $1.key }.map { uid, step in
@@ -372,14 +383,17 @@ private func steer(_ command: String, _ options: ServerOptions) async throws {
         let bytes = try await client.call(.POST, "/v1/rollouts/current/\(command)")
         if options.output == .json { return printJSON(bytes) }
         let rollout = try client.decode(RolloutBody.self, bytes)
-        print("rollout \(rollout.id): \(rollout.phase)\(rollout.rollingBack && !rollout.isTerminal ? " (rolling back)" : "")")
+        print(
+            "rollout \(rollout.id): \(rollout.phase)\(rollout.rollingBack && !rollout.isTerminal ? " (rolling back)" : "")"
+        )
     }
 }
 
 struct Rollback: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Roll the fleet back to an earlier version (a staged rollout like any other).",
-        discussion: "Exit codes as for apply: 0 done, 2 usage or connection errors, 3 the rollback itself was rolled back."
+        discussion:
+            "Exit codes as for apply: 0 done, 2 usage or connection errors, 3 the rollback itself was rolled back."
     )
     @Option(help: "The version to return to.")
     var to: Int
@@ -393,7 +407,10 @@ struct Rollback: AsyncParsableCommand {
     func run() async throws {
         try await runClient {
             let client = APIClient(options: self.server)
-            let result = try client.decode(Result.self, try await client.call(.POST, "/v1/rollback", body: Body(to: self.to)))
+            let result = try client.decode(
+                Result.self,
+                try await client.call(.POST, "/v1/rollback", body: Body(to: self.to))
+            )
             print("rollout \(result.rollout) started: back to version \(self.to)")
             guard self.wait else { return }
             let ended = try await follow(client, rollout: result.rollout)
@@ -423,7 +440,10 @@ struct History: AsyncParsableCommand {
             if self.server.output == .json { return printJSON(bytes) }
             let formatter = ISO8601DateFormatter()
             let rows = try client.decode([Version].self, bytes).map {
-                [String($0.number), $0.outcome, formatter.string(from: $0.createdAt), $0.author, $0.gitRevision ?? "", $0.message]
+                [
+                    String($0.number), $0.outcome, formatter.string(from: $0.createdAt), $0.author,
+                    $0.gitRevision ?? "", $0.message,
+                ]
             }
             printTable(["VERSION", "OUTCOME", "CREATED", "AUTHOR", "REVISION", "MESSAGE"], rows)
         }
@@ -507,13 +527,17 @@ struct Agents: AsyncParsableCommand {
             if let tier = self.tier { query.append("tier=\(tier)") }
             if let state = self.state { query.append("state=\(state)") }
             let client = APIClient(options: self.server)
-            let bytes = try await client.call(.GET, "/v1/agents" + (query.isEmpty ? "" : "?" + query.joined(separator: "&")))
+            let bytes = try await client.call(
+                .GET,
+                "/v1/agents" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+            )
             if self.server.output == .json { return printJSON(bytes) }
             let rows = try client.decode([Agent].self, bytes).map { agent in
                 [
                     agent.hostName ?? "-", agent.instanceUID, agent.tier, agent.runningVersion.map(String.init) ?? "-",
                     agent.desiredVersion.map(String.init) ?? "-", agent.configState,
-                    agent.healthy.map { $0 ? "healthy" : "unhealthy" } ?? "-", agent.tier == "sampling" ? (agent.inRing ? "yes" : "no") : "",
+                    agent.healthy.map { $0 ? "healthy" : "unhealthy" } ?? "-",
+                    agent.tier == "sampling" ? (agent.inRing ? "yes" : "no") : "",
                     agent.configError ?? "",
                 ]
             }
@@ -523,7 +547,9 @@ struct Agents: AsyncParsableCommand {
 }
 
 struct Ring: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "The ring every load balancer routes by, and its history.")
+    static let configuration = CommandConfiguration(
+        abstract: "The ring every load balancer routes by, and its history."
+    )
     @OptionGroup var server: ServerOptions
 
     struct Body: Decodable {
@@ -550,7 +576,10 @@ struct Ring: AsyncParsableCommand {
             printTable(
                 ["RING", "SAMPLERS", "CONVERGED", "CHANGE"],
                 body.history.map {
-                    [String($0.version), String($0.members.count), $0.convergenceSeconds.map { String(format: "%.2fs", $0) } ?? "not yet", $0.reason]
+                    [
+                        String($0.version), String($0.members.count),
+                        $0.convergenceSeconds.map { String(format: "%.2fs", $0) } ?? "not yet", $0.reason,
+                    ]
                 }
             )
         }

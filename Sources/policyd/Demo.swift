@@ -95,8 +95,12 @@ extension Policyd {
             print("Tailplane demo")
             print("  store:  \(directory.path) (SQLite, removed on exit)")
             print("  OpAMP:  ws://127.0.0.1:\(opampPort)/v1/opamp")
-            print("  API:    http://127.0.0.1:\(apiPort)/v1  (try: policyctl agents, policyctl ring, policyctl history)")
-            print("  fleet:  \(self.loadBalancers) load balancers, \(self.samplers) samplers (simulated, supervisor-like)")
+            print(
+                "  API:    http://127.0.0.1:\(apiPort)/v1  (try: policyctl agents, policyctl ring, policyctl history)"
+            )
+            print(
+                "  fleet:  \(self.loadBalancers) load balancers, \(self.samplers) samplers (simulated, supervisor-like)"
+            )
             print("")
             while opamp.registry.connectedCount < fleetOptions.agents {
                 try await Task.sleep(for: .milliseconds(50))
@@ -120,7 +124,10 @@ extension Policyd {
             var changed = request
             changed.message = "one more sampling rule"
             changed.sources.append(
-                SourceText(path: "90-demo-extra.policy", text: "keep demo_slow_search when service == \"search\" and duration > 2s\n")
+                SourceText(
+                    path: "90-demo-extra.policy",
+                    text: "keep demo_slow_search when service == \"search\" and duration > 2s\n"
+                )
             )
             var broken = request
             broken.message = "a rule the collectors cannot start with"
@@ -128,7 +135,10 @@ extension Policyd {
                 SourceText(path: "99-demo-broken.policy", text: "keep demo_broken when service == \"tailplane-fail\"\n")
             )
             let steps: [(String, ApplyRequest)] = [
-                ("apply \(self.policies)/ (\(request.sources.count) policy files) to a fleet that runs nothing yet", request),
+                (
+                    "apply \(self.policies)/ (\(request.sources.count) policy files) to a fleet that runs nothing yet",
+                    request
+                ),
                 (
                     "apply a new sampling rule: each sampler leaves the ring on every load balancer, settles, restarts, and comes back",
                     changed
@@ -180,7 +190,9 @@ extension Policyd {
         static func load(_ path: String) throws -> ApplyRequest {
             let url = URL(fileURLWithPath: path)
             guard let names = try? FileManager.default.contentsOfDirectory(atPath: url.path) else {
-                throw ValidationError("\(path): not a directory with .policy files (run from the repository, or pass --policies)")
+                throw ValidationError(
+                    "\(path): not a directory with .policy files (run from the repository, or pass --policies)"
+                )
             }
             let sources = try names.filter { $0.hasSuffix(".policy") }.sorted().map { name in
                 SourceText(path: name, text: try String(contentsOf: url.appendingPathComponent(name), encoding: .utf8))

@@ -40,7 +40,10 @@ extension Policyd {
         @Option(help: "Where the store lives (SQLite, one policyd per directory).")
         var dataDir = "./tailplane-data"
 
-        @Option(help: "File with API tokens, one `ROLE NAME TOKEN` per line (also: POLICYD_API_TOKENS, `role:name:token,…`).")
+        @Option(
+            help:
+                "File with API tokens, one `ROLE NAME TOKEN` per line (also: POLICYD_API_TOKENS, `role:name:token,…`)."
+        )
         var apiTokensFile: String?
 
         @Flag(inversion: .prefixedNo, help: "Take samplers out of the ring before they get a new config.")

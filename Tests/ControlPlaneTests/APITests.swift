@@ -55,7 +55,10 @@ import Testing
         let created = try await self.call(port, .POST, "/v1/apply", token: Self.writer, body: body)
         #expect(created.status == 201)
         #expect(created.json?["version"] as? Int == 1)
-        #expect(try await self.call(port, .POST, "/v1/apply", token: Self.writer, body: body).json?["result"] as? String == "unchanged")
+        #expect(
+            try await self.call(port, .POST, "/v1/apply", token: Self.writer, body: body).json?["result"] as? String
+                == "unchanged"
+        )
         // The audit log: admin only, and it names who applied.
         #expect(try await self.call(port, .GET, "/v1/audit", token: Self.writer).status == 403)
         let audit = try await self.call(port, .GET, "/v1/audit", token: Self.admin)
@@ -70,7 +73,9 @@ import Testing
         let port = stack.apiPort
         // Compile errors: 422 with the compiler's diagnostics.
         var request = try exampleApply()
-        request.sources.append(SourceText(path: "bad.policy", text: "keep fast when service == \"a\" and duration < 2s\n"))
+        request.sources.append(
+            SourceText(path: "bad.policy", text: "keep fast when service == \"a\" and duration < 2s\n")
+        )
         let rejected = try await self.call(port, .POST, "/v1/apply", body: try self.encode(request))
         #expect(rejected.status == 422)
         let error = try #require(rejected.json?["error"] as? [String: Any])
@@ -82,7 +87,10 @@ import Testing
         badFleet.fleet = "collector: {version: \"0.150\"}\nsamplerz: {}\n"
         let fleetRejected = try await self.call(port, .POST, "/v1/apply", body: try self.encode(badFleet))
         #expect(fleetRejected.status == 422)
-        #expect(((fleetRejected.json?["error"] as? [String: Any])?["fleetDiagnostics"] as? [[String: Any]])?.isEmpty == false)
+        #expect(
+            ((fleetRejected.json?["error"] as? [String: Any])?["fleetDiagnostics"] as? [[String: Any]])?.isEmpty
+                == false
+        )
         // Not JSON, the wrong shape, too large.
         #expect(try await self.call(port, .POST, "/v1/apply", body: Array("{nope".utf8)).status == 400)
         #expect(try await self.call(port, .POST, "/v1/apply", body: Array("{\"sources\": 3}".utf8)).status == 400)
@@ -114,7 +122,9 @@ import Testing
                 currentPath = String(line.dropFirst(2).dropLast())
             } else if let path = currentPath, line.hasPrefix("    "), !line.hasPrefix("     "), line.hasSuffix(":") {
                 let method = line.trimmingCharacters(in: .whitespaces).dropLast().uppercased()
-                if ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(method) { documented.insert("\(method) \(path)") }
+                if ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(method) {
+                    documented.insert("\(method) \(path)")
+                }
             } else if !line.hasPrefix(" "), !line.isEmpty {
                 currentPath = nil
             }

@@ -83,7 +83,11 @@ import Testing
             fleetTask.cancel()
             Task { await fleet.shutdown() }
         }
-        #expect(await eventually { (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3 })
+        #expect(
+            await eventually {
+                (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3
+            }
+        )
 
         // Stages of two seconds each, so the kill lands in the middle.
         let request = try exampleApply { $0 }

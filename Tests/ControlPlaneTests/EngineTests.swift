@@ -75,7 +75,9 @@ import Testing
                         // The drain invariant: no load balancer's applied ring holds this sampler.
                         for lb in self.agents.values where lb.tier == .loadBalancing && lb.connected {
                             if let ring = lb.applied?.ring, self.rings[ring]?.contains(agent.entry ?? "") == true {
-                                self.violations.append("\(uid) changed config while \(lb.uid) routed to it (ring \(ring))")
+                                self.violations.append(
+                                    "\(uid) changed config while \(lb.uid) routed to it (ring \(ring))"
+                                )
                             }
                         }
                     }
@@ -110,7 +112,13 @@ import Testing
                 tiers: [.sampling, .loadBalancing]
             )
             let samplers = self.agents.values.filter { $0.tier == .sampling }.count
-            self.log += self.engine.start(&self.state, version: version, plan: plan, samplerCount: samplers, now: self.now)
+            self.log += self.engine.start(
+                &self.state,
+                version: version,
+                plan: plan,
+                samplerCount: samplers,
+                now: self.now
+            )
         }
 
         var phase: RolloutPhase? { self.state.rollout?.phase }
@@ -146,7 +154,9 @@ import Testing
         #expect(harness.state.current == 1)
         #expect(harness.state.rollout?.touched.count == 1)
         #expect(harness.agents.values.filter { $0.failed?.version == 2 || $0.applied?.version == 2 }.count <= 1)
-        #expect(harness.run { $0.agents.values.allSatisfy { $0.applied?.version == 1 } && $0.state.ring.members.count == 5 })
+        #expect(
+            harness.run { $0.agents.values.allSatisfy { $0.applied?.version == 1 } && $0.state.ring.members.count == 5 }
+        )
     }
 
     @Test func pauseStopsBetweenBatchesAndAbortRollsBack() throws {

@@ -82,11 +82,17 @@ import Testing
         }
         #expect(await eventually { stack.opamp.registry.connectedCount == 6 })
         _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        #expect(
+            await eventually(timeout: 60) {
+                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
+            }
+        )
 
         // The simulated collectors refuse any config containing "tailplane-fail".
         var broken = try exampleApply(message: "broken")
-        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        broken.sources.append(
+            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
+        )
         let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
         #expect(second.version == 2)
         #expect(second.tiers == [.sampling])
@@ -100,7 +106,11 @@ import Testing
         #expect(report.rollout.failure?.contains("failed version 2") == true)
         // Only the canary was touched; it is back on version 1 and in the ring.
         #expect(report.rollout.touched.count == 1)
-        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.runningVersion == 1 && $0.configState == "applied" } })
+        #expect(
+            await eventually {
+                await stack.controller.agents().allSatisfy { $0.runningVersion == 1 && $0.configState == "applied" }
+            }
+        )
         let summary = try await stack.controller.summary()
         #expect(summary.ring.members.count == 4)
         #expect(summary.currentVersion == 1)
@@ -120,9 +130,15 @@ import Testing
         }
         #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
         _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        #expect(
+            await eventually(timeout: 60) {
+                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
+            }
+        )
         var broken = try exampleApply(message: "broken")
-        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        broken.sources.append(
+            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
+        )
         let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
         #expect(
             await eventually(timeout: 60) {
@@ -148,11 +164,17 @@ import Testing
         }
         #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
         _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        #expect(
+            await eventually(timeout: 60) {
+                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
+            }
+        )
         #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "unverified" } })
         // A config that makes them unhealthy fails the rollout; it is rolled back without resending in a loop.
         var broken = try exampleApply(message: "broken")
-        broken.sources.append(SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n"))
+        broken.sources.append(
+            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
+        )
         let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
         #expect(
             await eventually(timeout: 60) {
@@ -163,7 +185,11 @@ import Testing
         let rollout = try #require(try await stack.controller.currentRollout()?.rollout)
         #expect(rollout.phase == .rolledBack)
         #expect(rollout.failure?.contains("unhealthy") == true)
-        #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "unverified" && $0.desiredVersion == 1 } })
+        #expect(
+            await eventually {
+                await stack.controller.agents().allSatisfy { $0.configState == "unverified" && $0.desiredVersion == 1 }
+            }
+        )
         await stack.stop()
     }
 

@@ -41,7 +41,8 @@ public struct APIToken: Sendable, Hashable {
         for (index, rawLine) in text.split(whereSeparator: separators).enumerated() {
             let line = rawLine.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
-            let parts = line.contains(":") && !line.contains(" ")
+            let parts =
+                line.contains(":") && !line.contains(" ")
                 ? line.split(separator: ":", maxSplits: 2).map(String.init)
                 : line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
             guard parts.count == 3, let role = APIRole(rawValue: parts[0].lowercased()), parts[2].count >= 16 else {

@@ -135,7 +135,8 @@ public actor Controller {
 
     /// The fleet description that sorts agents into tiers: the newest version's.
     private func tieringFleet() -> Fleet {
-        let number = self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to }
+        let number =
+            self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to }
             ?? self.state.current
         return number.flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
     }
@@ -246,7 +247,9 @@ public actor Controller {
 
     func compiledSet(_ number: Int) throws -> CompiledSet {
         if let set = self.sets[number] { return set }
-        guard let version = try self.store.version(number) else { throw ControlPlaneError.notFound("no version \(number)") }
+        guard let version = try self.store.version(number) else {
+            throw ControlPlaneError.notFound("no version \(number)")
+        }
         switch VersionBuilder.compile(sources: version.sources, fleet: version.fleet) {
         case .success(let set):
             self.sets[number] = set
@@ -290,7 +293,9 @@ public actor Controller {
             if self.renderProblems.insert(key).inserted {
                 self.logger.warning(
                     "cannot render a config; agents keep what they run",
-                    metadata: ["version": "\(assignment.version)", "tier": "\(tier.rawValue)", "problem": "\(problems)"]
+                    metadata: [
+                        "version": "\(assignment.version)", "tier": "\(tier.rawValue)", "problem": "\(problems)",
+                    ]
                 )
             }
             return nil
@@ -404,7 +409,12 @@ public actor Controller {
         }
         self.sets[version.number] = compiled
         let rollout = try self.startRollout(to: version.number, set: compiled, tiers: tiers)
-        self.audit(actor: actor, action: "apply", detail: "version \(version.number), rollout \(rollout)", remote: remote)
+        self.audit(
+            actor: actor,
+            action: "apply",
+            detail: "version \(version.number), rollout \(rollout)",
+            remote: remote
+        )
         return ApplyResult(
             result: "created",
             version: version.number,
@@ -426,7 +436,9 @@ public actor Controller {
             throw .store("\(error)")
         }
         if let active = self.state.rollout, !active.phase.isTerminal {
-            throw .conflict("rollout \(active.id) is \(active.phase.rawValue); abort it first (it rolls back by itself)")
+            throw .conflict(
+                "rollout \(active.id) is \(active.phase.rawValue); abort it first (it rolls back by itself)"
+            )
         }
         if self.state.current == number { throw .conflict("the fleet already runs version \(number)") }
         let tiers = self.changedTiers(from: self.state.current, to: set)
@@ -448,7 +460,12 @@ public actor Controller {
             throw .conflict(error.message)
         }
         self.commit(before: before, events: events)
-        self.audit(actor: actor, action: "rollout.\(command.rawValue)", detail: "rollout \(self.state.rollout?.id ?? 0)", remote: remote)
+        self.audit(
+            actor: actor,
+            action: "rollout.\(command.rawValue)",
+            detail: "rollout \(self.state.rollout?.id ?? 0)",
+            remote: remote
+        )
         return self.state.rollout!
     }
 
@@ -473,7 +490,13 @@ public actor Controller {
             $0.connected && self.tier(of: $0, fleet: set.fleet) == .sampling
         }.count
         let before = self.state
-        let events = self.engine.start(&self.state, version: number, plan: plan, samplerCount: samplers, now: self.clock())
+        let events = self.engine.start(
+            &self.state,
+            version: number,
+            plan: plan,
+            samplerCount: samplers,
+            now: self.clock()
+        )
         for event in events where event.kind == .rolloutEnded {
             if let id = event.rollout, let old = try? self.store.rollout(id) {
                 try? self.store.setOutcome(of: old.to, .superseded, reason: "superseded by version \(number)")
@@ -509,7 +532,8 @@ public actor Controller {
 
     private func renderWarnings(_ set: CompiledSet) -> [FleetDiagnostic] {
         let count = max(1, self.registry.snapshot().filter { self.tier(of: $0, fleet: set.fleet) == .sampling }.count)
-        guard case .success(let config) = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count) else {
+        guard case .success(let config) = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count)
+        else {
             return []
         }
         return config.warnings
@@ -517,7 +541,9 @@ public actor Controller {
 
     private func audit(actor: String, action: String, detail: String, remote: String) {
         do {
-            try self.store.appendAudit(AuditEntry(time: self.clock(), actor: actor, action: action, detail: detail, remote: remote))
+            try self.store.appendAudit(
+                AuditEntry(time: self.clock(), actor: actor, action: action, detail: detail, remote: remote)
+            )
         } catch {
             self.logger.error("cannot write the audit log", metadata: ["error": "\(error)"])
         }

@@ -145,7 +145,12 @@ public struct RolloutEngine: Sendable {
             rollout.phase = .progressing
             rollout.stageStartedAt = now  // a paused stage gets its full time again
             return [
-                EngineEvent(kind: .rolloutResumed, message: "rollout \(rollout.id) resumed", rollout: rollout.id, time: now)
+                EngineEvent(
+                    kind: .rolloutResumed,
+                    message: "rollout \(rollout.id) resumed",
+                    rollout: rollout.id,
+                    time: now
+                )
             ]
         case .abort:
             if rollout.aborted || rollout.rollingBack { return [] }
@@ -225,8 +230,7 @@ public struct RolloutEngine: Sendable {
         return versions
     }
 
-    private func maintainRing(_ state: inout ControlState, _ agents: [String: AgentView], now: Date) -> [EngineEvent]
-    {
+    private func maintainRing(_ state: inout ControlState, _ agents: [String: AgentView], now: Date) -> [EngineEvent] {
         let serving = self.servingVersions(state)
         var members = Set<String>()
         var joined: [String] = []
@@ -336,7 +340,13 @@ public struct RolloutEngine: Sendable {
     private func event(_ rollout: Rollout, _ kind: EngineEvent.Kind, _ message: String, agent: String? = nil, now: Date)
         -> EngineEvent
     {
-        EngineEvent(kind: kind, message: "rollout \(rollout.id): " + message, rollout: rollout.id, agent: agent, time: now)
+        EngineEvent(
+            kind: kind,
+            message: "rollout \(rollout.id): " + message,
+            rollout: rollout.id,
+            agent: agent,
+            time: now
+        )
     }
 
     private func advance(
@@ -380,12 +390,23 @@ public struct RolloutEngine: Sendable {
             guard let agent = agents[uid], state.assignments[uid]?.version == rollout.to else { continue }
             if case .failed(let message) = agent.progress {
                 rollout.steps[uid] = .failed
-                return events + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) failed version \(rollout.to): \(message)", now: now)
+                return events
+                    + self.fail(
+                        &rollout,
+                        &state,
+                        reason: "\(Self.full(uid, agents)) failed version \(rollout.to): \(message)",
+                        now: now
+                    )
             }
             if agent.progress == .applied, !agent.healthy, agent.connected {
                 rollout.steps[uid] = .failed
                 return events
-                    + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) turned unhealthy on version \(rollout.to)", now: now)
+                    + self.fail(
+                        &rollout,
+                        &state,
+                        reason: "\(Self.full(uid, agents)) turned unhealthy on version \(rollout.to)",
+                        now: now
+                    )
             }
         }
 
@@ -404,7 +425,15 @@ public struct RolloutEngine: Sendable {
             for uid in waiting where batch.count < max(1, rollout.plan.maxUnavailable) {
                 guard let agent = agents[uid], agent.connected else {
                     rollout.steps[uid] = .skipped
-                    events.append(self.event(rollout, .agentStep, "\(Self.name(uid, agents)) is offline: skipped, it catches up when it returns", agent: uid, now: now))
+                    events.append(
+                        self.event(
+                            rollout,
+                            .agentStep,
+                            "\(Self.name(uid, agents)) is offline: skipped, it catches up when it returns",
+                            agent: uid,
+                            now: now
+                        )
+                    )
                     continue
                 }
                 batch.append(uid)
@@ -535,7 +564,9 @@ public struct RolloutEngine: Sendable {
         state.assignments[uid] = self.assignment(for: tier, version: target, state)
         rollout.steps[uid] = rollout.rollingBack ? .rollingBack : .applying
         if !rollout.rollingBack, !rollout.touched.contains(uid) { rollout.touched.append(uid) }
-        return [self.event(rollout, .agentStep, "\(Self.name(uid, agents)) gets version \(target)", agent: uid, now: now)]
+        return [
+            self.event(rollout, .agentStep, "\(Self.name(uid, agents)) gets version \(target)", agent: uid, now: now)
+        ]
     }
 
     /// Moves the batch on: drained everywhere -> settle -> configure -> applied and healthy -> back in the ring.
@@ -581,7 +612,13 @@ public struct RolloutEngine: Sendable {
             }
             if case .failed(let message) = agent.progress, !rollout.rollingBack {
                 rollout.steps[uid] = .failed
-                return events + self.fail(&rollout, &state, reason: "\(Self.full(uid, agents)) failed version \(target): \(message)", now: now)
+                return events
+                    + self.fail(
+                        &rollout,
+                        &state,
+                        reason: "\(Self.full(uid, agents)) failed version \(target): \(message)",
+                        now: now
+                    )
             }
             guard agent.progress == .applied, agent.healthy else {
                 allDone = false
@@ -593,14 +630,24 @@ public struct RolloutEngine: Sendable {
         }
         guard allDone else { return events }
         // Back in the ring on every load balancer before the next batch leaves it.
-        let entries = Set(rollout.batch.compactMap { uid in agents[uid].flatMap { $0.tier == .sampling ? $0.ringEntry : nil } })
+        let entries = Set(
+            rollout.batch.compactMap { uid in agents[uid].flatMap { $0.tier == .sampling ? $0.ringEntry : nil } }
+        )
         if rollout.plan.drain, !entries.isEmpty {
             guard entries.isSubset(of: Set(state.ring.members)), state.ring.convergedAt != nil else { return events }
         }
         for uid in rollout.batch {
             rollout.steps[uid] = rollout.rollingBack ? .rolledBack : .done
             let out = rollout.outOfRing[uid].map { String(format: ", %.1fs out of the ring", $0) } ?? ""
-            events.append(self.event(rollout, .agentStep, "\(Self.name(uid, agents)) runs version \(target), healthy\(out)", agent: uid, now: now))
+            events.append(
+                self.event(
+                    rollout,
+                    .agentStep,
+                    "\(Self.name(uid, agents)) runs version \(target), healthy\(out)",
+                    agent: uid,
+                    now: now
+                )
+            )
         }
         rollout.batch = []
         rollout.batchSince = nil
@@ -610,14 +657,22 @@ public struct RolloutEngine: Sendable {
 
     // MARK: Failure, rollback, success
 
-    private func fail(_ rollout: inout Rollout, _ state: inout ControlState, reason: String, now: Date) -> [EngineEvent] {
+    private func fail(_ rollout: inout Rollout, _ state: inout ControlState, reason: String, now: Date) -> [EngineEvent]
+    {
         rollout.failure = reason
         var events = [self.event(rollout, .rolloutFailed, reason, now: now)]
         guard rollout.from != nil else {
             rollout.phase = rollout.aborted ? .aborted : .failed
             rollout.endedAt = now
             state.heldOut = [:]
-            events.append(self.event(rollout, .rolloutEnded, "ended \(rollout.phase.rawValue): no earlier version to return to", now: now))
+            events.append(
+                self.event(
+                    rollout,
+                    .rolloutEnded,
+                    "ended \(rollout.phase.rawValue): no earlier version to return to",
+                    now: now
+                )
+            )
             return events
         }
         rollout.rollingBack = true
@@ -644,7 +699,9 @@ public struct RolloutEngine: Sendable {
     ) -> [EngineEvent] {
         guard let from = rollout.from else { return [] }
         if rollout.batch.isEmpty {
-            let touched = rollout.touched.filter { state.assignments[$0]?.version != from && agents[$0]?.connected == true }
+            let touched = rollout.touched.filter {
+                state.assignments[$0]?.version != from && agents[$0]?.connected == true
+            }
             if touched.isEmpty || now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
                 return self.endRollback(&rollout, &state, now: now)
             }
@@ -702,7 +759,14 @@ public struct RolloutEngine: Sendable {
         let out = rollout.outOfRing.values
         let summary =
             out.isEmpty
-            ? "" : String(format: "; samplers out of the ring %.1fs on average, %.1fs at most", out.reduce(0, +) / Double(out.count), out.max() ?? 0)
-        return [self.event(rollout, .rolloutEnded, "succeeded: the fleet runs version \(rollout.to)\(summary)", now: now)]
+            ? ""
+            : String(
+                format: "; samplers out of the ring %.1fs on average, %.1fs at most",
+                out.reduce(0, +) / Double(out.count),
+                out.max() ?? 0
+            )
+        return [
+            self.event(rollout, .rolloutEnded, "succeeded: the fleet runs version \(rollout.to)\(summary)", now: now)
+        ]
     }
 }

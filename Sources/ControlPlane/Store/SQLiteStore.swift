@@ -426,7 +426,9 @@ public final class SQLiteStore: ControlPlaneStore {
             try self.pool.write { db in
                 try db.execute(
                     sql: "INSERT INTO audit (time, actor, action, detail, remote) VALUES (?, ?, ?, ?, ?)",
-                    arguments: [entry.time.timeIntervalSince1970, entry.actor, entry.action, entry.detail, entry.remote]
+                    arguments: [
+                        entry.time.timeIntervalSince1970, entry.actor, entry.action, entry.detail, entry.remote,
+                    ]
                 )
             }
         }

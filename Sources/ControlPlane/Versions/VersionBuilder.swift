@@ -67,7 +67,8 @@ public enum VersionBuilder {
         // Both tiers must render for some membership; a refusal (a feature the fleet's collectors lack, a budget
         // share that rounds to nothing) refuses the apply.
         let probe = Membership(samplers: ["probe:4317"], samplerCount: 1)
-        if case .failure(let problems) = ConfigRenderer.renderAll(policySet: policySet, fleet: fleet, membership: probe) {
+        if case .failure(let problems) = ConfigRenderer.renderAll(policySet: policySet, fleet: fleet, membership: probe)
+        {
             rejection.fleetDiagnostics = problems.diagnostics
             return .failure(rejection)
         }
@@ -102,6 +103,11 @@ public enum VersionBuilder {
         samplerCount: Int
     ) -> Result<RenderedConfig, FleetProblems> {
         let membership = Membership(samplers: ring, samplerCount: max(1, samplerCount))
-        return ConfigRenderer.render(tier == .loadBalancing ? .loadBalancing : .sampling, policySet: set.policySet, fleet: set.fleet, membership: membership)
+        return ConfigRenderer.render(
+            tier == .loadBalancing ? .loadBalancing : .sampling,
+            policySet: set.policySet,
+            fleet: set.fleet,
+            membership: membership
+        )
     }
 }

@@ -105,6 +105,41 @@ import Testing
         await stack.stop()
     }
 
+    @Test func eventsStreamAsServerSentEventsAndMetricsAreExposed() async throws {
+        let stack = try await TestStack(tokens: [Self.reader, Self.writer])
+        let port = stack.apiPort
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/v1/events")
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        request.headers.add(name: "Authorization", value: "Bearer \(Self.reader.token)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        #expect(response.headers.first(name: "content-type") == "text/event-stream")
+        let reader = Task {
+            var text = ""
+            for try await chunk in response.body {
+                text += String(buffer: chunk)
+                if text.contains("event: rollout_started") { return text }
+            }
+            return text
+        }
+        let body = try self.encode(try exampleApply())
+        #expect(try await self.call(port, .POST, "/v1/apply", token: Self.writer, body: body).status == 201)
+        let streamed = try await reader.value
+        #expect(streamed.contains("\nevent: rollout_started\ndata: {"))
+        #expect(streamed.hasPrefix("id: "))
+        #expect(streamed.contains("\"message\":\"rollout 1: version none -> 1"))
+
+        let unauthenticated = try await self.call(port, .GET, "/metrics")
+        #expect(unauthenticated.status == 401)
+        let metrics = String(decoding: try await self.call(port, .GET, "/metrics", token: Self.reader).body, as: UTF8.self)
+        #expect(metrics.contains("tailplane_apply_duration_seconds_count 1"))
+        #expect(metrics.contains("tailplane_api_request_duration_seconds_bucket{method=\"POST\""))
+        #expect(await eventually {
+            let text = String(decoding: (try? await self.call(port, .GET, "/metrics", token: Self.reader).body) ?? [], as: UTF8.self)
+            return text.contains("tailplane_rollout_active ") && text.contains("tailplane_ring_size 0")
+        })
+        await stack.stop()
+    }
+
     @Test func everyRouteIsInTheOpenAPIDocument() async throws {
         let stack = try await TestStack()
         let routes = stack.server.routes()

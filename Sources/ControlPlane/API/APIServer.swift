@@ -232,7 +232,17 @@ public struct ControlPlaneAPI: Sendable {
     /// The router.
     public func router() -> Router<APIContext> {
         let router = Router(context: APIContext.self)
+        let metrics = self.controller.metrics
+        router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
         router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/metrics") { request, _ -> Response in
+            _ = try self.authorize(request, .read)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4"],
+                body: .init(byteBuffer: ByteBuffer(string: metrics.exposition()))
+            )
+        }
         router.get("/readyz") { _, _ in "ready\n" }
         let v1 = router.group("/v1")
         v1.post("/apply") { request, context -> JSON<ApplyResult> in
@@ -344,11 +354,44 @@ public struct ControlPlaneAPI: Sendable {
             var events: [EngineEvent]
             var last: Int
         }
-        v1.get("/events") { request, _ -> JSON<EventPage> in
+        v1.get("/events") { request, context -> Response in
             _ = try self.authorize(request, .read)
             let after = request.uri.queryParameters.get("after", as: Int.self) ?? 0
-            let page = await self.controller.events(after: after)
-            return JSON(EventPage(events: page.events, last: page.last))
+            guard request.headers[.accept]?.contains("text/event-stream") == true else {
+                let page = await self.controller.events(after: after)
+                return try JSON(EventPage(events: page.events, last: page.last)).response(from: request, context: context)
+            }
+            // Server-Sent Events: every event as it happens, `id` = its sequence number (resume with ?after=).
+            let controller = self.controller
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"],
+                body: .init { writer in
+                    let encoder = JSONEncoder()
+                    encoder.dateEncodingStrategy = .iso8601
+                    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                    var last = after
+                    var quiet = 0
+                    while !Task.isCancelled {
+                        let page = await controller.events(after: last)
+                        var text = ""
+                        let first = page.last - page.events.count + 1
+                        for (offset, event) in page.events.enumerated() {
+                            let data = String(decoding: try encoder.encode(event), as: UTF8.self)
+                            text += "id: \(first + offset)\nevent: \(event.kind.rawValue)\ndata: \(data)\n\n"
+                        }
+                        last = page.last
+                        quiet = text.isEmpty ? quiet + 1 : 0
+                        if quiet >= 60 {
+                            text = ": keep-alive\n\n"
+                            quiet = 0
+                        }
+                        if !text.isEmpty { try await writer.write(ByteBuffer(string: text)) }
+                        try await Task.sleep(for: .milliseconds(250))
+                    }
+                    try await writer.finish(nil)
+                }
+            )
         }
         v1.get("/audit") { request, _ -> JSON<[AuditEntry]> in
             _ = try self.authorize(request, .admin)

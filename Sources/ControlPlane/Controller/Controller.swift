@@ -1,6 +1,7 @@
 import ConfigRenderer
 import Foundation
 import Logging
+import Metrics
 import OpAMPProtocol
 import OpAMPServer
 import PolicyEngine
@@ -17,6 +18,9 @@ public actor Controller {
     let engine: RolloutEngine
     let logger: Logger
     let clock: @Sendable () -> Date
+    /// The control plane's metrics (`/metrics`).
+    public nonisolated let metrics = ControlPlaneMetrics()
+    private var lastMetrics = Date.distantPast
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -88,6 +92,25 @@ public actor Controller {
         self.commit(before: before, events: events)
         self.push(views, now: now)
         self.recordAgents(views, now: now)
+        self.updateMetrics(views, now: now)
+    }
+
+    private func updateMetrics(_ views: [AgentState], now: Date) {
+        guard now.timeIntervalSince(self.lastMetrics) >= 1 else { return }
+        self.lastMetrics = now
+        var counts: [String: Int] = [:]
+        for agent in views {
+            let state = agent.view.tier == .unmanaged ? "unmanaged" : agent.configState
+            counts["\(agent.view.tier.rawValue)|\(state)", default: 0] += 1
+        }
+        self.metrics.recordAgents(counts)
+        self.metrics.ringSize.record(self.state.ring.members.count)
+        if let converged = self.state.ring.convergedAt {
+            self.metrics.ringConvergence.record(converged.timeIntervalSince(self.state.ring.changedAt))
+        }
+        let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
+        self.metrics.rolloutActive.record(active == nil ? 0 : 1)
+        self.metrics.rolloutStage.record(active.map { $0.stageIndex + 1 } ?? 0)
     }
 
     /// Saves the state if it changed; on failure the step is undone (nothing is pushed that is not stored).
@@ -349,6 +372,8 @@ public actor Controller {
 
     /// Compiles, stores and starts rolling out a policy set (see ``ApplyRequest``).
     public func apply(_ request: ApplyRequest, actor: String, remote: String) throws(ControlPlaneError) -> ApplyResult {
+        let started = ContinuousClock.now
+        defer { self.metrics.applyDuration.record(duration: ContinuousClock.now - started) }
         let compiled: CompiledSet
         switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet) {
         case .success(let set): compiled = set

@@ -170,7 +170,7 @@ public struct RolloutEngine: Sendable {
         let agents = Dictionary(view.map { ($0.uid, $0) }, uniquingKeysWith: { first, _ in first })
 
         // 1. Did every load balancer apply the current ring? (Judged on the assignments the view was built for.)
-        if state.ring.convergedAt == nil, self.ringApplied(state, agents) {
+        if state.ring.convergedAt == nil, state.ring.version > 0, self.ringApplied(state, agents) {
             state.ring.convergedAt = now
             let seconds = now.timeIntervalSince(state.ring.changedAt)
             let routing = agents.values.filter {

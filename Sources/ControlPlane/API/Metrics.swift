@@ -1,0 +1,106 @@
+import Foundation
+import Hummingbird
+import Metrics
+import Prometheus
+import Synchronization
+
+/// The control plane's own metrics, made through swift-metrics with a Prometheus factory of its own (not
+/// the process-wide `MetricsSystem`, so several control planes can live in one test process), served at
+/// `/metrics` in the Prometheus text format.
+public final class ControlPlaneMetrics: Sendable {
+    private let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    private let agentGauges = Mutex<[String: Metrics.Gauge]>([:])
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
+    let ringSize: Metrics.Gauge
+    let ringConvergence: Metrics.Gauge
+    let rolloutStage: Metrics.Gauge
+    let rolloutActive: Metrics.Gauge
+    let applyDuration: Metrics.Timer
+
+    /// Creates the metrics.
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: self.registry)
+        let seconds: [Duration] = [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10)]
+        factory.defaultDurationHistogramBuckets = seconds
+        self.factory = factory
+        self.ringSize = Metrics.Gauge(label: "tailplane_ring_size", factory: factory)
+        self.ringConvergence = Metrics.Gauge(label: "tailplane_ring_convergence_seconds", factory: factory)
+        self.rolloutStage = Metrics.Gauge(label: "tailplane_rollout_stage", factory: factory)
+        self.rolloutActive = Metrics.Gauge(label: "tailplane_rollout_active", factory: factory)
+        self.applyDuration = Metrics.Timer(label: "tailplane_apply_duration_seconds", factory: factory)
+    }
+
+    /// Agents by tier and config state; states that disappeared go to 0.
+    func recordAgents(_ counts: [String: Int]) {
+        self.agentGauges.withLock { gauges in
+            for key in Set(gauges.keys).union(counts.keys) {
+                let gauge =
+                    gauges[key]
+                    ?? {
+                        let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
+                        let made = Metrics.Gauge(
+                            label: "tailplane_agents",
+                            dimensions: [("tier", parts[0]), ("state", parts.count > 1 ? parts[1] : "")],
+                            factory: self.factory
+                        )
+                        gauges[key] = made
+                        return made
+                    }()
+                gauge.record(counts[key] ?? 0)
+            }
+        }
+    }
+
+    /// API latency by method, route and status class.
+    func recordRequest(method: String, route: String, status: Int, duration: Duration) {
+        let key = "\(method) \(route) \(status / 100)xx"
+        let timer = self.timers.withLock { timers in
+            if let timer = timers[key] { return timer }
+            let made = Metrics.Timer(
+                label: "tailplane_api_request_duration_seconds",
+                dimensions: [("method", method), ("route", route), ("status", "\(status / 100)xx")],
+                factory: self.factory
+            )
+            timers[key] = made
+            return made
+        }
+        timer.record(duration: duration)
+    }
+
+    /// The Prometheus text exposition.
+    public func exposition() -> String {
+        self.registry.emitToString()
+    }
+}
+
+/// Times every API request into ``ControlPlaneMetrics``.
+struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+    let metrics: ControlPlaneMetrics
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        let start = ContinuousClock.now
+        do {
+            let response = try await next(request, context)
+            self.metrics.recordRequest(
+                method: request.method.rawValue,
+                route: context.endpointPath ?? "unmatched",
+                status: Int(response.status.code),
+                duration: ContinuousClock.now - start
+            )
+            return response
+        } catch {
+            let status = (error as? any HTTPResponseError)?.status.code ?? 500
+            self.metrics.recordRequest(
+                method: request.method.rawValue,
+                route: context.endpointPath ?? "unmatched",
+                status: Int(status),
+                duration: ContinuousClock.now - start
+            )
+            throw error
+        }
+    }
+}

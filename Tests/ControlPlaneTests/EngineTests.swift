@@ -23,6 +23,8 @@ import Testing
         var agents: [String: SimAgent] = [:]
         var now = Date(timeIntervalSince1970: 1_900_000_000)
         var failing: Set<Int> = []
+        /// Agents that fail one version only.
+        var failingAgent: [String: Int] = [:]
         var rings: [Int: [String]] = [:]
         var log: [EngineEvent] = []
         var violations: [String] = []
@@ -71,17 +73,21 @@ import Testing
                     agent.failed = nil  // back on what it ran: the supervisor restarts it healthy
                 }
                 if agent.applied != assignment, agent.failed != assignment {
-                    if agent.tier == .sampling, agent.applied?.version != assignment.version, agent.applied != nil {
-                        // The drain invariant: no load balancer's applied ring holds this sampler.
-                        for lb in self.agents.values where lb.tier == .loadBalancing && lb.connected {
+                    if agent.tier == .sampling, agent.applied?.version != assignment.version, agent.applied != nil,
+                        self.state.ring.members.count > 1
+                            || !(self.rings[self.state.ring.version] ?? []).contains(agent.entry ?? "")
+                    {
+                        // The drain invariant: no load balancer's applied ring holds this sampler (a load balancer
+                        // that lost its connection still routes by the ring it has).
+                        for lb in self.agents.values where lb.tier == .loadBalancing {
                             if let ring = lb.applied?.ring, self.rings[ring]?.contains(agent.entry ?? "") == true {
                                 self.violations.append(
-                                    "\(uid) changed config while \(lb.uid) routed to it (ring \(ring))"
+                                    "\(uid) changed config while \(lb.uid) routed to it (ring \(ring)); log: \(self.log.suffix(6).map(\.message))"
                                 )
                             }
                         }
                     }
-                    if self.failing.contains(assignment.version) {
+                    if self.failing.contains(assignment.version) || self.failingAgent[uid] == assignment.version {
                         agent.failed = assignment
                     } else {
                         agent.applied = assignment
@@ -195,7 +201,7 @@ import Testing
         harness.agents[canary]?.connected = false
         #expect(harness.run { $0.phase?.isTerminal == true })
         #expect(harness.phase == .rolledBack)
-        #expect(harness.state.rollout?.failure?.contains("did not pass within 20s") == true)
+        #expect(harness.state.rollout?.failure?.contains("made no progress for 20s") == true)
     }
 
     @Test func samplersThatJoinDuringARolloutCatchUpDrainAware() {
@@ -231,5 +237,65 @@ import Testing
         // Every load balancer has the ring without them.
         let ring = harness.state.ring.version
         #expect(harness.agents.values.filter { $0.tier == .loadBalancing }.allSatisfy { $0.applied?.ring == ring })
+    }
+
+    @Test func aFailureLateInTheRolloutDrainsEverySamplerItRollsBack() {
+        var harness = Harness(loadBalancers: 2, samplers: 6)
+        harness.start(1)
+        #expect(harness.run { $0.phase == .succeeded })
+        harness.start(2)
+        #expect(harness.run { ($0.state.rollout?.touched.count ?? 0) >= 4 })
+        // The next sampler to be updated cannot run version 2; the four before it are healthy on it.
+        let next = harness.state.rollout!.members.first { harness.state.rollout!.steps[$0] == .waiting }!
+        harness.failingAgent[next] = 2
+        #expect(harness.run { $0.phase?.isTerminal == true })
+        #expect(harness.phase == .rolledBack)
+        #expect(harness.violations.isEmpty, "\(harness.violations)")
+        #expect(
+            harness.run { $0.agents.values.allSatisfy { $0.applied?.version == 1 } && $0.state.ring.members.count == 6 }
+        )
+        // Every rolled-back sampler left the ring before its config changed.
+        let drained = harness.log.filter { $0.message.contains("draining") && $0.rollout == harness.state.rollout?.id }
+        #expect(drained.count >= 9)
+    }
+
+    @Test func aLoadBalancerThatLostItsConnectionHoldsTheDrainUntilItIsBackOrStale() {
+        var harness = Harness(loadBalancers: 2, samplers: 3)
+        harness.start(1)
+        #expect(harness.run { $0.phase == .succeeded })
+        harness.agents["lb-1"]?.connected = false
+        harness.start(2)
+        #expect(harness.run { $0.log.contains { $0.message.contains("draining") } })
+        for _ in 0..<100 { harness.tick() }
+        #expect(harness.state.rollout?.touched.isEmpty == true)  // nobody configured while lb-1 may route
+        harness.agents["lb-1"]?.connected = true
+        #expect(harness.run { $0.phase == .succeeded })
+        #expect(harness.violations.isEmpty, "\(harness.violations)")
+    }
+
+    @Test func theOnlySamplerIsUpdatedInPlace() {
+        var harness = Harness(loadBalancers: 1, samplers: 1)
+        harness.start(1)
+        #expect(harness.run { $0.phase == .succeeded })
+        harness.start(2)
+        #expect(harness.run { $0.phase == .succeeded })
+        #expect(harness.log.contains { $0.message.contains("only sampler in the ring: updated in place") })
+        #expect(harness.agents["s-0"]?.applied?.version == 2)
+    }
+
+    @Test func aSupersededRolloutsSamplersKeepServing() {
+        var harness = Harness(loadBalancers: 1, samplers: 6)
+        harness.start(1)
+        #expect(harness.run { $0.phase == .succeeded })
+        harness.start(2)
+        #expect(harness.run { ($0.state.rollout?.touched.count ?? 0) >= 3 })
+        let before = harness.state.ring.members.count
+        harness.start(3)
+        harness.tick()
+        harness.tick()
+        #expect(harness.state.ring.members.count >= before - 1)
+        #expect(harness.run { $0.phase == .succeeded && $0.state.rollout?.to == 3 })
+        #expect(harness.agents.values.allSatisfy { $0.applied?.version == 3 })
+        #expect(harness.violations.isEmpty, "\(harness.violations)")
     }
 }

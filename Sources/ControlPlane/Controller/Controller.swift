@@ -34,12 +34,18 @@ public actor Controller {
     private var recent: [(sequence: Int, event: EngineEvent)] = []
     private var sequence = 0
 
+    /// A rendered config is identified by version, tier, ring version (load balancers) and sampler count.
     struct RenderKey: Hashable {
         var version: Int
         var tier: AgentTier
-        var ring: [String]
+        var ring: Int
         var samplerCount: Int
     }
+    /// When this controller started: agents it had assignments for count as last seen then, so a restart
+    /// does not empty the ring before they reconnect.
+    private let startedAt: Date
+    /// What the store knew of each agent at start (tier, ring entry, name), for agents not connected yet.
+    private var known: [String: AgentRecord] = [:]
 
     struct Rendered {
         var config: RemoteConfig
@@ -62,8 +68,17 @@ public actor Controller {
         self.engine = RolloutEngine(ringLeaveGraceSeconds: options.ringLeaveGraceSeconds)
         self.logger = logger
         self.clock = clock
-        self.state = try store.loadControlState() ?? ControlState(now: clock())
-        if let rollout = self.state.rollout, !rollout.phase.isTerminal {
+        let now = clock()
+        self.startedAt = now
+        self.state = try store.loadControlState() ?? ControlState(now: now)
+        self.known = Dictionary(
+            (try store.agents()).map { ($0.instanceUID, $0) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        if var rollout = self.state.rollout, !rollout.phase.isTerminal {
+            // Time spent down does not count against the stage.
+            rollout.progressAt = now
+            self.state.rollout = rollout
             logger.info(
                 "resuming rollout",
                 metadata: ["rollout": "\(rollout.id)", "to": "\(rollout.to)", "phase": "\(rollout.phase.rawValue)"]
@@ -88,7 +103,7 @@ public actor Controller {
         let fleet = self.tieringFleet()
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         let before = self.state
-        let events = self.engine.step(&self.state, view: views.map(\.view), now: now)
+        let events = self.engine.step(&self.state, view: views.map(\.view) + self.absent(snapshot, now: now), now: now)
         self.commit(before: before, events: events)
         self.push(views, now: now)
         self.recordAgents(views, now: now)
@@ -113,15 +128,47 @@ public actor Controller {
         self.metrics.rolloutStage.record(active.map { $0.stageIndex + 1 } ?? 0)
     }
 
+    /// Agents with an assignment that the OpAMP server does not know (yet): after a restart they count as
+    /// seen at start, so the ring keeps them for its grace period and a load balancer holds convergence up
+    /// until it reconnects or goes stale. Those still absent ten minutes after start are forgotten.
+    private func absent(_ snapshot: [AgentSnapshot], now: Date) -> [AgentView] {
+        let present = Set(snapshot.map { $0.instanceUID.description })
+        var views: [AgentView] = []
+        let forget = now.timeIntervalSince(self.startedAt) > 600
+        for (uid, assignment) in self.state.assignments where !present.contains(uid) {
+            if forget, self.state.heldOut[uid] == nil, self.state.rollout?.batch.contains(uid) != true {
+                self.state.assignments[uid] = nil
+                self.sentAt[uid] = nil
+                self.recorded[uid] = nil
+                continue
+            }
+            let record = self.known[uid]
+            views.append(
+                AgentView(
+                    name: record?.hostName,
+                    uid: uid,
+                    tier: assignment.ring != nil ? .loadBalancing : .sampling,
+                    connected: false,
+                    lastSeen: max(self.startedAt, record?.lastSeen ?? self.startedAt),
+                    ringEntry: record?.ringEntry,
+                    progress: .applied,
+                    healthy: true
+                )
+            )
+        }
+        return views
+    }
+
     /// Saves the state if it changed; on failure the step is undone (nothing is pushed that is not stored).
-    private func commit(before: ControlState, events: [EngineEvent]) {
-        guard self.state != before || !events.isEmpty else { return }
+    @discardableResult
+    private func commit(before: ControlState, events: [EngineEvent]) -> Bool {
+        guard self.state != before || !events.isEmpty else { return true }
         do {
             try self.store.saveControlState(self.state, events: events)
         } catch {
             self.logger.error("cannot save the control state; the step is retried", metadata: ["error": "\(error)"])
             self.state = before
-            return
+            return false
         }
         for event in events {
             self.sequence += 1
@@ -132,6 +179,7 @@ public actor Controller {
             }
         }
         if self.recent.count > 10_000 { self.recent.removeFirst(self.recent.count - 10_000) }
+        return true
     }
 
     private func recordOutcome(_ rollout: Rollout) {
@@ -165,6 +213,8 @@ public actor Controller {
     }
 
     private func tier(of snapshot: AgentSnapshot, fleet: Fleet) -> AgentTier {
+        // An agent that cannot take a remote config (the supervisor's default) cannot be managed.
+        guard snapshot.capabilities.contains(.acceptsRemoteConfig) else { return .unmanaged }
         let attributes = snapshot.description?.attributes ?? [:]
         if fleet.samplingTier.matches(attributes) { return .sampling }
         if fleet.loadBalancingTier.matches(attributes) { return .loadBalancing }
@@ -286,20 +336,22 @@ public actor Controller {
         let key = RenderKey(
             version: assignment.version,
             tier: tier,
-            ring: tier == .loadBalancing ? self.state.ring.members : [],
+            ring: tier == .loadBalancing ? self.state.ring.version : 0,
             samplerCount: tier == .sampling ? (assignment.samplerCount ?? self.state.samplerCount) : 0
         )
         if let cached = self.renders[key] { return cached }
         guard let set = try? self.compiledSet(assignment.version) else { return nil }
-        switch VersionBuilder.render(set, tier: tier, ring: key.ring, samplerCount: max(1, key.samplerCount)) {
+        let ring = tier == .loadBalancing ? self.state.ring.members : []
+        switch VersionBuilder.render(set, tier: tier, ring: ring, samplerCount: max(1, key.samplerCount)) {
         case .success(let config):
             let remote = RemoteConfig(
                 files: ["collector.yaml": ConfigFile(body: Array(config.yaml.utf8), contentType: "text/yaml")],
                 hash: Array(hexBytes: config.hash)
             )
             let rendered = Rendered(config: remote, hash: config.hash, yaml: config.yaml, warnings: config.warnings)
-            if self.renders.count > 256 { self.renders.removeAll() }
+            if self.renders.count > 64 { self.renders.removeAll() }
             self.renders[key] = rendered
+            if self.versionOfHash.count > 10_000 { self.versionOfHash.removeAll() }
             self.versionOfHash[config.hash] = assignment.version
             try? self.store.saveRendered([
                 RenderedRecord(
@@ -313,6 +365,7 @@ public actor Controller {
             ])
             return rendered
         case .failure(let problems):
+            if self.renderProblems.count > 1000 { self.renderProblems.removeAll() }
             if self.renderProblems.insert(key).inserted {
                 self.logger.warning(
                     "cannot render a config; agents keep what they run",
@@ -394,16 +447,16 @@ public actor Controller {
                 renderWarnings: renderWarnings
             )
         }
-        if let active, request.supersede != true {
-            throw .conflict(
-                "rollout \(active.id) (version \(active.from.map(String.init) ?? "none") -> \(active.to)) is \(active.phase.rawValue); wait for it, abort it, or apply with --supersede"
-            )
-        }
         let latest: Int
         do {
             latest = try self.store.versions(limit: 1).first?.number ?? 0
         } catch {
             throw .store("\(error)")
+        }
+        if request.dryRun != true, let active, request.supersede != true {
+            throw .conflict(
+                "rollout \(active.id) (version \(active.from.map(String.init) ?? "none") -> \(active.to)) is \(active.phase.rawValue); wait for it, abort it, or apply with --supersede"
+            )
         }
         if request.dryRun == true {
             return ApplyResult(
@@ -484,7 +537,9 @@ public actor Controller {
         } catch {
             throw .conflict(error.message)
         }
-        self.commit(before: before, events: events)
+        guard self.commit(before: before, events: events) else {
+            throw .store("cannot save the rollout; nothing changed, try again")
+        }
         self.audit(
             actor: actor,
             action: "rollout.\(command.rawValue)",
@@ -509,7 +564,8 @@ public actor Controller {
             drain: self.options.drain,
             settleSeconds: self.options.settleSecondsOverride
                 ?? Double(set.policySet.settings.decisionWaitMs ?? 30_000) / 1000 + 3,
-            tiers: tiers
+            tiers: tiers,
+            autoRollback: strategy.autoRollback
         )
         let samplers = self.registry.snapshot().filter {
             $0.connected && self.tier(of: $0, fleet: set.fleet) == .sampling

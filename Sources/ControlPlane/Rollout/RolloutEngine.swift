@@ -62,10 +62,13 @@ public struct RolloutEngine: Sendable {
     ) -> [EngineEvent] {
         var events: [EngineEvent] = []
         var from = state.current
+        var alsoServing: [Int] = []
         if var active = state.rollout, !active.phase.isTerminal {
             active.phase = .superseded
             active.endedAt = now
             from = active.from
+            // Its samplers keep serving on the version they run until the new rollout reaches them.
+            alsoServing = (active.alsoServing + [active.to]).filter { $0 != version }
             state.rollout = active
             state.heldOut = [:]
             events.append(
@@ -78,7 +81,7 @@ public struct RolloutEngine: Sendable {
             )
         }
         state.samplerCount = max(1, samplerCount)
-        let rollout = Rollout(
+        var rollout = Rollout(
             id: state.nextRolloutID,
             from: from,
             to: version,
@@ -87,6 +90,8 @@ public struct RolloutEngine: Sendable {
             stageStartedAt: now,
             startedAt: now
         )
+        rollout.alsoServing = alsoServing
+        rollout.progressAt = now
         state.nextRolloutID += 1
         state.rollout = rollout
         let tiers = plan.tiers.map(\.rawValue).joined(separator: " then ")
@@ -143,7 +148,7 @@ public struct RolloutEngine: Sendable {
             guard rollout.phase == .paused || rollout.pauseRequested else { return [] }
             rollout.pauseRequested = false
             rollout.phase = .progressing
-            rollout.stageStartedAt = now  // a paused stage gets its full time again
+            rollout.progressAt = now  // a paused stage gets its full time again
             return [
                 EngineEvent(
                     kind: .rolloutResumed,
@@ -163,14 +168,28 @@ public struct RolloutEngine: Sendable {
 
     // MARK: Step
 
+    /// What one step knows besides the state.
+    struct Tick {
+        var agents: [String: AgentView]
+        var now: Date
+        /// Every load balancer that routes (connected, or seen in the last few minutes) runs the current ring.
+        var converged: Bool
+        var ring: Set<String>
+    }
+
+    /// A load balancer silent longer than this no longer holds up ring convergence (it routes nothing, or
+    /// gets the current ring the moment it reconnects, before it routes again).
+    public var staleLoadBalancerSeconds: Double = 300
+
     /// Advances everything one step: ring convergence, the rollout, agents that joined or lag behind, the
     /// ring membership, and the ring embedded in every load balancer's assignment.
     public func step(_ state: inout ControlState, view: [AgentView], now: Date) -> [EngineEvent] {
         var events: [EngineEvent] = []
         let agents = Dictionary(view.map { ($0.uid, $0) }, uniquingKeysWith: { first, _ in first })
 
-        // 1. Did every load balancer apply the current ring? (Judged on the assignments the view was built for.)
-        if state.ring.convergedAt == nil, state.ring.version > 0, self.ringApplied(state, agents) {
+        // 1. Does every load balancer run the current ring? (Judged on the assignments the view was built for.)
+        let converged = self.ringApplied(state, agents, now: now)
+        if converged, state.ring.convergedAt == nil, state.ring.version > 0 {
             state.ring.convergedAt = now
             let seconds = now.timeIntervalSince(state.ring.changedAt)
             let routing = agents.values.filter {
@@ -186,15 +205,16 @@ public struct RolloutEngine: Sendable {
                 )
             )
         }
+        let tick = Tick(agents: agents, now: now, converged: converged, ring: Set(state.ring.members))
 
         // 2. The rollout.
         if var rollout = state.rollout, rollout.phase == .progressing {
-            events += self.advance(&rollout, &state, agents, now: now)
+            events += self.advance(&rollout, &state, tick)
             state.rollout = rollout
         }
 
         // 3. Agents without an assignment, and agents behind when no rollout is active.
-        events += self.assignOthers(&state, view, now: now)
+        events += self.assignOthers(&state, view, tick)
 
         // 4. The ring: samplers that are up, applied and healthy, minus those held out.
         events += self.maintainRing(&state, agents, now: now)
@@ -211,10 +231,15 @@ public struct RolloutEngine: Sendable {
 
     // MARK: Ring
 
-    private func ringApplied(_ state: ControlState, _ agents: [String: AgentView]) -> Bool {
-        for (uid, assignment) in state.assignments {
-            guard let agent = agents[uid], agent.tier == .loadBalancing, agent.connected else { continue }
-            guard assignment.ring == state.ring.version, agent.progress == .applied else { return false }
+    /// True when every load balancer that may be routing runs the current ring: connected ones, and those
+    /// seen recently (a load balancer that lost its OpAMP connection still routes by the ring it has).
+    private func ringApplied(_ state: ControlState, _ agents: [String: AgentView], now: Date) -> Bool {
+        for (uid, assignment) in state.assignments where assignment.ring != nil {
+            guard let agent = agents[uid], agent.tier == .loadBalancing else { continue }
+            if !agent.connected, now.timeIntervalSince(agent.lastSeen) > self.staleLoadBalancerSeconds { continue }
+            guard agent.connected, assignment.ring == state.ring.version, agent.progress == .applied else {
+                return false
+            }
         }
         return true
     }
@@ -225,29 +250,32 @@ public struct RolloutEngine: Sendable {
         if let current = state.current { versions.insert(current) }
         if let rollout = state.rollout, !rollout.phase.isTerminal {
             if let from = rollout.from { versions.insert(from) }
-            if !rollout.rollingBack { versions.insert(rollout.to) }
+            // While rolling back too: samplers on the new version leave the ring only by being drained.
+            versions.insert(rollout.to)
+            versions.formUnion(rollout.alsoServing)
         }
         return versions
     }
 
     private func maintainRing(_ state: inout ControlState, _ agents: [String: AgentView], now: Date) -> [EngineEvent] {
         let serving = self.servingVersions(state)
+        let current = Set(state.ring.members)
         var members = Set<String>()
-        var joined: [String] = []
-        var left: [String] = []
         for agent in agents.values where agent.tier == .sampling {
             guard let entry = agent.ringEntry, state.heldOut[agent.uid] == nil,
                 let assignment = state.assignments[agent.uid], serving.contains(assignment.version)
             else { continue }
-            let wasMember = state.ring.members.contains(entry)
             let up =
-                agent.connected || (wasMember && now.timeIntervalSince(agent.lastSeen) < self.ringLeaveGraceSeconds)
+                agent.connected
+                || (current.contains(entry) && now.timeIntervalSince(agent.lastSeen) < self.ringLeaveGraceSeconds)
             if up, agent.progress == .applied, agent.healthy { members.insert(entry) }
         }
+        state.leftRing = state.leftRing.filter { now.timeIntervalSince($0.value) < 3600 }
+        guard members != current else { return [] }
         let sorted = members.sorted()
-        guard sorted != state.ring.members else { return [] }
-        joined = sorted.filter { !state.ring.members.contains($0) }
-        left = state.ring.members.filter { !members.contains($0) }
+        let joined = sorted.filter { !current.contains($0) }
+        let left = state.ring.members.filter { !members.contains($0) }
+        for entry in left { state.leftRing[entry] = now }
         state.ring.version += 1
         state.ring.members = sorted
         state.ring.changedAt = now
@@ -265,6 +293,35 @@ public struct RolloutEngine: Sendable {
         ]
     }
 
+    /// Whether a sampler outside the ring may get a new config now: every routing load balancer runs a ring
+    /// without it, and if it left the ring recently, its traces have had `settle` seconds to be decided since.
+    private func drained(_ agent: AgentView, _ state: ControlState, _ tick: Tick, settle: Double) -> Bool {
+        guard let entry = agent.ringEntry else { return true }
+        guard !tick.ring.contains(entry), tick.converged else { return false }
+        guard let left = state.leftRing[entry] else { return true }
+        let since = max(left, state.ring.convergedAt ?? state.ring.changedAt)
+        return tick.now.timeIntervalSince(since) >= settle
+    }
+
+    /// Samplers of a batch that may leave the ring together: never all of it (with nowhere to route, the
+    /// load balancers could not even be given a ring). Returns the batch members to keep for later.
+    private func capped(_ batch: [String], _ state: ControlState, _ tick: Tick) -> (now: [String], later: [String]) {
+        var inRing = 0
+        var now: [String] = []
+        var later: [String] = []
+        for uid in batch {
+            if let entry = tick.agents[uid]?.ringEntry, tick.ring.contains(entry) {
+                if inRing + 1 >= tick.ring.count, tick.ring.count > 1 {
+                    later.append(uid)
+                    continue
+                }
+                inRing += 1
+            }
+            now.append(uid)
+        }
+        return (now, later)
+    }
+
     // MARK: Agents outside the rollout
 
     private func assignment(for tier: AgentTier, version: Int, _ state: ControlState) -> Assignment {
@@ -273,7 +330,7 @@ public struct RolloutEngine: Sendable {
             : Assignment(version: version, samplerCount: state.samplerCount)
     }
 
-    private func assignOthers(_ state: inout ControlState, _ view: [AgentView], now: Date) -> [EngineEvent] {
+    private func assignOthers(_ state: inout ControlState, _ view: [AgentView], _ tick: Tick) -> [EngineEvent] {
         let active = state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         // During a rollout a newcomer gets the stable version (the new one once its stage comes); without a
         // stable version it waits for the rollout.
@@ -281,56 +338,59 @@ public struct RolloutEngine: Sendable {
         guard let target else { return [] }
         var events: [EngineEvent] = []
         let settle = state.rollout?.plan.settleSeconds ?? 33
+        var draining = state.heldOut.count
+        let limit = max(1, state.rollout?.plan.maxUnavailable ?? 1)
         for agent in view where agent.tier != .unmanaged && agent.connected {
-            if let assignment = state.assignments[agent.uid] {
-                // Catch up when no rollout is active: agents that were offline when their turn came, or joined
-                // while it ran. A sampler still in the ring leaves it first, like any drain.
-                guard active == nil else { continue }
-                if assignment.version == target {
-                    if state.heldOut[agent.uid] != nil, agent.progress == .applied, agent.healthy {
-                        state.heldOut[agent.uid] = nil
-                    }
-                    continue
-                }
-                if agent.tier == .sampling, let entry = agent.ringEntry,
-                    state.heldOut[agent.uid] != nil || state.ring.members.contains(entry)
-                {
-                    if state.heldOut[agent.uid] == nil {
-                        state.heldOut[agent.uid] = now
-                        events.append(
-                            EngineEvent(
-                                kind: .agentStep,
-                                message: "draining \(agent.name) to catch up with version \(target)",
-                                agent: agent.uid,
-                                time: now
-                            )
-                        )
-                        continue
-                    }
-                    guard !state.ring.members.contains(entry), let converged = state.ring.convergedAt,
-                        now.timeIntervalSince(converged) >= settle
-                    else { continue }
-                }
-                state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
-                events.append(
-                    EngineEvent(
-                        kind: .agentStep,
-                        message: "\(agent.name) catches up: version \(assignment.version) -> \(target)",
-                        agent: agent.uid,
-                        time: now
-                    )
-                )
-            } else {
+            guard let assignment = state.assignments[agent.uid] else {
                 state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
                 events.append(
                     EngineEvent(
                         kind: .agentStep,
                         message: "\(agent.name) (\(agent.tier.rawValue)) joined: gets version \(target)",
                         agent: agent.uid,
-                        time: now
+                        time: tick.now
                     )
                 )
+                continue
             }
+            // Catch up when no rollout is active: agents that were offline when their turn came, or joined
+            // while it ran. A sampler in the ring leaves it first, like any drain, a few at a time.
+            guard active == nil else { continue }
+            if assignment.version == target {
+                if state.heldOut[agent.uid] != nil, agent.progress == .applied, agent.healthy {
+                    state.heldOut[agent.uid] = nil
+                }
+                continue
+            }
+            if agent.tier == .sampling {
+                if state.heldOut[agent.uid] == nil, let entry = agent.ringEntry, tick.ring.contains(entry),
+                    tick.ring.count > 1
+                {
+                    guard draining < limit else { continue }
+                    state.heldOut[agent.uid] = tick.now
+                    draining += 1
+                    events.append(
+                        EngineEvent(
+                            kind: .agentStep,
+                            message: "draining \(agent.name) to catch up with version \(target)",
+                            agent: agent.uid,
+                            time: tick.now
+                        )
+                    )
+                    continue
+                }
+                let alone = agent.ringEntry.map { tick.ring == [$0] } ?? false
+                guard alone || self.drained(agent, state, tick, settle: settle) else { continue }
+            }
+            state.assignments[agent.uid] = self.assignment(for: agent.tier, version: target, state)
+            events.append(
+                EngineEvent(
+                    kind: .agentStep,
+                    message: "\(agent.name) catches up: version \(assignment.version) -> \(target)",
+                    agent: agent.uid,
+                    time: tick.now
+                )
+            )
         }
         return events
     }
@@ -349,14 +409,15 @@ public struct RolloutEngine: Sendable {
         )
     }
 
-    private func advance(
-        _ rollout: inout Rollout,
-        _ state: inout ControlState,
-        _ agents: [String: AgentView],
-        now: Date
-    ) -> [EngineEvent] {
+    private func timedOut(_ rollout: Rollout, _ now: Date) -> Bool {
+        now.timeIntervalSince(rollout.progressAt ?? rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds
+    }
+
+    private func advance(_ rollout: inout Rollout, _ state: inout ControlState, _ tick: Tick) -> [EngineEvent] {
+        let now = tick.now
+        let agents = tick.agents
         var events: [EngineEvent] = []
-        if rollout.rollingBack { return self.advanceRollback(&rollout, &state, agents, now: now) }
+        if rollout.rollingBack { return self.advanceRollback(&rollout, &state, tick) }
         guard let tier = rollout.tier else { return self.succeed(&rollout, &state, now: now) }
 
         // Stage membership, frozen at stage start.
@@ -365,6 +426,7 @@ public struct RolloutEngine: Sendable {
             rollout.members = members
             rollout.stageOpen = true
             rollout.stageStartedAt = now
+            rollout.progressAt = now
             for uid in members where rollout.steps[uid] == nil { rollout.steps[uid] = .waiting }
             events.append(
                 self.event(
@@ -375,13 +437,13 @@ public struct RolloutEngine: Sendable {
                 )
             )
         }
-        if now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
+        if self.timedOut(rollout, now) {
             return events
                 + self.fail(
                     &rollout,
                     &state,
                     reason:
-                        "\(tier.rawValue) stage \(rollout.stageIndex + 1) did not pass within \(Int(rollout.plan.stageTimeoutSeconds))s",
+                        "\(tier.rawValue) stage \(rollout.stageIndex + 1) made no progress for \(Int(rollout.plan.stageTimeoutSeconds))s",
                     now: now
                 )
         }
@@ -411,8 +473,7 @@ public struct RolloutEngine: Sendable {
         }
 
         if !rollout.batch.isEmpty {
-            events += self.advanceBatch(&rollout, &state, agents, target: rollout.to, now: now)
-            return events
+            return events + self.advanceBatch(&rollout, &state, tick, target: rollout.to)
         }
         let waiting = rollout.members.filter { rollout.steps[$0] == .waiting }
         if !waiting.isEmpty {
@@ -438,16 +499,19 @@ public struct RolloutEngine: Sendable {
                 }
                 batch.append(uid)
             }
-            guard !batch.isEmpty else { return events }
-            rollout.batch = batch
+            let (ready, later) = rollout.plan.drain ? self.capped(batch, state, tick) : (batch, [])
+            _ = later  // stays waiting for the next batch
+            guard !ready.isEmpty else { return events }
+            rollout.batch = ready
             rollout.batchSince = now
-            events += self.beginBatch(&rollout, &state, agents, target: rollout.to, now: now)
-            return events
+            rollout.progressAt = now
+            return events + self.beginBatch(&rollout, &state, tick, target: rollout.to)
         }
 
         // Every member handled: bake (a stage that had no members has nothing to bake), then the next stage.
         if rollout.bakeStartedAt == nil, !rollout.members.isEmpty {
             rollout.bakeStartedAt = now
+            rollout.progressAt = now
             return events
         }
         if let bake = rollout.bakeStartedAt, now.timeIntervalSince(bake) < rollout.plan.bakeSeconds { return events }
@@ -518,36 +582,48 @@ public struct RolloutEngine: Sendable {
         return hash
     }
 
-    /// Starts a batch: samplers in the ring leave it first (drain); everything else gets its config now.
+    /// Starts a batch: samplers leave the ring (drain) and wait until no load balancer routes to them; every
+    /// other agent gets its config now.
     private func beginBatch(
         _ rollout: inout Rollout,
         _ state: inout ControlState,
-        _ agents: [String: AgentView],
-        target: Int,
-        now: Date
+        _ tick: Tick,
+        target: Int
     ) -> [EngineEvent] {
         var events: [EngineEvent] = []
-        // Only a sampler in the ring has traces routed to it; one outside it (new, or unhealthy) has none to lose.
-        let drained = rollout.batch.filter { uid in
-            guard rollout.plan.drain, let agent = agents[uid], agent.tier == .sampling, let entry = agent.ringEntry
-            else { return false }
-            return state.ring.members.contains(entry)
-        }
-        for uid in drained {
-            state.heldOut[uid] = now
-            rollout.steps[uid] = .draining
-            events.append(
-                self.event(
-                    rollout,
-                    .agentStep,
-                    "draining \(Self.name(uid, agents)): out of the ring on every load balancer before its config changes",
-                    agent: uid,
-                    now: now
+        for uid in rollout.batch {
+            guard rollout.plan.drain, let agent = tick.agents[uid], agent.tier == .sampling, let entry = agent.ringEntry
+            else {
+                events += self.give(&rollout, &state, tick.agents, uid: uid, target: target, now: tick.now)
+                continue
+            }
+            if tick.ring == [entry] {
+                // The whole ring: there is nowhere else to send traces, so it is updated in place.
+                events.append(
+                    self.event(
+                        rollout,
+                        .agentStep,
+                        "\(agent.name) is the only sampler in the ring: updated in place",
+                        agent: uid,
+                        now: tick.now
+                    )
                 )
-            )
-        }
-        for uid in rollout.batch where !drained.contains(uid) {
-            events += self.give(&rollout, &state, agents, uid: uid, target: target, now: now)
+                events += self.give(&rollout, &state, tick.agents, uid: uid, target: target, now: tick.now)
+                continue
+            }
+            state.heldOut[uid] = state.heldOut[uid] ?? tick.now
+            rollout.steps[uid] = .draining
+            if let entry = agent.ringEntry, tick.ring.contains(entry) {
+                events.append(
+                    self.event(
+                        rollout,
+                        .agentStep,
+                        "draining \(agent.name): out of the ring on every load balancer before its config changes",
+                        agent: uid,
+                        now: tick.now
+                    )
+                )
+            }
         }
         return events
     }
@@ -563,47 +639,56 @@ public struct RolloutEngine: Sendable {
         let tier = agents[uid]?.tier ?? .sampling
         state.assignments[uid] = self.assignment(for: tier, version: target, state)
         rollout.steps[uid] = rollout.rollingBack ? .rollingBack : .applying
-        if !rollout.rollingBack, !rollout.touched.contains(uid) { rollout.touched.append(uid) }
+        if !rollout.rollingBack { rollout.touched.append(uid) }
         return [
             self.event(rollout, .agentStep, "\(Self.name(uid, agents)) gets version \(target)", agent: uid, now: now)
         ]
     }
 
-    /// Moves the batch on: drained everywhere -> settle -> configure -> applied and healthy -> back in the ring.
+    /// Moves the batch on: drained everywhere -> settled -> configured -> applied and healthy -> back in the ring.
     private func advanceBatch(
         _ rollout: inout Rollout,
         _ state: inout ControlState,
-        _ agents: [String: AgentView],
-        target: Int,
-        now: Date
+        _ tick: Tick,
+        target: Int
     ) -> [EngineEvent] {
+        let agents = tick.agents
+        let now = tick.now
         var events: [EngineEvent] = []
-        let draining = rollout.batch.filter { rollout.steps[$0] == .draining }
-        if !draining.isEmpty {
-            let entries = Set(draining.compactMap { agents[$0]?.ringEntry })
-            guard state.ring.convergedAt != nil, entries.isDisjoint(with: state.ring.members) else { return events }
-            rollout.settleUntil = state.ring.convergedAt!.addingTimeInterval(rollout.plan.settleSeconds)
-            for uid in draining {
-                rollout.steps[uid] = .settling
+        var moved = false
+        for uid in rollout.batch where rollout.steps[uid] == .draining {
+            guard let agent = agents[uid], let entry = agent.ringEntry, !tick.ring.contains(entry), tick.converged
+            else { continue }
+            rollout.steps[uid] = .settling
+            moved = true
+            if state.leftRing[entry] != nil {
                 events.append(
                     self.event(
                         rollout,
                         .agentStep,
-                        "every load balancer routes around \(Self.name(uid, agents)); waiting \(String(format: "%g", rollout.plan.settleSeconds))s for its buffered traces to be decided",
+                        "every load balancer routes around \(agent.name); waiting \(String(format: "%g", rollout.plan.settleSeconds))s for its buffered traces to be decided",
                         agent: uid,
                         now: now
                     )
                 )
             }
+        }
+        for uid in rollout.batch where rollout.steps[uid] == .settling {
+            guard let agent = agents[uid], self.drained(agent, state, tick, settle: rollout.plan.settleSeconds) else {
+                continue
+            }
+            events += self.give(&rollout, &state, agents, uid: uid, target: target, now: now)
+            moved = true
+        }
+        if moved {
+            // What the agents report is about their assignments before this step: judge them next step.
+            rollout.progressAt = now
             return events
         }
-        let settling = rollout.batch.filter { rollout.steps[$0] == .settling }
-        if !settling.isEmpty {
-            guard let until = rollout.settleUntil, now >= until else { return events }
-            for uid in settling { events += self.give(&rollout, &state, agents, uid: uid, target: target, now: now) }
+        // Every member configured: wait for APPLIED and healthy.
+        guard rollout.batch.allSatisfy({ rollout.steps[$0] == .applying || rollout.steps[$0] == .rollingBack }) else {
             return events
         }
-        // Applying (or rolling back): wait for APPLIED and healthy.
         var allDone = true
         for uid in rollout.batch {
             guard let agent = agents[uid] else {
@@ -634,7 +719,7 @@ public struct RolloutEngine: Sendable {
             rollout.batch.compactMap { uid in agents[uid].flatMap { $0.tier == .sampling ? $0.ringEntry : nil } }
         )
         if rollout.plan.drain, !entries.isEmpty {
-            guard entries.isSubset(of: Set(state.ring.members)), state.ring.convergedAt != nil else { return events }
+            guard entries.isSubset(of: tick.ring), tick.converged else { return events }
         }
         for uid in rollout.batch {
             rollout.steps[uid] = rollout.rollingBack ? .rolledBack : .done
@@ -652,6 +737,7 @@ public struct RolloutEngine: Sendable {
         rollout.batch = []
         rollout.batchSince = nil
         rollout.settleUntil = nil
+        rollout.progressAt = now
         return events
     }
 
@@ -661,25 +747,22 @@ public struct RolloutEngine: Sendable {
     {
         rollout.failure = reason
         var events = [self.event(rollout, .rolloutFailed, reason, now: now)]
-        guard rollout.from != nil else {
+        guard rollout.from != nil, rollout.plan.autoRollback || rollout.aborted else {
             rollout.phase = rollout.aborted ? .aborted : .failed
             rollout.endedAt = now
             state.heldOut = [:]
-            events.append(
-                self.event(
-                    rollout,
-                    .rolloutEnded,
-                    "ended \(rollout.phase.rawValue): no earlier version to return to",
-                    now: now
-                )
-            )
+            let why =
+                rollout.from == nil
+                ? "no earlier version to return to"
+                : "auto_rollback is off; `policyctl rollback` returns to \(rollout.from!)"
+            events.append(self.event(rollout, .rolloutEnded, "ended \(rollout.phase.rawValue): \(why)", now: now))
             return events
         }
         rollout.rollingBack = true
         rollout.batch = []
         rollout.members = []
         rollout.settleUntil = nil
-        rollout.stageStartedAt = now
+        rollout.progressAt = now
         events.append(
             self.event(
                 rollout,
@@ -691,42 +774,28 @@ public struct RolloutEngine: Sendable {
         return events
     }
 
-    private func advanceRollback(
-        _ rollout: inout Rollout,
-        _ state: inout ControlState,
-        _ agents: [String: AgentView],
-        now: Date
-    ) -> [EngineEvent] {
+    /// Rolls every touched agent back, in batches (larger than a rollout's: a quarter of the ring at least),
+    /// samplers drained first like any update.
+    private func advanceRollback(_ rollout: inout Rollout, _ state: inout ControlState, _ tick: Tick) -> [EngineEvent] {
         guard let from = rollout.from else { return [] }
-        if rollout.batch.isEmpty {
-            let touched = rollout.touched.filter {
-                state.assignments[$0]?.version != from && agents[$0]?.connected == true
-            }
-            if touched.isEmpty || now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
-                return self.endRollback(&rollout, &state, now: now)
-            }
-            // All at once: the samplers still in the ring leave it first; the rest (the failed ones are out of
-            // it already) are given the previous version now.
-            rollout.batch = touched
-            rollout.batchSince = now
-            var events: [EngineEvent] = []
-            for uid in touched {
-                let entry = agents[uid]?.ringEntry
-                if rollout.plan.drain, agents[uid]?.tier == .sampling, let entry, state.ring.members.contains(entry) {
-                    state.heldOut[uid] = state.heldOut[uid] ?? now
-                    rollout.steps[uid] = .draining
-                } else {
-                    events += self.give(&rollout, &state, agents, uid: uid, target: from, now: now)
-                }
-            }
-            return events
+        if self.timedOut(rollout, tick.now) { return self.endRollback(&rollout, &state, now: tick.now) }
+        if !rollout.batch.isEmpty {
+            return self.advanceBatch(&rollout, &state, tick, target: from)
         }
-        if now.timeIntervalSince(rollout.stageStartedAt) > rollout.plan.stageTimeoutSeconds {
-            return self.endRollback(&rollout, &state, now: now)
+        let pending = rollout.touched.filter {
+            state.assignments[$0]?.version != from && tick.agents[$0]?.connected == true
+                && rollout.steps[$0] != .rolledBack
         }
-        let events = self.advanceBatch(&rollout, &state, agents, target: from, now: now)
-        if rollout.batch.isEmpty { return events + self.endRollback(&rollout, &state, now: now) }
-        return events
+        guard !pending.isEmpty else { return self.endRollback(&rollout, &state, now: tick.now) }
+        let size = max(rollout.plan.maxUnavailable, Int((Double(tick.ring.count) / 4).rounded(.up)), 1)
+        let (ready, _) =
+            rollout.plan.drain
+            ? self.capped(Array(pending.prefix(size)), state, tick) : (Array(pending.prefix(size)), [])
+        guard !ready.isEmpty else { return [] }
+        rollout.batch = ready
+        rollout.batchSince = tick.now
+        rollout.progressAt = tick.now
+        return self.beginBatch(&rollout, &state, tick, target: from)
     }
 
     private func endRollback(_ rollout: inout Rollout, _ state: inout ControlState, now: Date) -> [EngineEvent] {

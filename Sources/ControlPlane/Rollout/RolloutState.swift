@@ -89,6 +89,9 @@ public struct RolloutPlan: Sendable, Hashable, Codable {
     public var settleSeconds: Double
     /// Tiers whose config changes, in the order they roll.
     public var tiers: [AgentTier]
+    /// Roll back by itself when something fails (`fleet.yaml` `rollout.auto_rollback`); otherwise the
+    /// rollout stops `failed` and agents stay where they are until a person acts.
+    public var autoRollback: Bool
 
     /// One stage.
     public enum Stage: Sendable, Hashable, Codable {
@@ -104,7 +107,8 @@ public struct RolloutPlan: Sendable, Hashable, Codable {
         stageTimeoutSeconds: Double,
         drain: Bool,
         settleSeconds: Double,
-        tiers: [AgentTier]
+        tiers: [AgentTier],
+        autoRollback: Bool = true
     ) {
         self.stages = stages
         self.maxUnavailable = maxUnavailable
@@ -113,6 +117,7 @@ public struct RolloutPlan: Sendable, Hashable, Codable {
         self.drain = drain
         self.settleSeconds = settleSeconds
         self.tiers = tiers
+        self.autoRollback = autoRollback
     }
 }
 
@@ -179,6 +184,11 @@ public struct Rollout: Sendable, Hashable, Codable {
     public var members: [String] = []
     /// The current stage's members have been chosen.
     public var stageOpen = false
+    /// Versions of rollouts this one superseded: their samplers stay in the ring until updated.
+    public var alsoServing: [Int] = []
+    /// When the rollout last made progress (a batch started or finished, a bake began): the stage timeout
+    /// counts from here, so a long stage of many batches does not time out while it moves.
+    public var progressAt: Date?
     /// Agents being updated now.
     public var batch: [String] = []
     /// When the current batch entered its step (draining, settling, applying).
@@ -236,6 +246,9 @@ public struct ControlState: Sendable, Hashable, Codable {
     public var assignments: [String: Assignment] = [:]
     /// Samplers held out of the ring (draining, settling, applying), with the time they left.
     public var heldOut: [String: Date] = [:]
+    /// Ring entries that left the ring in the last hour, and when: a sampler that left recently may still
+    /// hold traces, one that was never in the ring holds none.
+    public var leftRing: [String: Date] = [:]
     /// Sampler count the sampling tier's fleet-wide limits are divided by.
     public var samplerCount = 1
     /// The active rollout, or the last one when it ended.

@@ -71,6 +71,8 @@ public struct FleetOptions: Sendable {
     public var reconnectDelay: Duration = .seconds(1)
     /// Event loop threads.
     public var threads = 2
+    /// The first host number (`sampler-00007`): a second fleet in one test gets names of its own.
+    public var firstIndex = 0
     /// Agents report remote config status (the supervisor's `reports_remote_config`; off there by default).
     public var reportsRemoteConfig = true
     /// Agents roll back by themselves after a failed config, like a supervisor with its rollback on.
@@ -98,7 +100,7 @@ public final class FleetRunner: Sendable {
             var profile = AgentProfile(
                 serviceName: isLB ? "otelcol-lb" : "otelcol-sampler",
                 tier: isLB ? "lb" : "sampling",
-                hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", index),
+                hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", options.firstIndex + index),
                 capabilities: options.reportsRemoteConfig
                     ? AgentProfile.supervisorCapabilities : AgentProfile.supervisorCapabilities & ~0x1000,
                 applyDelay: options.applyDelay,

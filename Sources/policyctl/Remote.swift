@@ -100,8 +100,20 @@ func follow(_ client: APIClient, rollout id: Int) async throws -> RolloutBody {
     var printed = 0
     let formatter = DateFormatter()
     formatter.dateFormat = "HH:mm:ss"
+    var unreachableSince: Date?
     while true {
-        let report = try await client.get("/v1/rollouts/\(id)", as: ReportBody.self)
+        let report: ReportBody
+        do {
+            report = try await client.get("/v1/rollouts/\(id)", as: ReportBody.self)
+            unreachableSince = nil
+        } catch let failure as ClientFailure where failure.exitCode == Exit.usage && failure.body.isEmpty {
+            // policyd restarting (or a blip): the rollout goes on without us; keep asking for a while.
+            let since = unreachableSince ?? Date()
+            unreachableSince = since
+            guard Date().timeIntervalSince(since) < 120 else { throw failure }
+            try await Task.sleep(for: .seconds(1))
+            continue
+        }
         for event in report.events.dropFirst(printed) {
             print("\(formatter.string(from: event.time))  \(event.message)")
         }

@@ -193,6 +193,51 @@ import Testing
         await stack.stop()
     }
 
+    @Test func budgetsAreReRenderedDrainAwareWhenTheSamplerCountChanges() async throws {
+        let stack = try await TestStack()
+        let fleet = stack.fleet(loadBalancers: 1, samplers: 2)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(await eventually { stack.opamp.registry.connectedCount == 3 })
+        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        @Sendable func budgets() -> Set<String> {
+            Set(
+                stack.opamp.registry.snapshot().compactMap { agent -> String? in
+                    let yaml = String(decoding: agent.effectiveConfig?["collector.yaml"]?.body ?? [], as: UTF8.self)
+                    return yaml.components(separatedBy: "\n").first { $0.contains("max_total_spans_per_second") }
+                }
+            )
+        }
+        let before = budgets()
+        #expect(before.count == 1 && before.first?.contains("across 2 samplers") == true, "\(before)")
+
+        // Two more samplers join: they get version 1 for 2 samplers, join the ring, and then every sampler is
+        // re-rendered for 4, one at a time, out of the ring.
+        let more = stack.fleet(loadBalancers: 0, samplers: 2, firstIndex: 100)
+        let moreTask = Task { try await more.run() }
+        defer {
+            moreTask.cancel()
+            Task { await more.shutdown() }
+        }
+        let recounted = await eventually(timeout: 60) {
+            let budgets = budgets()
+            let rollout = try? await stack.controller.currentRollout()?.rollout
+            return budgets.count == 1 && budgets.first?.contains("across 4 samplers") == true
+                && rollout?.phase == .succeeded && rollout?.id == 2
+        }
+        let report = try #require(try await stack.controller.currentRollout())
+        let now = budgets()
+        #expect(recounted, "\(now) \(report.events.map(\.message))")
+        #expect(report.rollout.from == 1 && report.rollout.to == 1)
+        #expect(report.rollout.outOfRing.count == 4)
+        #expect(try stack.server.store.version(1)?.outcome == .deployed)
+        await stack.stop()
+    }
+
     @Test func anApplyWithErrorsChangesNothing() async throws {
         let stack = try await TestStack()
         var request = try exampleApply()

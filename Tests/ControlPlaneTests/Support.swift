@@ -40,6 +40,8 @@ func fastOptions() -> ControlPlaneOptions {
     options.bakeSecondsOverride = 0.2
     options.unverifiedAfterSeconds = 0.5
     options.stageTimeoutSeconds = 60
+    options.recountCoalesceSeconds = 0.5
+    options.recountMinimumIntervalSeconds = 0
     return options
 }
 
@@ -86,9 +88,11 @@ final class TestStack: Sendable {
         samplers: Int,
         applyDelay: Duration = .milliseconds(30),
         reportsRemoteConfig: Bool = true,
-        supervisorRollback: Bool = false
+        supervisorRollback: Bool = false,
+        firstIndex: Int = 0
     ) -> FleetRunner {
         var options = FleetOptions()
+        options.firstIndex = firstIndex
         options.reportsRemoteConfig = reportsRemoteConfig
         options.supervisorRollback = supervisorRollback
         options.port = self.opampPort

@@ -19,6 +19,11 @@ public struct ControlPlaneOptions: Sendable {
     public var settleSecondsOverride: Double?
     /// Replaces the bake time of `fleet.yaml`; for the demo only.
     public var bakeSecondsOverride: Double?
+    /// How long a new sampler count must hold before fleet-wide limits are re-rendered for it (autoscaling
+    /// often adds or removes several samplers in a row).
+    public var recountCoalesceSeconds: Double = 60
+    /// The least time between two such re-renders: each one restarts every sampler, drain-aware.
+    public var recountMinimumIntervalSeconds: Double = 300
 
     /// Defaults.
     public init() {}

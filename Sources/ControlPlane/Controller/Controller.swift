@@ -21,6 +21,9 @@ public actor Controller {
     /// The control plane's metrics (`/metrics`).
     public nonisolated let metrics = ControlPlaneMetrics()
     private var lastMetrics = Date.distantPast
+    /// A sampler count different from the one rendered, and since when.
+    private var countSeen: (count: Int, since: Date)?
+    private var lastRecount = Date.distantPast
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -101,6 +104,7 @@ public actor Controller {
         let now = self.clock()
         let snapshot = self.registry.snapshot()
         let fleet = self.tieringFleet()
+        self.maybeRecount(now: now)
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         let before = self.state
         let events = self.engine.step(&self.state, view: views.map(\.view) + self.absent(snapshot, now: now), now: now)
@@ -183,6 +187,7 @@ public actor Controller {
     }
 
     private func recordOutcome(_ rollout: Rollout) {
+        guard rollout.from != rollout.to else { return }  // a re-render for the sampler count
         let outcome: VersionOutcome
         switch rollout.phase {
         case .succeeded: outcome = .deployed
@@ -549,7 +554,14 @@ public actor Controller {
         return self.state.rollout!
     }
 
-    private func startRollout(to number: Int, set: CompiledSet, tiers: [AgentTier]) throws(ControlPlaneError) -> Int {
+    private func startRollout(
+        to number: Int,
+        set: CompiledSet,
+        tiers: [AgentTier],
+        samplerCount: Int? = nil,
+        autoRollback: Bool? = nil,
+        preface: [EngineEvent] = []
+    ) throws(ControlPlaneError) -> Int {
         let strategy = set.fleet.rollout
         let plan = RolloutPlan(
             stages: strategy.stages.map { stage in
@@ -565,19 +577,18 @@ public actor Controller {
             settleSeconds: self.options.settleSecondsOverride
                 ?? Double(set.policySet.settings.decisionWaitMs ?? 30_000) / 1000 + 3,
             tiers: tiers,
-            autoRollback: strategy.autoRollback
+            autoRollback: autoRollback ?? strategy.autoRollback
         )
-        let samplers = self.registry.snapshot().filter {
-            $0.connected && self.tier(of: $0, fleet: set.fleet) == .sampling
-        }.count
         let before = self.state
-        let events = self.engine.start(
-            &self.state,
-            version: number,
-            plan: plan,
-            samplerCount: samplers,
-            now: self.clock()
-        )
+        let events =
+            preface
+            + self.engine.start(
+                &self.state,
+                version: number,
+                plan: plan,
+                samplerCount: samplerCount ?? self.samplerCount(fleet: set.fleet),
+                now: self.clock()
+            )
         for event in events where event.kind == .rolloutEnded {
             if let id = event.rollout, let old = try? self.store.rollout(id) {
                 try? self.store.setOutcome(of: old.to, .superseded, reason: "superseded by version \(number)")
@@ -595,6 +606,66 @@ public actor Controller {
             self.logger.info("\(event.message)")
         }
         return self.state.rollout!.id
+    }
+
+    /// The number of samplers that share fleet-wide limits: the ring, or before there is one, the connected
+    /// samplers.
+    private func samplerCount(fleet: Fleet) -> Int {
+        if !self.state.ring.members.isEmpty { return self.state.ring.members.count }
+        return max(1, self.registry.snapshot().filter { $0.connected && self.tier(of: $0, fleet: fleet) == .sampling }.count)
+    }
+
+    /// When the number of samplers has changed and stayed changed for a while, re-render the sampling tier's
+    /// fleet-wide limits and budgets for it, drain-aware like any rollout; at most once per
+    /// `recountMinimumIntervalSeconds`, and never during a rollout (the count is fixed when one starts).
+    private func maybeRecount(now: Date) {
+        guard let current = self.state.current, self.state.rollout?.phase.isTerminal ?? true else {
+            self.countSeen = nil
+            return
+        }
+        let count = max(1, self.state.ring.members.count)
+        guard !self.state.ring.members.isEmpty, count != self.state.samplerCount else {
+            self.countSeen = nil
+            return
+        }
+        guard let seen = self.countSeen, seen.count == count else {
+            self.countSeen = (count, now)
+            return
+        }
+        guard now.timeIntervalSince(seen.since) >= self.options.recountCoalesceSeconds,
+            now.timeIntervalSince(self.lastRecount) >= self.options.recountMinimumIntervalSeconds,
+            let set = try? self.compiledSet(current)
+        else { return }
+        let old = self.state.samplerCount
+        let before = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: old)
+        let after = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count)
+        if case .success(let a) = before, case .success(let b) = after, a.hash == b.hash {
+            // Nothing in the policies depends on the count: no sampler needs a new config.
+            let previous = self.state
+            self.state.samplerCount = count
+            self.commit(before: previous, events: [])
+            return
+        }
+        self.lastRecount = now
+        self.countSeen = nil
+        let preface = EngineEvent(
+            kind: .rolloutStarted,
+            message:
+                "the sampling tier has \(count) samplers instead of \(old): fleet-wide limits and budgets are re-rendered for \(count) and rolled out drain-aware",
+            time: now
+        )
+        do {
+            _ = try self.startRollout(
+                to: current,
+                set: set,
+                tiers: [.sampling],
+                samplerCount: count,
+                autoRollback: false,
+                preface: [preface]
+            )
+        } catch {
+            self.logger.error("cannot start the re-render for the sampler count", metadata: ["error": "\(error.message)"])
+        }
     }
 
     /// Tiers whose rendered config differs between two versions (for the current ring and sampler count).

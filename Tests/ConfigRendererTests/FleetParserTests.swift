@@ -26,6 +26,16 @@ import Yams
         #expect(!fleet.loadBalancingTier.matches(["service.name": "otelcol-sampler"]))
     }
 
+    @Test func rolloutTimeoutAndDrainAreRead() throws {
+        let fleet = try FleetParser.parse("rollout:\n  stage_timeout: 15m\n  drain: false\n").get()
+        #expect(fleet.rollout.stageTimeoutMs == 900_000)
+        #expect(fleet.rollout.drain == false)
+        #expect(Fleet().rollout.drain && Fleet().rollout.stageTimeoutMs == nil)
+        let tooShort = self.problems("rollout:\n  stage_timeout: 10ms\n")
+        #expect(tooShort.map(\.code) == [.invalidRollout])
+        #expect(tooShort.first?.line == 2)
+    }
+
     @Test func unknownKeysAreLocatedWithSuggestions() {
         let found = self.problems("collector:\n  version: \"0.140\"\nbackend:\n  - name: x\n")
         #expect(found.count == 1)

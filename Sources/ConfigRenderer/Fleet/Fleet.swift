@@ -388,6 +388,11 @@ public struct RolloutStrategy: Sendable, Hashable, Codable {
     public var maxUnavailable = 1
     /// Roll back by itself when a stage fails.
     public var autoRollback = true
+    /// A stage (one batch, or the bake) that makes no progress for this long fails, ms; `nil`: the
+    /// control plane's default (10 min).
+    public var stageTimeoutMs: Int64?
+    /// Take each sampler out of the load balancers' ring before it gets a new config.
+    public var drain = true
 
     /// Defaults.
     public init() {}

@@ -650,9 +650,17 @@ final class FleetReader {
             let fields = self.fields(
                 node,
                 "rollout",
-                allowed: ["stages", "bake_time", "max_unavailable", "auto_rollback"]
+                allowed: ["stages", "bake_time", "max_unavailable", "auto_rollback", "stage_timeout", "drain"]
             )
         else { return }
+        if let value = self.duration(fields["stage_timeout"], "rollout.stage_timeout") {
+            if value < 1000 {
+                self.report(.invalidRollout, "`rollout.stage_timeout` must be at least 1s", at: fields["stage_timeout"])
+            } else {
+                rollout.stageTimeoutMs = value
+            }
+        }
+        if let value = self.bool(fields["drain"], "rollout.drain") { rollout.drain = value }
         if let value = self.duration(fields["bake_time"], "rollout.bake_time") { rollout.bakeTimeMs = value }
         if let value = self.int(fields["max_unavailable"], "rollout.max_unavailable", range: 1...100_000) {
             rollout.maxUnavailable = value

@@ -572,8 +572,8 @@ public actor Controller {
             },
             maxUnavailable: max(1, strategy.maxUnavailable),
             bakeSeconds: self.options.bakeSecondsOverride ?? Double(strategy.bakeTimeMs) / 1000,
-            stageTimeoutSeconds: self.options.stageTimeoutSeconds,
-            drain: self.options.drain,
+            stageTimeoutSeconds: strategy.stageTimeoutMs.map { Double($0) / 1000 } ?? self.options.stageTimeoutSeconds,
+            drain: self.options.drain && strategy.drain,
             settleSeconds: self.options.settleSecondsOverride
                 ?? Double(set.policySet.settings.decisionWaitMs ?? 30_000) / 1000 + 3,
             tiers: tiers,
@@ -612,7 +612,10 @@ public actor Controller {
     /// samplers.
     private func samplerCount(fleet: Fleet) -> Int {
         if !self.state.ring.members.isEmpty { return self.state.ring.members.count }
-        return max(1, self.registry.snapshot().filter { $0.connected && self.tier(of: $0, fleet: fleet) == .sampling }.count)
+        return max(
+            1,
+            self.registry.snapshot().filter { $0.connected && self.tier(of: $0, fleet: fleet) == .sampling }.count
+        )
     }
 
     /// When the number of samplers has changed and stayed changed for a while, re-render the sampling tier's
@@ -664,7 +667,10 @@ public actor Controller {
                 preface: [preface]
             )
         } catch {
-            self.logger.error("cannot start the re-render for the sampler count", metadata: ["error": "\(error.message)"])
+            self.logger.error(
+                "cannot start the re-render for the sampler count",
+                metadata: ["error": "\(error.message)"]
+            )
         }
     }
 

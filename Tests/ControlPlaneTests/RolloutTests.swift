@@ -10,16 +10,9 @@ import Testing
 @Suite(.serialized) struct RolloutTests {
     @Test func anApplyRollsOutDrainAwareUntilEveryAgentRunsIt() async throws {
         let stack = try await TestStack()
-        let fleet = stack.fleet(loadBalancers: 2, samplers: 4)
-        let fleetTask = Task { try await fleet.run() }
-        defer {
-            fleetTask.cancel()
-            Task { await fleet.shutdown() }
-        }
-        #expect(await eventually { stack.opamp.registry.connectedCount == 6 })
+        await stack.startFleet(loadBalancers: 2, samplers: 4)
         let result = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(result.result == "created")
-        #expect(result.version == 1)
+        #expect(result.result == "created" && result.version == 1)
         #expect(result.tiers == [.sampling, .loadBalancing])
         let done = await eventually(timeout: 60) {
             (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
@@ -41,18 +34,12 @@ import Testing
         #expect(try stack.server.store.version(1)?.outcome == .deployed)
 
         // A second version changes a sampling rule: now every sampler is in the ring and must be drained.
-        let second = try await stack.controller.apply(
-            try exampleApply { $0.replacingOccurrences(of: "sample 5%", with: "sample 6%") },
-            actor: "test",
-            remote: "local"
+        let second = try await stack.applyAndWait(
+            try exampleApply { $0.replacingOccurrences(of: "sample 5%", with: "sample 6%") }
         )
-        #expect(second.tiers == [.sampling])
-        let secondDone = await eventually(timeout: 60) {
-            let rollout = try? await stack.controller.currentRollout()?.rollout
-            return rollout?.id == second.rollout && rollout?.phase == .succeeded
-        }
-        #expect(secondDone)
-        let report = try #require(try await stack.controller.currentRollout())
+        #expect(second.phase == .succeeded)
+        #expect(second.plan.tiers == [.sampling])
+        let report = try #require(try await stack.controller.rollout(second.id))
 
         // Drain order for every sampler: out of the ring everywhere, then settle, then the config, then back.
         for sampler in agents where sampler.tier == .sampling {
@@ -74,38 +61,14 @@ import Testing
 
     @Test func aVersionTheSamplersFailIsRolledBackEverywhere() async throws {
         let stack = try await TestStack()
-        let fleet = stack.fleet(loadBalancers: 2, samplers: 4)
-        let fleetTask = Task { try await fleet.run() }
-        defer {
-            fleetTask.cancel()
-            Task { await fleet.shutdown() }
-        }
-        #expect(await eventually { stack.opamp.registry.connectedCount == 6 })
-        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(
-            await eventually(timeout: 60) {
-                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
-            }
-        )
-
-        // The simulated collectors refuse any config containing "tailplane-fail".
-        var broken = try exampleApply(message: "broken")
-        broken.sources.append(
-            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
-        )
-        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
-        #expect(second.version == 2)
-        #expect(second.tiers == [.sampling])
-        let ended = await eventually(timeout: 60) {
-            let rollout = try? await stack.controller.currentRollout()?.rollout
-            return rollout?.phase.isTerminal == true && rollout?.id == second.rollout
-        }
-        #expect(ended)
-        let report = try #require(try await stack.controller.currentRollout())
-        #expect(report.rollout.phase == .rolledBack)
-        #expect(report.rollout.failure?.contains("failed version 2") == true)
+        await stack.startFleet(loadBalancers: 2, samplers: 4)
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
+        let rollout = try await stack.applyAndWait(try brokenApply())
+        #expect(rollout.to == 2 && rollout.plan.tiers == [.sampling])
+        #expect(rollout.phase == .rolledBack)
+        #expect(rollout.failure?.contains("failed version 2") == true)
         // Only the canary was touched; it is back on version 1 and in the ring.
-        #expect(report.rollout.touched.count == 1)
+        #expect(rollout.touched.count == 1)
         #expect(
             await eventually {
                 await stack.controller.agents().allSatisfy { $0.runningVersion == 1 && $0.configState == "applied" }
@@ -122,31 +85,9 @@ import Testing
 
     @Test func aSupervisorThatRollsBackByItselfCountsAsAFailure() async throws {
         let stack = try await TestStack()
-        let fleet = stack.fleet(loadBalancers: 1, samplers: 3, supervisorRollback: true)
-        let fleetTask = Task { try await fleet.run() }
-        defer {
-            fleetTask.cancel()
-            Task { await fleet.shutdown() }
-        }
-        #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
-        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(
-            await eventually(timeout: 60) {
-                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
-            }
-        )
-        var broken = try exampleApply(message: "broken")
-        broken.sources.append(
-            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
-        )
-        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
-        #expect(
-            await eventually(timeout: 60) {
-                let rollout = try? await stack.controller.currentRollout()?.rollout
-                return rollout?.id == second.rollout && rollout?.phase.isTerminal == true
-            }
-        )
-        let rollout = try #require(try await stack.controller.currentRollout()?.rollout)
+        await stack.startFleet(loadBalancers: 1, samplers: 3, supervisorRollback: true)
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
+        let rollout = try await stack.applyAndWait(try brokenApply())
         #expect(rollout.phase == .rolledBack)
         #expect(rollout.failure?.contains("failed version 2") == true)
         #expect(try stack.server.store.version(2)?.outcome == .failed)
@@ -156,33 +97,11 @@ import Testing
 
     @Test func agentsThatReportNoStatusAreJudgedByHealthAndSaySo() async throws {
         let stack = try await TestStack()
-        let fleet = stack.fleet(loadBalancers: 1, samplers: 3, reportsRemoteConfig: false)
-        let fleetTask = Task { try await fleet.run() }
-        defer {
-            fleetTask.cancel()
-            Task { await fleet.shutdown() }
-        }
-        #expect(await eventually { stack.opamp.registry.connectedCount == 4 })
-        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(
-            await eventually(timeout: 60) {
-                (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded
-            }
-        )
+        await stack.startFleet(loadBalancers: 1, samplers: 3, reportsRemoteConfig: false)
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
         #expect(await eventually { await stack.controller.agents().allSatisfy { $0.configState == "unverified" } })
         // A config that makes them unhealthy fails the rollout; it is rolled back without resending in a loop.
-        var broken = try exampleApply(message: "broken")
-        broken.sources.append(
-            SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
-        )
-        let second = try await stack.controller.apply(broken, actor: "test", remote: "local")
-        #expect(
-            await eventually(timeout: 60) {
-                let rollout = try? await stack.controller.currentRollout()?.rollout
-                return rollout?.id == second.rollout && rollout?.phase.isTerminal == true
-            }
-        )
-        let rollout = try #require(try await stack.controller.currentRollout()?.rollout)
+        let rollout = try await stack.applyAndWait(try brokenApply())
         #expect(rollout.phase == .rolledBack)
         #expect(rollout.failure?.contains("unhealthy") == true)
         #expect(
@@ -195,15 +114,8 @@ import Testing
 
     @Test func budgetsAreReRenderedDrainAwareWhenTheSamplerCountChanges() async throws {
         let stack = try await TestStack()
-        let fleet = stack.fleet(loadBalancers: 1, samplers: 2)
-        let fleetTask = Task { try await fleet.run() }
-        defer {
-            fleetTask.cancel()
-            Task { await fleet.shutdown() }
-        }
-        #expect(await eventually { stack.opamp.registry.connectedCount == 3 })
-        _ = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
-        #expect(await eventually(timeout: 60) { (try? await stack.controller.currentRollout())?.rollout.phase == .succeeded })
+        await stack.startFleet(loadBalancers: 1, samplers: 2)
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
         @Sendable func budgets() -> Set<String> {
             Set(
                 stack.opamp.registry.snapshot().compactMap { agent -> String? in
@@ -217,12 +129,7 @@ import Testing
 
         // Two more samplers join: they get version 1 for 2 samplers, join the ring, and then every sampler is
         // re-rendered for 4, one at a time, out of the ring.
-        let more = stack.fleet(loadBalancers: 0, samplers: 2, firstIndex: 100)
-        let moreTask = Task { try await more.run() }
-        defer {
-            moreTask.cancel()
-            Task { await more.shutdown() }
-        }
+        await stack.startFleet(loadBalancers: 0, samplers: 2, firstIndex: 100)
         let recounted = await eventually(timeout: 60) {
             let budgets = budgets()
             let rollout = try? await stack.controller.currentRollout()?.rollout

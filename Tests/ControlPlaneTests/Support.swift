@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import OpAMPServer
 import ServiceLifecycle
+import Synchronization
 import Testing
 
 let repositoryRoot = URL(fileURLWithPath: #filePath)
@@ -25,7 +26,16 @@ func exampleApply(message: String = "examples", transform: (String) -> String = 
     return ApplyRequest(sources: sources, fleet: fleet, message: message)
 }
 
-/// A fresh temporary directory, removed by `cleanup`.
+/// The examples plus a rule the simulated collectors refuse (they fail any config containing "tailplane-fail").
+func brokenApply() throws -> ApplyRequest {
+    var broken = try exampleApply(message: "broken")
+    broken.sources.append(
+        SourceText(path: "99-broken.policy", text: "keep broken when service == \"tailplane-fail\"\n")
+    )
+    return broken
+}
+
+/// A fresh temporary directory.
 func temporaryDirectory() -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("tailplane-test-\(UUID().uuidString)")
     try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -53,6 +63,7 @@ final class TestStack: Sendable {
     let directory: URL
     let task: Task<Void, any Error>
     let group: ServiceGroup
+    private let fleets = Mutex<[(FleetRunner, Task<Void, any Error>)]>([])
     let apiPort: Int
 
     var controller: Controller { self.server.controller }
@@ -104,7 +115,44 @@ final class TestStack: Sendable {
         return FleetRunner(options: options)
     }
 
+    /// Starts a simulated fleet (stopped with the stack) and waits until all of it is connected.
+    @discardableResult
+    func startFleet(
+        loadBalancers: Int,
+        samplers: Int,
+        reportsRemoteConfig: Bool = true,
+        supervisorRollback: Bool = false,
+        firstIndex: Int = 0
+    ) async -> FleetRunner {
+        let expected = self.opamp.registry.connectedCount + loadBalancers + samplers
+        let fleet = self.fleet(
+            loadBalancers: loadBalancers,
+            samplers: samplers,
+            reportsRemoteConfig: reportsRemoteConfig,
+            supervisorRollback: supervisorRollback,
+            firstIndex: firstIndex
+        )
+        let task = Task { try await fleet.run() }
+        self.fleets.withLock { $0.append((fleet, task)) }
+        #expect(await eventually { self.opamp.registry.connectedCount >= expected })
+        return fleet
+    }
+
+    /// Applies and waits until the rollout it started has ended; returns it.
+    func applyAndWait(_ request: ApplyRequest, timeout: TimeInterval = 60) async throws -> Rollout {
+        let result = try await self.controller.apply(request, actor: "test", remote: "local")
+        let id = try #require(result.rollout)
+        _ = await eventually(timeout: timeout) {
+            (try? await self.controller.rollout(id))?.rollout.phase.isTerminal == true
+        }
+        return try #require(try await self.controller.rollout(id)).rollout
+    }
+
     func stop() async {
+        for (fleet, task) in self.fleets.withLock({ $0 }) {
+            task.cancel()
+            await fleet.shutdown()
+        }
         await self.group.triggerGracefulShutdown()
         _ = try? await self.task.value
         await self.opamp.stop()

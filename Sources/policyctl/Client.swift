@@ -48,6 +48,15 @@ struct APIClient {
         var error: Inner
     }
 
+    /// One client for the process: a refused connection fails at once (no retries until a deadline), so a
+    /// server that is down is one quick line, not a minute of waiting.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
+
     static let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
@@ -67,7 +76,7 @@ struct APIClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            response = try await Self.http.execute(request, timeout: .seconds(60))
         } catch {
             throw ClientFailure(
                 message: "cannot reach policyd at \(self.options.baseURL): \(Self.describe(error))",

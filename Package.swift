@@ -132,6 +132,15 @@ let package = Package(
             dependencies: ["OpAMPServer", "OpAMPProtocol", .product(name: "Logging", package: "swift-log")],
             swiftSettings: upcoming
         ),
+        .executableTarget(
+            name: "control-bench",
+            dependencies: [
+                "ControlPlane", "OpAMPServer", "FleetSimulator",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: upcoming
+        ),
         .executableTarget(name: "policy-bench", dependencies: ["PolicyEngine", "ConfigRenderer"], swiftSettings: upcoming),
         .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine"], exclude: ["Golden"], swiftSettings: upcoming),
         .testTarget(

@@ -99,6 +99,7 @@ let package = Package(
             name: "policyd",
             dependencies: [
                 "OpAMPServer",
+                .product(name: "Yams", package: "Yams"),
                 "ControlPlane",
                 "FleetSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -141,8 +142,17 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        .executableTarget(name: "policy-bench", dependencies: ["PolicyEngine", "ConfigRenderer"], swiftSettings: upcoming),
-        .testTarget(name: "PolicyEngineTests", dependencies: ["PolicyEngine"], exclude: ["Golden"], swiftSettings: upcoming),
+        .executableTarget(
+            name: "policy-bench",
+            dependencies: ["PolicyEngine", "ConfigRenderer"],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "PolicyEngineTests",
+            dependencies: ["PolicyEngine"],
+            exclude: ["Golden"],
+            swiftSettings: upcoming
+        ),
         .testTarget(
             name: "ConfigRendererTests",
             dependencies: ["ConfigRenderer", "PolicyEngine", .product(name: "Yams", package: "Yams")],

@@ -5,6 +5,12 @@ import Logging
 import OpAMPServer
 import ServiceLifecycle
 
+/// Prints a figure at once, also through a pipe.
+func say(_ text: String) {
+    print(text)
+    fflush(nil)
+}
+
 /// Control plane benchmarks; prints figures, never run as a test.
 ///
 ///     swift build -c release --product control-bench --product opamp-fleet
@@ -77,24 +83,29 @@ try fleet.run()
 let connectStart = ContinuousClock.now
 while opamp.registry.connectedCount < agentCount {
     guard seconds(since: connectStart) < 180 else {
-        print("only \(opamp.registry.connectedCount) of \(agentCount) agents connected")
+        say("only \(opamp.registry.connectedCount) of \(agentCount) agents connected")
         fleet.terminate()
         exit(1)
     }
     try await Task.sleep(for: .milliseconds(50))
 }
-print("\(agentCount) agents connected in \(String(format: "%.1f", seconds(since: connectStart)))s; API on :\(apiPort)")
+say("\(agentCount) agents connected in \(String(format: "%.1f", seconds(since: connectStart)))s; API on :\(apiPort)")
 
 func policies(_ extra: String, stages: String) throws -> ApplyRequest {
+    // The example rules without the business file: its 1,500 spans/s budget cannot be split across thousands
+    // of samplers (the apply is refused, TP5105).
     let folder = repository.appendingPathComponent("policies")
-    let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasSuffix(".policy") }.sorted()
+    let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter {
+        $0.hasSuffix(".policy") && $0 != "30-business.policy"
+    }.sorted()
     var sources = try names.map {
         SourceText(path: $0, text: try String(contentsOf: folder.appendingPathComponent($0), encoding: .utf8))
     }
-    sources.append(SourceText(path: "99-bench.policy", text: extra))
+    sources.append(SourceText(path: "99-bench.policy", text: extra + "keep baseline sample 5%\n"))
     var fleetText = try String(contentsOf: folder.appendingPathComponent("fleet.yaml"), encoding: .utf8)
     fleetText = fleetText.replacingOccurrences(
-        of: "rollout:\n  stages:\n    - canary: 1\n    - percent: 25\n    - percent: 100\n  bake_time: 5m\n  max_unavailable: 1",
+        of:
+            "rollout:\n  stages:\n    - canary: 1\n    - percent: 25\n    - percent: 100\n  bake_time: 5m\n  max_unavailable: 1",
         with: "rollout:\n  stages: \(stages)\n  bake_time: 0s\n  max_unavailable: \(agentCount)\n  drain: false"
     )
     return ApplyRequest(sources: sources, fleet: fleetText, message: "bench")
@@ -103,12 +114,12 @@ func policies(_ extra: String, stages: String) throws -> ApplyRequest {
 func rollOut(_ title: String, _ request: ApplyRequest) async throws {
     let start = ContinuousClock.now
     let result = try await controller.apply(request, actor: "bench", remote: "local")
-    guard let id = result.rollout else { return print("\(title): nothing to roll out") }
+    guard let id = result.rollout else { return say("\(title): nothing to roll out") }
     while true {
         let report = try await controller.rollout(id)
         if let rollout = report?.rollout, rollout.phase.isTerminal {
             let applied = await controller.agents().filter { $0.configState == "applied" }.count
-            print(
+            say(
                 String(
                     format: "%@: %.2fs until every agent APPLIED (%@; %d of %d applied)",
                     title,
@@ -151,7 +162,7 @@ while seconds(since: ringStart) < 60 {
     }
     try await Task.sleep(for: .milliseconds(20))
 }
-print(
+say(
     ringSeconds.map { String(format: "ring change (a sampler joins): every load balancer applied it after %.2fs", $0) }
         ?? "ring change: did not converge within 60s"
 )
@@ -172,7 +183,7 @@ for _ in 0..<5 {
 }
 latencies.sort()
 if !latencies.isEmpty {
-    print(
+    say(
         String(
             format: "GET /v1/agents (%d agents): median %.0f ms, slowest %.0f ms",
             agentCount + 1,
@@ -181,7 +192,9 @@ if !latencies.isEmpty {
         )
     )
 }
-print("policyd process (OpAMP server + control plane) resident memory: \(residentMiB()) MiB (\(baseline) MiB before the fleet)")
+say(
+    "policyd process (OpAMP server + control plane) resident memory: \(residentMiB()) MiB (\(baseline) MiB before the fleet)"
+)
 
 joining.cancel()
 await joiner.shutdown()

@@ -4,6 +4,10 @@ import Foundation
 import NIOHTTP1
 import PolicyEngine
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 // Commands that talk to policyd. Each parses, calls the API, prints; the control plane does the work.
 
 /// The sources and `fleet.yaml` of a policy path, as the API takes them (paths relative to the directory).
@@ -114,13 +118,35 @@ func follow(_ client: APIClient, rollout id: Int) async throws -> RolloutBody {
             try await Task.sleep(for: .seconds(1))
             continue
         }
+        if terminal, printed < report.events.count { print("\r\u{1B}[K", terminator: "") }
         for event in report.events.dropFirst(printed) {
             print("\(formatter.string(from: event.time))  \(event.message)")
         }
         printed = max(printed, report.events.count)
         if report.rollout.isTerminal { return report.rollout }
+        if terminal {
+            // A live line under the log: where the stage stands, agent by agent.
+            print("\r\u{1B}[K" + liveLine(report.rollout), terminator: "")
+            fflush(nil)
+        }
         try await Task.sleep(for: .milliseconds(500))
     }
+}
+
+/// True when standard output is a terminal (plain lines otherwise, for CI logs).
+let terminal = isatty(STDOUT_FILENO) == 1
+
+/// `sampling stage 2/3 · 1 draining · 2 applying · 5 done · 12 waiting`
+func liveLine(_ rollout: RolloutBody) -> String {
+    var counts: [String: Int] = [:]
+    for uid in rollout.members { counts[rollout.steps[uid] ?? "waiting", default: 0] += 1 }
+    let order = [
+        "draining", "settling", "applying", "rolling_back", "done", "rolled_back", "failed", "skipped", "waiting",
+    ]
+    let parts = order.compactMap { step in counts[step].map { "\($0) \(step.replacingOccurrences(of: "_", with: " "))" }
+    }
+    let stage = rollout.rollingBack ? "rolling back" : "\(rollout.tier) stage \(rollout.stageIndex + 1)"
+    return ([stage] + parts).joined(separator: " · ")
 }
 
 /// Exit code for a finished rollout: 0 succeeded, 3 rolled back, aborted or otherwise not completed.

@@ -16,6 +16,20 @@ struct Policyd: AsyncParsableCommand {
         subcommands: [Serve.self, Demo.self],
         defaultSubcommand: Serve.self
     )
+
+    /// Expands `serve --config FILE` into flags before parsing.
+    static func main() async {
+        do {
+            var command = try parseAsRoot(try ConfigFile.expand(Array(CommandLine.arguments.dropFirst())))
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 extension Policyd {
@@ -49,8 +63,11 @@ extension Policyd {
         @Flag(inversion: .prefixedNo, help: "Take samplers out of the ring before they get a new config.")
         var drain = true
 
-        @Option(help: "Seconds a rollout stage may take before it fails.")
+        @Option(help: "Seconds a rollout batch or bake may go without progress before the rollout fails.")
         var stageTimeout = 600.0
+
+        @Option(help: "A YAML file with the same settings as these flags (`api_port: 4321`); flags win.")
+        var config: String?
 
         @Option(help: "Largest agent message in bytes, after decompression.")
         var maxMessageSize = 64 * 1024 * 1024

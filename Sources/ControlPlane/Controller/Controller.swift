@@ -345,6 +345,7 @@ public actor Controller {
             samplerCount: tier == .sampling ? (assignment.samplerCount ?? self.state.samplerCount) : 0
         )
         if let cached = self.renders[key] { return cached }
+        if self.renderProblems.contains(key) { return nil }  // failed before: do not retry every tick
         guard let set = try? self.compiledSet(assignment.version) else { return nil }
         let ring = tier == .loadBalancing ? self.state.ring.members : []
         switch VersionBuilder.render(set, tier: tier, ring: ring, samplerCount: max(1, key.samplerCount)) {
@@ -441,7 +442,7 @@ public actor Controller {
         let target = active?.to ?? self.state.current
         let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)
-        let renderWarnings = self.renderWarnings(compiled)
+        let renderWarnings = try self.renderCheck(compiled)
         if targetHash == compiled.contentHash, let target {
             return ApplyResult(
                 result: "unchanged",
@@ -642,6 +643,16 @@ public actor Controller {
         let old = self.state.samplerCount
         let before = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: old)
         let after = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count)
+        if case .failure(let problems) = after {
+            // For example a budget share that rounds to nothing on this many samplers: keep the old configs.
+            self.lastRecount = now
+            self.countSeen = nil
+            self.logger.error(
+                "cannot re-render for the new sampler count; samplers keep their configs",
+                metadata: ["samplers": "\(count)", "problem": "\(problems)"]
+            )
+            return
+        }
         if case .success(let a) = before, case .success(let b) = after, a.hash == b.hash {
             // Nothing in the policies depends on the count: no sampler needs a new config.
             let previous = self.state
@@ -688,13 +699,15 @@ public actor Controller {
         }
     }
 
-    private func renderWarnings(_ set: CompiledSet) -> [FleetDiagnostic] {
-        let count = max(1, self.registry.snapshot().filter { self.tier(of: $0, fleet: set.fleet) == .sampling }.count)
-        guard case .success(let config) = VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count)
-        else {
-            return []
+    /// Renders the sampling tier for the fleet's real sampler count: a budget share that rounds to nothing on
+    /// this many samplers refuses the apply (the compiler alone cannot know the count). Returns the warnings.
+    private func renderCheck(_ set: CompiledSet) throws(ControlPlaneError) -> [FleetDiagnostic] {
+        let count = self.samplerCount(fleet: set.fleet)
+        switch VersionBuilder.render(set, tier: .sampling, ring: [], samplerCount: count) {
+        case .success(let config): return config.warnings
+        case .failure(let problems):
+            throw .rejected(ApplyRejection(diagnostics: [], fleetDiagnostics: problems.diagnostics))
         }
-        return config.warnings
     }
 
     private func audit(actor: String, action: String, detail: String, remote: String) {

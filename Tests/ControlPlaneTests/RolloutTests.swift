@@ -1,3 +1,4 @@
+import ConfigRenderer
 import ControlPlane
 import FleetSimulator
 import Foundation
@@ -142,6 +143,35 @@ import Testing
         #expect(report.rollout.from == 1 && report.rollout.to == 1)
         #expect(report.rollout.outOfRing.count == 4)
         #expect(try stack.server.store.version(1)?.outcome == .deployed)
+        await stack.stop()
+    }
+
+    @Test func aBudgetTheFleetCannotSplitIsRefusedAtApply() async throws {
+        let stack = try await TestStack()
+        await stack.startFleet(loadBalancers: 1, samplers: 3)
+        // 40 spans/s is 14 per sampler on three: a 5 % share of it is 0.
+        let request = ApplyRequest(
+            sources: [
+                SourceText(
+                    path: "budget.policy",
+                    text: "budget b 40 spans/s {\n    keep e when status == ERROR share 5%\n    keep rest share 95%\n}\n"
+                )
+            ],
+            fleet: ""
+        )
+        do {
+            _ = try await stack.controller.apply(request, actor: "test", remote: "local")
+            Issue.record("a budget share of nothing per sampler was accepted")
+        } catch {
+            guard case .rejected(let rejection) = error else {
+                Issue.record("unexpected error \(error)")
+                return
+            }
+            let problem = try #require(rejection.fleetDiagnostics.first)
+            #expect(problem.code == .budgetShareTooSmall)
+            #expect(problem.message.contains("3 samplers") && problem.file == "budget.policy" && problem.line == 2)
+        }
+        #expect(try stack.server.store.versions(limit: 10).isEmpty)
         await stack.stop()
     }
 

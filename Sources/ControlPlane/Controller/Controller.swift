@@ -32,6 +32,7 @@ public actor Controller {
     /// When each agent's desired config was last changed (judging agents that report no status).
     private var sentAt: [String: Date] = [:]
     private var renderProblems: Set<RenderKey> = []
+    private var storedLoadBalancer: Set<Int> = []
     private var recorded: [String: AgentRecord] = [:]
     private var lastRecord = Date.distantPast
     private var recent: [(sequence: Int, event: EngineEvent)] = []
@@ -53,6 +54,8 @@ public actor Controller {
     struct Rendered {
         var config: RemoteConfig
         var hash: String
+        /// ``hash`` as bytes, as the OpAMP config hash.
+        var hashBytes: [UInt8] { self.config.hash }
         var yaml: String
         var warnings: [FleetDiagnostic]
     }
@@ -217,10 +220,14 @@ public actor Controller {
         return number.flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
     }
 
-    private func tier(of snapshot: AgentSnapshot, fleet: Fleet) -> AgentTier {
+    private func tier(
+        of snapshot: AgentSnapshot,
+        fleet: Fleet,
+        attributes known: [String: String]? = nil
+    ) -> AgentTier {
         // An agent that cannot take a remote config (the supervisor's default) cannot be managed.
         guard snapshot.capabilities.contains(.acceptsRemoteConfig) else { return .unmanaged }
-        let attributes = snapshot.description?.attributes ?? [:]
+        let attributes = known ?? snapshot.description?.attributes ?? [:]
         if fleet.samplingTier.matches(attributes) { return .sampling }
         if fleet.loadBalancingTier.matches(attributes) { return .loadBalancing }
         return .unmanaged
@@ -228,9 +235,10 @@ public actor Controller {
 
     private func view(_ snapshot: AgentSnapshot, fleet: Fleet, now: Date) -> AgentState {
         let uid = snapshot.instanceUID.description
-        let tier = self.tier(of: snapshot, fleet: fleet)
+        let attributes = snapshot.description?.attributes ?? [:]
+        let tier = self.tier(of: snapshot, fleet: fleet, attributes: attributes)
         let healthy = snapshot.health?.healthy ?? true
-        let entry = tier == .sampling ? fleet.samplerEndpoint.expand(snapshot.description?.attributes ?? [:]) : nil
+        let entry = tier == .sampling ? fleet.samplerEndpoint.expand(attributes) : nil
         var progress = ConfigProgress.pending
         var configState = snapshot.connected ? "pending" : "offline"
         var configError: String?
@@ -238,7 +246,7 @@ public actor Controller {
         if let assignment = self.state.assignments[uid], tier != .unmanaged {
             desired = self.rendered(assignment, tier: tier)
             if let desired {
-                let wanted = Array(hexBytes: desired.hash)
+                let wanted = desired.hashBytes
                 if snapshot.capabilities.contains(.reportsRemoteConfig) {
                     if let status = snapshot.remoteConfigStatus, status.hash == wanted {
                         switch status.state {
@@ -277,7 +285,7 @@ public actor Controller {
         }
         return AgentState(
             view: AgentView(
-                name: snapshot.description?.attributes["host.name"],
+                name: attributes["host.name"],
                 uid: uid,
                 tier: tier,
                 connected: snapshot.connected,
@@ -312,8 +320,7 @@ public actor Controller {
             guard let assignment = self.state.assignments[agent.view.uid],
                 let desired = self.rendered(assignment, tier: agent.view.tier)
             else { continue }
-            let wanted = Array(hexBytes: desired.hash)
-            if agent.snapshot.desiredConfigHash != wanted {
+            if agent.snapshot.desiredConfigHash != desired.hashBytes {
                 changes[agent.snapshot.instanceUID] = desired.config
                 self.sentAt[agent.view.uid] = now
             }
@@ -359,16 +366,22 @@ public actor Controller {
             self.renders[key] = rendered
             if self.versionOfHash.count > 10_000 { self.versionOfHash.removeAll() }
             self.versionOfHash[config.hash] = assignment.version
-            try? self.store.saveRendered([
-                RenderedRecord(
-                    version: assignment.version,
-                    tier: tier,
-                    samplerCount: key.samplerCount,
-                    ringVersion: tier == .loadBalancing ? self.state.ring.version : 0,
-                    yaml: config.yaml,
-                    hash: config.hash
-                )
-            ])
+            // Kept: every sampling render, and a version's first load-balancer render (every ring change
+            // renders the load balancers again; those differ only in the ring, which the ring history keeps).
+            let stored = tier == .sampling || !self.storedLoadBalancer.contains(assignment.version)
+            if tier == .loadBalancing { self.storedLoadBalancer.insert(assignment.version) }
+            if stored {
+                try? self.store.saveRendered([
+                    RenderedRecord(
+                        version: assignment.version,
+                        tier: tier,
+                        samplerCount: key.samplerCount,
+                        ringVersion: tier == .loadBalancing ? self.state.ring.version : 0,
+                        yaml: config.yaml,
+                        hash: config.hash
+                    )
+                ])
+            }
             return rendered
         case .failure(let problems):
             if self.renderProblems.count > 1000 { self.renderProblems.removeAll() }

@@ -217,7 +217,7 @@ public struct RolloutEngine: Sendable {
         events += self.assignOthers(&state, view, tick)
 
         // 4. The ring: samplers that are up, applied and healthy, minus those held out.
-        events += self.maintainRing(&state, agents, now: now)
+        events += self.maintainRing(&state, agents, converged: converged, now: now)
 
         // 5. Every load balancer with a config routes by the current ring.
         for agent in view where agent.tier == .loadBalancing {
@@ -257,7 +257,12 @@ public struct RolloutEngine: Sendable {
         return versions
     }
 
-    private func maintainRing(_ state: inout ControlState, _ agents: [String: AgentView], now: Date) -> [EngineEvent] {
+    private func maintainRing(
+        _ state: inout ControlState,
+        _ agents: [String: AgentView],
+        converged: Bool,
+        now: Date
+    ) -> [EngineEvent] {
         let serving = self.servingVersions(state)
         let current = Set(state.ring.members)
         var members = Set<String>()
@@ -272,6 +277,9 @@ public struct RolloutEngine: Sendable {
         }
         state.leftRing = state.leftRing.filter { now.timeIntervalSince($0.value) < 3600 }
         guard members != current else { return [] }
+        // Joins wait until the load balancers run the current ring, so samplers that become ready together
+        // join in one change (each change rewrites every load balancer's config). Departures go out at once.
+        if !converged, current.isSubset(of: members) { return [] }
         let sorted = members.sorted()
         let joined = sorted.filter { !current.contains($0) }
         let left = state.ring.members.filter { !members.contains($0) }

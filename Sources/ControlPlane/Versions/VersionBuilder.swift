@@ -81,7 +81,7 @@ public enum VersionBuilder {
             hasher.update(data: Array("\(source.text.utf8.count):".utf8) + Array(source.text.utf8))
         }
         hasher.update(data: Array("fleet \(fleetText.utf8.count):".utf8) + Array(fleetText.utf8))
-        let hash = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let hash = Array(hasher.finalize()).hexString
         return .success(
             CompiledSet(
                 sources: sorted,

@@ -13,13 +13,7 @@ import Testing
 /// The real `policyd` binary, killed with SIGKILL in the middle of a rollout and started again on the same
 /// data directory: nothing stored is lost and the rollout completes.
 @Suite(.serialized) struct CrashTests {
-    static var binary: URL {
-        var directory = Bundle.main.bundleURL
-        if directory.pathExtension == "xctest" { directory.deleteLastPathComponent() }
-        let candidate = directory.appendingPathComponent("policyd")
-        if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
-        return repositoryRoot.appendingPathComponent(".build/debug/policyd")
-    }
+    static var binary: URL { builtExecutable("policyd") }
 
     /// A port nothing listens on now.
     static func freePort() -> Int {

@@ -11,13 +11,7 @@ import Testing
         var stderr: String
     }
 
-    static var binary: URL {
-        var directory = Bundle.main.bundleURL
-        if directory.pathExtension == "xctest" { directory.deleteLastPathComponent() }
-        let candidate = directory.appendingPathComponent("policyctl")
-        if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
-        return repositoryRoot.appendingPathComponent(".build/debug/policyctl")
-    }
+    static var binary: URL { builtExecutable("policyctl") }
 
     func policyctl(_ arguments: [String]) throws -> Run {
         let process = Process()

@@ -26,6 +26,15 @@ func exampleApply(message: String = "examples", transform: (String) -> String = 
     return ApplyRequest(sources: sources, fleet: fleet, message: message)
 }
 
+/// A product of this package, as built next to the tests (`.build/debug/NAME`).
+func builtExecutable(_ name: String) -> URL {
+    var directory = Bundle.main.bundleURL
+    if directory.pathExtension == "xctest" { directory.deleteLastPathComponent() }
+    let candidate = directory.appendingPathComponent(name)
+    if FileManager.default.fileExists(atPath: candidate.path) { return candidate }
+    return repositoryRoot.appendingPathComponent(".build/debug/\(name)")
+}
+
 /// The examples plus a rule the simulated collectors refuse (they fail any config containing "tailplane-fail").
 func brokenApply() throws -> ApplyRequest {
     var broken = try exampleApply(message: "broken")

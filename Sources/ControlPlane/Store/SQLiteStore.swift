@@ -161,17 +161,7 @@ public final class SQLiteStore: ControlPlaneStore {
         try self.run("storing a version") {
             try self.pool.write { db in
                 let number = (try Int.fetchOne(db, sql: "SELECT MAX(number) FROM versions") ?? 0) + 1
-                let version = PolicyVersion(
-                    number: number,
-                    contentHash: draft.contentHash,
-                    sources: draft.sources,
-                    fleet: draft.fleet,
-                    ir: draft.ir,
-                    author: draft.author,
-                    message: draft.message,
-                    gitRevision: draft.gitRevision,
-                    createdAt: draft.createdAt
-                )
+                let version = PolicyVersion(number: number, draft: draft)
                 try db.execute(
                     sql: """
                         INSERT INTO versions (number, content_hash, sources, fleet, ir, author, message, git_revision,

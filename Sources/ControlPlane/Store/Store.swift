@@ -33,6 +33,23 @@ public struct VersionDraft: Sendable, Hashable {
     }
 }
 
+extension PolicyVersion {
+    /// The version a draft becomes when the store gives it a number.
+    public init(number: Int, draft: VersionDraft) {
+        self.init(
+            number: number,
+            contentHash: draft.contentHash,
+            sources: draft.sources,
+            fleet: draft.fleet,
+            ir: draft.ir,
+            author: draft.author,
+            message: draft.message,
+            gitRevision: draft.gitRevision,
+            createdAt: draft.createdAt
+        )
+    }
+}
+
 /// A store problem, with what was being done.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// What failed and why.

@@ -306,14 +306,18 @@ public final class AgentRegistry: Sendable {
     /// Sets the desired config of many agents at once.
     public func setDesiredConfig(_ configs: [InstanceUID: RemoteConfig?]) {
         let now = self.clock()
-        self.state.withLock { state in
-            for (uid, config) in configs {
-                var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
-                // Queued under the lock: two quick changes reach the agent in the order they were made.
-                if let push = session.setDesired(config), let owner = state.owners[uid] {
-                    _ = state.connections[owner]?.push(push)
+        // A few agents per lock hold, so the event loops' own messages are not held up by a big batch.
+        let entries = Array(configs)
+        for start in stride(from: 0, to: entries.count, by: 64) {
+            self.state.withLock { state in
+                for (uid, config) in entries[start..<min(start + 64, entries.count)] {
+                    var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
+                    // Queued under the lock: two quick changes reach the agent in the order they were made.
+                    if let push = session.setDesired(config), let owner = state.owners[uid] {
+                        _ = state.connections[owner]?.push(push)
+                    }
+                    state.sessions[uid] = session
                 }
-                state.sessions[uid] = session
             }
         }
     }

@@ -31,13 +31,13 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
                 // could re-enter the registry from this channel's callbacks. Tasks run in the order queued, so
                 // pushes keep the order of the changes that caused them. A connection that stopped reading is
                 // closed rather than buffered.
-                guard channel.isActive else { return false }
+                guard channel.isActive, let frame = try? WebSocketFraming.encode(message) else { return false }
+                // Encoded here, on the caller's thread: the event loops only write.
                 channel.eventLoop.execute {
                     guard channel.isWritable else {
                         channel.close(promise: nil)
                         return
                     }
-                    guard let frame = try? WebSocketFraming.encode(message) else { return }
                     var buffer = channel.allocator.buffer(capacity: frame.count)
                     buffer.writeBytes(frame)
                     channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)

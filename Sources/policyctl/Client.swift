@@ -129,6 +129,21 @@ func runClient(_ body: () async throws -> Void) async throws {
     }
 }
 
+/// GETs `path` and prints it: as JSON with `--output json`, otherwise decoded and handed to `table`.
+func show<T: Decodable>(
+    _ path: String,
+    as type: T.Type,
+    _ options: ServerOptions,
+    table: (T) throws -> Void
+) async throws {
+    try await runClient {
+        let client = APIClient(options: options)
+        let bytes = try await client.call(.GET, path)
+        if options.output == .json { return printJSON(bytes) }
+        try table(try client.decode(type, bytes))
+    }
+}
+
 /// Prints rows as aligned columns.
 func printTable(_ header: [String], _ rows: [[String]]) {
     var widths = header.map(\.count)

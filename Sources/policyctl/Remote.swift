@@ -472,12 +472,9 @@ struct History: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await runClient {
-            let client = APIClient(options: self.server)
-            let bytes = try await client.call(.GET, "/v1/versions")
-            if self.server.output == .json { return printJSON(bytes) }
+        try await show("/v1/versions", as: [Version].self, self.server) { versions in
             let formatter = ISO8601DateFormatter()
-            let rows = try client.decode([Version].self, bytes).map {
+            let rows = versions.map {
                 [
                     String($0.number), $0.outcome, formatter.string(from: $0.createdAt), $0.author,
                     $0.gitRevision ?? "", $0.message,
@@ -518,11 +515,7 @@ struct Versions: AsyncParsableCommand {
         }
 
         func run() async throws {
-            try await runClient {
-                let client = APIClient(options: self.server)
-                let bytes = try await client.call(.GET, "/v1/versions/\(self.number)")
-                if self.server.output == .json { return printJSON(bytes) }
-                let detail = try client.decode(Detail.self, bytes)
+            try await show("/v1/versions/\(self.number)", as: Detail.self, self.server) { detail in
                 let version = detail.version
                 print("version \(version.number) (\(version.outcome)) by \(version.author): \(version.message)")
                 print("content \(version.contentHash)")
@@ -560,17 +553,12 @@ struct Agents: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await runClient {
-            var query: [String] = []
-            if let tier = self.tier { query.append("tier=\(tier)") }
-            if let state = self.state { query.append("state=\(state)") }
-            let client = APIClient(options: self.server)
-            let bytes = try await client.call(
-                .GET,
-                "/v1/agents" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
-            )
-            if self.server.output == .json { return printJSON(bytes) }
-            let rows = try client.decode([Agent].self, bytes).map { agent in
+        var query: [String] = []
+        if let tier = self.tier { query.append("tier=\(tier)") }
+        if let state = self.state { query.append("state=\(state)") }
+        let path = "/v1/agents" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
+        try await show(path, as: [Agent].self, self.server) { agents in
+            let rows = agents.map { agent in
                 [
                     agent.hostName ?? "-", agent.instanceUID, agent.tier, agent.runningVersion.map(String.init) ?? "-",
                     agent.desiredVersion.map(String.init) ?? "-", agent.configState,
@@ -603,11 +591,7 @@ struct Ring: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await runClient {
-            let client = APIClient(options: self.server)
-            let bytes = try await client.call(.GET, "/v1/ring")
-            if self.server.output == .json { return printJSON(bytes) }
-            let body = try client.decode(Body.self, bytes)
+        try await show("/v1/ring", as: Body.self, self.server) { body in
             print("ring \(body.current.version): \(body.current.members.count) samplers")
             for member in body.current.members { print("  \(member)") }
             print("")

@@ -511,7 +511,6 @@ public struct RolloutEngine: Sendable {
             _ = later  // stays waiting for the next batch
             guard !ready.isEmpty else { return events }
             rollout.batch = ready
-            rollout.batchSince = now
             rollout.progressAt = now
             return events + self.beginBatch(&rollout, &state, tick, target: rollout.to)
         }
@@ -743,8 +742,6 @@ public struct RolloutEngine: Sendable {
             )
         }
         rollout.batch = []
-        rollout.batchSince = nil
-        rollout.settleUntil = nil
         rollout.progressAt = now
         return events
     }
@@ -769,7 +766,6 @@ public struct RolloutEngine: Sendable {
         rollout.rollingBack = true
         rollout.batch = []
         rollout.members = []
-        rollout.settleUntil = nil
         rollout.progressAt = now
         events.append(
             self.event(
@@ -801,7 +797,6 @@ public struct RolloutEngine: Sendable {
             ? self.capped(Array(pending.prefix(size)), state, tick) : (Array(pending.prefix(size)), [])
         guard !ready.isEmpty else { return [] }
         rollout.batch = ready
-        rollout.batchSince = tick.now
         rollout.progressAt = tick.now
         return self.beginBatch(&rollout, &state, tick, target: from)
     }

@@ -191,10 +191,6 @@ public struct Rollout: Sendable, Hashable, Codable {
     public var progressAt: Date?
     /// Agents being updated now.
     public var batch: [String] = []
-    /// When the current batch entered its step (draining, settling, applying).
-    public var batchSince: Date?
-    /// Earliest time the settling batch may be given its config.
-    public var settleUntil: Date?
     /// The ring version the draining or rejoining batch waits for.
     public var awaitedRing: Int?
     /// Every agent given the new version (what a rollback must undo).

@@ -239,7 +239,7 @@ import Yams
         guard
             case .failure(let sampling) = ConfigRenderer.render(
                 .sampling,
-                policySet: policySet("keep all"),
+                policySet: policySet("keep all limit 100 spans/s"),
                 fleet: Fleet(),
                 membership: Membership(samplers: [])
             )

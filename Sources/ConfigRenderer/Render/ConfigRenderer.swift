@@ -69,9 +69,17 @@ public enum ConfigRenderer {
             root = context.samplingConfig(policySet)
         }
         guard context.problems.isEmpty else { return .failure(FleetProblems(diagnostics: context.problems)) }
+        // The header names the sampler count only where the config depends on it, so a config that does not
+        // keeps its hash (and its collectors keep running) when samplers come and go.
+        let dependsOnCount: Bool
+        switch tier {
+        case .loadBalancing: dependsOnCount = fleet.resolver == .static
+        case .sampling: dependsOnCount = self.dependsOnSamplerCount(policySet)
+        }
+        let samplers = dependsOnCount ? "; samplers: \(membership.samplerCount)" : ""
         let header = [
             "Rendered by Tailplane; do not edit by hand.",
-            "tier: \(tier.rawValue); collector \(fleet.collectorVersion) or newer; samplers: \(membership.samplerCount)",
+            "tier: \(tier.rawValue); collector \(fleet.collectorVersion) or newer\(samplers)",
         ]
         return .success(
             RenderedConfig(tier: tier, yaml: YAMLWriter.write(root, header: header), warnings: context.warnings)
@@ -92,6 +100,31 @@ public enum ConfigRenderer {
             }
         }
         return problems.isEmpty ? .success(configs) : .failure(FleetProblems(diagnostics: problems))
+    }
+
+    /// Whether the sampling tier's config depends on the number of samplers: true when a policy (at any
+    /// depth) has a fleet-wide figure the renderer divides among them (a span or byte limit, or a budget).
+    public static func dependsOnSamplerCount(_ policySet: PolicySet) -> Bool {
+        self.firstCountDependentPolicy(policySet) != nil
+    }
+
+    /// The name of the first top-level policy whose rendering divides a fleet-wide figure among samplers.
+    static func firstCountDependentPolicy(_ policySet: PolicySet) -> String? {
+        policySet.policies.first { self.dependsOnSamplerCount($0.kind) }?.name
+    }
+
+    private static func dependsOnSamplerCount(_ kind: PolicyKind) -> Bool {
+        switch kind {
+        case .rateLimiting, .bytesLimiting, .composite:
+            true
+        case .and(let members), .drop(let members):
+            members.contains { self.dependsOnSamplerCount($0.kind) }
+        case .not(let member):
+            self.dependsOnSamplerCount(member.kind)
+        case .alwaysSample, .latency, .numericAttribute, .probabilistic, .statusCode, .stringAttribute, .spanCount,
+            .traceState, .traceFlags, .booleanAttribute, .ottlCondition:
+            false
+        }
     }
 
     /// Ceiling division of a fleet-wide figure across replicas.

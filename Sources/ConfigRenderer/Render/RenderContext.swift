@@ -236,10 +236,10 @@ struct RenderContext {
     // MARK: Sampling tier
 
     mutating func samplingConfig(_ policySet: PolicySet) -> YAMLNode {
-        if self.membership.samplerCount < 1 {
+        if self.membership.samplerCount < 1, let dependent = ConfigRenderer.firstCountDependentPolicy(policySet) {
             self.problem(
                 .noSamplers,
-                "the sampling tier's limits are fleet-wide and need the number of samplers, and none was given",
+                "`\(dependent)` has a fleet-wide limit or budget, divided among the samplers, and no sampler count was given",
                 suggestion: "pass the samplers (`--samplers host-a:4317,host-b:4317`) or `--sampler-count N`"
             )
         }

@@ -16,7 +16,7 @@ import Yams
     @Test func exampleFleetParses() throws {
         let (_, fleet) = try examples()
         #expect(fleet.collectorVersion == CollectorVersion(major: 0, minor: 150))
-        #expect(fleet.backends.map(\.exporterID) == ["otlp/tempo"])
+        #expect(fleet.backends.map { $0.exporterID(for: fleet.collectorVersion) } == ["otlp_grpc/tempo"])
         #expect(fleet.backends[0].headers["authorization"] == .environment("TEMPO_TOKEN"))
         #expect(fleet.backends[0].headers["x-scope-orgid"] == .literal("prod"))
         #expect(fleet.rollout.stages == [.canary(1), .percent(25), .percent(100)])

@@ -33,12 +33,12 @@ import Testing
         (
             "backends:\n  - name: vendor\n    protocol: otlphttp\n    endpoint: https://ingest.example.com\n    tls: {cert_file: /tls/c.pem, key_file: /tls/k.pem}\n    headers: {api-key: {env: VENDOR_KEY}, x-team: sre}\n    compression: gzip\n    timeout: 30s\n",
             .sampling,
-            "exporters:\n  otlphttp/vendor:\n    endpoint: https://ingest.example.com\n    tls:\n      insecure: false\n      cert_file: /tls/c.pem\n      key_file: /tls/k.pem\n    headers:\n      api-key: ${env:VENDOR_KEY}\n      x-team: sre\n    compression: gzip\n    timeout: 30s\n"
+            "exporters:\n  otlp_http/vendor:\n    endpoint: https://ingest.example.com\n    tls:\n      insecure: false\n      cert_file: /tls/c.pem\n      key_file: /tls/k.pem\n    headers:\n      api-key: ${env:VENDOR_KEY}\n      x-team: sre\n    compression: gzip\n    timeout: 30s\n"
         ),
         (
             "backends:\n  - {name: a, endpoint: \"a:4317\"}\n  - {name: b, endpoint: \"b:4317\"}\n",
             .sampling,
-            "      exporters:\n        - otlp/a\n        - otlp/b\n"
+            "      exporters:\n        - otlp_grpc/a\n        - otlp_grpc/b\n"
         ),
         (
             "receivers: {grpc: \"0.0.0.0:14317\", http: none, max_recv_msg_size_mib: 32}\n",

@@ -284,6 +284,15 @@ public enum BackendProtocol: String, Sendable, Hashable, Codable, CaseIterable {
     case otlp
     /// OTLP over HTTP (`otlphttp` exporter).
     case otlphttp
+
+    /// The exporter's component type in a config for the given collector version.
+    public func exporterType(for version: CollectorVersion) -> String {
+        let current = version >= CollectorFeature.otlpExporterTypeNames
+        switch self {
+        case .otlp: return current ? "otlp_grpc" : "otlp"
+        case .otlphttp: return current ? "otlp_http" : "otlphttp"
+        }
+    }
 }
 
 /// Where kept traces go.
@@ -314,8 +323,11 @@ public struct Backend: Sendable, Hashable, Codable {
         self.endpoint = endpoint
     }
 
-    /// The exporter id in the rendered config.
-    public var exporterID: String { "\(self.protocol.rawValue)/\(self.name)" }
+    /// The exporter id in a config for the given collector version: `otlp_grpc/NAME` or `otlp_http/NAME` from
+    /// v0.144, `otlp/NAME` or `otlphttp/NAME` before (the old names still load later, with a warning).
+    public func exporterID(for version: CollectorVersion) -> String {
+        "\(self.protocol.exporterType(for: version))/\(self.name)"
+    }
 }
 
 /// OTLP receiver endpoints on both tiers.

@@ -564,10 +564,12 @@ final class FleetReader {
                 continue
             }
             seen[name] = item
+            // The current collector names (`otlp_grpc`, `otlp_http`, v0.144) are accepted too; the renderer
+            // writes whichever name the target version knows.
             let proto =
-                self.oneOf(fields["protocol"], "backends[].protocol", BackendProtocol.allCases.map(\.rawValue)).flatMap(
-                    BackendProtocol.init
-                ) ?? .otlp
+                self.oneOf(fields["protocol"], "backends[].protocol", ["otlp", "otlphttp", "otlp_grpc", "otlp_http"])
+                .map { $0 == "otlp_grpc" ? .otlp : $0 == "otlp_http" ? .otlphttp : BackendProtocol(rawValue: $0)! }
+                ?? .otlp
             var backend = Backend(name: name, protocol: proto, endpoint: endpoint)
             if proto == .otlphttp, !(endpoint.hasPrefix("http://") || endpoint.hasPrefix("https://")) {
                 self.report(

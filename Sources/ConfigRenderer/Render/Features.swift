@@ -53,6 +53,16 @@ enum CollectorFeature: String, CaseIterable, Sendable {
     /// v0.116; earlier releases queue only per sampler). Not a refusal: older targets get the per-sampler form.
     static let loadBalancingTopLevelQueue = CollectorVersion(major: 0, minor: 116)
 
+    /// The OTLP exporters' current type names, `otlp_grpc` and `otlp_http` (core #14403, #14397, v0.144.0).
+    /// From then on the old names `otlp` and `otlphttp` still load but log a deprecation warning at every
+    /// start; before it the new names are unknown. Not a refusal: older targets get the old names.
+    static let otlpExporterTypeNames = CollectorVersion(major: 0, minor: 144)
+
+    /// `rate_limiting` became a token bucket (`golang.org/x/time/rate`, burst 2 × the rate unless
+    /// `burst_capacity` says otherwise) in the same change that added `burst_capacity` (PR #48226); earlier
+    /// releases count spans in a fixed one-second window with a strict `<` test.
+    static let rateLimitTokenBucket = CollectorVersion(major: 0, minor: 153)
+
     /// Internal telemetry `readers` replaced `metrics.address` (readers on by default from v0.109).
     static let telemetryReaders = CollectorVersion(major: 0, minor: 109)
 }

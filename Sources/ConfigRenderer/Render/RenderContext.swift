@@ -252,7 +252,7 @@ struct RenderContext {
         }
         var exporters = MapBuilder()
         for backend in self.fleet.backends {
-            exporters.add(backend.exporterID, self.backend(backend))
+            exporters.add(backend.exporterID(for: self.fleet.collectorVersion), self.backend(backend))
         }
         return .map([
             .init("receivers", .map([.init("otlp", self.otlpReceiver())])),
@@ -269,7 +269,7 @@ struct RenderContext {
                 "service",
                 self.service(
                     processors: ["memory_limiter", "tail_sampling", "batch"],
-                    exporters: self.fleet.backends.map(\.exporterID)
+                    exporters: self.fleet.backends.map { $0.exporterID(for: self.fleet.collectorVersion) }
                 )
             ),
         ])

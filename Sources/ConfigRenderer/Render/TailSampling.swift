@@ -121,13 +121,13 @@ extension RenderContext {
             let share = ConfigRenderer.perReplica(limit.perSecond, replicas: self.replicas)
             let across =
                 "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
-            if limit.burst == nil {
-                // Without `burst_capacity` the collector counts spans in a fixed one-second window and keeps a trace
-                // only while `spans this second + trace spans < spans_per_second` (strictly less), so one more
-                // than the share lets the share itself through.
+            if self.fleet.collectorVersion < CollectorFeature.rateLimitTokenBucket {
+                // Before v0.153 the collector counts spans in a fixed one-second window and keeps a trace only
+                // while `spans this second + trace spans < spans_per_second` (strictly less), so one more than
+                // the share lets the share itself through.
                 map.add("spans_per_second", .int(share + 1), comment: across + ", +1 for the collector's strict limit")
             } else {
-                // With `burst_capacity` (v0.153 and later) it is a token bucket that admits exactly the rate.
+                // From v0.153 it is a token bucket that admits exactly the rate (burst 2 × rate by default).
                 map.add("spans_per_second", .int(share), comment: across)
             }
             if let burst = limit.burst {

@@ -14,16 +14,7 @@ import Yams
     func examplesMatchGolden(tier: Tier) throws {
         let (set, fleet) = try examples()
         let config = try #require(render(tier, set, fleet: fleet, samplers: Self.exampleSamplers))
-        let url = Self.goldenDirectory.appendingPathComponent("\(tier.rawValue).yaml")
-        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
-            try FileManager.default.createDirectory(at: Self.goldenDirectory, withIntermediateDirectories: true)
-            try config.yaml.write(to: url, atomically: true, encoding: .utf8)
-        }
-        let expected = try String(contentsOf: url, encoding: .utf8)
-        #expect(
-            config.yaml == expected,
-            "rendered \(tier.rawValue) config differs from Golden/\(tier.rawValue).yaml; rerun with UPDATE_GOLDEN=1 and review:\n\(ConfigDiff.unified(old: expected, new: config.yaml, oldName: "golden", newName: "rendered"))"
-        )
+        try expectGolden(config, Self.goldenDirectory.appendingPathComponent("\(tier.rawValue).yaml"))
     }
 
     @Test(arguments: Tier.allCases)

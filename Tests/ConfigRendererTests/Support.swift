@@ -57,3 +57,23 @@ func examples() throws -> (PolicySet, Fleet) {
     let fleet = try FleetParser.parse(fleetText).get()
     return (set, fleet)
 }
+
+/// Compares a rendered config with a golden file; `UPDATE_GOLDEN=1` rewrites the file first.
+func expectGolden(_ config: RenderedConfig, _ url: URL, sourceLocation: Testing.SourceLocation = #_sourceLocation)
+    throws
+{
+    if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
+        try FileManager.default.createDirectory(
+            at: url.deletingLastPathComponent(),
+            withIntermediateDirectories: true
+        )
+        try config.yaml.write(to: url, atomically: true, encoding: .utf8)
+    }
+    let expected = try String(contentsOf: url, encoding: .utf8)
+    let name = url.pathComponents.suffix(2).joined(separator: "/")
+    #expect(
+        config.yaml == expected,
+        "differs from \(name); rerun with UPDATE_GOLDEN=1 and review:\n\(ConfigDiff.unified(old: expected, new: config.yaml, oldName: "golden", newName: "rendered"))",
+        sourceLocation: sourceLocation
+    )
+}

@@ -32,16 +32,7 @@ import Yams
     @Test(arguments: Self.cases())
     func matchesGolden(tier: Tier, minor: Int) throws {
         let config = try #require(render(tier, policySet(Self.policies), fleet: Self.fleet(minor: minor)))
-        let url = Self.directory.appendingPathComponent("\(tier.rawValue)-v0.\(minor).yaml")
-        if ProcessInfo.processInfo.environment["UPDATE_GOLDEN"] == "1" {
-            try FileManager.default.createDirectory(at: Self.directory, withIntermediateDirectories: true)
-            try config.yaml.write(to: url, atomically: true, encoding: .utf8)
-        }
-        let expected = try String(contentsOf: url, encoding: .utf8)
-        #expect(
-            config.yaml == expected,
-            "differs from Golden/versions/\(url.lastPathComponent); rerun with UPDATE_GOLDEN=1 and review:\n\(ConfigDiff.unified(old: expected, new: config.yaml, oldName: "golden", newName: "rendered"))"
-        )
+        try expectGolden(config, Self.directory.appendingPathComponent("\(tier.rawValue)-v0.\(minor).yaml"))
     }
 
     @Test(arguments: Self.versions)

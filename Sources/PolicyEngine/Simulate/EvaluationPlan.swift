@@ -1,0 +1,230 @@
+/// The IR turned into what one replica evaluates: drop policies first, each value as the renderer writes
+/// it for one of N replicas, regular expressions compiled, OTTL parsed, stateful policies numbered.
+struct EvaluationPlan {
+    struct TopLevel {
+        var name: String
+        var rule: String
+        var node: Node
+    }
+
+    struct Member {
+        var name: String
+        var node: Node
+        var allocated: Int64
+    }
+
+    indirect enum Node {
+        case always
+        /// Rendered `threshold_ms` and `upper_threshold_ms` (0 = no upper bound).
+        case latency(threshold: Int64, upper: Int64, label: String)
+        case numeric(key: String, minimum: Int64, maximum: Int64, invert: Bool, label: String)
+        case boolean(key: String, value: Bool, invert: Bool, label: String)
+        case string(id: Int, key: String, exact: Set<String>, patterns: [CompiledPattern], invert: Bool, label: String)
+        case probabilistic(salt: String, threshold: UInt64, label: String)
+        case status(Set<StatusCode>, label: String)
+        case spanCount(minimum: Int64, maximum: Int64, label: String)
+        case traceState(key: String, values: Set<String>, label: String)
+        case traceFlags(label: String)
+        case ottl(
+            span: [OTTLCondition],
+            event: [OTTLCondition],
+            mode: OTTLErrorMode,
+            unsupported: String?,
+            label: String
+        )
+        /// `burst` nil: the fixed window with its strict test (per-replica share + 1); else a token bucket.
+        case spanLimit(id: Int, perSecond: Int64, burst: Int64?, label: String)
+        case byteLimit(id: Int, perSecond: Int64, burst: Int64, label: String)
+        case and([Node])
+        case drop([Node])
+        case not(Node)
+        case composite(id: Int, total: Int64, members: [Member])
+    }
+
+    var topLevel: [TopLevel] = []
+    var sampleOnFirstMatch: Bool
+    var invertedDecisions: Bool
+    var statefulCount = 0
+    var compositeSizes: [Int] = []
+    var regexCount = 0
+    let options: SimulationOptions
+    let settings: SamplerSettings
+
+    init(policySet: PolicySet, options: SimulationOptions) {
+        self.options = options
+        self.settings = policySet.settings
+        self.sampleOnFirstMatch = policySet.settings.sampleOnFirstMatch ?? false
+        self.invertedDecisions = options.invertedDecisions
+        // The collector runs `drop` policies first, in order, then the rest in order.
+        let ordered =
+            policySet.policies.filter { if case .drop = $0.kind { true } else { false } }
+            + policySet.policies.filter { if case .drop = $0.kind { false } else { true } }
+        for policy in ordered {
+            let node = self.node(policy.kind)
+            self.topLevel.append(TopLevel(name: policy.name, rule: policy.rule ?? policy.name, node: node))
+        }
+    }
+
+    private var replicas: Int { self.options.samplers }
+
+    private mutating func node(_ kind: PolicyKind) -> Node {
+        switch kind {
+        case .alwaysSample:
+            return .always
+        case .latency(let bounds):
+            if let maximum = bounds.maximumMs {
+                return .latency(
+                    threshold: (bounds.minimumMs ?? 0) - 1,
+                    upper: maximum,
+                    label: "duration in \(bounds.minimumMs ?? 0)..\(maximum) ms"
+                )
+            }
+            return .latency(
+                threshold: bounds.minimumMs ?? 0,
+                upper: 0,
+                label: "duration >= \(bounds.minimumMs ?? 0) ms"
+            )
+        case .numericAttribute(let test):
+            let range = "\(test.minimum.map(String.init) ?? "")..\(test.maximum.map(String.init) ?? "")"
+            return .numeric(
+                key: test.key,
+                minimum: test.minimum ?? .min,
+                maximum: test.maximum ?? .max,
+                invert: test.invert,
+                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")in \(range)"
+            )
+        case .booleanAttribute(let test):
+            return .boolean(
+                key: test.key,
+                value: test.value,
+                invert: test.invert,
+                label: "attr[\"\(test.key)\"] \(test.invert ? "!=" : "==") \(test.value)"
+            )
+        case .stringAttribute(let test):
+            let id = self.regexCount
+            if test.regex { self.regexCount += 1 }
+            let shown = test.values.map { "\"\($0)\"" }.joined(separator: ", ")
+            return .string(
+                id: id,
+                key: test.key,
+                exact: test.regex ? [] : Set(test.values.filter { !$0.isEmpty }),
+                patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
+                invert: test.invert,
+                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matching" : "in") [\(shown)]"
+            )
+        case .probabilistic(let sampling):
+            let salt = (sampling.salt?.isEmpty ?? true) ? CollectorHash.defaultSalt : sampling.salt!
+            return .probabilistic(
+                salt: salt,
+                threshold: CollectorHash.probabilisticThreshold(percentage: sampling.percentage),
+                label: "sample \(Self.percent(sampling.percentage)) (salt \"\(salt)\")"
+            )
+        case .statusCode(let codes):
+            return .status(Set(codes), label: "status in [\(codes.map(\.rawValue).joined(separator: ", "))]")
+        case .spanCount(let bounds):
+            let maximum = Int64(bounds.maximum ?? 0)
+            return .spanCount(
+                minimum: Int64(bounds.minimum),
+                maximum: maximum,
+                label: maximum == 0 ? "spans >= \(bounds.minimum)" : "spans in \(bounds.minimum)..\(maximum)"
+            )
+        case .traceState(let test):
+            // The collector ignores values whose key and value together reach 256 bytes.
+            let values = test.values.filter { test.key.utf8.count + $0.utf8.count < 256 }
+            return .traceState(
+                key: test.key,
+                values: Set(values),
+                label: "tracestate[\"\(test.key)\"] in [\(test.values.map { "\"\($0)\"" }.joined(separator: ", "))]"
+            )
+        case .traceFlags:
+            return .traceFlags(label: "sampled_flag")
+        case .ottlCondition(let conditions):
+            var problems: [String] = []
+            var span: [OTTLCondition] = []
+            var event: [OTTLCondition] = []
+            for text in conditions.span {
+                switch OTTLCondition.parse(text, context: .span) {
+                case .success(let condition): span.append(condition)
+                case .failure(let error): problems.append("`\(text)`: \(error.reason)")
+                }
+            }
+            for text in conditions.spanEvent {
+                switch OTTLCondition.parse(text, context: .spanEvent) {
+                case .success(let condition): event.append(condition)
+                case .failure(let error): problems.append("`\(text)`: \(error.reason)")
+                }
+            }
+            let all = (conditions.span + conditions.spanEvent).map { "`\($0)`" }.joined(separator: " or ")
+            return .ottl(
+                span: span,
+                event: event,
+                mode: self.settings.ottlErrorMode ?? .defaultMode,
+                unsupported: problems.isEmpty ? nil : "not simulated: " + problems.joined(separator: "; "),
+                label: "ottl \(all)"
+            )
+        case .rateLimiting(let limit):
+            let id = self.nextStateful()
+            let share = Self.perReplica(limit.perSecond, replicas: self.replicas)
+            if self.options.tokenBucketSpanLimits {
+                let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? share * 2
+                return .spanLimit(id: id, perSecond: share, burst: burst, label: "limit \(limit.perSecond) spans/s")
+            }
+            return .spanLimit(id: id, perSecond: share + 1, burst: nil, label: "limit \(limit.perSecond) spans/s")
+        case .bytesLimiting(let limit):
+            let id = self.nextStateful()
+            let rate = Self.perReplica(limit.perSecond, replicas: self.replicas)
+            let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? rate * 2
+            return .byteLimit(id: id, perSecond: rate, burst: burst, label: "limit \(limit.perSecond) bytes/s")
+        case .and(let members):
+            return .and(members.map { self.node($0.kind) })
+        case .drop(let members):
+            return .drop(members.map { self.node($0.kind) })
+        case .not(let member):
+            return .not(self.node(member.kind))
+        case .composite(let budget):
+            let id = self.compositeSizes.count
+            self.compositeSizes.append(budget.members.count)
+            let total = Self.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
+            let members = budget.members.map { member in
+                Member(
+                    name: member.policy.name,
+                    node: self.node(member.policy.kind),
+                    allocated: Int64(Double(Int64(member.percent)) / 100 * Double(total))
+                )
+            }
+            return .composite(id: id, total: total, members: members)
+        }
+    }
+
+    private mutating func nextStateful() -> Int {
+        defer { self.statefulCount += 1 }
+        return self.statefulCount
+    }
+
+    /// Ceiling division of a fleet-wide figure across replicas, as the renderer writes it.
+    static func perReplica(_ fleetWide: Int64, replicas: Int) -> Int64 {
+        let n = Int64(max(1, replicas))
+        return fleetWide / n + (fleetWide % n == 0 ? 0 : 1)
+    }
+
+    static func percent(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int64(value))%" : "\(value)%"
+    }
+}
+
+/// A compiled RE2 pattern, searched the way Go's `MatchString` does (unanchored; the IR's patterns carry
+/// their own anchors), matching by Unicode scalar as RE2 matches by code point.
+struct CompiledPattern: @unchecked Sendable {
+    let source: String
+    let regex: Regex<AnyRegexOutput>?
+
+    init(_ source: String) {
+        self.source = source
+        self.regex = (try? Regex(source))?.matchingSemantics(.unicodeScalar)
+    }
+
+    func search(_ text: String) -> Bool {
+        guard let regex = self.regex else { return false }
+        return (try? regex.firstMatch(in: text)) != nil
+    }
+}

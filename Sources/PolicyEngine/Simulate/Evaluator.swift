@@ -1,0 +1,523 @@
+/// How the simulated collectors behave where releases differ.
+public struct SimulationOptions: Sendable, Hashable {
+    /// Sampler replicas behind the load balancers; fleet-wide limits are divided among them as rendered.
+    public var samplers: Int
+    /// Ring entries of the samplers; when empty, `samplers` synthetic entries are used.
+    public var samplerEndpoints: [String]
+    /// `rate_limiting` is a token bucket (v0.153 and later) rather than a fixed one-second window.
+    public var tokenBucketSpanLimits: Bool
+    /// A top-level `invert_match` gives the deprecated inverted decisions (before v0.144).
+    public var invertedDecisions: Bool
+
+    /// Creates options for a collector release, `minorVersion` of `0.x` (v0.150 by default).
+    public init(samplers: Int = 1, samplerEndpoints: [String] = [], collectorMinorVersion minor: Int = 150) {
+        self.samplers = max(1, samplers)
+        self.samplerEndpoints = samplerEndpoints
+        self.tokenBucketSpanLimits = minor >= 153
+        self.invertedDecisions = minor < 144
+    }
+}
+
+/// One policy's answer, in the collector's terms.
+public enum Vote: String, Sendable, Hashable, Codable {
+    case sampled
+    case notSampled = "not_sampled"
+    case invertSampled = "invert_sampled"
+    case invertNotSampled = "invert_not_sampled"
+    case dropped
+    /// The policy failed and casts no vote (an OTTL error under `propagate`).
+    case error
+    /// Outside what the simulator evaluates (see ``PolicyVote/detail``); counted as no vote.
+    case notSimulated = "not_simulated"
+    /// Not evaluated: an earlier `drop` decided, or `sample_on_first_match` stopped the loop.
+    case notEvaluated = "not_evaluated"
+}
+
+/// The final decision for a trace.
+public enum TraceDecision: String, Sendable, Hashable, Codable {
+    case keep
+    case drop
+}
+
+/// What one top-level policy voted, and why.
+public struct PolicyVote: Sendable, Hashable {
+    /// The rendered policy name (`rule`, or `rule/1`, `rule/2` after an `or`).
+    public var policy: String
+    /// The source rule.
+    public var rule: String
+    /// Its vote.
+    public var vote: Vote
+    /// For a policy that did not match: the first condition that failed and the value it saw; for one that
+    /// matched: what matched. Only filled when explaining.
+    public var detail: String?
+}
+
+/// The simulated decision for one trace.
+public struct Verdict: Sendable, Hashable {
+    /// The trace.
+    public var traceID: TraceID
+    /// Keep or drop.
+    public var decision: TraceDecision
+    /// The policy that decided (the first with the deciding vote), if any.
+    public var decidingPolicy: String?
+    /// Its source rule.
+    public var decidingRule: String?
+    /// Every top-level policy's vote, drops first, as the collector evaluates them.
+    public var votes: [PolicyVote]
+    /// Top-level policies that could not be simulated: the decision assumes they cast no vote.
+    public var unsimulated: [String]
+    /// The sampler replica (index into the ring's sorted endpoints) that decided.
+    public var sampler: Int
+    /// Spans in the trace.
+    public var spanCount: Int
+    /// Trace size in bytes.
+    public var sizeBytes: Int64
+}
+
+/// The tail-sampling decision of one sampler replica, with the state its rate limiters and budgets keep
+/// between traces. Evaluates the IR with the values the renderer writes for the replica (per-replica
+/// shares, the latency window's rendered bounds) and the collector's semantics (tailsampling.md §1.3–§1.6).
+public struct SamplerEvaluator {
+    let plan: EvaluationPlan
+    var state: LimiterState
+
+    /// Creates a replica's evaluator.
+    public init(policySet: PolicySet, options: SimulationOptions) {
+        self.plan = EvaluationPlan(policySet: policySet, options: options)
+        self.state = LimiterState(plan: self.plan)
+    }
+
+    init(plan: EvaluationPlan) {
+        self.plan = plan
+        self.state = LimiterState(plan: plan)
+    }
+
+    /// Decides a trace at `nowNanos` (Unix nanoseconds of the decision, which drives the limiters).
+    public mutating func decide(_ trace: SimulatedTrace, nowNanos: UInt64, explain: Bool = false, sampler: Int = 0)
+        -> Verdict
+    {
+        var context = EvaluationContext(trace: trace, now: nowNanos, explain: explain, plan: self.plan)
+        var votes: [PolicyVote] = []
+        votes.reserveCapacity(self.plan.topLevel.count)
+        var firstByVote: [Vote: Int] = [:]
+        var stopped = false
+        var unsimulated: [String] = []
+        for (index, top) in self.plan.topLevel.enumerated() {
+            if stopped {
+                votes.append(PolicyVote(policy: top.name, rule: top.rule, vote: .notEvaluated, detail: nil))
+                continue
+            }
+            let outcome = self.evaluate(top.node, &context)
+            votes.append(PolicyVote(policy: top.name, rule: top.rule, vote: outcome.vote, detail: outcome.detail))
+            switch outcome.vote {
+            case .error, .notEvaluated: continue
+            case .notSimulated:
+                unsimulated.append(top.name)
+                continue
+            default: break
+            }
+            if firstByVote[outcome.vote] == nil { firstByVote[outcome.vote] = index }
+            if outcome.vote == .dropped { stopped = true }
+            if outcome.vote == .sampled, self.plan.sampleOnFirstMatch { stopped = true }
+        }
+        let decision: TraceDecision
+        let deciding: Int?
+        if let index = firstByVote[.dropped] {
+            (decision, deciding) = (.drop, index)
+        } else if let index = firstByVote[.invertNotSampled] {
+            (decision, deciding) = (.drop, index)
+        } else if let index = firstByVote[.sampled] {
+            (decision, deciding) = (.keep, index)
+        } else if let index = firstByVote[.invertSampled], firstByVote[.notSampled] == nil {
+            (decision, deciding) = (.keep, index)
+        } else {
+            (decision, deciding) = (.drop, nil)
+        }
+        return Verdict(
+            traceID: trace.traceID,
+            decision: decision,
+            decidingPolicy: deciding.map { self.plan.topLevel[$0].name },
+            decidingRule: deciding.map { self.plan.topLevel[$0].rule },
+            votes: votes,
+            unsimulated: unsimulated,
+            sampler: sampler,
+            spanCount: trace.spans.count,
+            sizeBytes: trace.sizeBytes
+        )
+    }
+
+    // MARK: Evaluation
+
+    struct Outcome {
+        var vote: Vote
+        var detail: String?
+    }
+
+    private mutating func evaluate(_ node: EvaluationPlan.Node, _ context: inout EvaluationContext) -> Outcome {
+        let trace = context.trace
+        switch node {
+        case .always:
+            return Outcome(vote: .sampled, detail: context.explain ? "always" : nil)
+
+        case .latency(let threshold, let upper, let label):
+            // Walk spans in arrival order, tracking the earliest start and latest end; the first span at which
+            // the running duration qualifies samples the trace.
+            var minStart: UInt64 = 0
+            var maxEnd: UInt64 = 0
+            var duration: Int64 = 0
+            for span in trace.spans {
+                if minStart == 0 || span.startNanos < minStart { minStart = span.startNanos }
+                if maxEnd == 0 || span.endNanos > maxEnd { maxEnd = span.endNanos }
+                duration = Self.milliseconds(from: minStart, to: maxEnd)
+                let hit = upper == 0 ? duration >= threshold : (threshold < duration && duration <= upper)
+                if hit {
+                    return Outcome(vote: .sampled, detail: context.explain ? "\(label): \(duration) ms" : nil)
+                }
+            }
+            return Outcome(vote: .notSampled, detail: context.explain ? "\(label): saw \(duration) ms" : nil)
+
+        case .numeric(let key, let minimum, let maximum, let invert, let label):
+            let hit = Self.anyResourceOrSpan(trace, key: key) { value in
+                let number = value.collectorInt
+                return number >= minimum && number <= maximum
+            }
+            return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
+
+        case .boolean(let key, let expected, let invert, let label):
+            let hit = Self.anyResourceOrSpan(trace, key: key) { $0.collectorBool == expected }
+            return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
+
+        case .string(let id, let key, let exact, let patterns, let invert, let label):
+            var hit = false
+            for resource in trace.resources {
+                if let value = resource[key], self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns)
+                {
+                    hit = true
+                    break
+                }
+            }
+            if !hit {
+                for span in trace.spans {
+                    if let value = span.attributes[key] {
+                        let text = value.collectorStr
+                        if !text.isEmpty, self.matches(text, id: id, exact: exact, patterns: patterns) {
+                            hit = true
+                            break
+                        }
+                    }
+                }
+            }
+            return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
+
+        case .probabilistic(let salt, let threshold, let label):
+            let hash = CollectorHash.fnv1a64(salt: salt, traceID: trace.traceID)
+            let hit = hash <= threshold
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain
+                    ? "\(label): hash \(Self.hex64(hash)) \(hit ? "<=" : ">") threshold \(Self.hex64(threshold))" : nil
+            )
+
+        case .status(let codes, let label):
+            let hit = trace.spans.contains { codes.contains($0.status) }
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain ? "\(label): saw \(Self.statusSummary(trace))" : nil
+            )
+
+        case .spanCount(let minimum, let maximum, let label):
+            let count = Int64(trace.spans.count)
+            let hit = maximum == 0 ? count >= minimum : (count >= minimum && count <= maximum)
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain ? "\(label): \(count) spans" : nil
+            )
+
+        case .traceState(let key, let values, let label):
+            var seen: [String] = []
+            var hit = false
+            for span in trace.spans {
+                guard let state = W3CTraceState.parse(span.traceState), let value = state.value(for: key) else {
+                    continue
+                }
+                if values.contains(value) {
+                    hit = true
+                    break
+                }
+                if context.explain, seen.count < 3, !seen.contains(value) { seen.append(value) }
+            }
+            let saw =
+                seen.isEmpty
+                ? "no `\(key)` in any span's tracestate" : "saw \(seen.map { "\"\($0)\"" }.joined(separator: ", "))"
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain ? "\(label): \(hit ? "matched" : saw)" : nil
+            )
+
+        case .traceFlags(let label):
+            let hit = trace.spans.contains { $0.flags & 0x01 != 0 }
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain
+                    ? "\(label): \(hit ? "a span has the sampled flag" : "no span has the sampled flag")" : nil
+            )
+
+        case .ottl(let spanConditions, let eventConditions, let mode, let unsupported, let label):
+            if let unsupported {
+                return Outcome(vote: .notSimulated, detail: "\(label): \(unsupported)")
+            }
+            _ = mode  // No condition in the simulated subset can fail to evaluate, so every mode behaves alike.
+            for span in trace.spans {
+                for condition in spanConditions where condition.evaluate(span: span, event: nil, in: trace) {
+                    return Outcome(
+                        vote: .sampled,
+                        detail: context.explain ? "\(label): true for span `\(span.name)`" : nil
+                    )
+                }
+                for event in span.events {
+                    for condition in eventConditions where condition.evaluate(span: span, event: event, in: trace) {
+                        return Outcome(
+                            vote: .sampled,
+                            detail: context.explain ? "\(label): true for event `\(event.name)` of `\(span.name)`" : nil
+                        )
+                    }
+                }
+            }
+            return Outcome(vote: .notSampled, detail: context.explain ? "\(label): false for every span" : nil)
+
+        case .spanLimit(let id, let perSecond, let burst, let label):
+            let count = Int64(trace.spans.count)
+            let hit: Bool
+            if let burst {
+                hit = self.state.buckets[id].allow(
+                    Double(count),
+                    burst: Double(burst),
+                    rate: Double(perSecond),
+                    now: context.now
+                )
+            } else {
+                hit = self.state.windows[id].admit(count, strictlyBelow: perSecond, now: context.now)
+            }
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain ? "\(label): \(hit ? "within" : "over") the limit with \(count) spans" : nil
+            )
+
+        case .byteLimit(let id, let perSecond, let burst, let label):
+            let hit = self.state.buckets[id].allow(
+                Double(trace.sizeBytes),
+                burst: Double(burst),
+                rate: Double(perSecond),
+                now: context.now
+            )
+            return Outcome(
+                vote: hit ? .sampled : .notSampled,
+                detail: context.explain
+                    ? "\(label): \(hit ? "within" : "over") the limit with \(trace.sizeBytes) bytes" : nil
+            )
+
+        case .and(let members):
+            for member in members {
+                let outcome = self.evaluate(member, &context)
+                switch outcome.vote {
+                case .error, .notSimulated: return outcome
+                case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
+                default: continue
+                }
+            }
+            return Outcome(vote: .sampled, detail: context.explain ? "every condition matched" : nil)
+
+        case .drop(let members):
+            for member in members {
+                let outcome = self.evaluate(member, &context)
+                switch outcome.vote {
+                case .error, .notSimulated: return outcome
+                case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
+                default: continue
+                }
+            }
+            return Outcome(vote: .dropped, detail: context.explain ? "every condition matched" : nil)
+
+        case .not(let member):
+            let outcome = self.evaluate(member, &context)
+            switch outcome.vote {
+            case .sampled: return Outcome(vote: .notSampled, detail: outcome.detail.map { "not (\($0))" })
+            case .notSampled: return Outcome(vote: .sampled, detail: outcome.detail.map { "not (\($0))" })
+            default: return outcome
+            }
+
+        case .composite(let id, let total, let members):
+            let second = context.now / 1_000_000_000
+            if self.state.composites[id].second != second {
+                self.state.composites[id].second = second
+                for index in self.state.composites[id].sampled.indices { self.state.composites[id].sampled[index] = 0 }
+            }
+            let count = Int64(trace.spans.count)
+            for (index, member) in members.enumerated() {
+                let outcome = self.evaluate(member.node, &context)
+                if outcome.vote == .error || outcome.vote == .notSimulated { return outcome }
+                guard outcome.vote == .sampled || outcome.vote == .invertSampled else { continue }
+                let after = self.state.composites[id].sampled[index] + count
+                if after <= member.allocated, after <= total {
+                    self.state.composites[id].sampled[index] = after
+                    return Outcome(
+                        vote: .sampled,
+                        detail: context.explain
+                            ? "`\(member.name)` matched and fit its \(member.allocated) spans/s" : nil
+                    )
+                }
+                return Outcome(
+                    vote: .notSampled,
+                    detail: context.explain
+                        ? "`\(member.name)` matched but its share is spent: \(self.state.composites[id].sampled[index]) + \(count) > \(member.allocated) spans this second"
+                        : nil
+                )
+            }
+            return Outcome(vote: .notSampled, detail: context.explain ? "no member matched" : nil)
+        }
+    }
+
+    private func attributeOutcome(
+        hit: Bool,
+        invert: Bool,
+        key: String,
+        label: String,
+        _ context: inout EvaluationContext
+    )
+        -> Outcome
+    {
+        let vote: Vote
+        if invert {
+            // With the inverted decisions off (v0.144 and later) an inverted test gives plain votes.
+            vote =
+                hit
+                ? (self.plan.invertedDecisions ? .invertNotSampled : .notSampled)
+                : (self.plan.invertedDecisions ? .invertSampled : .sampled)
+        } else {
+            vote = hit ? .sampled : .notSampled
+        }
+        guard context.explain else { return Outcome(vote: vote, detail: nil) }
+        return Outcome(vote: vote, detail: "\(label): saw \(Self.observed(context.trace, key: key))")
+    }
+
+    private mutating func matches(_ text: String, id: Int, exact: Set<String>, patterns: [CompiledPattern]) -> Bool {
+        if patterns.isEmpty { return exact.contains(text) }
+        if let cached = self.state.regexCache[id][text] { return cached }
+        let result = patterns.contains { $0.search(text) }
+        if self.state.regexCache[id].count >= 65_536 { self.state.regexCache[id].removeAll(keepingCapacity: true) }
+        self.state.regexCache[id][text] = result
+        return result
+    }
+
+    static func anyResourceOrSpan(_ trace: SimulatedTrace, key: String, _ test: (AttributeValue) -> Bool) -> Bool {
+        for resource in trace.resources {
+            if let value = resource[key], test(value) { return true }
+        }
+        for span in trace.spans {
+            if let value = span.attributes[key], test(value) { return true }
+        }
+        return false
+    }
+
+    /// `duration.Milliseconds()` of `end - start`, truncated toward zero.
+    static func milliseconds(from start: UInt64, to end: UInt64) -> Int64 {
+        let nanos = end >= start ? Int64(clamping: end - start) : -Int64(clamping: start - end)
+        return nanos / 1_000_000
+    }
+
+    static func hex64(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    static func statusSummary(_ trace: SimulatedTrace) -> String {
+        var counts: [StatusCode: Int] = [:]
+        for span in trace.spans { counts[span.status, default: 0] += 1 }
+        return StatusCode.allCases.compactMap { code in counts[code].map { "\(code.rawValue)×\($0)" } }
+            .joined(separator: ", ")
+    }
+
+    /// The distinct values of a key on resources and spans, for explanations.
+    static func observed(_ trace: SimulatedTrace, key: String) -> String {
+        var values: [String] = []
+        var total = 0
+        for value in trace.resources.compactMap({ $0[key] }) + trace.spans.compactMap({ $0.attributes[key] }) {
+            let shown = value.display
+            if !values.contains(shown) {
+                total += 1
+                if values.count < 3 { values.append(shown) }
+            }
+        }
+        if values.isEmpty { return "no `\(key)` on any resource or span" }
+        return values.joined(separator: ", ") + (total > values.count ? " and \(total - values.count) more" : "")
+    }
+}
+
+/// What one evaluation needs besides the policies.
+struct EvaluationContext {
+    let trace: SimulatedTrace
+    let now: UInt64
+    let explain: Bool
+    let plan: EvaluationPlan
+}
+
+/// The mutable state of one replica's stateful policies.
+struct LimiterState {
+    var windows: [FixedWindow]
+    var buckets: [TokenBucket]
+    var composites: [CompositeWindow]
+    var regexCache: [[String: Bool]]
+
+    init(plan: EvaluationPlan) {
+        self.windows = Array(repeating: FixedWindow(), count: plan.statefulCount)
+        self.buckets = Array(repeating: TokenBucket(), count: plan.statefulCount)
+        self.composites = plan.compositeSizes.map { CompositeWindow(sampled: Array(repeating: 0, count: $0)) }
+        self.regexCache = Array(repeating: [:], count: plan.regexCount)
+    }
+}
+
+/// The legacy `rate_limiting` window: spans counted per wall-clock second, a trace admitted while
+/// `spans this second + trace spans < spans_per_second`.
+struct FixedWindow {
+    var second: UInt64 = .max
+    var spans: Int64 = 0
+
+    mutating func admit(_ count: Int64, strictlyBelow limit: Int64, now: UInt64) -> Bool {
+        let second = now / 1_000_000_000
+        if second != self.second {
+            self.second = second
+            self.spans = 0
+        }
+        guard self.spans + count < limit else { return false }
+        self.spans += count
+        return true
+    }
+}
+
+/// `golang.org/x/time/rate`'s limiter as `AllowN` uses it: full at the start, refilled continuously at the
+/// rate up to the burst, and `n` admitted only if the tokens are there now (no reservation into the future).
+struct TokenBucket {
+    var tokens: Double = .nan
+    var last: UInt64 = 0
+
+    mutating func allow(_ n: Double, burst: Double, rate: Double, now: UInt64) -> Bool {
+        var tokens = burst
+        if !self.tokens.isNaN {
+            let elapsed = now > self.last ? Double(now - self.last) / 1e9 : 0
+            tokens = min(burst, self.tokens + elapsed * rate)
+        }
+        let left = tokens - n
+        // The wait for a deficit is truncated to whole nanoseconds: a deficit worth under 1 ns passes.
+        let wait = left < 0 ? (-left / rate * 1e9).rounded(.towardZero) : 0
+        guard n <= burst, wait <= 0 else { return false }
+        self.tokens = left
+        self.last = max(now, self.last)
+        return true
+    }
+}
+
+/// A budget's per-member counters for the current second.
+struct CompositeWindow {
+    var second: UInt64 = .max
+    var sampled: [Int64]
+}

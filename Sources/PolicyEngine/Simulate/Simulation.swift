@@ -1,0 +1,200 @@
+/// N sampler replicas behind the load-balancing exporter's ring: each trace goes to the replica the ring
+/// picks for its trace ID and is decided there, with that replica's limiters and budgets.
+public struct SamplingSimulation {
+    /// The ring the load balancers build.
+    public let ring: LoadBalancingRing
+    /// The options the simulation runs with.
+    public let options: SimulationOptions
+    private var replicas: [SamplerEvaluator]
+    /// When the collector decides, relative to the trace's first span: `decision_wait` (30 s by default).
+    public let decisionWaitNanos: UInt64
+    /// `decision_wait_after_root_received`, when set.
+    public let afterRootNanos: UInt64?
+
+    /// Creates the replicas. Without explicit endpoints the ring holds `samplers` synthetic entries
+    /// (`sampler-0:4317`, …), which spreads traces as evenly as any real set of names would.
+    public init(policySet: PolicySet, options: SimulationOptions) {
+        var options = options
+        if options.samplerEndpoints.isEmpty {
+            options.samplerEndpoints = (0..<options.samplers).map { "sampler-\($0):4317" }
+        }
+        let ring = LoadBalancingRing(endpoints: options.samplerEndpoints)
+        options.samplers = ring.endpoints.count
+        self.ring = ring
+        self.options = options
+        let plan = EvaluationPlan(policySet: policySet, options: options)
+        self.replicas = Array(repeating: SamplerEvaluator(plan: plan), count: max(1, ring.endpoints.count))
+        self.decisionWaitNanos = UInt64(max(0, policySet.settings.decisionWaitMs ?? 30_000)) * 1_000_000
+        self.afterRootNanos = policySet.settings.decisionWaitAfterRootMs.map { UInt64(max(0, $0)) * 1_000_000 }
+    }
+
+    /// Decides a trace on the replica its trace ID routes to. `nowNanos` defaults to the decision time the
+    /// collector would use (see ``decisionTime(of:)``); decide traces in that order for faithful limits.
+    public mutating func decide(_ trace: SimulatedTrace, nowNanos: UInt64? = nil, explain: Bool = false) -> Verdict {
+        let replica = self.ring.endpointIndex(for: trace.traceID) ?? 0
+        return self.replicas[replica].decide(
+            trace,
+            nowNanos: nowNanos ?? self.decisionTime(of: trace),
+            explain: explain,
+            sampler: replica
+        )
+    }
+
+    /// When the collector decides a trace: `decision_wait` after its first span arrived (spans are taken to
+    /// arrive when they end), or `decision_wait_after_root_received` after its root span, if that is sooner.
+    public func decisionTime(of trace: SimulatedTrace) -> UInt64 {
+        let firstArrival = trace.spans.map(\.endNanos).min() ?? 0
+        var time = firstArrival &+ self.decisionWaitNanos
+        if let afterRoot = self.afterRootNanos, let root = trace.spans.first(where: \.isRoot) {
+            time = min(time, root.endNanos &+ afterRoot)
+        }
+        return time
+    }
+}
+
+/// Groups a stream of spans into traces and releases each trace once the stream's clock (the latest span
+/// end seen) passes its decision time, as the collector's timer would: memory holds only the traces in
+/// flight, however long the input. Spans of a trace already released are counted as late.
+public struct TraceAssembler {
+    private var pending: [TraceID: Builder] = [:]
+    private var queue = MinHeap()
+    private var watermark: UInt64 = 0
+    private let decisionWaitNanos: UInt64
+    private let afterRootNanos: UInt64?
+    private var released: Set<TraceID> = []
+    /// Spans that arrived for a trace already decided.
+    public private(set) var lateSpans = 0
+    /// Traces held now.
+    public var inFlight: Int { self.pending.count }
+
+    struct Builder {
+        var trace: SimulatedTrace
+        var resourceIndex: [Attributes: Int] = [:]
+        var scopeIndex: [InstrumentationScope: Int] = [:]
+        var decisionTime: UInt64
+    }
+
+    /// Creates an assembler with the simulation's decision timing.
+    public init(decisionWaitNanos: UInt64, afterRootNanos: UInt64?) {
+        self.decisionWaitNanos = decisionWaitNanos
+        self.afterRootNanos = afterRootNanos
+    }
+
+    /// Creates an assembler for a simulation.
+    public init(for simulation: SamplingSimulation) {
+        self.init(decisionWaitNanos: simulation.decisionWaitNanos, afterRootNanos: simulation.afterRootNanos)
+    }
+
+    /// Adds one batch (spans under one resource and scope); returns the traces now due, oldest decision first.
+    public mutating func add(_ batch: SpanBatch) -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+        for (traceID, span) in batch.spans {
+            if self.released.contains(traceID) {
+                self.lateSpans += 1
+                continue
+            }
+            var builder =
+                self.pending.removeValue(forKey: traceID)
+                ?? Builder(
+                    trace: SimulatedTrace(traceID: traceID, resources: [], scopes: [], spans: [], sizeBytes: 0),
+                    decisionTime: .max
+                )
+            var span = span
+            if let index = builder.resourceIndex[batch.resource] {
+                span.resource = index
+            } else {
+                span.resource = builder.trace.resources.count
+                builder.resourceIndex[batch.resource] = span.resource
+                builder.trace.resources.append(batch.resource)
+            }
+            if let index = builder.scopeIndex[batch.scope] {
+                span.scope = index
+            } else {
+                span.scope = builder.trace.scopes.count
+                builder.scopeIndex[batch.scope] = span.scope
+                builder.trace.scopes.append(batch.scope)
+            }
+            var due = builder.decisionTime
+            if builder.trace.spans.isEmpty { due = span.endNanos &+ self.decisionWaitNanos }
+            if span.isRoot, let afterRoot = self.afterRootNanos { due = min(due, span.endNanos &+ afterRoot) }
+            builder.trace.spans.append(span)
+            if due != builder.decisionTime {
+                builder.decisionTime = due
+                self.queue.push(due, traceID)
+            }
+            self.pending[traceID] = builder
+            self.watermark = max(self.watermark, span.endNanos)
+        }
+        return self.releaseDue(upTo: self.watermark)
+    }
+
+    /// Releases every trace still held (the end of the input), in decision order.
+    public mutating func finish() -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+        self.releaseDue(upTo: .max)
+    }
+
+    private mutating func releaseDue(upTo time: UInt64) -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+        var out: [(trace: SimulatedTrace, decisionTime: UInt64)] = []
+        while let (due, traceID) = self.queue.peek(), due <= time {
+            self.queue.pop()
+            guard let builder = self.pending[traceID], builder.decisionTime == due else { continue }
+            self.pending[traceID] = nil
+            self.released.insert(traceID)
+            var trace = builder.trace
+            trace.sizeBytes = trace.estimatedProtobufSize()
+            out.append((trace, due))
+        }
+        return out
+    }
+}
+
+/// Spans that arrived together under one resource and scope (one OTLP `ScopeSpans`).
+public struct SpanBatch: Sendable {
+    /// The resource's attributes.
+    public var resource: Attributes
+    /// The scope.
+    public var scope: InstrumentationScope
+    /// Spans with their trace IDs.
+    public var spans: [(TraceID, TraceSpan)]
+
+    /// Creates a batch.
+    public init(resource: Attributes, scope: InstrumentationScope, spans: [(TraceID, TraceSpan)]) {
+        self.resource = resource
+        self.scope = scope
+        self.spans = spans
+    }
+}
+
+/// A binary min-heap of (time, trace) pairs.
+struct MinHeap {
+    private var items: [(UInt64, TraceID)] = []
+
+    func peek() -> (UInt64, TraceID)? { self.items.first }
+
+    mutating func push(_ time: UInt64, _ id: TraceID) {
+        self.items.append((time, id))
+        var child = self.items.count - 1
+        while child > 0 {
+            let parent = (child - 1) / 2
+            guard self.items[child].0 < self.items[parent].0 else { break }
+            self.items.swapAt(child, parent)
+            child = parent
+        }
+    }
+
+    mutating func pop() {
+        guard !self.items.isEmpty else { return }
+        self.items.swapAt(0, self.items.count - 1)
+        self.items.removeLast()
+        var parent = 0
+        while true {
+            let left = parent * 2 + 1
+            let right = left + 1
+            var smallest = parent
+            if left < self.items.count, self.items[left].0 < self.items[smallest].0 { smallest = left }
+            if right < self.items.count, self.items[right].0 < self.items[smallest].0 { smallest = right }
+            if smallest == parent { break }
+            self.items.swapAt(parent, smallest)
+            parent = smallest
+        }
+    }
+}

@@ -317,26 +317,12 @@ public struct SamplerEvaluator {
             )
 
         case .and(let members):
-            for member in members {
-                let outcome = self.evaluate(member, &context)
-                switch outcome.vote {
-                case .error, .notSimulated: return outcome
-                case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
-                default: continue
-                }
-            }
-            return Outcome(vote: .sampled, detail: context.explain ? "every condition matched" : nil)
+            return self.allMatch(members, &context)
+                ?? Outcome(vote: .sampled, detail: context.explain ? "every condition matched" : nil)
 
         case .drop(let members):
-            for member in members {
-                let outcome = self.evaluate(member, &context)
-                switch outcome.vote {
-                case .error, .notSimulated: return outcome
-                case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
-                default: continue
-                }
-            }
-            return Outcome(vote: .dropped, detail: context.explain ? "every condition matched" : nil)
+            return self.allMatch(members, &context)
+                ?? Outcome(vote: .dropped, detail: context.explain ? "every condition matched" : nil)
 
         case .not(let member):
             let outcome = self.evaluate(member, &context)
@@ -375,6 +361,19 @@ public struct SamplerEvaluator {
             }
             return Outcome(vote: .notSampled, detail: context.explain ? "no member matched" : nil)
         }
+    }
+
+    /// `and` and `drop`: members in order; the first that fails (or errors) ends the test. `nil`: all passed.
+    private mutating func allMatch(_ members: [EvaluationPlan.Node], _ context: inout EvaluationContext) -> Outcome? {
+        for member in members {
+            let outcome = self.evaluate(member, &context)
+            switch outcome.vote {
+            case .error, .notSimulated: return outcome
+            case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
+            default: continue
+            }
+        }
+        return nil
     }
 
     private func attributeOutcome(

@@ -99,20 +99,8 @@ public struct TraceAssembler {
                     decisionTime: .max
                 )
             var span = span
-            if let index = builder.resourceIndex[batch.resource] {
-                span.resource = index
-            } else {
-                span.resource = builder.trace.resources.count
-                builder.resourceIndex[batch.resource] = span.resource
-                builder.trace.resources.append(batch.resource)
-            }
-            if let index = builder.scopeIndex[batch.scope] {
-                span.scope = index
-            } else {
-                span.scope = builder.trace.scopes.count
-                builder.scopeIndex[batch.scope] = span.scope
-                builder.trace.scopes.append(batch.scope)
-            }
+            span.resource = Self.index(of: batch.resource, in: &builder.trace.resources, &builder.resourceIndex)
+            span.scope = Self.index(of: batch.scope, in: &builder.trace.scopes, &builder.scopeIndex)
             var due = builder.decisionTime
             if builder.trace.spans.isEmpty { due = span.endNanos &+ self.decisionWaitNanos }
             if span.isRoot, let afterRoot = self.afterRootNanos { due = min(due, span.endNanos &+ afterRoot) }
@@ -125,6 +113,13 @@ public struct TraceAssembler {
             self.watermark = max(self.watermark, span.endNanos)
         }
         return self.releaseDue(upTo: self.watermark)
+    }
+
+    private static func index<T: Hashable>(of value: T, in list: inout [T], _ seen: inout [T: Int]) -> Int {
+        if let index = seen[value] { return index }
+        list.append(value)
+        seen[value] = list.count - 1
+        return list.count - 1
     }
 
     /// Releases every trace still held (the end of the input), in decision order.

@@ -85,11 +85,23 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
+        // The system zlib (gzip trace files); swift-nio-extras links the same library.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // Decision simulation around the pure evaluator: trace files (OTLP JSON, gzip, streamed), rule tests,
+        // estimates and their reports, synthetic traces.
+        .target(
+            name: "PolicyTesting",
+            dependencies: [
+                "PolicyEngine", "ConfigRenderer", "CZlib", .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: upcoming
+        ),
         .executableTarget(
             name: "policyctl",
             dependencies: [
                 "PolicyEngine",
                 "ConfigRenderer",
+                "PolicyTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
@@ -144,7 +156,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "policy-bench",
-            dependencies: ["PolicyEngine", "ConfigRenderer"],
+            dependencies: ["PolicyEngine", "ConfigRenderer", "PolicyTesting"],
             swiftSettings: upcoming
         ),
         .testTarget(
@@ -181,6 +193,11 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
+            swiftSettings: upcoming
+        ),
+        .testTarget(
+            name: "PolicyTestingTests",
+            dependencies: ["PolicyTesting", "PolicyEngine", "ConfigRenderer"],
             swiftSettings: upcoming
         ),
         .testTarget(

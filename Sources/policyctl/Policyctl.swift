@@ -9,7 +9,9 @@ struct Policyctl: AsyncParsableCommand {
         abstract: "Validate, format, compile and render Tailplane sampling policies; apply them and steer rollouts.",
         version: "0.1.0",
         subcommands: [
-            Validate.self, Format.self, Compile.self, Render.self, Apply.self, Diff.self, RolloutCommand.self,
+            Validate.self, Format.self, Compile.self, Render.self, Test.self, Explain.self, Estimate.self,
+            Generate.self,
+            Apply.self, Diff.self, RolloutCommand.self,
             Rollback.self, History.self, Versions.self, Agents.self, Ring.self,
         ]
     )

@@ -26,11 +26,7 @@ extension Policyctl {
         @Option(help: "Number of sampler replicas sharing fleet-wide limits (default: the number of --samplers).")
         var samplerCount: Int?
 
-        @Option(help: "Oldest otelcol-contrib version in the fleet, e.g. 0.130 (overrides fleet.yaml).")
-        var targetVersion: String?
-
-        @Option(help: "Fleet description (default: fleet.yaml in the policy directory, or built-in defaults).")
-        var fleet: String?
+        @OptionGroup var fleetFlags: FleetFlags
 
         @Option(name: .shortAndLong, help: "Write the configs into this directory instead of printing them.")
         var output: String?
@@ -40,9 +36,6 @@ extension Policyctl {
 
         func validate() throws {
             if let count = self.samplerCount, count < 1 { throw ValidationError("--sampler-count must be at least 1") }
-            if let version = self.targetVersion, CollectorVersion(version) == nil {
-                throw ValidationError("--target-version must look like 0.130 or v0.130.0")
-            }
             if self.diff != nil, self.output != nil {
                 throw ValidationError("--diff prints a diff; it cannot be combined with -o")
             }
@@ -96,22 +89,8 @@ extension Policyctl {
         }
 
         private func renderSet(_ path: String, tiers: [Tier], membership: Membership) throws -> [RenderedConfig] {
-            let sources: [SourceFile]
-            do {
-                sources = try SourceLoader.load([path])
-            } catch {
-                printError(error.description)
-                throw Exit.usage
-            }
-            let result = PolicyCompiler.compile(sources)
-            DiagnosticPrinter.print(
-                result.diagnostics.filter { $0.severity == .error },
-                sources: sources,
-                format: .text
-            )
-            guard let policySet = result.policySet else { throw Exit.problems }
-            var fleet = try FleetLoader.load(explicit: self.fleet, near: path)
-            if let version = self.targetVersion.flatMap(CollectorVersion.init) { fleet.collectorVersion = version }
+            let policySet = try compiledPolicies(path)
+            let fleet = try self.fleetFlags.fleet(near: path)
             var configs: [RenderedConfig] = []
             var failed = false
             for tier in tiers {

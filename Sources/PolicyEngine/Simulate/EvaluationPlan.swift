@@ -103,14 +103,20 @@ struct EvaluationPlan {
         case .stringAttribute(let test):
             let id = self.regexCount
             if test.regex { self.regexCount += 1 }
-            let shown = test.values.map { "\"\($0)\"" }.joined(separator: ", ")
+            // Patterns are shown as written: without the anchors the compiler adds for a full match.
+            let shown = test.values.map { value in
+                let plain =
+                    test.regex && value.hasPrefix("^(?:") && value.hasSuffix(")$")
+                    ? String(value.dropFirst(4).dropLast(2)) : value
+                return "\"\(plain)\""
+            }.joined(separator: ", ")
             return .string(
                 id: id,
                 key: test.key,
                 exact: test.regex ? [] : Set(test.values.filter { !$0.isEmpty }),
                 patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
                 invert: test.invert,
-                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matching" : "in") [\(shown)]"
+                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]"
             )
         case .probabilistic(let sampling):
             let salt = (sampling.salt?.isEmpty ?? true) ? CollectorHash.defaultSalt : sampling.salt!

@@ -318,11 +318,11 @@ public struct SamplerEvaluator {
 
         case .and(let members):
             return self.allMatch(members, &context)
-                ?? Outcome(vote: .sampled, detail: context.explain ? "every condition matched" : nil)
+                ?? Outcome(vote: .sampled, detail: context.allDetails)
 
         case .drop(let members):
             return self.allMatch(members, &context)
-                ?? Outcome(vote: .dropped, detail: context.explain ? "every condition matched" : nil)
+                ?? Outcome(vote: .dropped, detail: context.allDetails)
 
         case .not(let member):
             let outcome = self.evaluate(member, &context)
@@ -365,8 +365,10 @@ public struct SamplerEvaluator {
 
     /// `and` and `drop`: members in order; the first that fails (or errors) ends the test. `nil`: all passed.
     private mutating func allMatch(_ members: [EvaluationPlan.Node], _ context: inout EvaluationContext) -> Outcome? {
+        context.matchedDetails.removeAll()
         for member in members {
             let outcome = self.evaluate(member, &context)
+            if context.explain, let detail = outcome.detail { context.matchedDetails.append(detail) }
             switch outcome.vote {
             case .error, .notSimulated: return outcome
             case .notSampled, .invertNotSampled: return Outcome(vote: .notSampled, detail: outcome.detail)
@@ -458,6 +460,10 @@ struct EvaluationContext {
     let now: UInt64
     let explain: Bool
     let plan: EvaluationPlan
+    /// What each member of the `and` or `drop` being evaluated matched, for its explanation.
+    var matchedDetails: [String] = []
+
+    var allDetails: String? { self.explain ? self.matchedDetails.joined(separator: "; ") : nil }
 }
 
 /// The mutable state of one replica's stateful policies.

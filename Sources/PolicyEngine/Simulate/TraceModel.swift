@@ -247,8 +247,9 @@ public struct SpanEvent: Sendable, Hashable {
 }
 
 /// Hexadecimal encoding for IDs.
-enum HexBytes {
-    static func decode(_ text: some StringProtocol) -> [UInt8]? {
+public enum HexBytes {
+    /// Decodes hexadecimal digits (either case); `nil` for anything else or an odd count.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(text.utf8.count / 2)
         var high: UInt8?
@@ -270,7 +271,8 @@ enum HexBytes {
         return high == nil ? bytes : nil
     }
 
-    static func encode(_ bytes: [UInt8]) -> String {
+    /// Lower-case hexadecimal.
+    public static func encode(_ bytes: [UInt8]) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(bytes.count * 2)

@@ -1,0 +1,109 @@
+import Foundation
+import PolicyEngine
+
+/// What a policy set keeps of a set of traces, per rule and in total.
+public struct Estimate: Sendable, Hashable, Codable {
+    /// One source rule (the policies an `or` split it into are counted together).
+    public struct Rule: Sendable, Hashable, Codable {
+        /// The rule name.
+        public var rule: String
+        /// `keep` or `drop`.
+        public var action: String
+        /// Traces the rule voted for (to keep, or to drop for a drop rule), whatever the final decision.
+        public var matched: Int = 0
+        /// Traces the rule decided: kept by it (or dropped by it, for a drop rule).
+        public var decided: Int = 0
+        /// Spans of the traces it decided.
+        public var decidedSpans: Int = 0
+        /// Bytes of the traces it decided.
+        public var decidedBytes: Int64 = 0
+    }
+
+    /// Traces decided.
+    public var traces = 0
+    /// Their spans.
+    public var spans = 0
+    /// Their bytes (OTLP protobuf size).
+    public var bytes: Int64 = 0
+    /// Traces kept.
+    public var keptTraces = 0
+    /// Spans kept.
+    public var keptSpans = 0
+    /// Bytes kept.
+    public var keptBytes: Int64 = 0
+    /// Per rule, in evaluation order (drop rules first).
+    public var rules: [Rule] = []
+    /// Traces whose decision assumed that a rule outside the simulated OTTL subset did not vote.
+    public var tracesWithUnsimulatedRules = 0
+    /// Sampler replicas simulated.
+    public var samplers = 1
+
+    /// An empty estimate for a simulation's rules.
+    public init(rules: [(rule: String, action: String)], samplers: Int) {
+        var seen = Set<String>()
+        for (rule, action) in rules where seen.insert(rule).inserted {
+            self.rules.append(Rule(rule: rule, action: action))
+        }
+        self.samplers = samplers
+    }
+
+    /// Counts one verdict.
+    public mutating func add(_ verdict: Verdict) {
+        self.traces += 1
+        self.spans += verdict.spanCount
+        self.bytes += verdict.sizeBytes
+        if verdict.decision == .keep {
+            self.keptTraces += 1
+            self.keptSpans += verdict.spanCount
+            self.keptBytes += verdict.sizeBytes
+        }
+        if !verdict.unsimulated.isEmpty { self.tracesWithUnsimulatedRules += 1 }
+        var matchedRules = Set<String>()
+        for vote in verdict.votes where [.sampled, .invertSampled, .dropped].contains(vote.vote) {
+            matchedRules.insert(vote.rule)
+        }
+        for index in self.rules.indices {
+            if matchedRules.contains(self.rules[index].rule) { self.rules[index].matched += 1 }
+            if verdict.decidingRule == self.rules[index].rule {
+                self.rules[index].decided += 1
+                self.rules[index].decidedSpans += verdict.spanCount
+                self.rules[index].decidedBytes += verdict.sizeBytes
+            }
+        }
+    }
+
+    /// Percentage of `part` in `whole`.
+    static func percent(_ part: some BinaryInteger, _ whole: some BinaryInteger) -> Double {
+        whole == 0 ? 0 : Double(part) * 100 / Double(whole)
+    }
+}
+
+/// Runs one or two policy sets over the same traces.
+public struct Estimator {
+    var simulations: [SamplingSimulation]
+    /// The estimates, in the order the sets were given.
+    public private(set) var estimates: [Estimate]
+
+    /// Creates an estimator for the sets (the first is the one under study, the second what it is compared with).
+    public init(_ sets: [PolicySet], options: SimulationOptions) {
+        let simulations = sets.map { SamplingSimulation(policySet: $0, options: options) }
+        self.simulations = simulations
+        self.estimates = sets.enumerated().map { index, set in
+            Estimate(rules: Self.rules(of: set), samplers: simulations[index].ring.endpoints.count)
+        }
+    }
+
+    /// The rules of a set in the order the collector evaluates them (drop rules first).
+    static func rules(of set: PolicySet) -> [(rule: String, action: String)] {
+        let drops = set.policies.filter { if case .drop = $0.kind { true } else { false } }
+        let keeps = set.policies.filter { if case .drop = $0.kind { false } else { true } }
+        return drops.map { ($0.rule ?? $0.name, "drop") } + keeps.map { ($0.rule ?? $0.name, "keep") }
+    }
+
+    /// Decides a trace under every set.
+    public mutating func add(_ trace: SimulatedTrace) {
+        for index in self.simulations.indices {
+            self.estimates[index].add(self.simulations[index].decide(trace))
+        }
+    }
+}

@@ -1,0 +1,246 @@
+import CZlib
+import Foundation
+import PolicyEngine
+
+/// Reads OTLP/JSON trace files as the collector's file exporter writes them (one JSON document per line)
+/// or as one document per file (an OTLP/HTTP body, pretty-printed or not), plain or gzip-compressed
+/// (several gzip members too). Streams: memory holds one chunk and one line, never the file.
+public enum TraceFiles {
+    /// A file that cannot be read or decoded, with the line it failed at.
+    public struct ReadError: Error, Sendable, CustomStringConvertible {
+        /// The file.
+        public var file: String
+        /// The 1-based line (in the decompressed text), or 0 for the file as a whole.
+        public var line: Int
+        /// What is wrong.
+        public var message: String
+
+        public var description: String {
+            self.line > 0 ? "\(self.file):\(self.line): \(self.message)" : "\(self.file): \(self.message)"
+        }
+    }
+
+    /// What was read.
+    public struct Summary: Sendable, Hashable {
+        /// JSON documents decoded.
+        public var documents = 0
+        /// Spans decoded.
+        public var spans = 0
+        /// Documents skipped as invalid (`skipInvalid`).
+        public var skipped = 0
+        /// The first problems skipped, for the report.
+        public var skippedErrors: [String] = []
+    }
+
+    /// Reads every file in order, handing each span batch to `body`. A bad document stops the read with its
+    /// location, or with `skipInvalid` is counted and skipped. `progress` gets the compressed bytes read so
+    /// far and the total size of the files.
+    public static func read(
+        _ paths: [String],
+        skipInvalid: Bool = false,
+        progress: ((Int64, Int64) -> Void)? = nil,
+        body: (SpanBatch) throws -> Void
+    ) throws -> Summary {
+        var summary = Summary()
+        let total = paths.reduce(Int64(0)) { sum, path in
+            sum + ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int64) ?? 0)
+        }
+        var before: Int64 = 0
+        for path in paths {
+            var readSoFar: Int64 = 0
+            let report: (Int64) -> Void = { bytes in
+                readSoFar = bytes
+                progress?(before + bytes, total)
+            }
+            if try Self.isWholeDocument(path) {
+                let data = try Self.decompressedContents(path, progress: report)
+                try Self.decodeDocument(data, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
+            } else {
+                var lineNumber = 0
+                try Self.forEachLine(path, progress: report) { line in
+                    lineNumber += 1
+                    guard line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0d }) else { return }
+                    try Self.decodeDocument(
+                        line,
+                        file: path,
+                        line: lineNumber,
+                        skipInvalid: skipInvalid,
+                        into: &summary,
+                        body
+                    )
+                }
+            }
+            before += readSoFar
+        }
+        return summary
+    }
+
+    private static func decodeDocument(
+        _ data: Data,
+        file: String,
+        line: Int,
+        skipInvalid: Bool,
+        into summary: inout Summary,
+        _ body: (SpanBatch) throws -> Void
+    ) throws {
+        let batches: [SpanBatch]
+        do {
+            batches = try OTLPJSON.decode(data)
+        } catch {
+            let problem = ReadError(file: file, line: line, message: error.message)
+            guard skipInvalid else { throw problem }
+            summary.skipped += 1
+            if summary.skippedErrors.count < 5 { summary.skippedErrors.append(problem.description) }
+            return
+        }
+        summary.documents += 1
+        for batch in batches {
+            summary.spans += batch.spans.count
+            try body(batch)
+        }
+    }
+
+    /// A file is one document unless its first non-blank line is a complete JSON value.
+    private static func isWholeDocument(_ path: String) throws -> Bool {
+        var first: Data?
+        do {
+            try Self.forEachLine(path, progress: { _ in }) { line in
+                guard first == nil else { throw StopReading() }
+                if line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0d }) {
+                    first = line
+                    throw StopReading()
+                }
+            }
+        } catch is StopReading {}
+        guard let first else { return false }
+        return (try? JSONSerialization.jsonObject(with: first)) == nil
+    }
+
+    private struct StopReading: Error {}
+
+    private static func decompressedContents(_ path: String, progress: (Int64) -> Void) throws -> Data {
+        var data = Data()
+        try Self.forEachChunk(path, progress: progress) { chunk in data.append(chunk) }
+        return data
+    }
+
+    /// Calls `body` with each line (without its newline) of the decompressed file.
+    static func forEachLine(_ path: String, progress: (Int64) -> Void, _ body: (Data) throws -> Void) throws {
+        var pending = Data()
+        try Self.forEachChunk(path, progress: progress) { chunk in
+            var start = chunk.startIndex
+            while let newline = chunk[start...].firstIndex(of: 0x0a) {
+                if pending.isEmpty {
+                    try body(chunk[start..<newline])
+                } else {
+                    pending.append(chunk[start..<newline])
+                    try body(pending)
+                    pending.removeAll(keepingCapacity: true)
+                }
+                start = chunk.index(after: newline)
+            }
+            pending.append(chunk[start...])
+        }
+        if !pending.isEmpty { try body(pending) }
+    }
+
+    /// Calls `body` with each chunk of the file's contents, inflating gzip.
+    static func forEachChunk(_ path: String, progress: (Int64) -> Void, _ body: (Data) throws -> Void) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw ReadError(file: path, line: 0, message: "cannot open the file")
+        }
+        defer { try? handle.close() }
+        let chunkSize = 1 << 20
+        var read: Int64 = 0
+        var inflater: Inflater?
+        var first = true
+        while true {
+            let chunk: Data
+            do {
+                chunk = try handle.read(upToCount: chunkSize) ?? Data()
+            } catch {
+                throw ReadError(file: path, line: 0, message: "cannot read: \(error.localizedDescription)")
+            }
+            if chunk.isEmpty { break }
+            read += Int64(chunk.count)
+            progress(read)
+            if first {
+                first = false
+                if chunk.count >= 2, chunk[chunk.startIndex] == 0x1f, chunk[chunk.startIndex + 1] == 0x8b {
+                    inflater = try Inflater(file: path)
+                }
+            }
+            if inflater != nil {
+                try inflater!.inflate(chunk, body)
+            } else {
+                try body(chunk)
+            }
+        }
+        if let inflater, !inflater.finished {
+            throw ReadError(file: path, line: 0, message: "the gzip stream ends early (truncated file?)")
+        }
+    }
+}
+
+/// A streaming gzip decompressor over zlib.
+struct Inflater: ~Copyable {
+    private var stream: UnsafeMutablePointer<z_stream>
+    private let file: String
+    private(set) var finished = false
+
+    init(file: String) throws {
+        self.file = file
+        self.stream = .allocate(capacity: 1)
+        self.stream.initialize(to: z_stream())
+        // 16 + MAX_WBITS: a gzip header and trailer.
+        let status = inflateInit2_(self.stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
+        guard status == Z_OK else {
+            self.stream.deallocate()
+            throw TraceFiles.ReadError(file: file, line: 0, message: "cannot start gzip decompression (\(status))")
+        }
+    }
+
+    deinit {
+        inflateEnd(self.stream)
+        self.stream.deallocate()
+    }
+
+    mutating func inflate(_ input: Data, _ body: (Data) throws -> Void) throws {
+        var input = input
+        var output = [UInt8](repeating: 0, count: 1 << 18)
+        try input.withUnsafeMutableBytes { (raw: UnsafeMutableRawBufferPointer) in
+            guard let base = raw.baseAddress?.assumingMemoryBound(to: Bytef.self) else { return }
+            self.stream.pointee.next_in = base
+            self.stream.pointee.avail_in = uInt(raw.count)
+            var more = true
+            while more {
+                if self.finished {
+                    guard self.stream.pointee.avail_in > 0 else { break }
+                    // Another gzip member follows.
+                    inflateReset(self.stream)
+                    self.finished = false
+                }
+                let status = output.withUnsafeMutableBufferPointer { buffer -> Int32 in
+                    self.stream.pointee.next_out = buffer.baseAddress
+                    self.stream.pointee.avail_out = uInt(buffer.count)
+                    return CZlib.inflate(self.stream, Z_NO_FLUSH)
+                }
+                let produced = output.count - Int(self.stream.pointee.avail_out)
+                if produced > 0 { try body(Data(output[0..<produced])) }
+                switch status {
+                case Z_STREAM_END: self.finished = true
+                case Z_OK, Z_BUF_ERROR: break
+                default:
+                    throw TraceFiles.ReadError(
+                        file: self.file,
+                        line: 0,
+                        message: "invalid gzip data (zlib status \(status))"
+                    )
+                }
+                // Go on while input is left, or while the output filled up (zlib may hold more).
+                more = self.stream.pointee.avail_in > 0 || produced == output.count
+                if status == Z_BUF_ERROR, produced == 0 { more = false }
+            }
+        }
+    }
+}

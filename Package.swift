@@ -155,8 +155,13 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "simulate-bench",
+            dependencies: ["PolicyEngine", "PolicyTesting"],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "policy-bench",
-            dependencies: ["PolicyEngine", "ConfigRenderer", "PolicyTesting"],
+            dependencies: ["PolicyEngine", "ConfigRenderer"],
             swiftSettings: upcoming
         ),
         .testTarget(

@@ -37,6 +37,11 @@ public struct Estimate: Sendable, Hashable, Codable {
     public var tracesWithUnsimulatedRules = 0
     /// Sampler replicas simulated.
     public var samplers = 1
+    private var rowByPosition: [Int] = []
+
+    private enum CodingKeys: String, CodingKey {
+        case traces, spans, bytes, keptTraces, keptSpans, keptBytes, rules, tracesWithUnsimulatedRules, samplers
+    }
 
     /// An empty estimate for a simulation's rules.
     public init(rules: [(rule: String, action: String)], samplers: Int) {
@@ -58,17 +63,23 @@ public struct Estimate: Sendable, Hashable, Codable {
             self.keptBytes += verdict.sizeBytes
         }
         if !verdict.unsimulated.isEmpty { self.tracesWithUnsimulatedRules += 1 }
-        var matchedRules = Set<String>()
-        for vote in verdict.votes where [.sampled, .invertSampled, .dropped].contains(vote.vote) {
-            matchedRules.insert(vote.rule)
+        // Map each policy position onto its rule's row once: every verdict of a simulation has the same policies.
+        if self.rowByPosition.count != verdict.ruleNames.count {
+            self.rowByPosition = verdict.ruleNames.map { rule in self.rules.firstIndex { $0.rule == rule } ?? -1 }
         }
-        for index in self.rules.indices {
-            if matchedRules.contains(self.rules[index].rule) { self.rules[index].matched += 1 }
-            if verdict.decidingRule == self.rules[index].rule {
-                self.rules[index].decided += 1
-                self.rules[index].decidedSpans += verdict.spanCount
-                self.rules[index].decidedBytes += verdict.sizeBytes
-            }
+        var counted = -1
+        for (index, vote) in verdict.voteValues.enumerated() where vote == .sampled || vote == .invertSampled || vote == .dropped {
+            let row = self.rowByPosition[index]
+            // A rule split into several policies (`rule/1`, `rule/2`) counts once per trace.
+            guard row >= 0, row != counted else { continue }
+            counted = row
+            self.rules[row].matched += 1
+        }
+        if let index = verdict.decidingIndex, index < self.rowByPosition.count, self.rowByPosition[index] >= 0 {
+            let row = self.rowByPosition[index]
+            self.rules[row].decided += 1
+            self.rules[row].decidedSpans += verdict.spanCount
+            self.rules[row].decidedBytes += verdict.sizeBytes
         }
     }
 

@@ -16,25 +16,35 @@ struct EvaluationPlan {
     indirect enum Node {
         case always
         /// Rendered `threshold_ms` and `upper_threshold_ms` (0 = no upper bound).
-        case latency(threshold: Int64, upper: Int64, label: String)
-        case numeric(key: String, minimum: Int64, maximum: Int64, invert: Bool, label: String)
-        case boolean(key: String, value: Bool, invert: Bool, label: String)
-        case string(id: Int, key: String, exact: Set<String>, patterns: [CompiledPattern], invert: Bool, label: String)
-        case probabilistic(salt: String, threshold: UInt64, label: String)
-        case status(Set<StatusCode>, label: String)
-        case spanCount(minimum: Int64, maximum: Int64, label: String)
-        case traceState(key: String, values: Set<String>, label: String)
-        case traceFlags(label: String)
+        case latency(threshold: Int64, upper: Int64, label: Int)
+        case numeric(keyID: Int, key: String, minimum: Int64, maximum: Int64, invert: Bool, label: Int)
+        case boolean(keyID: Int, key: String, value: Bool, invert: Bool, label: Int)
+        case string(
+            id: Int,
+            keyID: Int,
+            key: String,
+            exact: ExactValues,
+            patterns: [CompiledPattern],
+            invert: Bool,
+            label: Int
+        )
+        /// `saltState`: the FNV-1a state after the salt's bytes.
+        case probabilistic(saltState: UInt64, threshold: UInt64, label: Int)
+        /// Status codes as a bit mask (``StatusCode/bit``).
+        case status(UInt8, label: Int)
+        case spanCount(minimum: Int64, maximum: Int64, label: Int)
+        case traceState(key: String, values: Set<String>, label: Int)
+        case traceFlags(label: Int)
         case ottl(
             span: [OTTLCondition],
             event: [OTTLCondition],
             mode: OTTLErrorMode,
             unsupported: String?,
-            label: String
+            label: Int
         )
         /// `burst` nil: the fixed window with its strict test (per-replica share + 1); else a token bucket.
-        case spanLimit(id: Int, perSecond: Int64, burst: Int64?, label: String)
-        case byteLimit(id: Int, perSecond: Int64, burst: Int64, label: String)
+        case spanLimit(id: Int, perSecond: Int64, burst: Int64?, label: Int)
+        case byteLimit(id: Int, perSecond: Int64, burst: Int64, label: Int)
         case and([Node])
         case drop([Node])
         case not(Node)
@@ -42,11 +52,21 @@ struct EvaluationPlan {
     }
 
     var topLevel: [TopLevel] = []
+    /// The top-level policies' names and source rules, in evaluation order.
+    var policyNames: [String] = []
+    var ruleNames: [String] = []
     var sampleOnFirstMatch: Bool
     var invertedDecisions: Bool
     var statefulCount = 0
     var compositeSizes: [Int] = []
     var regexCount = 0
+    /// Descriptions of the tests, for explanations (nodes refer to them by number).
+    var labels: [String] = []
+    /// Attribute keys the policies read, numbered.
+    var keys: [String] = []
+    /// Key numbers by the key's length in UTF-8 bytes.
+    var keysByLength: [[Int]] = []
+    private var keyIDs: [String: Int] = [:]
     let options: SimulationOptions
     let settings: SamplerSettings
 
@@ -62,6 +82,8 @@ struct EvaluationPlan {
         for policy in ordered {
             let node = self.node(policy.kind)
             self.topLevel.append(TopLevel(name: policy.name, rule: policy.rule ?? policy.name, node: node))
+            self.policyNames.append(policy.name)
+            self.ruleNames.append(policy.rule ?? policy.name)
         }
     }
 
@@ -76,29 +98,31 @@ struct EvaluationPlan {
                 return .latency(
                     threshold: (bounds.minimumMs ?? 0) - 1,
                     upper: maximum,
-                    label: "duration in \(bounds.minimumMs ?? 0)..\(maximum) ms"
+                    label: self.label("duration in \(bounds.minimumMs ?? 0)..\(maximum) ms")
                 )
             }
             return .latency(
                 threshold: bounds.minimumMs ?? 0,
                 upper: 0,
-                label: "duration >= \(bounds.minimumMs ?? 0) ms"
+                label: self.label("duration >= \(bounds.minimumMs ?? 0) ms")
             )
         case .numericAttribute(let test):
             let range = "\(test.minimum.map(String.init) ?? "")..\(test.maximum.map(String.init) ?? "")"
             return .numeric(
+                keyID: self.keyID(test.key),
                 key: test.key,
                 minimum: test.minimum ?? .min,
                 maximum: test.maximum ?? .max,
                 invert: test.invert,
-                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")in \(range)"
+                label: self.label("attr[\"\(test.key)\"] \(test.invert ? "not " : "")in \(range)")
             )
         case .booleanAttribute(let test):
             return .boolean(
+                keyID: self.keyID(test.key),
                 key: test.key,
                 value: test.value,
                 invert: test.invert,
-                label: "attr[\"\(test.key)\"] \(test.invert ? "!=" : "==") \(test.value)"
+                label: self.label("attr[\"\(test.key)\"] \(test.invert ? "!=" : "==") \(test.value)")
             )
         case .stringAttribute(let test):
             let id = self.regexCount
@@ -112,27 +136,29 @@ struct EvaluationPlan {
             }.joined(separator: ", ")
             return .string(
                 id: id,
+                keyID: self.keyID(test.key),
                 key: test.key,
-                exact: test.regex ? [] : Set(test.values.filter { !$0.isEmpty }),
+                exact: ExactValues(test.regex ? [] : test.values.filter { !$0.isEmpty }),
                 patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
                 invert: test.invert,
-                label: "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]"
+                label: self.label("attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]")
             )
         case .probabilistic(let sampling):
             let salt = (sampling.salt?.isEmpty ?? true) ? CollectorHash.defaultSalt : sampling.salt!
             return .probabilistic(
-                salt: salt,
+                saltState: CollectorHash.fnv1a64State(salt: salt),
                 threshold: CollectorHash.probabilisticThreshold(percentage: sampling.percentage),
-                label: "sample \(Self.percent(sampling.percentage)) (salt \"\(salt)\")"
+                label: self.label("sample \(Self.percent(sampling.percentage)) (salt \"\(salt)\")")
             )
         case .statusCode(let codes):
-            return .status(Set(codes), label: "status in [\(codes.map(\.rawValue).joined(separator: ", "))]")
+            let shown = codes.map(\.rawValue).joined(separator: ", ")
+            return .status(codes.reduce(0) { $0 | $1.bit }, label: self.label("status in [\(shown)]"))
         case .spanCount(let bounds):
             let maximum = Int64(bounds.maximum ?? 0)
             return .spanCount(
                 minimum: Int64(bounds.minimum),
                 maximum: maximum,
-                label: maximum == 0 ? "spans >= \(bounds.minimum)" : "spans in \(bounds.minimum)..\(maximum)"
+                label: self.label(maximum == 0 ? "spans >= \(bounds.minimum)" : "spans in \(bounds.minimum)..\(maximum)")
             )
         case .traceState(let test):
             // The collector ignores values whose key and value together reach 256 bytes.
@@ -140,10 +166,10 @@ struct EvaluationPlan {
             return .traceState(
                 key: test.key,
                 values: Set(values),
-                label: "tracestate[\"\(test.key)\"] in [\(test.values.map { "\"\($0)\"" }.joined(separator: ", "))]"
+                label: self.label("tracestate[\"\(test.key)\"] in [\(test.values.map { "\"\($0)\"" }.joined(separator: ", "))]")
             )
         case .traceFlags:
-            return .traceFlags(label: "sampled_flag")
+            return .traceFlags(label: self.label("sampled_flag"))
         case .ottlCondition(let conditions):
             var problems: [String] = []
             var span: [OTTLCondition] = []
@@ -166,21 +192,21 @@ struct EvaluationPlan {
                 event: event,
                 mode: self.settings.ottlErrorMode ?? .defaultMode,
                 unsupported: problems.isEmpty ? nil : "not simulated: " + problems.joined(separator: "; "),
-                label: "ottl \(all)"
+                label: self.label("ottl \(all)")
             )
         case .rateLimiting(let limit):
             let id = self.nextStateful()
             let share = Self.perReplica(limit.perSecond, replicas: self.replicas)
             if self.options.tokenBucketSpanLimits {
                 let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? share * 2
-                return .spanLimit(id: id, perSecond: share, burst: burst, label: "limit \(limit.perSecond) spans/s")
+                return .spanLimit(id: id, perSecond: share, burst: burst, label: self.label("limit \(limit.perSecond) spans/s"))
             }
-            return .spanLimit(id: id, perSecond: share + 1, burst: nil, label: "limit \(limit.perSecond) spans/s")
+            return .spanLimit(id: id, perSecond: share + 1, burst: nil, label: self.label("limit \(limit.perSecond) spans/s"))
         case .bytesLimiting(let limit):
             let id = self.nextStateful()
             let rate = Self.perReplica(limit.perSecond, replicas: self.replicas)
             let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? rate * 2
-            return .byteLimit(id: id, perSecond: rate, burst: burst, label: "limit \(limit.perSecond) bytes/s")
+            return .byteLimit(id: id, perSecond: rate, burst: burst, label: self.label("limit \(limit.perSecond) bytes/s"))
         case .and(let members):
             return .and(members.map { self.node($0.kind) })
         case .drop(let members):
@@ -202,6 +228,21 @@ struct EvaluationPlan {
         }
     }
 
+    private mutating func label(_ text: String) -> Int {
+        self.labels.append(text)
+        return self.labels.count - 1
+    }
+
+    private mutating func keyID(_ key: String) -> Int {
+        if let id = self.keyIDs[key] { return id }
+        self.keys.append(key)
+        self.keyIDs[key] = self.keys.count - 1
+        let length = key.utf8.count
+        while self.keysByLength.count <= length { self.keysByLength.append([]) }
+        self.keysByLength[length].append(self.keys.count - 1)
+        return self.keys.count - 1
+    }
+
     private mutating func nextStateful() -> Int {
         defer { self.statefulCount += 1 }
         return self.statefulCount
@@ -215,6 +256,23 @@ struct EvaluationPlan {
 
     static func percent(_ value: Double) -> String {
         value == value.rounded() ? "\(Int64(value))%" : "\(value)%"
+    }
+}
+
+/// The values of an exact string test: compared one by one when there are few (no hashing), looked up in
+/// a set when there are many.
+struct ExactValues {
+    let list: [String]
+    let set: Set<String>?
+
+    init(_ values: [String]) {
+        self.list = values
+        self.set = values.count > 8 ? Set(values) : nil
+    }
+
+    func contains(_ text: String) -> Bool {
+        if let set = self.set { return set.contains(text) }
+        return self.list.contains(text)
     }
 }
 

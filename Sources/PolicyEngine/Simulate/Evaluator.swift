@@ -58,12 +58,20 @@ public struct Verdict: Sendable, Hashable {
     public var traceID: TraceID
     /// Keep or drop.
     public var decision: TraceDecision
+    /// The position in ``voteValues`` of the policy that decided, if any.
+    public var decidingIndex: Int?
     /// The policy that decided (the first with the deciding vote), if any.
     public var decidingPolicy: String?
     /// Its source rule.
     public var decidingRule: String?
     /// Every top-level policy's vote, drops first, as the collector evaluates them.
-    public var votes: [PolicyVote]
+    public var voteValues: [Vote]
+    /// The top-level policies' names, in the same order (shared by every verdict of a simulation).
+    public let policyNames: [String]
+    /// Their source rules, in the same order.
+    public let ruleNames: [String]
+    /// Why each policy voted as it did, in the same order; empty unless the decision was explained.
+    public var details: [String?]
     /// Top-level policies that could not be simulated: the decision assumes they cast no vote.
     public var unsimulated: [String]
     /// The sampler replica (index into the ring's sorted endpoints) that decided.
@@ -72,6 +80,18 @@ public struct Verdict: Sendable, Hashable {
     public var spanCount: Int
     /// Trace size in bytes.
     public var sizeBytes: Int64
+
+    /// Every top-level policy's vote with its names and explanation.
+    public var votes: [PolicyVote] {
+        self.voteValues.indices.map { index in
+            PolicyVote(
+                policy: self.policyNames[index],
+                rule: self.ruleNames[index],
+                vote: self.voteValues[index],
+                detail: self.details.isEmpty ? nil : self.details[index]
+            )
+        }
+    }
 }
 
 /// The tail-sampling decision of one sampler replica, with the state its rate limiters and budgets keep
@@ -96,27 +116,26 @@ public struct SamplerEvaluator {
     public mutating func decide(_ trace: SimulatedTrace, nowNanos: UInt64, explain: Bool = false, sampler: Int = 0)
         -> Verdict
     {
-        var context = EvaluationContext(trace: trace, now: nowNanos, explain: explain, plan: self.plan)
-        var votes: [PolicyVote] = []
-        votes.reserveCapacity(self.plan.topLevel.count)
-        var firstByVote: [Vote: Int] = [:]
+        var context = EvaluationContext(trace: trace, now: nowNanos, explain: explain)
+        self.state.lookedUp = false
+        let count = self.plan.topLevel.count
+        var votes = [Vote](repeating: .notEvaluated, count: count)
+        var details: [String?] = explain ? Array(repeating: nil, count: count) : []
+        var firstByVote = VoteIndex()
         var stopped = false
         var unsimulated: [String] = []
-        for (index, top) in self.plan.topLevel.enumerated() {
-            if stopped {
-                votes.append(PolicyVote(policy: top.name, rule: top.rule, vote: .notEvaluated, detail: nil))
-                continue
-            }
-            let outcome = self.evaluate(top.node, &context)
-            votes.append(PolicyVote(policy: top.name, rule: top.rule, vote: outcome.vote, detail: outcome.detail))
+        for index in 0..<count where !stopped {
+            let outcome = self.evaluate(self.plan.topLevel[index].node, &context)
+            votes[index] = outcome.vote
+            if explain { details[index] = outcome.detail }
             switch outcome.vote {
             case .error, .notEvaluated: continue
             case .notSimulated:
-                unsimulated.append(top.name)
+                unsimulated.append(self.plan.policyNames[index])
                 continue
             default: break
             }
-            if firstByVote[outcome.vote] == nil { firstByVote[outcome.vote] = index }
+            firstByVote.record(outcome.vote, index)
             if outcome.vote == .dropped { stopped = true }
             if outcome.vote == .sampled, self.plan.sampleOnFirstMatch { stopped = true }
         }
@@ -136,14 +155,65 @@ public struct SamplerEvaluator {
         return Verdict(
             traceID: trace.traceID,
             decision: decision,
-            decidingPolicy: deciding.map { self.plan.topLevel[$0].name },
-            decidingRule: deciding.map { self.plan.topLevel[$0].rule },
-            votes: votes,
+            decidingIndex: deciding,
+            decidingPolicy: deciding.map { self.plan.policyNames[$0] },
+            decidingRule: deciding.map { self.plan.ruleNames[$0] },
+            voteValues: votes,
+            policyNames: self.plan.policyNames,
+            ruleNames: self.plan.ruleNames,
+            details: details,
             unsimulated: unsimulated,
             sampler: sampler,
             spanCount: trace.spans.count,
             sizeBytes: trace.sizeBytes
         )
+    }
+
+    // MARK: Attribute lookups
+
+    /// Each attribute key's values on resources and spans.
+    struct KeyValues {
+        var resource: [AttributeValue] = []
+        var span: [AttributeValue] = []
+    }
+
+    /// The values of a key the policies read, for the trace being decided: gathered in one pass over every
+    /// resource and span attribute the first time a policy asks (keys matched by length, then bytes; no
+    /// hashing per attribute), into buffers reused from trace to trace.
+    private mutating func values(_ keyID: Int, _ trace: SimulatedTrace) -> KeyValues {
+        if !self.state.lookedUp {
+            self.state.lookedUp = true
+            let byLength = self.plan.keysByLength
+            let keys = self.plan.keys
+            for index in self.state.lookups.indices {
+                self.state.lookups[index].resource.removeAll(keepingCapacity: true)
+                self.state.lookups[index].span.removeAll(keepingCapacity: true)
+            }
+            for resource in trace.resources {
+                for index in resource.indices {
+                    let key = resource.keys[index]
+                    let length = key.utf8.count
+                    guard length < byLength.count else { continue }
+                    for candidate in byLength[length] where keys[candidate] == key {
+                        self.state.lookups[candidate].resource.append(resource.values[index])
+                    }
+                }
+            }
+            trace.spans.withUnsafeBufferPointer { spans in
+                for spanIndex in spans.indices {
+                    let attributes = spans[spanIndex].attributes
+                    for index in attributes.indices {
+                        let key = attributes.keys[index]
+                        let length = key.utf8.count
+                        guard length < byLength.count else { continue }
+                        for candidate in byLength[length] where keys[candidate] == key {
+                            self.state.lookups[candidate].span.append(attributes.values[index])
+                        }
+                    }
+                }
+            }
+        }
+        return self.state.lookups[keyID]
     }
 
     // MARK: Evaluation
@@ -154,92 +224,95 @@ public struct SamplerEvaluator {
     }
 
     private mutating func evaluate(_ node: EvaluationPlan.Node, _ context: inout EvaluationContext) -> Outcome {
-        let trace = context.trace
         switch node {
         case .always:
             return Outcome(vote: .sampled, detail: context.explain ? "always" : nil)
 
         case .latency(let threshold, let upper, let label):
             // Walk spans in arrival order, tracking the earliest start and latest end; the first span at which
-            // the running duration qualifies samples the trace.
+            // the running duration qualifies samples the context.trace.
             var minStart: UInt64 = 0
             var maxEnd: UInt64 = 0
             var duration: Int64 = 0
-            for span in trace.spans {
-                if minStart == 0 || span.startNanos < minStart { minStart = span.startNanos }
-                if maxEnd == 0 || span.endNanos > maxEnd { maxEnd = span.endNanos }
-                duration = Self.milliseconds(from: minStart, to: maxEnd)
-                let hit = upper == 0 ? duration >= threshold : (threshold < duration && duration <= upper)
-                if hit {
-                    return Outcome(vote: .sampled, detail: context.explain ? "\(label): \(duration) ms" : nil)
+            let hit = context.trace.spans.withUnsafeBufferPointer { spans in
+                for index in spans.indices {
+                    let start = spans[index].startNanos
+                    let end = spans[index].endNanos
+                    if minStart == 0 || start < minStart { minStart = start }
+                    if maxEnd == 0 || end > maxEnd { maxEnd = end }
+                    duration = Self.milliseconds(from: minStart, to: maxEnd)
+                    if upper == 0 ? duration >= threshold : (threshold < duration && duration <= upper) { return true }
                 }
+                return false
             }
-            return Outcome(vote: .notSampled, detail: context.explain ? "\(label): saw \(duration) ms" : nil)
+            if hit { return Outcome(vote: .sampled, detail: context.explain ? "\(self.plan.labels[label]): \(duration) ms" : nil) }
+            return Outcome(vote: .notSampled, detail: context.explain ? "\(self.plan.labels[label]): saw \(duration) ms" : nil)
 
-        case .numeric(let key, let minimum, let maximum, let invert, let label):
-            let hit = Self.anyResourceOrSpan(trace, key: key) { value in
+        case .numeric(let keyID, let key, let minimum, let maximum, let invert, let label):
+            let values = self.values(keyID, context.trace)
+            let inRange = { (value: AttributeValue) in
                 let number = value.collectorInt
                 return number >= minimum && number <= maximum
             }
+            let hit = values.resource.contains(where: inRange) || values.span.contains(where: inRange)
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
-        case .boolean(let key, let expected, let invert, let label):
-            let hit = Self.anyResourceOrSpan(trace, key: key) { $0.collectorBool == expected }
+        case .boolean(let keyID, let key, let expected, let invert, let label):
+            let values = self.values(keyID, context.trace)
+            let hit = values.resource.contains { $0.collectorBool == expected }
+                || values.span.contains { $0.collectorBool == expected }
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
-        case .string(let id, let key, let exact, let patterns, let invert, let label):
+        case .string(let id, let keyID, let key, let exact, let patterns, let invert, let label):
+            let values = self.values(keyID, context.trace)
             var hit = false
-            for resource in trace.resources {
-                if let value = resource[key], self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns)
-                {
-                    hit = true
-                    break
-                }
+            // Resource values are tested as they are; empty span values are skipped (string_tag_filter.go).
+            for value in values.resource where self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns) {
+                hit = true
+                break
             }
             if !hit {
-                for span in trace.spans {
-                    if let value = span.attributes[key] {
-                        let text = value.collectorStr
-                        if !text.isEmpty, self.matches(text, id: id, exact: exact, patterns: patterns) {
-                            hit = true
-                            break
-                        }
+                for value in values.span {
+                    let text = value.collectorStr
+                    if !text.isEmpty, self.matches(text, id: id, exact: exact, patterns: patterns) {
+                        hit = true
+                        break
                     }
                 }
             }
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
-        case .probabilistic(let salt, let threshold, let label):
-            let hash = CollectorHash.fnv1a64(salt: salt, traceID: trace.traceID)
+        case .probabilistic(let saltState, let threshold, let label):
+            let hash = CollectorHash.fnv1a64(saltState: saltState, traceID: context.trace.traceID)
             let hit = hash <= threshold
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(label): hash \(Self.hex64(hash)) \(hit ? "<=" : ">") threshold \(Self.hex64(threshold))" : nil
+                    ? "\(self.plan.labels[label]): hash \(Self.hex64(hash)) \(hit ? "<=" : ">") threshold \(Self.hex64(threshold))" : nil
             )
 
-        case .status(let codes, let label):
-            let hit = trace.spans.contains { codes.contains($0.status) }
+        case .status(let mask, let label):
+            let hit = context.trace.spans.withUnsafeBufferPointer { spans in
+                spans.indices.contains { mask & spans[$0].status.bit != 0 }
+            }
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
-                detail: context.explain ? "\(label): saw \(Self.statusSummary(trace))" : nil
+                detail: context.explain ? "\(self.plan.labels[label]): saw \(Self.statusSummary(context.trace))" : nil
             )
 
         case .spanCount(let minimum, let maximum, let label):
-            let count = Int64(trace.spans.count)
+            let count = Int64(context.trace.spans.count)
             let hit = maximum == 0 ? count >= minimum : (count >= minimum && count <= maximum)
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
-                detail: context.explain ? "\(label): \(count) spans" : nil
+                detail: context.explain ? "\(self.plan.labels[label]): \(count) spans" : nil
             )
 
         case .traceState(let key, let values, let label):
             var seen: [String] = []
             var hit = false
-            for span in trace.spans {
-                guard let state = W3CTraceState.parse(span.traceState), let value = state.value(for: key) else {
-                    continue
-                }
+            for state in context.traceStates() {
+                guard let value = state.value(for: key) else { continue }
                 if values.contains(value) {
                     hit = true
                     break
@@ -251,42 +324,42 @@ public struct SamplerEvaluator {
                 ? "no `\(key)` in any span's tracestate" : "saw \(seen.map { "\"\($0)\"" }.joined(separator: ", "))"
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
-                detail: context.explain ? "\(label): \(hit ? "matched" : saw)" : nil
+                detail: context.explain ? "\(self.plan.labels[label]): \(hit ? "matched" : saw)" : nil
             )
 
         case .traceFlags(let label):
-            let hit = trace.spans.contains { $0.flags & 0x01 != 0 }
+            let hit = context.trace.spans.withUnsafeBufferPointer { spans in spans.indices.contains { spans[$0].flags & 0x01 != 0 } }
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(label): \(hit ? "a span has the sampled flag" : "no span has the sampled flag")" : nil
+                    ? "\(self.plan.labels[label]): \(hit ? "a span has the sampled flag" : "no span has the sampled flag")" : nil
             )
 
         case .ottl(let spanConditions, let eventConditions, let mode, let unsupported, let label):
             if let unsupported {
-                return Outcome(vote: .notSimulated, detail: "\(label): \(unsupported)")
+                return Outcome(vote: .notSimulated, detail: "\(self.plan.labels[label]): \(unsupported)")
             }
             _ = mode  // No condition in the simulated subset can fail to evaluate, so every mode behaves alike.
-            for span in trace.spans {
-                for condition in spanConditions where condition.evaluate(span: span, event: nil, in: trace) {
+            for span in context.trace.spans {
+                for condition in spanConditions where condition.evaluate(span: span, event: nil, in: context.trace) {
                     return Outcome(
                         vote: .sampled,
-                        detail: context.explain ? "\(label): true for span `\(span.name)`" : nil
+                        detail: context.explain ? "\(self.plan.labels[label]): true for span `\(span.name)`" : nil
                     )
                 }
                 for event in span.events {
-                    for condition in eventConditions where condition.evaluate(span: span, event: event, in: trace) {
+                    for condition in eventConditions where condition.evaluate(span: span, event: event, in: context.trace) {
                         return Outcome(
                             vote: .sampled,
-                            detail: context.explain ? "\(label): true for event `\(event.name)` of `\(span.name)`" : nil
+                            detail: context.explain ? "\(self.plan.labels[label]): true for event `\(event.name)` of `\(span.name)`" : nil
                         )
                     }
                 }
             }
-            return Outcome(vote: .notSampled, detail: context.explain ? "\(label): false for every span" : nil)
+            return Outcome(vote: .notSampled, detail: context.explain ? "\(self.plan.labels[label]): false for every span" : nil)
 
         case .spanLimit(let id, let perSecond, let burst, let label):
-            let count = Int64(trace.spans.count)
+            let count = Int64(context.trace.spans.count)
             let hit: Bool
             if let burst {
                 hit = self.state.buckets[id].allow(
@@ -300,12 +373,12 @@ public struct SamplerEvaluator {
             }
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
-                detail: context.explain ? "\(label): \(hit ? "within" : "over") the limit with \(count) spans" : nil
+                detail: context.explain ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(count) spans" : nil
             )
 
         case .byteLimit(let id, let perSecond, let burst, let label):
             let hit = self.state.buckets[id].allow(
-                Double(trace.sizeBytes),
+                Double(context.trace.sizeBytes),
                 burst: Double(burst),
                 rate: Double(perSecond),
                 now: context.now
@@ -313,7 +386,7 @@ public struct SamplerEvaluator {
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(label): \(hit ? "within" : "over") the limit with \(trace.sizeBytes) bytes" : nil
+                    ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(context.trace.sizeBytes) bytes" : nil
             )
 
         case .and(let members):
@@ -338,7 +411,7 @@ public struct SamplerEvaluator {
                 self.state.composites[id].second = second
                 for index in self.state.composites[id].sampled.indices { self.state.composites[id].sampled[index] = 0 }
             }
-            let count = Int64(trace.spans.count)
+            let count = Int64(context.trace.spans.count)
             for (index, member) in members.enumerated() {
                 let outcome = self.evaluate(member.node, &context)
                 if outcome.vote == .error || outcome.vote == .notSimulated { return outcome }
@@ -382,7 +455,7 @@ public struct SamplerEvaluator {
         hit: Bool,
         invert: Bool,
         key: String,
-        label: String,
+        label: Int,
         _ context: inout EvaluationContext
     )
         -> Outcome
@@ -398,26 +471,16 @@ public struct SamplerEvaluator {
             vote = hit ? .sampled : .notSampled
         }
         guard context.explain else { return Outcome(vote: vote, detail: nil) }
-        return Outcome(vote: vote, detail: "\(label): saw \(Self.observed(context.trace, key: key))")
+        return Outcome(vote: vote, detail: "\(self.plan.labels[label]): saw \(Self.observed(context.trace, key: key))")
     }
 
-    private mutating func matches(_ text: String, id: Int, exact: Set<String>, patterns: [CompiledPattern]) -> Bool {
+    private mutating func matches(_ text: String, id: Int, exact: ExactValues, patterns: [CompiledPattern]) -> Bool {
         if patterns.isEmpty { return exact.contains(text) }
         if let cached = self.state.regexCache[id][text] { return cached }
         let result = patterns.contains { $0.search(text) }
         if self.state.regexCache[id].count >= 65_536 { self.state.regexCache[id].removeAll(keepingCapacity: true) }
         self.state.regexCache[id][text] = result
         return result
-    }
-
-    static func anyResourceOrSpan(_ trace: SimulatedTrace, key: String, _ test: (AttributeValue) -> Bool) -> Bool {
-        for resource in trace.resources {
-            if let value = resource[key], test(value) { return true }
-        }
-        for span in trace.spans {
-            if let value = span.attributes[key], test(value) { return true }
-        }
-        return false
     }
 
     /// `duration.Milliseconds()` of `end - start`, truncated toward zero.
@@ -459,11 +522,60 @@ struct EvaluationContext {
     let trace: SimulatedTrace
     let now: UInt64
     let explain: Bool
-    let plan: EvaluationPlan
+    private var parsedTraceStates: [W3CTraceState]?
+
+    init(trace: SimulatedTrace, now: UInt64, explain: Bool) {
+        self.trace = trace
+        self.now = now
+        self.explain = explain
+    }
+
+    /// Every span's valid `tracestate`, parsed once per trace (an invalid header yields nothing).
+    mutating func traceStates() -> [W3CTraceState] {
+        if let parsed = self.parsedTraceStates { return parsed }
+        var states: [W3CTraceState] = []
+        var last: (String, W3CTraceState?)?
+        for span in self.trace.spans where !span.traceState.isEmpty {
+            if let last, last.0 == span.traceState {
+                if let state = last.1 { states.append(state) }
+                continue
+            }
+            let state = W3CTraceState.parse(span.traceState)
+            last = (span.traceState, state)
+            if let state { states.append(state) }
+        }
+        self.parsedTraceStates = states
+        return states
+    }
     /// What each member of the `and` or `drop` being evaluated matched, for its explanation.
     var matchedDetails: [String] = []
 
     var allDetails: String? { self.explain ? self.matchedDetails.joined(separator: "; ") : nil }
+}
+
+/// The first top-level policy that cast each vote.
+struct VoteIndex {
+    private var first: [Int] = [-1, -1, -1, -1, -1]
+
+    private static func slot(_ vote: Vote) -> Int? {
+        switch vote {
+        case .sampled: 0
+        case .notSampled: 1
+        case .invertSampled: 2
+        case .invertNotSampled: 3
+        case .dropped: 4
+        case .error, .notSimulated, .notEvaluated: nil
+        }
+    }
+
+    mutating func record(_ vote: Vote, _ index: Int) {
+        if let slot = Self.slot(vote), self.first[slot] < 0 { self.first[slot] = index }
+    }
+
+    subscript(_ vote: Vote) -> Int? {
+        guard let slot = Self.slot(vote), self.first[slot] >= 0 else { return nil }
+        return self.first[slot]
+    }
 }
 
 /// The mutable state of one replica's stateful policies.
@@ -472,8 +584,12 @@ struct LimiterState {
     var buckets: [TokenBucket]
     var composites: [CompositeWindow]
     var regexCache: [[String: Bool]]
+    /// Attribute values of the trace being decided, by key number; reused between traces.
+    var lookups: [SamplerEvaluator.KeyValues]
+    var lookedUp = false
 
     init(plan: EvaluationPlan) {
+        self.lookups = Array(repeating: SamplerEvaluator.KeyValues(), count: plan.keys.count)
         self.windows = Array(repeating: FixedWindow(), count: plan.statefulCount)
         self.buckets = Array(repeating: TokenBucket(), count: plan.statefulCount)
         self.composites = plan.compositeSizes.map { CompositeWindow(sampled: Array(repeating: 0, count: $0)) }

@@ -5,11 +5,22 @@ public enum CollectorHash {
 
     /// FNV-1a, 64 bits, over the salt's bytes followed by the 16 trace-ID bytes (probabilistic.go).
     public static func fnv1a64(salt: String, traceID: TraceID) -> UInt64 {
+        self.fnv1a64(saltState: self.fnv1a64State(salt: salt), traceID: traceID)
+    }
+
+    /// The FNV-1a state after the salt's bytes, so a policy hashes its salt once.
+    static func fnv1a64State(salt: String) -> UInt64 {
         var hash: UInt64 = 14_695_981_039_346_656_037
         for byte in salt.utf8 {
             hash ^= UInt64(byte)
             hash &*= 1_099_511_628_211
         }
+        return hash
+    }
+
+    /// FNV-1a continued from a salt's state over the 16 trace-ID bytes.
+    static func fnv1a64(saltState: UInt64, traceID: TraceID) -> UInt64 {
+        var hash = saltState
         traceID.forEachByte { byte in
             hash ^= UInt64(byte)
             hash &*= 1_099_511_628_211

@@ -390,6 +390,15 @@ enum OTTLValue: Sendable, Hashable {
 }
 
 extension StatusCode {
+    /// A bit per code, for sets of codes.
+    var bit: UInt8 {
+        switch self {
+        case .unset: 1
+        case .ok: 2
+        case .error: 4
+        }
+    }
+
     /// The OTLP numeric code (UNSET 0, OK 1, ERROR 2).
     var otlpCode: Int64 {
         switch self {

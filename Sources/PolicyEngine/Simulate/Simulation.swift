@@ -43,12 +43,17 @@ public struct SamplingSimulation {
     /// When the collector decides a trace: `decision_wait` after its first span arrived (spans are taken to
     /// arrive when they end), or `decision_wait_after_root_received` after its root span, if that is sooner.
     public func decisionTime(of trace: SimulatedTrace) -> UInt64 {
-        let firstArrival = trace.spans.map(\.endNanos).min() ?? 0
-        var time = firstArrival &+ self.decisionWaitNanos
-        if let afterRoot = self.afterRootNanos, let root = trace.spans.first(where: \.isRoot) {
-            time = min(time, root.endNanos &+ afterRoot)
+        trace.spans.withUnsafeBufferPointer { spans in
+            var firstArrival = UInt64.max
+            var rootEnd: UInt64?
+            for index in spans.indices {
+                firstArrival = min(firstArrival, spans[index].endNanos)
+                if rootEnd == nil, spans[index].isRoot { rootEnd = spans[index].endNanos }
+            }
+            var time = (spans.isEmpty ? 0 : firstArrival) &+ self.decisionWaitNanos
+            if let afterRoot = self.afterRootNanos, let rootEnd { time = min(time, rootEnd &+ afterRoot) }
+            return time
         }
-        return time
     }
 }
 

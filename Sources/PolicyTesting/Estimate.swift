@@ -68,7 +68,8 @@ public struct Estimate: Sendable, Hashable, Codable {
             self.rowByPosition = verdict.ruleNames.map { rule in self.rules.firstIndex { $0.rule == rule } ?? -1 }
         }
         var counted = -1
-        for (index, vote) in verdict.voteValues.enumerated() where vote == .sampled || vote == .invertSampled || vote == .dropped {
+        for (index, vote) in verdict.voteValues.enumerated()
+        where vote == .sampled || vote == .invertSampled || vote == .dropped {
             let row = self.rowByPosition[index]
             // A rule split into several policies (`rule/1`, `rule/2`) counts once per trace.
             guard row >= 0, row != counted else { continue }

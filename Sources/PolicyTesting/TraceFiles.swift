@@ -54,7 +54,9 @@ public enum TraceFiles {
             }
             if try Self.isWholeDocument(path) {
                 let data = try Self.decompressedContents(path, progress: report)
-                try Self.decodeDocument(data, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
+                try data.withUnsafeBytes { raw in
+                    try Self.decodeDocument(raw, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
+                }
             } else {
                 var lineNumber = 0
                 try Self.forEachLine(path, progress: report) { line in
@@ -76,7 +78,7 @@ public enum TraceFiles {
     }
 
     private static func decodeDocument(
-        _ data: Data,
+        _ data: UnsafeRawBufferPointer,
         file: String,
         line: Int,
         skipInvalid: Bool,
@@ -85,7 +87,7 @@ public enum TraceFiles {
     ) throws {
         let batches: [SpanBatch]
         do {
-            batches = try OTLPJSON.decode(data)
+            batches = try OTLPJSON.decode(bytes: data)
         } catch {
             let problem = ReadError(file: file, line: line, message: error.message)
             guard skipInvalid else { throw problem }
@@ -107,7 +109,7 @@ public enum TraceFiles {
             try Self.forEachLine(path, progress: { _ in }) { line in
                 guard first == nil else { throw StopReading() }
                 if line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0d }) {
-                    first = line
+                    first = Data(line)
                     throw StopReading()
                 }
             }
@@ -124,24 +126,35 @@ public enum TraceFiles {
         return data
     }
 
-    /// Calls `body` with each line (without its newline) of the decompressed file.
-    static func forEachLine(_ path: String, progress: (Int64) -> Void, _ body: (Data) throws -> Void) throws {
-        var pending = Data()
+    /// Calls `body` with each line (without its newline) of the decompressed file. A line that spans chunks
+    /// is gathered in a buffer; the rest are handed over in place.
+    static func forEachLine(
+        _ path: String,
+        progress: (Int64) -> Void,
+        _ body: (UnsafeRawBufferPointer) throws -> Void
+    ) throws {
+        var pending: [UInt8] = []
         try Self.forEachChunk(path, progress: progress) { chunk in
-            var start = chunk.startIndex
-            while let newline = chunk[start...].firstIndex(of: 0x0a) {
-                if pending.isEmpty {
-                    try body(chunk[start..<newline])
-                } else {
-                    pending.append(chunk[start..<newline])
-                    try body(pending)
-                    pending.removeAll(keepingCapacity: true)
+            try chunk.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+                guard let base = raw.baseAddress else { return }
+                var start = 0
+                while start < raw.count,
+                    let found = memchr(base + start, 0x0a, raw.count - start)
+                {
+                    let end = base.distance(to: UnsafeRawPointer(found))
+                    if pending.isEmpty {
+                        try body(UnsafeRawBufferPointer(rebasing: raw[start..<end]))
+                    } else {
+                        pending.append(contentsOf: raw[start..<end])
+                        try pending.withUnsafeBytes { try body($0) }
+                        pending.removeAll(keepingCapacity: true)
+                    }
+                    start = end + 1
                 }
-                start = chunk.index(after: newline)
+                if start < raw.count { pending.append(contentsOf: raw[start...]) }
             }
-            pending.append(chunk[start...])
         }
-        if !pending.isEmpty { try body(pending) }
+        if !pending.isEmpty { try pending.withUnsafeBytes { try body($0) } }
     }
 
     /// Calls `body` with each chunk of the file's contents, inflating gzip.

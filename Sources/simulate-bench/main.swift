@@ -22,7 +22,8 @@ func peakRSSMiB() -> Double {
     return Double(usage.ru_maxrss) / 1024  // kilobytes on Linux
 }
 
-let names = (try? FileManager.default.contentsOfDirectory(atPath: policyDirectory))?.filter { $0.hasSuffix(".policy") }
+let names =
+    (try? FileManager.default.contentsOfDirectory(atPath: policyDirectory))?.filter { $0.hasSuffix(".policy") }
     .sorted() ?? []
 let sources = names.map { name in
     SourceFile(
@@ -56,7 +57,8 @@ for _ in 0..<3 {
 }
 print(
     String(
-        format: "evaluate: %d traces, %d spans, %d policies, 3 samplers: best of 3 %.3f s = %.2f M spans/s, %.0f k traces/s (kept %d)",
+        format:
+            "evaluate: %d traces, %d spans, %d policies, 3 samplers: best of 3 %.3f s = %.2f M spans/s, %.0f k traces/s (kept %d)",
         traces.count,
         spans,
         set.policies.count,
@@ -113,7 +115,8 @@ print(
 )
 print(
     String(
-        format: "estimate end to end: %d traces, %d spans in %.2f s (%.2f M spans/s); at most %d traces in flight; peak RSS %.0f MiB (%.0f MiB before reading)",
+        format:
+            "estimate end to end: %d traces, %d spans in %.2f s (%.2f M spans/s); at most %d traces in flight; peak RSS %.0f MiB (%.0f MiB before reading)",
         estimator.estimates[0].traces,
         summary.spans,
         total,

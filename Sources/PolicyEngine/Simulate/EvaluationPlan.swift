@@ -141,7 +141,9 @@ struct EvaluationPlan {
                 exact: ExactValues(test.regex ? [] : test.values.filter { !$0.isEmpty }),
                 patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
                 invert: test.invert,
-                label: self.label("attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]")
+                label: self.label(
+                    "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]"
+                )
             )
         case .probabilistic(let sampling):
             let salt = (sampling.salt?.isEmpty ?? true) ? CollectorHash.defaultSalt : sampling.salt!
@@ -158,7 +160,9 @@ struct EvaluationPlan {
             return .spanCount(
                 minimum: Int64(bounds.minimum),
                 maximum: maximum,
-                label: self.label(maximum == 0 ? "spans >= \(bounds.minimum)" : "spans in \(bounds.minimum)..\(maximum)")
+                label: self.label(
+                    maximum == 0 ? "spans >= \(bounds.minimum)" : "spans in \(bounds.minimum)..\(maximum)"
+                )
             )
         case .traceState(let test):
             // The collector ignores values whose key and value together reach 256 bytes.
@@ -166,7 +170,9 @@ struct EvaluationPlan {
             return .traceState(
                 key: test.key,
                 values: Set(values),
-                label: self.label("tracestate[\"\(test.key)\"] in [\(test.values.map { "\"\($0)\"" }.joined(separator: ", "))]")
+                label: self.label(
+                    "tracestate[\"\(test.key)\"] in [\(test.values.map { "\"\($0)\"" }.joined(separator: ", "))]"
+                )
             )
         case .traceFlags:
             return .traceFlags(label: self.label("sampled_flag"))
@@ -199,14 +205,29 @@ struct EvaluationPlan {
             let share = Self.perReplica(limit.perSecond, replicas: self.replicas)
             if self.options.tokenBucketSpanLimits {
                 let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? share * 2
-                return .spanLimit(id: id, perSecond: share, burst: burst, label: self.label("limit \(limit.perSecond) spans/s"))
+                return .spanLimit(
+                    id: id,
+                    perSecond: share,
+                    burst: burst,
+                    label: self.label("limit \(limit.perSecond) spans/s")
+                )
             }
-            return .spanLimit(id: id, perSecond: share + 1, burst: nil, label: self.label("limit \(limit.perSecond) spans/s"))
+            return .spanLimit(
+                id: id,
+                perSecond: share + 1,
+                burst: nil,
+                label: self.label("limit \(limit.perSecond) spans/s")
+            )
         case .bytesLimiting(let limit):
             let id = self.nextStateful()
             let rate = Self.perReplica(limit.perSecond, replicas: self.replicas)
             let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? rate * 2
-            return .byteLimit(id: id, perSecond: rate, burst: burst, label: self.label("limit \(limit.perSecond) bytes/s"))
+            return .byteLimit(
+                id: id,
+                perSecond: rate,
+                burst: burst,
+                label: self.label("limit \(limit.perSecond) bytes/s")
+            )
         case .and(let members):
             return .and(members.map { self.node($0.kind) })
         case .drop(let members):

@@ -245,8 +245,16 @@ public struct SamplerEvaluator {
                 }
                 return false
             }
-            if hit { return Outcome(vote: .sampled, detail: context.explain ? "\(self.plan.labels[label]): \(duration) ms" : nil) }
-            return Outcome(vote: .notSampled, detail: context.explain ? "\(self.plan.labels[label]): saw \(duration) ms" : nil)
+            if hit {
+                return Outcome(
+                    vote: .sampled,
+                    detail: context.explain ? "\(self.plan.labels[label]): \(duration) ms" : nil
+                )
+            }
+            return Outcome(
+                vote: .notSampled,
+                detail: context.explain ? "\(self.plan.labels[label]): saw \(duration) ms" : nil
+            )
 
         case .numeric(let keyID, let key, let minimum, let maximum, let invert, let label):
             let values = self.values(keyID, context.trace)
@@ -259,7 +267,8 @@ public struct SamplerEvaluator {
 
         case .boolean(let keyID, let key, let expected, let invert, let label):
             let values = self.values(keyID, context.trace)
-            let hit = values.resource.contains { $0.collectorBool == expected }
+            let hit =
+                values.resource.contains { $0.collectorBool == expected }
                 || values.span.contains { $0.collectorBool == expected }
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
@@ -267,7 +276,8 @@ public struct SamplerEvaluator {
             let values = self.values(keyID, context.trace)
             var hit = false
             // Resource values are tested as they are; empty span values are skipped (string_tag_filter.go).
-            for value in values.resource where self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns) {
+            for value in values.resource
+            where self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns) {
                 hit = true
                 break
             }
@@ -288,7 +298,8 @@ public struct SamplerEvaluator {
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(self.plan.labels[label]): hash \(Self.hex64(hash)) \(hit ? "<=" : ">") threshold \(Self.hex64(threshold))" : nil
+                    ? "\(self.plan.labels[label]): hash \(Self.hex64(hash)) \(hit ? "<=" : ">") threshold \(Self.hex64(threshold))"
+                    : nil
             )
 
         case .status(let mask, let label):
@@ -328,11 +339,14 @@ public struct SamplerEvaluator {
             )
 
         case .traceFlags(let label):
-            let hit = context.trace.spans.withUnsafeBufferPointer { spans in spans.indices.contains { spans[$0].flags & 0x01 != 0 } }
+            let hit = context.trace.spans.withUnsafeBufferPointer { spans in
+                spans.indices.contains { spans[$0].flags & 0x01 != 0 }
+            }
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(self.plan.labels[label]): \(hit ? "a span has the sampled flag" : "no span has the sampled flag")" : nil
+                    ? "\(self.plan.labels[label]): \(hit ? "a span has the sampled flag" : "no span has the sampled flag")"
+                    : nil
             )
 
         case .ottl(let spanConditions, let eventConditions, let mode, let unsupported, let label):
@@ -348,15 +362,20 @@ public struct SamplerEvaluator {
                     )
                 }
                 for event in span.events {
-                    for condition in eventConditions where condition.evaluate(span: span, event: event, in: context.trace) {
+                    for condition in eventConditions
+                    where condition.evaluate(span: span, event: event, in: context.trace) {
                         return Outcome(
                             vote: .sampled,
-                            detail: context.explain ? "\(self.plan.labels[label]): true for event `\(event.name)` of `\(span.name)`" : nil
+                            detail: context.explain
+                                ? "\(self.plan.labels[label]): true for event `\(event.name)` of `\(span.name)`" : nil
                         )
                     }
                 }
             }
-            return Outcome(vote: .notSampled, detail: context.explain ? "\(self.plan.labels[label]): false for every span" : nil)
+            return Outcome(
+                vote: .notSampled,
+                detail: context.explain ? "\(self.plan.labels[label]): false for every span" : nil
+            )
 
         case .spanLimit(let id, let perSecond, let burst, let label):
             let count = Int64(context.trace.spans.count)
@@ -373,7 +392,8 @@ public struct SamplerEvaluator {
             }
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
-                detail: context.explain ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(count) spans" : nil
+                detail: context.explain
+                    ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(count) spans" : nil
             )
 
         case .byteLimit(let id, let perSecond, let burst, let label):
@@ -386,7 +406,8 @@ public struct SamplerEvaluator {
             return Outcome(
                 vote: hit ? .sampled : .notSampled,
                 detail: context.explain
-                    ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(context.trace.sizeBytes) bytes" : nil
+                    ? "\(self.plan.labels[label]): \(hit ? "within" : "over") the limit with \(context.trace.sizeBytes) bytes"
+                    : nil
             )
 
         case .and(let members):

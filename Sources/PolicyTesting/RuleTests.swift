@@ -515,7 +515,7 @@ public enum TraceLoader {
         var seen = Set<TraceID>()
         _ = try TraceFiles.read(paths) { batch in
             for (id, _) in batch.spans where seen.insert(id).inserted { order.append(id) }
-            _ = assembler.add(batch)
+            assembler.add(batch)
         }
         let traces = Dictionary(
             assembler.finish().map { ($0.trace.traceID, $0.trace) },

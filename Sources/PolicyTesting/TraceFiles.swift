@@ -33,12 +33,13 @@ public enum TraceFiles {
     }
 
     /// Reads every file in order, handing each span batch to `body`. A bad document stops the read with its
-    /// location, or with `skipInvalid` is counted and skipped. `progress` gets the compressed bytes read so
-    /// far and the total size of the files.
+    /// location, or with `skipInvalid` is counted and skipped. `documentEnd` runs after each document's
+    /// batches. `progress` gets the compressed bytes read so far and the total size of the files.
     public static func read(
         _ paths: [String],
         skipInvalid: Bool = false,
         progress: ((Int64, Int64) -> Void)? = nil,
+        documentEnd: () throws -> Void = {},
         body: (SpanBatch) throws -> Void
     ) throws -> Summary {
         var summary = Summary()
@@ -57,6 +58,7 @@ public enum TraceFiles {
                 try data.withUnsafeBytes { raw in
                     try Self.decodeDocument(raw, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
                 }
+                try documentEnd()
             } else {
                 var lineNumber = 0
                 try Self.forEachLine(path, progress: report) { line in
@@ -70,6 +72,7 @@ public enum TraceFiles {
                         into: &summary,
                         body
                     )
+                    try documentEnd()
                 }
             }
             before += readSoFar

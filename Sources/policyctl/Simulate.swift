@@ -98,9 +98,12 @@ func streamTraces(
     defer { bar.finish() }
     let summary: TraceFiles.Summary
     do {
-        summary = try TraceFiles.read(input.files, skipInvalid: input.skipInvalid, progress: bar.update) { batch in
-            for ready in assembler.add(batch) { body(ready.trace) }
-        }
+        summary = try TraceFiles.read(
+            input.files,
+            skipInvalid: input.skipInvalid,
+            progress: bar.update,
+            documentEnd: { for ready in assembler.releaseDue() { body(ready.trace) } }
+        ) { batch in assembler.add(batch) }
     } catch let error as TraceFiles.ReadError {
         bar.finish()
         printError("\(error)\(input.skipInvalid ? "" : " (pass --skip-invalid to skip bad documents)")")

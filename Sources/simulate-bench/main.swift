@@ -98,10 +98,13 @@ var estimator = Estimator([set], options: options)
 let simulation = SamplingSimulation(policySet: set, options: options)
 var assembler = TraceAssembler(for: simulation)
 var maxInFlight = 0
-let summary = try TraceFiles.read([file]) { batch in
-    for ready in assembler.add(batch) { estimator.add(ready.trace) }
-    maxInFlight = max(maxInFlight, assembler.inFlight)
-}
+let summary = try TraceFiles.read(
+    [file],
+    documentEnd: {
+        maxInFlight = max(maxInFlight, assembler.inFlight)
+        for ready in assembler.releaseDue() { estimator.add(ready.trace) }
+    }
+) { batch in assembler.add(batch) }
 for ready in assembler.finish() { estimator.add(ready.trace) }
 let total = seconds(ContinuousClock.now - start)
 print(

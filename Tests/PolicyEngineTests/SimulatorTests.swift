@@ -381,41 +381,65 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
 }
 
 @Suite struct TraceAssemblerTests {
-    @Test func releasesTracesWhenTheStreamPassesTheirDecisionTime() {
-        var assembler = TraceAssembler(decisionWaitNanos: 10 * second, afterRootNanos: nil)
+    @Test func releasesTracesWhenTheStreamPassesTheirDecisionTimeAndGrace() {
+        var assembler = TraceAssembler(decisionWaitNanos: 10 * second, afterRootNanos: nil, graceNanos: 2 * second)
         let a = TraceID(high: 0, low: 1)
         let b = TraceID(high: 0, low: 2)
-        func span(_ startSeconds: UInt64, _ endSeconds: UInt64, root: Bool = false) -> TraceSpan {
+        func span(_ startSeconds: UInt64, _ endSeconds: UInt64) -> TraceSpan {
             TraceSpan(
-                parentSpanID: root ? [] : [1, 2, 3, 4, 5, 6, 7, 8],
+                parentSpanID: [1, 2, 3, 4, 5, 6, 7, 8],
                 startNanos: base + startSeconds * second,
                 endNanos: base + endSeconds * second
             )
         }
-        let resource: Attributes = ["service.name": .string("x")]
-        var out = assembler.add(SpanBatch(resource: resource, scope: InstrumentationScope(), spans: [(a, span(0, 1))]))
-        #expect(out.isEmpty)
-        out = assembler.add(
-            SpanBatch(
-                resource: ["service.name": .string("y")],
-                scope: InstrumentationScope(),
-                spans: [(a, span(0, 2)), (b, span(5, 6))]
-            )
-        )
-        #expect(out.isEmpty)
+        func batch(_ service: String, _ spans: [(TraceID, TraceSpan)]) -> SpanBatch {
+            SpanBatch(resource: ["service.name": .string(service)], scope: InstrumentationScope(), spans: spans)
+        }
+        assembler.add(batch("x", [(a, span(0, 1))]))
+        assembler.add(batch("y", [(a, span(0, 2)), (b, span(5, 6))]))
+        #expect(assembler.releaseDue().isEmpty)
         #expect(assembler.inFlight == 2)
-        // The clock reaches 12 s: trace a (first span at 1 s, decided at 11 s) is due, b (16 s) is not.
-        out = assembler.add(SpanBatch(resource: resource, scope: InstrumentationScope(), spans: [(b, span(5, 12))]))
+        // The clock reaches 12 s: trace a is decided at 11 s but the 2 s grace has not passed.
+        assembler.add(batch("x", [(b, span(5, 12))]))
+        #expect(assembler.releaseDue().isEmpty)
+        // At 13 s it has: a is released (decided at 11 s), b (decided at 16 s) is not.
+        assembler.add(batch("x", [(b, span(5, 13))]))
+        let out = assembler.releaseDue()
         #expect(out.map(\.trace.traceID) == [a])
         #expect(out.first?.trace.spans.count == 2)
         #expect(out.first?.trace.resources.count == 2)
         #expect(out.first?.decisionTime == base + 11 * second)
         // A span for a decided trace is late.
-        _ = assembler.add(SpanBatch(resource: resource, scope: InstrumentationScope(), spans: [(a, span(3, 13))]))
+        assembler.add(batch("x", [(a, span(3, 13))]))
         #expect(assembler.lateSpans == 1)
         let rest = assembler.finish()
         #expect(rest.map(\.trace.traceID) == [b])
+        #expect(rest.first?.trace.spans.count == 3)
         #expect(rest.first?.trace.sizeBytes ?? 0 > 0)
+    }
+
+    @Test func aLongTraceDoesNotCutShortTheTracesAfterIt() {
+        // A trace backend's export: whole traces one after the other, a 20 s trace first, each span in a
+        // document of its own. The 30 s grace keeps the next trace open until its spans are in.
+        var assembler = TraceAssembler(decisionWaitNanos: 5 * second, afterRootNanos: nil)
+        let long = TraceID(high: 1, low: 1)
+        let short = TraceID(high: 2, low: 2)
+        let root = TraceSpan(startNanos: base, endNanos: base + 20 * second)
+        assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(long, root)]))
+        #expect(assembler.releaseDue().isEmpty)
+        let early = TraceSpan(parentSpanID: [1], startNanos: base + second, endNanos: base + 2 * second)
+        let later = TraceSpan(parentSpanID: [1], startNanos: base + second, endNanos: base + 3 * second)
+        assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(short, early)]))
+        #expect(assembler.releaseDue().isEmpty)
+        assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(short, later)]))
+        #expect(assembler.releaseDue().isEmpty)
+        #expect(assembler.lateSpans == 0)
+        // Decided in decision order: the short trace (at 7 s) before the long one (at 25 s).
+        let all = assembler.finish()
+        #expect(all.map(\.trace.traceID) == [short, long])
+        #expect(all.first?.trace.spans.count == 2)
+        let expectedTimes: [UInt64] = [base + 7 * second, base + 25 * second]
+        #expect(all.map(\.decisionTime) == expectedTimes)
     }
 
     @Test func rootSpanBringsTheDecisionForward() {
@@ -423,7 +447,7 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
         let a = TraceID(high: 7, low: 7)
         let child = TraceSpan(parentSpanID: [1], startNanos: base, endNanos: base + second)
         let root = TraceSpan(startNanos: base, endNanos: base + 2 * second)
-        _ = assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(a, child), (a, root)]))
+        assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(a, child), (a, root)]))
         let out = assembler.finish()
         #expect(out.first?.decisionTime == base + 7 * second)
     }

@@ -118,7 +118,7 @@ func gzip(_ path: String) throws -> String {
         let traces = (0..<200).map { _ in generator.next() }
         let batches = try OTLPJSON.decode(Data(OTLPJSONWriter.line(traces).utf8))
         var assembler = TraceAssembler(decisionWaitNanos: .max / 4, afterRootNanos: nil)
-        for batch in batches { _ = assembler.add(batch) }
+        for batch in batches { assembler.add(batch) }
         let decoded = Dictionary(uniqueKeysWithValues: assembler.finish().map { ($0.trace.traceID, $0.trace) })
         #expect(decoded.count == traces.count)
         for trace in traces {

@@ -57,15 +57,18 @@ public struct SamplingSimulation {
     }
 }
 
-/// Groups a stream of spans into traces and releases each trace once the stream's clock (the latest span
-/// end seen) passes its decision time, as the collector's timer would: memory holds only the traces in
-/// flight, however long the input. Spans of a trace already released are counted as late.
+/// Groups a stream of spans into traces and releases each trace, in decision order, once the stream's clock
+/// (the latest span end seen) is a grace period past its decision time: memory holds only the traces in
+/// flight, however long the input. The grace lets input that is not quite in time order (a trace's spans
+/// written together when it started, or files from a trace backend) still arrive whole; a trace is
+/// decided at its decision time whenever it is released. Spans of a trace already released are late.
 public struct TraceAssembler {
     private var pending: [TraceID: Builder] = [:]
     private var queue = MinHeap()
     private var watermark: UInt64 = 0
     private let decisionWaitNanos: UInt64
     private let afterRootNanos: UInt64?
+    private let graceNanos: UInt64
     private var released: Set<TraceID> = []
     /// Spans that arrived for a trace already decided.
     public private(set) var lateSpans = 0
@@ -79,19 +82,24 @@ public struct TraceAssembler {
         var decisionTime: UInt64
     }
 
-    /// Creates an assembler with the simulation's decision timing.
-    public init(decisionWaitNanos: UInt64, afterRootNanos: UInt64?) {
+    /// Creates an assembler with the simulation's decision timing and a grace period (30 s by default).
+    public init(decisionWaitNanos: UInt64, afterRootNanos: UInt64?, graceNanos: UInt64 = 30_000_000_000) {
         self.decisionWaitNanos = decisionWaitNanos
         self.afterRootNanos = afterRootNanos
+        self.graceNanos = graceNanos
     }
 
     /// Creates an assembler for a simulation.
-    public init(for simulation: SamplingSimulation) {
-        self.init(decisionWaitNanos: simulation.decisionWaitNanos, afterRootNanos: simulation.afterRootNanos)
+    public init(for simulation: SamplingSimulation, graceNanos: UInt64 = 30_000_000_000) {
+        self.init(
+            decisionWaitNanos: simulation.decisionWaitNanos,
+            afterRootNanos: simulation.afterRootNanos,
+            graceNanos: graceNanos
+        )
     }
 
-    /// Adds one batch (spans under one resource and scope); returns the traces now due, oldest decision first.
-    public mutating func add(_ batch: SpanBatch) -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+    /// Adds one batch (spans under one resource and scope).
+    public mutating func add(_ batch: SpanBatch) {
         for (traceID, span) in batch.spans {
             if self.released.contains(traceID) {
                 self.lateSpans += 1
@@ -117,7 +125,13 @@ public struct TraceAssembler {
             self.pending[traceID] = builder
             self.watermark = max(self.watermark, span.endNanos)
         }
-        return self.releaseDue(upTo: self.watermark)
+    }
+
+    /// The traces now due, oldest decision first. Call it between documents, so that a document's spans are
+    /// all in before any of its traces is decided.
+    public mutating func releaseDue() -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+        guard self.watermark > self.graceNanos else { return [] }
+        return self.releaseDue(upTo: self.watermark - self.graceNanos)
     }
 
     private static func index<T: Hashable>(of value: T, in list: inout [T], _ seen: inout [T: Int]) -> Int {

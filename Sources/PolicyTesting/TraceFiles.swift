@@ -60,20 +60,30 @@ public enum TraceFiles {
                 }
                 try documentEnd()
             } else {
+                // Lines are decoded a group at a time on every core, then handed over in file order.
+                var group = LineGroup()
                 var lineNumber = 0
+                func flush(_ group: inout LineGroup) throws {
+                    for (index, result) in group.decodeAll().enumerated() {
+                        try Self.deliver(
+                            result,
+                            file: path,
+                            line: group.lineNumbers[index],
+                            skipInvalid: skipInvalid,
+                            into: &summary,
+                            body
+                        )
+                        try documentEnd()
+                    }
+                    group = LineGroup()
+                }
                 try Self.forEachLine(path, progress: report) { line in
                     lineNumber += 1
                     guard line.contains(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0d }) else { return }
-                    try Self.decodeDocument(
-                        line,
-                        file: path,
-                        line: lineNumber,
-                        skipInvalid: skipInvalid,
-                        into: &summary,
-                        body
-                    )
-                    try documentEnd()
+                    group.append(line, number: lineNumber)
+                    if group.isFull { try flush(&group) }
                 }
+                try flush(&group)
             }
             before += readSoFar
         }
@@ -88,10 +98,28 @@ public enum TraceFiles {
         into summary: inout Summary,
         _ body: (SpanBatch) throws -> Void
     ) throws {
-        let batches: [SpanBatch]
+        let result: Result<[SpanBatch], OTLPJSON.DecodingError>
         do {
-            batches = try OTLPJSON.decode(bytes: data)
+            result = .success(try OTLPJSON.decode(bytes: data))
         } catch {
+            result = .failure(error)
+        }
+        try Self.deliver(result, file: file, line: line, skipInvalid: skipInvalid, into: &summary, body)
+    }
+
+    private static func deliver(
+        _ result: Result<[SpanBatch], OTLPJSON.DecodingError>,
+        file: String,
+        line: Int,
+        skipInvalid: Bool,
+        into summary: inout Summary,
+        _ body: (SpanBatch) throws -> Void
+    ) throws {
+        let batches: [SpanBatch]
+        switch result {
+        case .success(let decoded):
+            batches = decoded
+        case .failure(let error):
             let problem = ReadError(file: file, line: line, message: error.message)
             guard skipInvalid else { throw problem }
             summary.skipped += 1
@@ -195,6 +223,68 @@ public enum TraceFiles {
         if let inflater, !inflater.finished {
             throw ReadError(file: path, line: 0, message: "the gzip stream ends early (truncated file?)")
         }
+    }
+}
+
+/// Lines waiting to be decoded together, one per core.
+struct LineGroup {
+    private(set) var lines: [[UInt8]] = []
+    private(set) var lineNumbers: [Int] = []
+    private var bytes = 0
+
+    /// Enough to keep every core busy, little enough to bound memory (a few megabytes).
+    var isFull: Bool { self.lines.count >= 4 * LineGroup.workers || self.bytes >= 16 << 20 }
+
+    static let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    mutating func append(_ line: UnsafeRawBufferPointer, number: Int) {
+        self.lines.append([UInt8](line))
+        self.lineNumbers.append(number)
+        self.bytes += line.count
+    }
+
+    /// Decodes every line, on all cores; results in line order.
+    func decodeAll() -> [Result<[SpanBatch], OTLPJSON.DecodingError>] {
+        let results = ResultSlots(count: self.lines.count)
+        let lines = self.lines
+        if lines.count == 1 || LineGroup.workers == 1 {
+            for index in lines.indices { results.set(index, Self.decode(lines[index])) }
+        } else {
+            DispatchQueue.concurrentPerform(iterations: lines.count) { index in
+                results.set(index, Self.decode(lines[index]))
+            }
+        }
+        return results.values
+    }
+
+    private static func decode(_ line: [UInt8]) -> Result<[SpanBatch], OTLPJSON.DecodingError> {
+        line.withUnsafeBytes { raw in
+            do throws(OTLPJSON.DecodingError) {
+                return .success(try OTLPJSON.decode(bytes: raw))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+}
+
+/// One slot per line, each written by exactly one worker of `concurrentPerform` and read after it returns.
+final class ResultSlots: @unchecked Sendable {
+    private var slots: [Result<[SpanBatch], OTLPJSON.DecodingError>?]
+    private let lock = NSLock()
+
+    init(count: Int) { self.slots = Array(repeating: nil, count: count) }
+
+    func set(_ index: Int, _ value: Result<[SpanBatch], OTLPJSON.DecodingError>) {
+        self.lock.lock()
+        self.slots[index] = value
+        self.lock.unlock()
+    }
+
+    var values: [Result<[SpanBatch], OTLPJSON.DecodingError>] {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        return self.slots.map { $0! }
     }
 }
 

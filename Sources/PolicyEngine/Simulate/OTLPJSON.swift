@@ -426,20 +426,21 @@ public enum OTLPJSON {
         mutating func rawString() throws(DecodingError) -> Range<Int>? {
             try self.expect(UInt8(ascii: "\""))
             let start = self.position
-            while self.position < self.bytes.count {
-                let byte = self.bytes[self.position]
-                if byte == UInt8(ascii: "\"") {
-                    self.position += 1
-                    return start..<(self.position - 1)
-                }
-                if byte == UInt8(ascii: "\\") {
-                    self.position = start - 1
-                    return nil
-                }
-                if byte < 0x20 { throw self.error("a control character inside a string") }
-                self.position += 1
+            guard let base = self.bytes.baseAddress,
+                let found = memchr(base + start, Int32(UInt8(ascii: "\"")), self.bytes.count - start)
+            else { throw self.error("the document ends inside a string") }
+            let end = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+            // A backslash before the quote means escapes (and perhaps an escaped quote): decode slowly.
+            if memchr(base + start, Int32(UInt8(ascii: "\\")), end - start) != nil {
+                self.position = start - 1
+                return nil
             }
-            throw self.error("the document ends inside a string")
+            for index in start..<end where self.bytes[index] < 0x20 {
+                self.position = index
+                throw self.error("a control character inside a string")
+            }
+            self.position = end + 1
+            return start..<end
         }
 
         mutating func string() throws(DecodingError) -> String {

@@ -5,6 +5,31 @@ extension SimulatedTrace {
     /// The estimated protobuf size in bytes. Exact for a trace that arrived as one batch per resource and
     /// scope; a trace that arrived in more batches repeats its resource in each, which this does not count.
     public func estimatedProtobufSize() -> Int64 {
+        // Assembled traces pair resource i with scope i (one per batch): sum per batch without hashing.
+        if self.resources.count == self.scopes.count,
+            self.spans.allSatisfy({ $0.resource == $0.scope && $0.resource < self.resources.count })
+        {
+            var sums = [Int](repeating: 0, count: self.resources.count)
+            for span in self.spans {
+                sums[span.resource] += Proto.lengthDelimited(
+                    field: 2,
+                    size: Proto.spanSize(span, traceID: self.traceID)
+                )
+            }
+            var total = 0
+            for (index, spans) in sums.enumerated() where spans > 0 {
+                let scope = self.scopes[index]
+                let scopeMessage =
+                    Proto.string(field: 1, scope.name) + Proto.string(field: 2, scope.version)
+                    + Proto.attributesSize(scope.attributes, field: 3)
+                let scopeSpans = Proto.lengthDelimited(field: 1, size: scopeMessage) + spans
+                let resourceSpans =
+                    Proto.lengthDelimited(field: 1, size: Proto.attributesSize(self.resources[index], field: 1))
+                    + Proto.lengthDelimited(field: 2, size: scopeSpans)
+                total += Proto.lengthDelimited(field: 1, size: resourceSpans)
+            }
+            return Int64(total)
+        }
         var groups: [Int: [Int: Int]] = [:]  // resource -> scope -> summed span message sizes
         for span in self.spans {
             let size = Proto.lengthDelimited(field: 2, size: Proto.spanSize(span, traceID: self.traceID))

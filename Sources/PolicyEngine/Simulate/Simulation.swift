@@ -70,6 +70,7 @@ public struct TraceAssembler {
     private let afterRootNanos: UInt64?
     private let graceNanos: UInt64
     private var released: Set<TraceID> = []
+    private var batchSerial: UInt64 = 0
     /// Spans that arrived for a trace already decided.
     public private(set) var lateSpans = 0
     /// Traces held now.
@@ -77,9 +78,10 @@ public struct TraceAssembler {
 
     struct Builder {
         var trace: SimulatedTrace
-        var resourceIndex: [Attributes: Int] = [:]
-        var scopeIndex: [InstrumentationScope: Int] = [:]
         var decisionTime: UInt64
+        /// The batch this trace last took spans from, and the resource/scope index it gave them.
+        var lastBatch: UInt64 = 0
+        var lastIndex = 0
     }
 
     /// Creates an assembler with the simulation's decision timing and a grace period (30 s by default).
@@ -100,9 +102,17 @@ public struct TraceAssembler {
 
     /// Adds one batch (spans under one resource and scope).
     public mutating func add(_ batch: SpanBatch) {
-        for (traceID, span) in batch.spans {
+        self.batchSerial &+= 1
+        var index = 0
+        let spans = batch.spans
+        while index < spans.count {
+            // A run of spans of one trace (the usual layout) costs one lookup.
+            let traceID = spans[index].0
+            var end = index + 1
+            while end < spans.count, spans[end].0 == traceID { end += 1 }
+            defer { index = end }
             if self.released.contains(traceID) {
-                self.lateSpans += 1
+                self.lateSpans += end - index
                 continue
             }
             var builder =
@@ -111,19 +121,28 @@ public struct TraceAssembler {
                     trace: SimulatedTrace(traceID: traceID, resources: [], scopes: [], spans: [], sizeBytes: 0),
                     decisionTime: .max
                 )
-            var span = span
-            span.resource = Self.index(of: batch.resource, in: &builder.trace.resources, &builder.resourceIndex)
-            span.scope = Self.index(of: batch.scope, in: &builder.trace.scopes, &builder.scopeIndex)
+            // Each batch a trace's spans came in carries its resource and scope, as the collector keeps them.
+            if builder.lastBatch != self.batchSerial {
+                builder.lastBatch = self.batchSerial
+                builder.lastIndex = builder.trace.resources.count
+                builder.trace.resources.append(batch.resource)
+                builder.trace.scopes.append(batch.scope)
+            }
             var due = builder.decisionTime
-            if builder.trace.spans.isEmpty { due = span.endNanos &+ self.decisionWaitNanos }
-            if span.isRoot, let afterRoot = self.afterRootNanos { due = min(due, span.endNanos &+ afterRoot) }
-            builder.trace.spans.append(span)
+            for position in index..<end {
+                var span = spans[position].1
+                span.resource = builder.lastIndex
+                span.scope = builder.lastIndex
+                if builder.trace.spans.isEmpty { due = span.endNanos &+ self.decisionWaitNanos }
+                if let afterRoot = self.afterRootNanos, span.isRoot { due = min(due, span.endNanos &+ afterRoot) }
+                self.watermark = max(self.watermark, span.endNanos)
+                builder.trace.spans.append(span)
+            }
             if due != builder.decisionTime {
                 builder.decisionTime = due
                 self.queue.push(due, traceID)
             }
             self.pending[traceID] = builder
-            self.watermark = max(self.watermark, span.endNanos)
         }
     }
 
@@ -132,13 +151,6 @@ public struct TraceAssembler {
     public mutating func releaseDue() -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
         guard self.watermark > self.graceNanos else { return [] }
         return self.releaseDue(upTo: self.watermark - self.graceNanos)
-    }
-
-    private static func index<T: Hashable>(of value: T, in list: inout [T], _ seen: inout [T: Int]) -> Int {
-        if let index = seen[value] { return index }
-        list.append(value)
-        seen[value] = list.count - 1
-        return list.count - 1
     }
 
     /// Releases every trace still held (the end of the input), in decision order.

@@ -55,9 +55,8 @@ public enum TraceFiles {
             }
             if try Self.isWholeDocument(path) {
                 let data = try Self.decompressedContents(path, progress: report)
-                try data.withUnsafeBytes { raw in
-                    try Self.decodeDocument(raw, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
-                }
+                let result = data.withUnsafeBytes { Self.decodeResult($0) }
+                try Self.deliver(result, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
                 try documentEnd()
             } else {
                 // Lines are decoded a group at a time on every core, then handed over in file order.
@@ -90,21 +89,13 @@ public enum TraceFiles {
         return summary
     }
 
-    private static func decodeDocument(
-        _ data: UnsafeRawBufferPointer,
-        file: String,
-        line: Int,
-        skipInvalid: Bool,
-        into summary: inout Summary,
-        _ body: (SpanBatch) throws -> Void
-    ) throws {
-        let result: Result<[SpanBatch], OTLPJSON.DecodingError>
-        do {
-            result = .success(try OTLPJSON.decode(bytes: data))
+    /// Decodes one document into a result (so a group of them can be decoded on other threads).
+    static func decodeResult(_ raw: UnsafeRawBufferPointer) -> Result<[SpanBatch], OTLPJSON.DecodingError> {
+        do throws(OTLPJSON.DecodingError) {
+            return .success(try OTLPJSON.decode(bytes: raw))
         } catch {
-            result = .failure(error)
+            return .failure(error)
         }
-        try Self.deliver(result, file: file, line: line, skipInvalid: skipInvalid, into: &summary, body)
     }
 
     private static func deliver(
@@ -258,13 +249,7 @@ struct LineGroup {
     }
 
     private static func decode(_ line: [UInt8]) -> Result<[SpanBatch], OTLPJSON.DecodingError> {
-        line.withUnsafeBytes { raw in
-            do throws(OTLPJSON.DecodingError) {
-                return .success(try OTLPJSON.decode(bytes: raw))
-            } catch {
-                return .failure(error)
-            }
-        }
+        line.withUnsafeBytes { TraceFiles.decodeResult($0) }
     }
 }
 

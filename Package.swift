@@ -92,7 +92,7 @@ let package = Package(
         .target(
             name: "PolicyTesting",
             dependencies: [
-                "PolicyEngine", "ConfigRenderer", "CZlib", .product(name: "Yams", package: "Yams"),
+                "PolicyEngine", "CZlib", .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: upcoming
         ),
@@ -202,7 +202,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PolicyTestingTests",
-            dependencies: ["PolicyTesting", "PolicyEngine", "ConfigRenderer"],
+            dependencies: ["PolicyTesting", "PolicyEngine"],
             swiftSettings: upcoming
         ),
         .testTarget(

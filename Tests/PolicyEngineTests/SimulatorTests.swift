@@ -442,6 +442,31 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
         #expect(all.map(\.decisionTime) == expectedTimes)
     }
 
+    @Test func decidedTracesAreForgottenAfterTheMemoryWindow() {
+        var assembler = TraceAssembler(decisionWaitNanos: second, afterRootNanos: nil, graceNanos: 0)
+        assembler.memoryNanos = 60 * second
+        let a = TraceID(high: 3, low: 3)
+        let other = TraceID(high: 4, low: 4)
+        func add(_ id: TraceID, at seconds: UInt64) {
+            let span = TraceSpan(
+                parentSpanID: [1],
+                startNanos: base + seconds * second,
+                endNanos: base + seconds * second
+            )
+            assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(id, span)]))
+        }
+        add(a, at: 0)
+        add(other, at: 2)
+        #expect(assembler.releaseDue().map(\.trace.traceID) == [a])
+        add(a, at: 30)  // late: a was decided at 1 s
+        #expect(assembler.lateSpans == 1)
+        add(other, at: 120)
+        _ = assembler.releaseDue()
+        add(a, at: 121)  // 2 minutes on, a is forgotten: a new trace, as after a decision cache evicts it
+        #expect(assembler.lateSpans == 1)
+        #expect(assembler.finish().map(\.trace.traceID).contains(a))
+    }
+
     @Test func rootSpanBringsTheDecisionForward() {
         var assembler = TraceAssembler(decisionWaitNanos: 30 * second, afterRootNanos: 5 * second)
         let a = TraceID(high: 7, low: 7)

@@ -69,7 +69,14 @@ public struct TraceAssembler {
     private let decisionWaitNanos: UInt64
     private let afterRootNanos: UInt64?
     private let graceNanos: UInt64
+    /// Traces decided, remembered for ``memoryNanos`` of stream time after their decision so their late
+    /// spans are counted, then forgotten: a span after that starts a new trace, as in a collector whose
+    /// decision caches no longer hold the ID. Bounds memory on long inputs.
     private var released: Set<TraceID> = []
+    private var releasedOrder: [(time: UInt64, id: TraceID)] = []
+    private var releasedHead = 0
+    /// How long decided trace IDs are remembered (5 minutes of stream time).
+    public var memoryNanos: UInt64 = 300_000_000_000
     private var batchSerial: UInt64 = 0
     /// Spans that arrived for a trace already decided.
     public private(set) var lateSpans = 0
@@ -158,13 +165,28 @@ public struct TraceAssembler {
         self.releaseDue(upTo: .max)
     }
 
+    private mutating func forgetOld() {
+        guard self.watermark > self.memoryNanos else { return }
+        let horizon = self.watermark - self.memoryNanos
+        while self.releasedHead < self.releasedOrder.count, self.releasedOrder[self.releasedHead].time < horizon {
+            self.released.remove(self.releasedOrder[self.releasedHead].id)
+            self.releasedHead += 1
+        }
+        if self.releasedHead > 4096, self.releasedHead * 2 > self.releasedOrder.count {
+            self.releasedOrder.removeFirst(self.releasedHead)
+            self.releasedHead = 0
+        }
+    }
+
     private mutating func releaseDue(upTo time: UInt64) -> [(trace: SimulatedTrace, decisionTime: UInt64)] {
+        self.forgetOld()
         var out: [(trace: SimulatedTrace, decisionTime: UInt64)] = []
         while let (due, traceID) = self.queue.peek(), due <= time {
             self.queue.pop()
             guard let builder = self.pending[traceID], builder.decisionTime == due else { continue }
             self.pending[traceID] = nil
             self.released.insert(traceID)
+            self.releasedOrder.append((due, traceID))
             var trace = builder.trace
             trace.sizeBytes = trace.estimatedProtobufSize()
             out.append((trace, due))

@@ -59,21 +59,31 @@ public enum TraceFiles {
                 try Self.deliver(result, file: path, line: 0, skipInvalid: skipInvalid, into: &summary, body)
                 try documentEnd()
             } else {
-                // Lines are decoded a group at a time on every core, then handed over in file order.
+                // Lines are decoded a group at a time on every core, and the next group decodes while the
+                // previous one is handed over (in file order) and evaluated.
                 var group = LineGroup()
                 var lineNumber = 0
-                func flush(_ group: inout LineGroup) throws {
-                    for (index, result) in group.decodeAll().enumerated() {
+                var decoding: (lineNumbers: [Int], results: PendingDecode)?
+                func handOver() throws {
+                    guard let (lineNumbers, pending) = decoding else { return }
+                    decoding = nil
+                    for (index, result) in pending.wait().enumerated() {
                         try Self.deliver(
                             result,
                             file: path,
-                            line: group.lineNumbers[index],
+                            line: lineNumbers[index],
                             skipInvalid: skipInvalid,
                             into: &summary,
                             body
                         )
                         try documentEnd()
                     }
+                }
+                func flush(_ group: inout LineGroup) throws {
+                    guard !group.lines.isEmpty else { return }
+                    let started = PendingDecode(group.lines)
+                    try handOver()
+                    decoding = (group.lineNumbers, started)
                     group = LineGroup()
                 }
                 try Self.forEachLine(path, progress: report) { line in
@@ -83,6 +93,7 @@ public enum TraceFiles {
                     if group.isFull { try flush(&group) }
                 }
                 try flush(&group)
+                try handOver()
             }
             before += readSoFar
         }
@@ -234,22 +245,35 @@ struct LineGroup {
         self.bytes += line.count
     }
 
-    /// Decodes every line, on all cores; results in line order.
-    func decodeAll() -> [Result<[SpanBatch], OTLPJSON.DecodingError>] {
-        let results = ResultSlots(count: self.lines.count)
-        let lines = self.lines
-        if lines.count == 1 || LineGroup.workers == 1 {
-            for index in lines.indices { results.set(index, Self.decode(lines[index])) }
-        } else {
-            DispatchQueue.concurrentPerform(iterations: lines.count) { index in
-                results.set(index, Self.decode(lines[index]))
+    static func decode(_ line: [UInt8]) -> Result<[SpanBatch], OTLPJSON.DecodingError> {
+        line.withUnsafeBytes { TraceFiles.decodeResult($0) }
+    }
+}
+
+/// A group of lines being decoded on other threads (all cores); `wait()` gives the results in line order.
+final class PendingDecode: @unchecked Sendable {
+    private let results: ResultSlots
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ lines: [[UInt8]]) {
+        let results = ResultSlots(count: lines.count)
+        self.results = results
+        let done = self.done
+        DispatchQueue.global().async {
+            if lines.count == 1 || LineGroup.workers == 1 {
+                for index in lines.indices { results.set(index, LineGroup.decode(lines[index])) }
+            } else {
+                DispatchQueue.concurrentPerform(iterations: lines.count) { index in
+                    results.set(index, LineGroup.decode(lines[index]))
+                }
             }
+            done.signal()
         }
-        return results.values
     }
 
-    private static func decode(_ line: [UInt8]) -> Result<[SpanBatch], OTLPJSON.DecodingError> {
-        line.withUnsafeBytes { TraceFiles.decodeResult($0) }
+    func wait() -> [Result<[SpanBatch], OTLPJSON.DecodingError>] {
+        self.done.wait()
+        return self.results.values
     }
 }
 

@@ -19,15 +19,8 @@ struct EvaluationPlan {
         case latency(threshold: Int64, upper: Int64, label: Int)
         case numeric(keyID: Int, key: String, minimum: Int64, maximum: Int64, invert: Bool, label: Int)
         case boolean(keyID: Int, key: String, value: Bool, invert: Bool, label: Int)
-        case string(
-            id: Int,
-            keyID: Int,
-            key: String,
-            exact: ExactValues,
-            patterns: [CompiledPattern],
-            invert: Bool,
-            label: Int
-        )
+        /// A class, so evaluating it retains one reference rather than each of its fields.
+        case string(StringTest)
         /// `saltState`: the FNV-1a state after the salt's bytes.
         case probabilistic(saltState: UInt64, threshold: UInt64, label: Int)
         /// Status codes as a bit mask (``StatusCode/bit``).
@@ -135,14 +128,16 @@ struct EvaluationPlan {
                 return "\"\(plain)\""
             }.joined(separator: ", ")
             return .string(
-                id: id,
-                keyID: self.keyID(test.key),
-                key: test.key,
-                exact: ExactValues(test.regex ? [] : test.values.filter { !$0.isEmpty }),
-                patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
-                invert: test.invert,
-                label: self.label(
-                    "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]"
+                StringTest(
+                    id: id,
+                    keyID: self.keyID(test.key),
+                    key: test.key,
+                    exact: ExactValues(test.regex ? [] : test.values.filter { !$0.isEmpty }),
+                    patterns: test.regex ? test.values.map(CompiledPattern.init) : [],
+                    invert: test.invert,
+                    label: self.label(
+                        "attr[\"\(test.key)\"] \(test.invert ? "not " : "")\(test.regex ? "matches" : "in") [\(shown)]"
+                    )
                 )
             )
         case .probabilistic(let sampling):
@@ -277,6 +272,27 @@ struct EvaluationPlan {
 
     static func percent(_ value: Double) -> String {
         value == value.rounded() ? "\(Int64(value))%" : "\(value)%"
+    }
+}
+
+/// A `string_attribute` test, compiled.
+final class StringTest: @unchecked Sendable {
+    let id: Int
+    let keyID: Int
+    let key: String
+    let exact: ExactValues
+    let patterns: [CompiledPattern]
+    let invert: Bool
+    let label: Int
+
+    init(id: Int, keyID: Int, key: String, exact: ExactValues, patterns: [CompiledPattern], invert: Bool, label: Int) {
+        self.id = id
+        self.keyID = keyID
+        self.key = key
+        self.exact = exact
+        self.patterns = patterns
+        self.invert = invert
+        self.label = label
     }
 }
 

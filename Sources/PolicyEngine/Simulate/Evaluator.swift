@@ -272,25 +272,21 @@ public struct SamplerEvaluator {
                 || values.span.contains { $0.collectorBool == expected }
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
-        case .string(let id, let keyID, let key, let exact, let patterns, let invert, let label):
-            let values = self.values(keyID, context.trace)
+        case .string(let test):
+            let values = self.values(test.keyID, context.trace)
             var hit = false
             // Resource values are tested as they are; empty span values are skipped (string_tag_filter.go).
-            for value in values.resource
-            where self.matches(value.collectorStr, id: id, exact: exact, patterns: patterns) {
+            for value in values.resource where self.matches(value, test, skipEmpty: false) {
                 hit = true
                 break
             }
             if !hit {
-                for value in values.span {
-                    let text = value.collectorStr
-                    if !text.isEmpty, self.matches(text, id: id, exact: exact, patterns: patterns) {
-                        hit = true
-                        break
-                    }
+                for value in values.span where self.matches(value, test, skipEmpty: true) {
+                    hit = true
+                    break
                 }
             }
-            return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
+            return self.attributeOutcome(hit: hit, invert: test.invert, key: test.key, label: test.label, &context)
 
         case .probabilistic(let saltState, let threshold, let label):
             let hash = CollectorHash.fnv1a64(saltState: saltState, traceID: context.trace.traceID)
@@ -495,12 +491,21 @@ public struct SamplerEvaluator {
         return Outcome(vote: vote, detail: "\(self.plan.labels[label]): saw \(Self.observed(context.trace, key: key))")
     }
 
-    private mutating func matches(_ text: String, id: Int, exact: ExactValues, patterns: [CompiledPattern]) -> Bool {
-        if patterns.isEmpty { return exact.contains(text) }
-        if let cached = self.state.regexCache[id][text] { return cached }
-        let result = patterns.contains { $0.search(text) }
-        if self.state.regexCache[id].count >= 65_536 { self.state.regexCache[id].removeAll(keepingCapacity: true) }
-        self.state.regexCache[id][text] = result
+    /// Whether a value matches a string test, read as `Value.Str()` (another type reads as "").
+    private mutating func matches(_ value: AttributeValue, _ test: StringTest, skipEmpty: Bool) -> Bool {
+        guard case .string(let text) = value else { return skipEmpty ? false : self.matches("", test) }
+        if skipEmpty, text.isEmpty { return false }
+        return self.matches(text, test)
+    }
+
+    private mutating func matches(_ text: String, _ test: StringTest) -> Bool {
+        if test.patterns.isEmpty { return test.exact.contains(text) }
+        if let cached = self.state.regexCache[test.id][text] { return cached }
+        let result = test.patterns.contains { $0.search(text) }
+        if self.state.regexCache[test.id].count >= 65_536 {
+            self.state.regexCache[test.id].removeAll(keepingCapacity: true)
+        }
+        self.state.regexCache[test.id][text] = result
         return result
     }
 

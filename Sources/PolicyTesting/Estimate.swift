@@ -112,10 +112,11 @@ public struct Estimator {
         return drops.map { ($0.rule ?? $0.name, "drop") } + keeps.map { ($0.rule ?? $0.name, "keep") }
     }
 
-    /// Decides a trace under every set.
-    public mutating func add(_ trace: SimulatedTrace) {
+    /// Decides a trace under every set, at `decisionTime` (from the trace assembler) or, without it, at the
+    /// time each set's own decision wait gives.
+    public mutating func add(_ trace: SimulatedTrace, decisionTime: UInt64? = nil) {
         for index in self.simulations.indices {
-            self.estimates[index].add(self.simulations[index].decide(trace))
+            self.estimates[index].add(self.simulations[index].decide(trace, nowNanos: decisionTime))
         }
     }
 }

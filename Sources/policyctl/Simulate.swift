@@ -91,7 +91,7 @@ func streamTraces(
     _ input: TraceInputFlags,
     simulation: SamplingSimulation,
     showProgress: Bool,
-    _ body: (SimulatedTrace) -> Void
+    _ body: (SimulatedTrace, UInt64) -> Void
 ) throws -> (TraceFiles.Summary, lateSpans: Int) {
     var assembler = TraceAssembler(for: simulation)
     let bar = ProgressBar(enabled: showProgress && isatty(STDERR_FILENO) == 1)
@@ -102,14 +102,14 @@ func streamTraces(
             input.files,
             skipInvalid: input.skipInvalid,
             progress: bar.update,
-            documentEnd: { for ready in assembler.releaseDue() { body(ready.trace) } }
+            documentEnd: { for ready in assembler.releaseDue() { body(ready.trace, ready.decisionTime) } }
         ) { batch in assembler.add(batch) }
     } catch let error as TraceFiles.ReadError {
         bar.finish()
         printError("\(error)\(input.skipInvalid ? "" : " (pass --skip-invalid to skip bad documents)")")
         throw Exit.usage
     }
-    for ready in assembler.finish() { body(ready.trace) }
+    for ready in assembler.finish() { body(ready.trace, ready.decisionTime) }
     if summary.skipped > 0 {
         printError("skipped \(summary.skipped) invalid document\(summary.skipped == 1 ? "" : "s"), for example:")
         for problem in summary.skippedErrors { FileHandle.standardError.write(Data("  \(problem)\n".utf8)) }
@@ -181,10 +181,9 @@ extension Policyctl {
             let wanted = self.traceID.flatMap(TraceID.init(hex:))
             var found = 0
             let samplers = sim.ring.endpoints.count
-            _ = try streamTraces(self.input, simulation: sim, showProgress: false) {
-                trace in
+            _ = try streamTraces(self.input, simulation: sim, showProgress: false) { trace, time in
                 // Every trace is decided in order, so limits and budgets see the traffic before the one asked for.
-                let verdict = sim.decide(trace, explain: wanted == nil || trace.traceID == wanted)
+                let verdict = sim.decide(trace, nowNanos: time, explain: wanted == nil || trace.traceID == wanted)
                 guard wanted == nil || trace.traceID == wanted else { return }
                 found += 1
                 switch self.output {
@@ -232,7 +231,7 @@ extension Policyctl {
                 self.input,
                 simulation: sim,
                 showProgress: true
-            ) { trace in estimator.add(trace) }
+            ) { trace, time in estimator.add(trace, decisionTime: time) }
             let files = self.input.files.count
             var source = "\(files) file\(files == 1 ? "" : "s")"
             if late > 0 { source += ", \(late) late spans" }

@@ -102,10 +102,10 @@ let summary = try TraceFiles.read(
     [file],
     documentEnd: {
         maxInFlight = max(maxInFlight, assembler.inFlight)
-        for ready in assembler.releaseDue() { estimator.add(ready.trace) }
+        for ready in assembler.releaseDue() { estimator.add(ready.trace, decisionTime: ready.decisionTime) }
     }
 ) { batch in assembler.add(batch) }
-for ready in assembler.finish() { estimator.add(ready.trace) }
+for ready in assembler.finish() { estimator.add(ready.trace, decisionTime: ready.decisionTime) }
 let total = seconds(ContinuousClock.now - start)
 print(
     String(

@@ -462,9 +462,25 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
         #expect(assembler.lateSpans == 1)
         add(other, at: 120)
         _ = assembler.releaseDue()
+        // `other` was due at 3 s: its span arriving at 120 s is not part of the decision.
+        #expect(assembler.lateSpans == 2)
         add(a, at: 121)  // 2 minutes on, a is forgotten: a new trace, as after a decision cache evicts it
-        #expect(assembler.lateSpans == 1)
+        #expect(assembler.lateSpans == 2)
         #expect(assembler.finish().map(\.trace.traceID).contains(a))
+    }
+
+    @Test func spansEndingAfterTheDecisionAreLate() {
+        // decision_wait 10 s: a child ends at 1 s, the root at 15 s. The collector decides at the tick 10 s
+        // after the child arrived, before the root is in.
+        var assembler = TraceAssembler(decisionWaitNanos: 10 * second, afterRootNanos: nil)
+        let id = TraceID(high: 5, low: 5)
+        let child = TraceSpan(parentSpanID: [1], startNanos: base, endNanos: base + second)
+        let root = TraceSpan(startNanos: base, endNanos: base + 15 * second)
+        assembler.add(SpanBatch(resource: [:], scope: InstrumentationScope(), spans: [(id, child), (id, root)]))
+        let out = assembler.finish()
+        #expect(out.first?.decisionTime == base + 11 * second)
+        #expect(out.first?.trace.spans.count == 1)
+        #expect(assembler.lateSpans == 1)
     }
 
     @Test func rootSpanBringsTheDecisionForward() {

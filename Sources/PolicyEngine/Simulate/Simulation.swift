@@ -24,8 +24,13 @@ public struct SamplingSimulation {
         self.options = options
         let plan = EvaluationPlan(policySet: policySet, options: options)
         self.replicas = Array(repeating: SamplerEvaluator(plan: plan), count: max(1, ring.endpoints.count))
-        self.decisionWaitNanos = UInt64(max(0, policySet.settings.decisionWaitMs ?? 30_000)) * 1_000_000
-        self.afterRootNanos = policySet.settings.decisionWaitAfterRootMs.map { UInt64(max(0, $0)) * 1_000_000 }
+        // The collector keeps `max(1, whole seconds of decision_wait)` one-second batches and moves a trace whose
+        // root arrived to the batch `decision_wait_after_root_received` (whole seconds) ahead.
+        let waitSeconds = max(1, (policySet.settings.decisionWaitMs ?? 30_000) / 1000)
+        self.decisionWaitNanos = UInt64(waitSeconds) * 1_000_000_000
+        self.afterRootNanos = policySet.settings.decisionWaitAfterRootMs.map {
+            UInt64(max(0, $0 / 1000)) * 1_000_000_000
+        }
     }
 
     /// Decides a trace on the replica its trace ID routes to. `nowNanos` defaults to the decision time the
@@ -40,8 +45,9 @@ public struct SamplingSimulation {
         )
     }
 
-    /// When the collector decides a trace: `decision_wait` after its first span arrived (spans are taken to
-    /// arrive when they end), or `decision_wait_after_root_received` after its root span, if that is sooner.
+    /// When the collector decides a trace: at the one-second tick `decision_wait` after its first span
+    /// arrived (spans are taken to arrive when they end), or `decision_wait_after_root_received` after its
+    /// root span, if that is sooner. Traces decided at one tick share its instant.
     public func decisionTime(of trace: SimulatedTrace) -> UInt64 {
         trace.spans.withUnsafeBufferPointer { spans in
             var firstArrival = UInt64.max
@@ -50,10 +56,29 @@ public struct SamplingSimulation {
                 firstArrival = min(firstArrival, spans[index].endNanos)
                 if rootEnd == nil, spans[index].isRoot { rootEnd = spans[index].endNanos }
             }
-            var time = (spans.isEmpty ? 0 : firstArrival) &+ self.decisionWaitNanos
-            if let afterRoot = self.afterRootNanos, let rootEnd { time = min(time, rootEnd &+ afterRoot) }
-            return time
+            return DecisionClock.due(
+                firstArrival: spans.isEmpty ? 0 : firstArrival,
+                rootArrival: rootEnd,
+                wait: self.decisionWaitNanos,
+                afterRoot: self.afterRootNanos
+            )
         }
+    }
+}
+
+/// The collector's decision timing: a trace joins the one-second batch of the second its first span arrived
+/// in, and is decided at the tick `decision_wait` later (earlier after its root, with the after-root wait).
+enum DecisionClock {
+    static let second: UInt64 = 1_000_000_000
+
+    static func tick(_ time: UInt64) -> UInt64 { (time / Self.second + 1) * Self.second }
+
+    static func due(firstArrival: UInt64, rootArrival: UInt64?, wait: UInt64, afterRoot: UInt64?) -> UInt64 {
+        var due = Self.tick(firstArrival) &+ wait &- Self.second
+        if let afterRoot, let rootArrival {
+            due = min(due, Self.tick(rootArrival) &+ (afterRoot >= Self.second ? afterRoot &- Self.second : 0))
+        }
+        return due
     }
 }
 
@@ -86,6 +111,8 @@ public struct TraceAssembler {
     struct Builder {
         var trace: SimulatedTrace
         var decisionTime: UInt64
+        var firstArrival: UInt64 = .max
+        var rootArrival: UInt64?
         /// The batch this trace last took spans from, and the resource/scope index it gave them.
         var lastBatch: UInt64 = 0
         var lastIndex = 0
@@ -135,16 +162,21 @@ public struct TraceAssembler {
                 builder.trace.resources.append(batch.resource)
                 builder.trace.scopes.append(batch.scope)
             }
-            var due = builder.decisionTime
             for position in index..<end {
                 var span = spans[position].1
                 span.resource = builder.lastIndex
                 span.scope = builder.lastIndex
-                if builder.trace.spans.isEmpty { due = span.endNanos &+ self.decisionWaitNanos }
-                if let afterRoot = self.afterRootNanos, span.isRoot { due = min(due, span.endNanos &+ afterRoot) }
+                if builder.trace.spans.isEmpty { builder.firstArrival = span.endNanos }
+                if span.isRoot, builder.rootArrival == nil { builder.rootArrival = span.endNanos }
                 self.watermark = max(self.watermark, span.endNanos)
                 builder.trace.spans.append(span)
             }
+            let due = DecisionClock.due(
+                firstArrival: builder.firstArrival,
+                rootArrival: builder.rootArrival,
+                wait: self.decisionWaitNanos,
+                afterRoot: self.afterRootNanos
+            )
             if due != builder.decisionTime {
                 builder.decisionTime = due
                 self.queue.push(due, traceID)
@@ -188,6 +220,12 @@ public struct TraceAssembler {
             self.released.insert(traceID)
             self.releasedOrder.append((due, traceID))
             var trace = builder.trace
+            // Spans that arrive after the decision are not part of it: they are late.
+            if trace.spans.contains(where: { $0.endNanos > due }) {
+                let before = trace.spans.count
+                trace.spans.removeAll { $0.endNanos > due }
+                self.lateSpans += before - trace.spans.count
+            }
             trace.sizeBytes = trace.estimatedProtobufSize()
             out.append((trace, due))
         }

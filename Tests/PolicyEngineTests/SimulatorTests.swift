@@ -380,6 +380,60 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
     }
 }
 
+@Suite struct RegexAndStringTests {
+    /// Matches as the collector would: a full-match pattern (the compiler anchors `matches`).
+    private func matches(_ pattern: String, _ text: String) -> Bool {
+        CompiledPattern("^(?:" + pattern + ")$").search(text)
+    }
+
+    @Test func regexesFollowRE2() {
+        // \d, \w, \s are ASCII in RE2.
+        #expect(matches(#"\d+"#, "123"))
+        #expect(!matches(#"\d+"#, "١٢٣"))
+        #expect(!matches(#"\w+"#, "héllo"))
+        #expect(matches(#"a\sb"#, "a b"))
+        #expect(!matches(#"a\sb"#, "a\u{2003}b"))
+        // `.` excludes only \n.
+        #expect(matches("a.b", "a\rb"))
+        #expect(matches("a.b", "a\u{2028}b"))
+        #expect(!matches("a.b", "a\nb"))
+        #expect(matches("(?s)a.b", "a\nb"))
+        // RE2 spellings Swift writes differently.
+        #expect(matches(#"\pL+"#, "héllo"))
+        #expect(!matches(#"\PL"#, "x"))
+        #expect(matches(#"[\pN]+"#, "42"))
+        #expect(matches(#"\101"#, "A"))
+        #expect(matches("[]a]+", "]a]"))
+        #expect(matches("[^]a]", "b"))
+        // `.` by code point, not by grapheme.
+        #expect(matches("e.", "e\u{301}"))
+    }
+
+    @Test func exactStringsCompareBytes() throws {
+        let composed = "caf\u{E9}"
+        let decomposed = "cafe\u{301}"
+        #expect(composed == decomposed)  // Swift: canonically equivalent
+        #expect(ExactValues([composed]).contains(composed))
+        #expect(!ExactValues([composed]).contains(decomposed))  // Go: different bytes
+        let many = ExactValues((0..<20).map { "v\($0)" } + [composed])
+        #expect(!many.contains(decomposed))
+        #expect(many.contains("v7"))
+    }
+
+    @Test func aPatternThatCannotRunIsNotSimulated() {
+        let set = PolicySet(policies: [
+            Policy(
+                name: "odd",
+                kind: .stringAttribute(StringAttributeTest(key: "k", values: ["^(?:a{,2}(?<)$"], regex: true))
+            )
+        ])
+        var sim = SamplingSimulation(policySet: set, options: SimulationOptions())
+        let verdict = sim.decide(simple(attributes: ["k": .string("a")]), explain: true)
+        #expect(verdict.voteValues == [.notSimulated])
+        #expect(verdict.unsimulated == ["odd"])
+    }
+}
+
 @Suite struct TraceAssemblerTests {
     @Test func releasesTracesWhenTheStreamPassesTheirDecisionTimeAndGrace() {
         var assembler = TraceAssembler(decisionWaitNanos: 10 * second, afterRootNanos: nil, graceNanos: 2 * second)

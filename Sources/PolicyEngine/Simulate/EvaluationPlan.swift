@@ -284,8 +284,13 @@ final class StringTest: @unchecked Sendable {
     let patterns: [CompiledPattern]
     let invert: Bool
     let label: Int
+    /// Patterns the simulator cannot run, if any: the policy is then reported as not simulated.
+    let unsupported: String?
 
     init(id: Int, keyID: Int, key: String, exact: ExactValues, patterns: [CompiledPattern], invert: Bool, label: Int) {
+        let failed = patterns.filter { $0.regex == nil }.map { "`\($0.source)`" }
+        self.unsupported =
+            failed.isEmpty ? nil : "not simulated: the regex \(failed.joined(separator: ", ")) does not compile here"
         self.id = id
         self.keyID = keyID
         self.key = key
@@ -296,36 +301,123 @@ final class StringTest: @unchecked Sendable {
     }
 }
 
-/// The values of an exact string test: compared one by one when there are few (no hashing), looked up in
-/// a set when there are many.
+/// The values of an exact string test, compared byte for byte as Go compares strings (Swift's `==` would
+/// also equate canonically equivalent forms such as composed and decomposed accents): one by one when
+/// there are few, through a set of byte arrays when there are many.
 struct ExactValues {
     let list: [String]
-    let set: Set<String>?
+    let set: Set<[UInt8]>?
 
     init(_ values: [String]) {
         self.list = values
-        self.set = values.count > 8 ? Set(values) : nil
+        self.set = values.count > 8 ? Set(values.map { Array($0.utf8) }) : nil
     }
 
     func contains(_ text: String) -> Bool {
-        if let set = self.set { return set.contains(text) }
-        return self.list.contains(text)
+        if let set = self.set { return set.contains(Array(text.utf8)) }
+        return self.list.contains { $0.utf8.elementsEqual(text.utf8) }
     }
 }
 
 /// A compiled RE2 pattern, searched the way Go's `MatchString` does (unanchored; the IR's patterns carry
-/// their own anchors), matching by Unicode scalar as RE2 matches by code point.
+/// their own anchors). The pattern is translated where Swift's regex syntax or defaults differ from RE2's:
+/// `.` excludes only `\n` (Swift's also excludes `\r` and other line breaks), `\pL` becomes `\p{L}`, octal
+/// `\123` becomes `\x{53}`; and `\d`, `\w`, `\s`, `\b` are ASCII-only, matching by Unicode scalar as RE2
+/// matches by code point. A pattern Swift still cannot compile is reported as not simulated.
 struct CompiledPattern: @unchecked Sendable {
     let source: String
     let regex: Regex<AnyRegexOutput>?
 
     init(_ source: String) {
         self.source = source
-        self.regex = (try? Regex(source))?.matchingSemantics(.unicodeScalar)
+        self.regex = (try? Regex(Self.translate(source)))?
+            .matchingSemantics(.unicodeScalar)
+            .asciiOnlyDigits()
+            .asciiOnlyWhitespace()
+            .asciiOnlyWordCharacters()
+            .wordBoundaryKind(.simple)
     }
 
     func search(_ text: String) -> Bool {
         guard let regex = self.regex else { return false }
         return (try? regex.firstMatch(in: text)) != nil
+    }
+
+    /// Whether a flag group (`(?s)`, `(?is:…)`) turns on the `s` flag.
+    static func setsDotAll(_ chars: [Unicode.Scalar]) -> Bool {
+        var index = 0
+        while index + 1 < chars.count {
+            if chars[index] == "(", chars[index + 1] == "?" {
+                var cursor = index + 2
+                while cursor < chars.count, chars[cursor].properties.isAlphabetic || chars[cursor] == "-" {
+                    if chars[cursor] == "-" { break }
+                    if chars[cursor] == "s" { return true }
+                    cursor += 1
+                }
+            }
+            index += 1
+        }
+        return false
+    }
+
+    /// RE2 syntax rewritten where Swift reads it differently.
+    static func translate(_ pattern: String) -> String {
+        let chars = Array(pattern.unicodeScalars)
+        // With the `s` flag RE2's `.` matches every character, as Swift's does under it.
+        let dotAll = Self.setsDotAll(chars)
+        var out = String.UnicodeScalarView()
+        var inClass = false
+        var index = 0
+        func append(_ text: String) { out.append(contentsOf: text.unicodeScalars) }
+        while index < chars.count {
+            let c = chars[index]
+            if c == "\\", index + 1 < chars.count {
+                let next = chars[index + 1]
+                if next == "p" || next == "P", index + 2 < chars.count, chars[index + 2] != "{" {
+                    append("\\\(next){\(chars[index + 2])}")
+                    index += 3
+                    continue
+                }
+                if ("0"..."7").contains(next) {
+                    var digits = String.UnicodeScalarView()
+                    var cursor = index + 1
+                    while cursor < chars.count, digits.count < 3, ("0"..."7").contains(chars[cursor]) {
+                        digits.append(chars[cursor])
+                        cursor += 1
+                    }
+                    if digits.count > 1 || next == "0", let value = UInt32(String(digits), radix: 8) {
+                        append("\\x{" + String(value, radix: 16) + "}")
+                        index = cursor
+                        continue
+                    }
+                }
+                out.append(c)
+                out.append(next)
+                index += 2
+                continue
+            }
+            if inClass {
+                if c == "]" { inClass = false }
+                out.append(c)
+            } else if c == "[" {
+                inClass = true
+                out.append(c)
+                // A `]` right after `[` or `[^` is a literal.
+                if index + 1 < chars.count, chars[index + 1] == "^" {
+                    out.append("^")
+                    index += 1
+                }
+                if index + 1 < chars.count, chars[index + 1] == "]" {
+                    append("\\]")
+                    index += 1
+                }
+            } else if c == ".", !dotAll {
+                append("[^\\n]")
+            } else {
+                out.append(c)
+            }
+            index += 1
+        }
+        return String(out)
     }
 }

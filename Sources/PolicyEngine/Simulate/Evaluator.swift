@@ -273,6 +273,9 @@ public struct SamplerEvaluator {
             return self.attributeOutcome(hit: hit, invert: invert, key: key, label: label, &context)
 
         case .string(let test):
+            if let unsupported = test.unsupported {
+                return Outcome(vote: .notSimulated, detail: "\(self.plan.labels[test.label]): \(unsupported)")
+            }
             let values = self.values(test.keyID, context.trace)
             var hit = false
             // Resource values are tested as they are; empty span values are skipped (string_tag_filter.go).

@@ -168,7 +168,7 @@ import Yams
         #expect(problems.diagnostics.allSatisfy { $0.code == .featureNeedsNewerCollector })
         #expect(
             messages.contains {
-                $0.contains("`drop` policies need otelcol-contrib v0.126 or newer; the fleet targets v0.120")
+                $0.contains("`drop` policies need otelcol-contrib v0.127 or newer; the fleet targets v0.120")
             }
         )
         #expect(messages.contains { $0.contains("`trace_flags`") })

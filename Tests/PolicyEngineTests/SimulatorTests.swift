@@ -380,6 +380,85 @@ private func simple(_ spans: Int = 1, id: String = "4bf92f3577b34da6a3ce929d0e0e
     }
 }
 
+@Suite struct ReviewedSemanticsTests {
+    @Test func ottlBooleansOrderAndMissingTraceStateKeysReadEmpty() throws {
+        let set = try compiledSet(
+            #"""
+            keep ordered when ottl span "attributes[\"b\"] > false"
+            keep blank when ottl span "trace_state[\"absent\"] == \"\""
+            keep root when ottl span "parent_span_id.string == \"0000000000000000\""
+            """#
+        )
+        var sim = SamplingSimulation(policySet: set, options: SimulationOptions())
+        let verdict = sim.decide(trace(spans: [("a", 0, 1, .unset, ["b": .bool(true)])], traceState: "k=v"))
+        #expect(verdict.voteValues == [.sampled, .sampled, .sampled])
+    }
+
+    @Test func ottlErrorsFollowTheErrorMode() throws {
+        func decide(_ mode: String) throws -> Verdict {
+            let set = try compiledSet(
+                """
+                sampler {
+                    ottl_error_mode \(mode)
+                }
+                keep nested when ottl span "attributes[\\"s\\"][\\"k\\"] != \\"x\\""
+                keep all
+                """
+            )
+            var sim = SamplingSimulation(policySet: set, options: SimulationOptions())
+            return sim.decide(simple(attributes: ["s": .string("text")]), explain: true)
+        }
+        // Indexing a string fails in the collector: no vote under propagate, false under ignore.
+        let propagate = try decide("propagate")
+        #expect(propagate.voteValues == [.error, .sampled])
+        #expect(propagate.votes[0].detail?.contains("does not support string indexing") == true)
+        #expect(try decide("ignore").voteValues == [.notSampled, .sampled])
+        // An invalid tracestate header is an error for the trace_state path.
+        let set = try compiledSet(#"keep ts when ottl span "trace_state[\"tp\"] == \"x\"""# + "\n")
+        var sim = SamplingSimulation(policySet: set, options: SimulationOptions())
+        #expect(sim.decide(trace(spans: [("a", 0, 1, .unset, [:])], traceState: "1abc=x")).voteValues == [.error])
+    }
+
+    @Test func traceStateParsesAsOtelGo() {
+        #expect(W3CTraceState.parse("a=1, b=2 ,,c=3")?.value(for: "b") == "2")  // keys trimmed left, values right
+        #expect(W3CTraceState.parse("1abc=x") == nil)  // a simple key starts with a letter
+        #expect(W3CTraceState.parse("1abc@vendor=x")?.value(for: "1abc@vendor") == "x")  // a tenant may start with a digit
+        #expect(W3CTraceState.parse("a@1=x") == nil)  // a system id starts with a letter
+        #expect(W3CTraceState.parse("t@abcdefghijklmnopq=x") == nil)  // system ids are at most 14 characters
+        #expect(W3CTraceState.parse("a=1, ,b=2") == nil)  // a member of blanks has no `=`
+        #expect(W3CTraceState.parse("a=1,a=2") == nil)
+        #expect(W3CTraceState.parse("a= 1")?.value(for: "a") == " 1")
+    }
+
+    @Test func oversizedTracesAreDroppedBeforeAnyPolicy() throws {
+        let set = try compiledSet(
+            """
+            sampler {
+                max_trace_size 1KiB
+            }
+            keep everything
+            """
+        )
+        var sim = SamplingSimulation(policySet: set, options: SimulationOptions())
+        var big = simple(3)
+        big.sizeBytes = 1025
+        let verdict = sim.decide(big)
+        #expect(verdict.decision == .drop)
+        #expect(verdict.oversized)
+        #expect(verdict.voteValues == [.notEvaluated])
+        big.sizeBytes = 1024
+        #expect(sim.decide(big).decision == .keep)
+    }
+
+    @Test func protobufSizeCountsWhatPdataWrites() {
+        // One root span, no attributes: trace_id 18 + span_id 10 + empty parent_span_id 2 + empty status 2 =
+        // 32 bytes; as field 2 of ScopeSpans 34, plus the empty scope 2 = 36; as field 2 of ResourceSpans
+        // 38, plus the empty resource 2 = 40; as field 1 of TracesData 42.
+        let trace = SimulatedTrace(traceID: TraceID(high: 1, low: 1), spans: [TraceSpan(startNanos: 0, endNanos: 0)])
+        #expect(trace.sizeBytes == 42)
+    }
+}
+
 @Suite struct RegexAndStringTests {
     /// Matches as the collector would: a full-match pattern (the compiler anchors `matches`).
     private func matches(_ pattern: String, _ text: String) -> Bool {

@@ -2,6 +2,7 @@
 /// Sources: the contrib CHANGELOG entries and PR numbers noted per case (see docs/fleet.md, "Collector versions").
 enum CollectorFeature: String, CaseIterable, Sendable {
     case dropPolicy = "`drop` policies"
+    case numericSingleBound = "numeric attribute tests bounded on one side only"
     case notPolicy = "`not` policies"
     case traceFlagsPolicy = "`trace_flags` policies (`sampled_flag`)"
     case bytesLimitingPolicy = "`bytes_limiting` policies (byte limits)"
@@ -26,7 +27,11 @@ enum CollectorFeature: String, CaseIterable, Sendable {
     var since: CollectorVersion {
         let minor: Int
         switch self {
-        case .dropPolicy: minor = 126  // #39668
+        // Introduced in v0.126, but they only run before the other policies from v0.127 (PR #39655), which
+        // the language promises.
+        case .dropPolicy: minor = 127  // #39668, #39655
+        // Before PR #41567 an unset bound read as 0, so `min_value: 400` alone matched nothing (#41562).
+        case .numericSingleBound: minor = 132  // PR #41567, merged 2025-07-28: v0.131 or v0.132
         case .notPolicy: minor = 143  // PR #44378, window v0.141–v0.143
         case .traceFlagsPolicy: minor = 142  // PR #43867, window v0.139–v0.142
         case .bytesLimitingPolicy: minor = 137  // PR #42509, window v0.136–v0.137

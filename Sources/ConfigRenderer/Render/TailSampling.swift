@@ -96,6 +96,7 @@ extension RenderContext {
                 )
                 return nil
             }
+            if test.minimum == nil || test.maximum == nil { self.require(.numericSingleBound, for: "`\(path)`") }
             var map = MapBuilder()
             map.add("key", self.literal(test.key))
             map.add("min_value", test.minimum.map(YAMLNode.int))

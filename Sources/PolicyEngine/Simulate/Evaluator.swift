@@ -80,6 +80,8 @@ public struct Verdict: Sendable, Hashable {
     public var spanCount: Int
     /// Trace size in bytes.
     public var sizeBytes: Int64
+    /// Dropped before any policy ran because the trace outgrew `maximum_trace_size_bytes`.
+    public var oversized = false
 
     /// Every top-level policy's vote with its names and explanation.
     public var votes: [PolicyVote] {
@@ -116,6 +118,30 @@ public struct SamplerEvaluator {
     public mutating func decide(_ trace: SimulatedTrace, nowNanos: UInt64, explain: Bool = false, sampler: Int = 0)
         -> Verdict
     {
+        if let limit = self.plan.settings.maximumTraceSizeBytes, trace.sizeBytes > limit {
+            // The collector drops a trace that grows past the limit as its spans arrive; no policy sees it.
+            let count = self.plan.topLevel.count
+            return Verdict(
+                traceID: trace.traceID,
+                decision: .drop,
+                decidingIndex: nil,
+                decidingPolicy: nil,
+                decidingRule: nil,
+                voteValues: Array(repeating: .notEvaluated, count: count),
+                policyNames: self.plan.policyNames,
+                ruleNames: self.plan.ruleNames,
+                details: explain
+                    ? Array(
+                        repeating: "trace of \(trace.sizeBytes) bytes is over maximum_trace_size_bytes \(limit)",
+                        count: count
+                    ) : [],
+                unsimulated: [],
+                sampler: sampler,
+                spanCount: trace.spans.count,
+                sizeBytes: trace.sizeBytes,
+                oversized: true
+            )
+        }
         var context = EvaluationContext(trace: trace, now: nowNanos, explain: explain)
         self.state.lookedUp = false
         let count = self.plan.topLevel.count
@@ -352,24 +378,39 @@ public struct SamplerEvaluator {
             if let unsupported {
                 return Outcome(vote: .notSimulated, detail: "\(self.plan.labels[label]): \(unsupported)")
             }
-            _ = mode  // No condition in the simulated subset can fail to evaluate, so every mode behaves alike.
-            for span in context.trace.spans {
-                for condition in spanConditions where condition.evaluate(span: span, event: nil, in: context.trace) {
-                    return Outcome(
-                        vote: .sampled,
-                        detail: context.explain ? "\(self.plan.labels[label]): true for span `\(span.name)`" : nil
-                    )
+            // A failing condition makes the policy error (no vote) under `propagate`; under `ignore` and
+            // `silent` it reads as false.
+            func holds(_ condition: OTTLCondition, _ span: TraceSpan, _ event: SpanEvent?) throws(OTTLCondition
+                .EvaluationError) -> Bool
+            {
+                do throws(OTTLCondition.EvaluationError) {
+                    return try condition.evaluate(span: span, event: event, in: context.trace)
+                } catch {
+                    if mode == .propagate { throw error }
+                    return false
                 }
-                for event in span.events {
-                    for condition in eventConditions
-                    where condition.evaluate(span: span, event: event, in: context.trace) {
+            }
+            do throws(OTTLCondition.EvaluationError) {
+                for span in context.trace.spans {
+                    for condition in spanConditions where try holds(condition, span, nil) {
                         return Outcome(
                             vote: .sampled,
-                            detail: context.explain
-                                ? "\(self.plan.labels[label]): true for event `\(event.name)` of `\(span.name)`" : nil
+                            detail: context.explain ? "\(self.plan.labels[label]): true for span `\(span.name)`" : nil
                         )
                     }
+                    for event in span.events {
+                        for condition in eventConditions where try holds(condition, span, event) {
+                            return Outcome(
+                                vote: .sampled,
+                                detail: context.explain
+                                    ? "\(self.plan.labels[label]): true for event `\(event.name)` of `\(span.name)`"
+                                    : nil
+                            )
+                        }
+                    }
                 }
+            } catch {
+                return Outcome(vote: .error, detail: "\(self.plan.labels[label]): \(error.message)")
             }
             return Outcome(
                 vote: .notSampled,

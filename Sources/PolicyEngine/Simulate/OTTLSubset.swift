@@ -61,32 +61,42 @@ struct OTTLCondition: Sendable, Hashable {
         }
     }
 
+    /// An evaluation that fails in the collector too (the policy errors under `propagate`).
+    struct EvaluationError: Error, Sendable, Hashable {
+        var message: String
+    }
+
     /// Evaluates the condition for one span (and one of its events in the span-event context).
-    func evaluate(span: TraceSpan, event: SpanEvent?, in trace: SimulatedTrace) -> Bool {
-        Self.evaluate(self.expression, span: span, event: event, trace: trace)
+    func evaluate(span: TraceSpan, event: SpanEvent?, in trace: SimulatedTrace) throws(EvaluationError) -> Bool {
+        try Self.evaluate(self.expression, span: span, event: event, trace: trace)
     }
 
     private static func evaluate(_ expression: Expression, span: TraceSpan, event: SpanEvent?, trace: SimulatedTrace)
-        -> Bool
+        throws(EvaluationError) -> Bool
     {
         switch expression {
         case .constant(let value): return value
-        case .not(let inner): return !self.evaluate(inner, span: span, event: event, trace: trace)
+        case .not(let inner): return !(try self.evaluate(inner, span: span, event: event, trace: trace))
         case .and(let a, let b):
-            return self.evaluate(a, span: span, event: event, trace: trace)
-                && self.evaluate(b, span: span, event: event, trace: trace)
+            guard try self.evaluate(a, span: span, event: event, trace: trace) else { return false }
+            return try self.evaluate(b, span: span, event: event, trace: trace)
         case .or(let a, let b):
-            return self.evaluate(a, span: span, event: event, trace: trace)
-                || self.evaluate(b, span: span, event: event, trace: trace)
+            if try self.evaluate(a, span: span, event: event, trace: trace) { return true }
+            return try self.evaluate(b, span: span, event: event, trace: trace)
         case .compare(let left, let op, let right):
-            let a = self.value(left, span: span, event: event, trace: trace)
-            let b = self.value(right, span: span, event: event, trace: trace)
+            let a = try self.value(left, span: span, event: event, trace: trace)
+            let b = try self.value(right, span: span, event: event, trace: trace)
             return OTTLValue.compare(a, op, b)
         }
     }
 
+    /// An 8-byte ID as OTTL's `.string` gives it: hex of the 8 bytes, zeros for an empty ID.
+    private static func idString(_ bytes: [UInt8]) -> String {
+        bytes.isEmpty ? String(repeating: "0", count: 16) : HexBytes.encode(bytes)
+    }
+
     private static func value(_ operand: Operand, span: TraceSpan, event: SpanEvent?, trace: SimulatedTrace)
-        -> OTTLValue
+        throws(EvaluationError) -> OTTLValue
     {
         switch operand {
         case .literal(let value): return value
@@ -111,17 +121,29 @@ struct OTTLCondition: Sendable, Hashable {
             case .eventTime: base = .int(Int64(clamping: event?.timeNanos ?? 0))
             case .traceState:
                 if let key = path.keys.first {
-                    return W3CTraceState.parse(span.traceState)?.value(for: key).map(OTTLValue.string) ?? .nil
+                    // The getter parses the header (an invalid one is an error); a missing key reads as "".
+                    guard let state = W3CTraceState.parse(span.traceState) else {
+                        throw EvaluationError(message: "failed to parse tracestate `\(span.traceState)`")
+                    }
+                    return .string(state.value(for: key) ?? "")
                 }
                 base = .string(span.traceState)
             case .traceID: base = .string(trace.traceID.hex)
-            case .spanID: base = .string(HexBytes.encode(span.spanID))
-            case .parentSpanID: base = .string(HexBytes.encode(span.parentSpanID))
+            case .spanID: base = .string(Self.idString(span.spanID))
+            case .parentSpanID: base = .string(Self.idString(span.parentSpanID))
             }
             var current = base
             for key in path.keys {
-                guard case .attribute(.map(let entries)) = current, let next = entries[key] else { return .nil }
-                current = .attribute(next)
+                switch current {
+                case .attribute(.map(let entries)):
+                    guard let next = entries[key] else { return .nil }
+                    current = .attribute(next)
+                case .nil:
+                    return .nil
+                default:
+                    // Indexing a string, number or list with a key fails in the collector.
+                    throw EvaluationError(message: "`\(path.field.rawValue)` value does not support string indexing")
+                }
             }
             return current.normalized
         }
@@ -358,11 +380,8 @@ enum OTTLValue: Sendable, Hashable {
         case (.string(let x), .string(let y)):
             return self.order(Array(x.utf8).lexicographicallyPrecedes(Array(y.utf8)) ? -1 : x == y ? 0 : 1, op)
         case (.bool(let x), .bool(let y)):
-            switch op {
-            case .equal: return x == y
-            case .notEqual: return x != y
-            default: return false
-            }
+            // pkg/ottl orders booleans with false before true.
+            return self.order(x == y ? 0 : (!x && y) ? -1 : 1, op)
         case (.int(let x), .int(let y)): return self.order(x < y ? -1 : x == y ? 0 : 1, op)
         case (.int(let x), .double(let y)): return self.order(Double(x) < y ? -1 : Double(x) == y ? 0 : 1, op)
         case (.double(let x), .int(let y)): return self.order(x < Double(y) ? -1 : x == Double(y) ? 0 : 1, op)
@@ -420,47 +439,47 @@ struct W3CTraceState: Sendable, Hashable {
 
     func value(for key: String) -> String? { self.members.first { $0.key == key }?.value }
 
-    /// Parses a header; `nil` when it is not valid (the collector then finds no value in it).
+    /// Parses a header as otel-go's `ParseTraceState` does; `nil` when it is not valid (the collector then
+    /// finds no value in it): members split at commas, empty ones skipped, the key trimmed of leading and
+    /// the value of trailing spaces and tabs, keys `[a-z][_0-9a-z-*/]{0,255}` or
+    /// `[a-z0-9][_0-9a-z-*/]{0,240}@[a-z][_0-9a-z-*/]{0,13}`, values of 1 to 256 printable characters other
+    /// than `,` and `=` not ending in a space, no duplicate keys, at most 32 members.
     static func parse(_ text: String) -> W3CTraceState? {
         var members: [(key: String, value: String)] = []
-        guard !text.isEmpty else { return W3CTraceState(members: []) }
-        for raw in text.split(separator: ",", omittingEmptySubsequences: false) {
-            let member = raw.trimmingSpacesAndTabs()
-            if member.isEmpty { continue }
-            guard let equals = member.firstIndex(of: "=") else { return nil }
-            let key = String(member[..<equals])
-            let value = String(member[member.index(after: equals)...])
-            guard self.validKey(key), self.validValue(value), !members.contains(where: { $0.key == key }) else {
-                return nil
-            }
-            members.append((key, value))
+        for raw in text.split(separator: ",", omittingEmptySubsequences: true) {
+            guard let equals = raw.firstIndex(of: "=") else { return nil }
+            var key = raw[..<equals]
+            while let first = key.first, first == " " || first == "\t" { key = key.dropFirst() }
+            var value = raw[raw.index(after: equals)...]
+            while let last = value.last, last == " " || last == "\t" { value = value.dropLast() }
+            guard self.validKey(Array(key.utf8)), self.validValue(Array(value.utf8)),
+                !members.contains(where: { $0.key == key })
+            else { return nil }
+            members.append((String(key), String(value)))
+            if members.count > 32 { return nil }
         }
-        return members.count <= 32 ? W3CTraceState(members: members) : nil
+        return W3CTraceState(members: members)
     }
 
-    private static func validKey(_ key: String) -> Bool {
-        let bytes = Array(key.utf8)
-        guard let first = bytes.first, bytes.count <= 256 else { return false }
-        func lowerOrDigit(_ b: UInt8) -> Bool { (0x61...0x7a).contains(b) || (0x30...0x39).contains(b) }
-        guard lowerOrDigit(first) else { return false }
-        let allowed: (UInt8) -> Bool = { lowerOrDigit($0) || [0x5f, 0x2d, 0x2a, 0x2f, 0x40].contains($0) }
-        let at = bytes.filter { $0 == 0x40 }.count
-        guard at <= 1, bytes.allSatisfy(allowed) else { return false }
-        return true
+    private static func validKey(_ key: [UInt8]) -> Bool {
+        func part(_ bytes: ArraySlice<UInt8>, limit: Int, digitFirst: Bool) -> Bool {
+            guard let first = bytes.first, bytes.count <= limit + 1 else { return false }
+            let lower: ClosedRange<UInt8> = 0x61...0x7a
+            let digits: ClosedRange<UInt8> = 0x30...0x39
+            guard lower.contains(first) || (digitFirst && digits.contains(first)) else { return false }
+            return bytes.dropFirst().allSatisfy {
+                lower.contains($0) || digits.contains($0) || [0x5f, 0x2d, 0x2a, 0x2f].contains($0)
+            }
+        }
+        if let at = key.firstIndex(of: 0x40) {
+            return part(key[..<at], limit: 240, digitFirst: true)
+                && part(key[(at + 1)...], limit: 13, digitFirst: false)
+        }
+        return part(key[...], limit: 255, digitFirst: false)
     }
 
-    private static func validValue(_ value: String) -> Bool {
-        let bytes = Array(value.utf8)
+    private static func validValue(_ bytes: [UInt8]) -> Bool {
         guard !bytes.isEmpty, bytes.count <= 256, bytes.last != 0x20 else { return false }
         return bytes.allSatisfy { (0x20...0x7e).contains($0) && $0 != 0x2c && $0 != 0x3d }
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingSpacesAndTabs() -> Substring {
-        var slice = self
-        while let first = slice.first, first == " " || first == "\t" { slice = slice.dropFirst() }
-        while let last = slice.last, last == " " || last == "\t" { slice = slice.dropLast() }
-        return slice
     }
 }

@@ -103,8 +103,10 @@ enum Proto {
     }
 
     static func spanSize(_ span: TraceSpan, traceID: TraceID) -> Int {
-        var size = self.lengthDelimited(field: 1, size: 16) + self.bytes(field: 2, span.spanID)
-        size += self.string(field: 3, span.traceState) + self.bytes(field: 4, span.parentSpanID)
+        // pdata writes the IDs and the status of every span, empty or not.
+        var size = self.lengthDelimited(field: 1, size: 16) + self.lengthDelimited(field: 2, size: 8)
+        size += self.string(field: 3, span.traceState)
+        size += self.lengthDelimited(field: 4, size: span.parentSpanID.isEmpty ? 0 : 8)
         size += self.string(field: 5, span.name)
         if span.kind != 0 { size += self.tagSize(6) + self.varintSize(UInt64(span.kind)) }
         if span.startNanos != 0 { size += self.tagSize(7) + 8 }
@@ -117,7 +119,7 @@ enum Proto {
         }
         let code = span.status.otlpCode
         let status = self.string(field: 2, span.statusMessage) + (code != 0 ? self.tagSize(3) + 1 : 0)
-        if status > 0 { size += self.lengthDelimited(field: 15, size: status) }
+        size += self.lengthDelimited(field: 15, size: status)
         if span.flags != 0 { size += self.tagSize(16) + 4 }
         return size
     }

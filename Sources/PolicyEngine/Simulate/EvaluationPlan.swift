@@ -315,7 +315,8 @@ struct ExactValues {
 
     func contains(_ text: String) -> Bool {
         if let set = self.set { return set.contains(Array(text.utf8)) }
-        return self.list.contains { $0.utf8.elementsEqual(text.utf8) }
+        // `==` rules most values out fast; canonically equivalent strings must also have the same bytes.
+        return self.list.contains { $0 == text && $0.utf8.elementsEqual(text.utf8) }
     }
 }
 

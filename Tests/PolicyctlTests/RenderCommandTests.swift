@@ -59,7 +59,7 @@ import Testing
         let run = try CLI.run(["render", "policies", "--samplers", "a:4317", "--target-version", "0.120"])
         #expect(run.status == 1)
         #expect(run.stderr.contains("[TP5101]"))
-        #expect(run.stderr.contains("`drop` policies need otelcol-contrib v0.126 or newer; the fleet targets v0.120"))
+        #expect(run.stderr.contains("`drop` policies need otelcol-contrib v0.127 or newer; the fleet targets v0.120"))
     }
 
     @Test func staticRingNeedsSamplers() throws {

@@ -42,6 +42,9 @@ struct EvaluationPlan {
         case drop([Node])
         case not(Node)
         case composite(id: Int, total: Int64, members: [Member])
+        /// A stateless test that appears more than once in the policy set (`service == "checkout"` in several
+        /// rules): evaluated once per trace, its outcome reused.
+        case memo(id: Int, Node)
     }
 
     var topLevel: [TopLevel] = []
@@ -53,12 +56,16 @@ struct EvaluationPlan {
     var statefulCount = 0
     var compositeSizes: [Int] = []
     var regexCount = 0
+    /// Tests shared through ``Node/memo``.
+    var memoCount = 0
     /// Descriptions of the tests, for explanations (nodes refer to them by number).
     var labels: [String] = []
     /// Attribute keys the policies read, numbered.
     var keys: [String] = []
     /// Key numbers by the key's length in UTF-8 bytes.
     var keysByLength: [[Int]] = []
+    /// By length: the only key of that length, -1 for none, -2 for several (then ``keysByLength``).
+    var keyByLength: [Int32] = []
     private var keyIDs: [String: Int] = [:]
     let options: SimulationOptions
     let settings: SamplerSettings
@@ -77,6 +84,79 @@ struct EvaluationPlan {
             self.topLevel.append(TopLevel(name: policy.name, rule: policy.rule ?? policy.name, node: node))
             self.policyNames.append(policy.name)
             self.ruleNames.append(policy.rule ?? policy.name)
+        }
+        self.shareRepeatedTests()
+    }
+
+    /// Wraps stateless tests that occur more than once (same description, so the same test) in ``Node/memo``.
+    private mutating func shareRepeatedTests() {
+        var counts: [String: Int] = [:]
+        func count(_ node: Node) {
+            if let key = self.memoKey(node) { counts[key, default: 0] += 1 }
+            for child in Self.children(node) { count(child) }
+        }
+        for top in self.topLevel { count(top.node) }
+        var ids: [String: Int] = [:]
+        func wrap(_ node: Node) -> Node {
+            if let key = self.memoKey(node), counts[key, default: 0] > 1 {
+                let id = ids[key] ?? ids.count
+                ids[key] = id
+                return .memo(id: id, node)
+            }
+            switch node {
+            case .and(let members): return .and(members.map(wrap))
+            case .drop(let members): return .drop(members.map(wrap))
+            case .not(let member): return .not(wrap(member))
+            case .composite(let id, let total, let members):
+                return .composite(
+                    id: id,
+                    total: total,
+                    members: members.map { Member(name: $0.name, node: wrap($0.node), allocated: $0.allocated) }
+                )
+            default: return node
+            }
+        }
+        for index in self.topLevel.indices { self.topLevel[index].node = wrap(self.topLevel[index].node) }
+        self.memoCount = ids.count
+    }
+
+    /// What identifies a stateless test: its kind and description (which spells out key, values, bounds,
+    /// inversion, salt). `nil` for limits, budgets and combinations.
+    private func memoKey(_ node: Node) -> String? {
+        switch node {
+        case .latency(_, _, let label), .numeric(_, _, _, _, _, let label), .boolean(_, _, _, _, let label),
+            .probabilistic(_, _, let label), .status(_, let label), .spanCount(_, _, let label),
+            .traceState(_, _, let label), .traceFlags(let label), .ottl(_, _, _, _, let label):
+            return "\(Self.kindName(node))|\(self.labels[label])"
+        case .string(let test):
+            return "string|\(self.labels[test.label])"
+        default:
+            return nil
+        }
+    }
+
+    private static func kindName(_ node: Node) -> String {
+        switch node {
+        case .latency: "latency"
+        case .numeric: "numeric"
+        case .boolean: "boolean"
+        case .probabilistic: "probabilistic"
+        case .status: "status"
+        case .spanCount: "spans"
+        case .traceState: "tracestate"
+        case .traceFlags: "flags"
+        case .ottl: "ottl"
+        default: "other"
+        }
+    }
+
+    private static func children(_ node: Node) -> [Node] {
+        switch node {
+        case .and(let members), .drop(let members): members
+        case .not(let member): [member]
+        case .composite(_, _, let members): members.map(\.node)
+        case .memo(_, let inner): [inner]
+        default: []
         }
     }
 
@@ -254,8 +334,12 @@ struct EvaluationPlan {
         self.keys.append(key)
         self.keyIDs[key] = self.keys.count - 1
         let length = key.utf8.count
-        while self.keysByLength.count <= length { self.keysByLength.append([]) }
+        while self.keysByLength.count <= length {
+            self.keysByLength.append([])
+            self.keyByLength.append(-1)
+        }
         self.keysByLength[length].append(self.keys.count - 1)
+        self.keyByLength[length] = self.keysByLength[length].count == 1 ? Int32(self.keys.count - 1) : -2
         return self.keys.count - 1
     }
 

@@ -144,6 +144,9 @@ public struct SamplerEvaluator {
         }
         var context = EvaluationContext(trace: trace, now: nowNanos, explain: explain)
         self.state.lookedUp = false
+        if !self.state.memo.isEmpty {
+            for index in self.state.memo.indices { self.state.memo[index] = nil }
+        }
         let count = self.plan.topLevel.count
         var votes = [Vote](repeating: .notEvaluated, count: count)
         var details: [String?] = explain ? Array(repeating: nil, count: count) : []
@@ -209,31 +212,36 @@ public struct SamplerEvaluator {
     private mutating func values(_ keyID: Int, _ trace: SimulatedTrace) -> KeyValues {
         if !self.state.lookedUp {
             self.state.lookedUp = true
-            let byLength = self.plan.keysByLength
-            let keys = self.plan.keys
             for index in self.state.lookups.indices {
                 self.state.lookups[index].resource.removeAll(keepingCapacity: true)
                 self.state.lookups[index].span.removeAll(keepingCapacity: true)
             }
-            for resource in trace.resources {
-                for index in resource.indices {
-                    let key = resource.keys[index]
+            let keys = self.plan.keys
+            let byLength = self.plan.keysByLength
+            self.plan.keyByLength.withUnsafeBufferPointer { single in
+                // The key number an attribute key may be: the only key of its length (-1: none; -2: several).
+                func candidate(_ key: String) -> Int? {
                     let length = key.utf8.count
-                    guard length < byLength.count else { continue }
-                    for candidate in byLength[length] where keys[candidate] == key {
-                        self.state.lookups[candidate].resource.append(resource.values[index])
+                    guard length < single.count else { return nil }
+                    let id = Int(single[length])
+                    if id >= 0 { return keys[id] == key ? id : nil }
+                    if id == -1 { return nil }
+                    return byLength[length].first { keys[$0] == key }
+                }
+                for resource in trace.resources {
+                    for index in resource.indices {
+                        if let id = candidate(resource.keys[index]) {
+                            self.state.lookups[id].resource.append(resource.values[index])
+                        }
                     }
                 }
-            }
-            trace.spans.withUnsafeBufferPointer { spans in
-                for spanIndex in spans.indices {
-                    let attributes = spans[spanIndex].attributes
-                    for index in attributes.indices {
-                        let key = attributes.keys[index]
-                        let length = key.utf8.count
-                        guard length < byLength.count else { continue }
-                        for candidate in byLength[length] where keys[candidate] == key {
-                            self.state.lookups[candidate].span.append(attributes.values[index])
+                trace.spans.withUnsafeBufferPointer { spans in
+                    for spanIndex in spans.indices {
+                        let attributes = spans[spanIndex].attributes
+                        for index in attributes.indices {
+                            if let id = candidate(attributes.keys[index]) {
+                                self.state.lookups[id].span.append(attributes.values[index])
+                            }
                         }
                     }
                 }
@@ -251,6 +259,12 @@ public struct SamplerEvaluator {
 
     private mutating func evaluate(_ node: EvaluationPlan.Node, _ context: inout EvaluationContext) -> Outcome {
         switch node {
+        case .memo(let id, let inner):
+            if let known = self.state.memo[id] { return known }
+            let outcome = self.evaluate(inner, &context)
+            self.state.memo[id] = outcome
+            return outcome
+
         case .always:
             return Outcome(vote: .sampled, detail: context.explain ? "always" : nil)
 
@@ -657,9 +671,12 @@ struct LimiterState {
     /// Attribute values of the trace being decided, by key number; reused between traces.
     var lookups: [SamplerEvaluator.KeyValues]
     var lookedUp = false
+    /// Outcomes of shared tests for the trace being decided.
+    var memo: [SamplerEvaluator.Outcome?]
 
     init(plan: EvaluationPlan) {
         self.lookups = Array(repeating: SamplerEvaluator.KeyValues(), count: plan.keys.count)
+        self.memo = Array(repeating: nil, count: plan.memoCount)
         self.windows = Array(repeating: FixedWindow(), count: plan.statefulCount)
         self.buckets = Array(repeating: TokenBucket(), count: plan.statefulCount)
         self.composites = plan.compositeSizes.map { CompositeWindow(sampled: Array(repeating: 0, count: $0)) }

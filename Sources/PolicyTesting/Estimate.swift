@@ -44,12 +44,9 @@ public struct Estimate: Sendable, Hashable, Codable {
     }
 
     /// An empty estimate for a simulation's rules.
-    public init(rules: [(rule: String, action: String)], samplers: Int) {
-        var seen = Set<String>()
-        for (rule, action) in rules where seen.insert(rule).inserted {
-            self.rules.append(Rule(rule: rule, action: action))
-        }
-        self.samplers = samplers
+    public init(for simulation: SamplingSimulation) {
+        self.rules = simulation.rules.map { Rule(rule: $0.rule, action: $0.action.rawValue) }
+        self.samplers = simulation.ring.endpoints.count
     }
 
     /// Counts one verdict.
@@ -100,16 +97,12 @@ public struct Estimator {
     public init(_ sets: [PolicySet], options: SimulationOptions) {
         let simulations = sets.map { SamplingSimulation(policySet: $0, options: options) }
         self.simulations = simulations
-        self.estimates = sets.enumerated().map { index, set in
-            Estimate(rules: Self.rules(of: set), samplers: simulations[index].ring.endpoints.count)
-        }
+        self.estimates = simulations.map(Estimate.init(for:))
     }
 
-    /// The rules of a set in the order the collector evaluates them (drop rules first).
-    static func rules(of set: PolicySet) -> [(rule: String, action: String)] {
-        let drops = set.policies.filter { if case .drop = $0.kind { true } else { false } }
-        let keeps = set.policies.filter { if case .drop = $0.kind { false } else { true } }
-        return drops.map { ($0.rule ?? $0.name, "drop") } + keeps.map { ($0.rule ?? $0.name, "keep") }
+    /// An assembler with the decision timing of the first set (the one under study).
+    public func assembler() -> TraceAssembler {
+        TraceAssembler(for: self.simulations[0])
     }
 
     /// Decides a trace under every set, at `decisionTime` (from the trace assembler) or, without it, at the

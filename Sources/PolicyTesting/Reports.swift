@@ -119,6 +119,83 @@ public enum Reports {
         return out
     }
 
+    // MARK: Rule tests
+
+    /// `policyctl test`'s report: each test, a failure with its votes, the totals and the rules no test
+    /// sees deciding.
+    public static func testResults(_ results: [RuleTestResult], uncovered: [String]) -> String {
+        var out = ""
+        var currentFile = ""
+        for result in results {
+            if result.file != currentFile {
+                currentFile = result.file
+                out += "\(result.file)\n"
+            }
+            if result.passed {
+                let how =
+                    result.verdicts.first.map { "\($0.decision.rawValue)\($0.decidingRule.map { " by \($0)" } ?? "")" }
+                    ?? ""
+                out += "  ok    \(result.name) (\(how))\n"
+                continue
+            }
+            out += "  FAIL  \(result.name)  \(result.file):\(result.line)\n"
+            for failure in result.failures { out += "        \(failure)\n" }
+            for verdict in result.verdicts {
+                out += "        trace \(verdict.traceID.hex): votes\n"
+                let width = verdict.votes.map(\.policy.count).max() ?? 0
+                for vote in verdict.votes {
+                    let name = vote.policy.padding(toLength: width, withPad: " ", startingAt: 0)
+                    out +=
+                        "          \(name)  \(vote.vote.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0))\(vote.detail ?? "")\n"
+                }
+            }
+        }
+        let failed = results.filter { !$0.passed }.count
+        out += "\n\(results.count - failed) passed, \(failed) failed\n"
+        if !uncovered.isEmpty {
+            out += "rules no test sees deciding: \(uncovered.joined(separator: ", "))\n"
+        }
+        return out
+    }
+
+    struct JSONResult: Encodable {
+        var file: String
+        var line: Int
+        var name: String
+        var passed: Bool
+        var failures: [String]
+        var decisions: [String]
+    }
+
+    struct JSONReport: Encodable {
+        var passed: Int
+        var failed: Int
+        var tests: [JSONResult]
+        var uncovered_rules: [String]
+    }
+
+    /// The same as one JSON document.
+    public static func testResultsJSON(_ results: [RuleTestResult], uncovered: [String]) -> String {
+        let report = JSONReport(
+            passed: results.filter(\.passed).count,
+            failed: results.filter { !$0.passed }.count,
+            tests: results.map { result in
+                JSONResult(
+                    file: result.file,
+                    line: result.line,
+                    name: result.name,
+                    passed: result.passed,
+                    failures: result.failures,
+                    decisions: result.verdicts.map {
+                        "\($0.decision.rawValue)\($0.decidingRule.map { " by \($0)" } ?? "")"
+                    }
+                )
+            },
+            uncovered_rules: uncovered
+        )
+        return Self.json(report)
+    }
+
     // MARK: Helpers
 
     static func json(_ value: some Encodable, pretty: Bool = true, sorted: Bool = true) -> String {

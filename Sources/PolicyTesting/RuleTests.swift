@@ -474,6 +474,13 @@ public enum RuleTestRunner {
         }
     }
 
+    /// Rules of the set that no test saw deciding a trace.
+    public static func uncoveredRules(_ results: [RuleTestResult], policySet: PolicySet) -> [String] {
+        let rules = Set(policySet.policies.map { $0.rule ?? $0.name })
+        let decided = Set(results.flatMap { $0.verdicts.compactMap(\.decidingRule) })
+        return rules.subtracting(decided).sorted()
+    }
+
     static func check(_ verdict: Verdict, _ expectation: RuleTestFile.Expectation, policySet: PolicySet) -> [String] {
         var failures: [String] = []
         let actual = "\(verdict.decision.rawValue)\(verdict.decidingRule.map { " by \($0)" } ?? "")"

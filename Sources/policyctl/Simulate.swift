@@ -89,11 +89,11 @@ func compiledPolicies(_ path: String) throws -> PolicySet {
 /// it. Reports the files' problems with their location and exits 2 (or skips them with `skipInvalid`).
 func streamTraces(
     _ input: TraceInputFlags,
-    simulation: SamplingSimulation,
+    assembler: TraceAssembler,
     showProgress: Bool,
     _ body: (SimulatedTrace, UInt64) -> Void
 ) throws -> (TraceFiles.Summary, lateSpans: Int) {
-    var assembler = TraceAssembler(for: simulation)
+    var assembler = assembler
     let bar = ProgressBar(enabled: showProgress && isatty(STDERR_FILENO) == 1)
     defer { bar.finish() }
     let summary: TraceFiles.Summary
@@ -181,7 +181,7 @@ extension Policyctl {
             let wanted = self.traceID.flatMap(TraceID.init(hex:))
             var found = 0
             let samplers = sim.ring.endpoints.count
-            _ = try streamTraces(self.input, simulation: sim, showProgress: false) { trace, time in
+            _ = try streamTraces(self.input, assembler: TraceAssembler(for: sim), showProgress: false) { trace, time in
                 // Every trace is decided in order, so limits and budgets see the traffic before the one asked for.
                 let verdict = sim.decide(trace, nowNanos: time, explain: wanted == nil || trace.traceID == wanted)
                 guard wanted == nil || trace.traceID == wanted else { return }
@@ -226,10 +226,9 @@ extension Policyctl {
             if let against = self.against { sets.append(try compiledPolicies(against)) }
             let options = try self.simulation.options(near: self.path)
             var estimator = Estimator(sets, options: options)
-            let sim = SamplingSimulation(policySet: set, options: options)
             let (summary, late) = try streamTraces(
                 self.input,
-                simulation: sim,
+                assembler: estimator.assembler(),
                 showProgress: true
             ) { trace, time in estimator.add(trace, decisionTime: time) }
             let files = self.input.files.count
@@ -294,14 +293,12 @@ extension Policyctl {
                     fileProblems += 1
                 }
             }
-            let rules = Set(set.policies.map { $0.rule ?? $0.name })
-            let decided = Set(results.flatMap { $0.verdicts.compactMap(\.decidingRule) })
-            let uncovered = rules.subtracting(decided).sorted()
+            let uncovered = RuleTestRunner.uncoveredRules(results, policySet: set)
             switch self.format {
             case .json:
-                print(TestReport.json(results, uncovered: uncovered), terminator: "")
+                print(Reports.testResultsJSON(results, uncovered: uncovered), terminator: "")
             case .text:
-                print(TestReport.text(results, uncovered: uncovered), terminator: "")
+                print(Reports.testResults(results, uncovered: uncovered), terminator: "")
             }
             if fileProblems > 0 || results.contains(where: { !$0.passed }) { throw Exit.problems }
         }
@@ -388,80 +385,3 @@ extension Policyctl {
 }
 
 extension Reports.Format: ExpressibleByArgument {}
-
-/// The `test` command's report.
-enum TestReport {
-    static func text(_ results: [RuleTestResult], uncovered: [String]) -> String {
-        var out = ""
-        var currentFile = ""
-        for result in results {
-            if result.file != currentFile {
-                currentFile = result.file
-                out += "\(result.file)\n"
-            }
-            if result.passed {
-                let how =
-                    result.verdicts.first.map { "\($0.decision.rawValue)\($0.decidingRule.map { " by \($0)" } ?? "")" }
-                    ?? ""
-                out += "  ok    \(result.name) (\(how))\n"
-                continue
-            }
-            out += "  FAIL  \(result.name)  \(result.file):\(result.line)\n"
-            for failure in result.failures { out += "        \(failure)\n" }
-            for verdict in result.verdicts {
-                out += "        trace \(verdict.traceID.hex): votes\n"
-                let width = verdict.votes.map(\.policy.count).max() ?? 0
-                for vote in verdict.votes {
-                    let name = vote.policy.padding(toLength: width, withPad: " ", startingAt: 0)
-                    out +=
-                        "          \(name)  \(vote.vote.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0))\(vote.detail ?? "")\n"
-                }
-            }
-        }
-        let failed = results.filter { !$0.passed }.count
-        out += "\n\(results.count - failed) passed, \(failed) failed\n"
-        if !uncovered.isEmpty {
-            out += "rules no test sees deciding: \(uncovered.joined(separator: ", "))\n"
-        }
-        return out
-    }
-
-    struct JSONResult: Encodable {
-        var file: String
-        var line: Int
-        var name: String
-        var passed: Bool
-        var failures: [String]
-        var decisions: [String]
-    }
-
-    struct JSONReport: Encodable {
-        var passed: Int
-        var failed: Int
-        var tests: [JSONResult]
-        var uncovered_rules: [String]
-    }
-
-    static func json(_ results: [RuleTestResult], uncovered: [String]) -> String {
-        let report = JSONReport(
-            passed: results.filter(\.passed).count,
-            failed: results.filter { !$0.passed }.count,
-            tests: results.map { result in
-                JSONResult(
-                    file: result.file,
-                    line: result.line,
-                    name: result.name,
-                    passed: result.passed,
-                    failures: result.failures,
-                    decisions: result.verdicts.map {
-                        "\($0.decision.rawValue)\($0.decidingRule.map { " by \($0)" } ?? "")"
-                    }
-                )
-            },
-            uncovered_rules: uncovered
-        )
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: (try? encoder.encode(report)) ?? Data(), as: UTF8.self) + "\n"
-    }
-}

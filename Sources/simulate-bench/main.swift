@@ -95,8 +95,7 @@ let decodeSeconds = seconds(ContinuousClock.now - decodeStart)
 
 let start = ContinuousClock.now
 var estimator = Estimator([set], options: options)
-let simulation = SamplingSimulation(policySet: set, options: options)
-var assembler = TraceAssembler(for: simulation)
+var assembler = estimator.assembler()
 var maxInFlight = 0
 let summary = try TraceFiles.read(
     [file],

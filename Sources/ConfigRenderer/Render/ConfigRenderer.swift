@@ -126,10 +126,4 @@ public enum ConfigRenderer {
             false
         }
     }
-
-    /// Ceiling division of a fleet-wide figure across replicas.
-    public static func perReplica(_ fleetWide: Int64, replicas: Int) -> Int64 {
-        let n = Int64(max(1, replicas))
-        return fleetWide / n + (fleetWide % n == 0 ? 0 : 1)
-    }
 }

@@ -44,7 +44,7 @@ extension RenderContext {
     private var replicas: Int { max(1, self.membership.samplerCount) }
 
     private func divided(_ fleetWide: Int64, unit: String) -> (YAMLNode, String) {
-        let value = ConfigRenderer.perReplica(fleetWide, replicas: self.replicas)
+        let value = FleetShare.perReplica(fleetWide, replicas: self.replicas)
         return (
             .int(value),
             "fleet-wide \(fleetWide) \(unit) across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
@@ -119,7 +119,7 @@ extension RenderContext {
             return .init(type, map.node)
         case .rateLimiting(let limit):
             var map = MapBuilder()
-            let share = ConfigRenderer.perReplica(limit.perSecond, replicas: self.replicas)
+            let share = FleetShare.perReplica(limit.perSecond, replicas: self.replicas)
             let across =
                 "fleet-wide \(limit.perSecond) spans/s across \(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
             if self.fleet.collectorVersion < CollectorFeature.rateLimitTokenBucket {
@@ -222,13 +222,13 @@ extension RenderContext {
     /// and admits a trace only when it fits in what is left of that second. A member whose allocation
     /// rounds to 0 never keeps anything; one below the traces it is meant for keeps few or none of them.
     private mutating func checkShares(_ budget: CompositeBudget, path: String) {
-        let total = ConfigRenderer.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
+        let total = FleetShare.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
         let samplers = "\(self.replicas) sampler\(self.replicas == 1 ? "" : "s")"
         for member in budget.members {
-            let allocated = Int64(member.percent / 100 * Double(total))
+            let allocated = FleetShare.allocation(percent: member.percent, replicaTotal: total)
             let needed = Self.smallestTrace(member.policy.kind) ?? Self.typicalTraceSpans
             let share = "share \(Int64(member.percent))%"
-            let fleetWide = Int64(member.percent / 100 * Double(budget.maxTotalSpansPerSecond))
+            let fleetWide = FleetShare.allocation(percent: member.percent, replicaTotal: budget.maxTotalSpansPerSecond)
             let whole = "\(path).\(member.policy.name)"
             if allocated < 1 {
                 self.report(
@@ -256,7 +256,7 @@ extension RenderContext {
     private static func budgetFor(_ perSampler: Int64, percent: Double, replicas: Int) -> Int64 {
         // The collector truncates `percent / 100 × total`, so step up from the estimate until it is enough.
         var total = max(1, Int64((Double(perSampler) * 100 / percent).rounded(.down)))
-        while Int64(percent / 100 * Double(total)) < perSampler { total += 1 }
+        while FleetShare.allocation(percent: percent, replicaTotal: total) < perSampler { total += 1 }
         return total * Int64(max(1, replicas))
     }
 

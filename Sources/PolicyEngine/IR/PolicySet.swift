@@ -398,3 +398,19 @@ extension Policy {
         }
     }
 }
+
+/// How the fleet-wide figures of the IR become each sampler replica's, as the renderer writes them and the
+/// simulator enforces them: one definition for both.
+public enum FleetShare {
+    /// A fleet-wide figure divided among replicas, rounded up.
+    public static func perReplica(_ fleetWide: Int64, replicas: Int) -> Int64 {
+        let n = Int64(max(1, replicas))
+        return fleetWide / n + (fleetWide % n == 0 ? 0 : 1)
+    }
+
+    /// A budget member's spans per second on one replica, as the collector computes it from the rendered
+    /// whole `percent` and the replica's `max_total_spans_per_second`: `int64(percent / 100 × total)`.
+    public static func allocation(percent: Double, replicaTotal: Int64) -> Int64 {
+        Int64(Double(Int64(percent)) / 100 * Double(replicaTotal))
+    }
+}

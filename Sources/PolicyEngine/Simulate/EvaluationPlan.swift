@@ -1,12 +1,6 @@
 /// The IR turned into what one replica evaluates: drop policies first, each value as the renderer writes
 /// it for one of N replicas, regular expressions compiled, OTTL parsed, stateful policies numbered.
 struct EvaluationPlan {
-    struct TopLevel {
-        var name: String
-        var rule: String
-        var node: Node
-    }
-
     struct Member {
         var name: String
         var node: Node
@@ -47,10 +41,12 @@ struct EvaluationPlan {
         case memo(id: Int, Node)
     }
 
-    var topLevel: [TopLevel] = []
-    /// The top-level policies' names and source rules, in evaluation order.
+    /// The top-level policies' tests, in evaluation order (drops first).
+    var topLevel: [Node] = []
+    /// The top-level policies' names and source rules, in evaluation order, and which of them drop.
     var policyNames: [String] = []
     var ruleNames: [String] = []
+    var drops: [Bool] = []
     var sampleOnFirstMatch: Bool
     var invertedDecisions: Bool
     var statefulCount = 0
@@ -81,9 +77,10 @@ struct EvaluationPlan {
             + policySet.policies.filter { if case .drop = $0.kind { false } else { true } }
         for policy in ordered {
             let node = self.node(policy.kind)
-            self.topLevel.append(TopLevel(name: policy.name, rule: policy.rule ?? policy.name, node: node))
+            self.topLevel.append(node)
             self.policyNames.append(policy.name)
             self.ruleNames.append(policy.rule ?? policy.name)
+            if case .drop = policy.kind { self.drops.append(true) } else { self.drops.append(false) }
         }
         self.shareRepeatedTests()
     }
@@ -95,7 +92,7 @@ struct EvaluationPlan {
             if let key = self.memoKey(node) { counts[key, default: 0] += 1 }
             for child in Self.children(node) { count(child) }
         }
-        for top in self.topLevel { count(top.node) }
+        for top in self.topLevel { count(top) }
         var ids: [String: Int] = [:]
         func wrap(_ node: Node) -> Node {
             if let key = self.memoKey(node), counts[key, default: 0] > 1 {
@@ -116,7 +113,7 @@ struct EvaluationPlan {
             default: return node
             }
         }
-        for index in self.topLevel.indices { self.topLevel[index].node = wrap(self.topLevel[index].node) }
+        self.topLevel = self.topLevel.map(wrap)
         self.memoCount = ids.count
     }
 
@@ -277,9 +274,9 @@ struct EvaluationPlan {
             )
         case .rateLimiting(let limit):
             let id = self.nextStateful()
-            let share = Self.perReplica(limit.perSecond, replicas: self.replicas)
+            let share = FleetShare.perReplica(limit.perSecond, replicas: self.replicas)
             if self.options.tokenBucketSpanLimits {
-                let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? share * 2
+                let burst = limit.burst.map { FleetShare.perReplica($0, replicas: self.replicas) } ?? share * 2
                 return .spanLimit(
                     id: id,
                     perSecond: share,
@@ -295,8 +292,8 @@ struct EvaluationPlan {
             )
         case .bytesLimiting(let limit):
             let id = self.nextStateful()
-            let rate = Self.perReplica(limit.perSecond, replicas: self.replicas)
-            let burst = limit.burst.map { Self.perReplica($0, replicas: self.replicas) } ?? rate * 2
+            let rate = FleetShare.perReplica(limit.perSecond, replicas: self.replicas)
+            let burst = limit.burst.map { FleetShare.perReplica($0, replicas: self.replicas) } ?? rate * 2
             return .byteLimit(
                 id: id,
                 perSecond: rate,
@@ -312,12 +309,12 @@ struct EvaluationPlan {
         case .composite(let budget):
             let id = self.compositeSizes.count
             self.compositeSizes.append(budget.members.count)
-            let total = Self.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
+            let total = FleetShare.perReplica(budget.maxTotalSpansPerSecond, replicas: self.replicas)
             let members = budget.members.map { member in
                 Member(
                     name: member.policy.name,
                     node: self.node(member.policy.kind),
-                    allocated: Int64(Double(Int64(member.percent)) / 100 * Double(total))
+                    allocated: FleetShare.allocation(percent: member.percent, replicaTotal: total)
                 )
             }
             return .composite(id: id, total: total, members: members)
@@ -346,12 +343,6 @@ struct EvaluationPlan {
     private mutating func nextStateful() -> Int {
         defer { self.statefulCount += 1 }
         return self.statefulCount
-    }
-
-    /// Ceiling division of a fleet-wide figure across replicas, as the renderer writes it.
-    static func perReplica(_ fleetWide: Int64, replicas: Int) -> Int64 {
-        let n = Int64(max(1, replicas))
-        return fleetWide / n + (fleetWide % n == 0 ? 0 : 1)
     }
 
     static func percent(_ value: Double) -> String {

@@ -154,7 +154,7 @@ public struct SamplerEvaluator {
         var stopped = false
         var unsimulated: [String] = []
         for index in 0..<count where !stopped {
-            let outcome = self.evaluate(self.plan.topLevel[index].node, &context)
+            let outcome = self.evaluate(self.plan.topLevel[index], &context)
             votes[index] = outcome.vote
             if explain { details[index] = outcome.detail }
             switch outcome.vote {

@@ -6,6 +6,9 @@ public struct SamplingSimulation {
     /// The options the simulation runs with.
     public let options: SimulationOptions
     private var replicas: [SamplerEvaluator]
+    /// The source rules in the order the collector evaluates them (drop rules first), each once, and
+    /// whether it keeps or drops.
+    public let rules: [(rule: String, action: TraceDecision)]
     /// When the collector decides, relative to the trace's first span: `decision_wait` (30 s by default).
     public let decisionWaitNanos: UInt64
     /// `decision_wait_after_root_received`, when set.
@@ -23,6 +26,11 @@ public struct SamplingSimulation {
         self.ring = ring
         self.options = options
         let plan = EvaluationPlan(policySet: policySet, options: options)
+        var rules: [(rule: String, action: TraceDecision)] = []
+        for (index, rule) in plan.ruleNames.enumerated() where !rules.contains(where: { $0.rule == rule }) {
+            rules.append((rule, plan.drops[index] ? .drop : .keep))
+        }
+        self.rules = rules
         self.replicas = Array(repeating: SamplerEvaluator(plan: plan), count: max(1, ring.endpoints.count))
         // The collector keeps `max(1, whole seconds of decision_wait)` one-second batches and moves a trace whose
         // root arrived to the batch `decision_wait_after_root_received` (whole seconds) ahead.

@@ -32,11 +32,6 @@ public struct SimulatedTrace: Sendable, Hashable {
         self.sizeBytes = 0
         self.sizeBytes = sizeBytes ?? self.estimatedProtobufSize()
     }
-
-    /// Earliest span start, in Unix nanoseconds.
-    public var startNanos: UInt64 { self.spans.map(\.startNanos).min() ?? 0 }
-    /// Latest span end, in Unix nanoseconds.
-    public var endNanos: UInt64 { self.spans.map(\.endNanos).max() ?? 0 }
 }
 
 /// A 16-byte trace ID, held as two big-endian halves.

@@ -267,7 +267,16 @@ import Testing
         unhealthy.health.lastError = "exporter failing"
         _ = registry.handle(unhealthy, connection: connection, transport: .webSocket)
         for log in [one, two] {
-            #expect(await log.wait { $0.count >= 3 })
+            // Events are delivered asynchronously: wait for the last one (the health change), not for a count
+            // the first message's events alone can reach.
+            #expect(
+                await log.wait { events in
+                    events.count >= 3
+                        && events.contains {
+                            if case .healthChanged(_, let health) = $0 { !health.healthy } else { false }
+                        }
+                }
+            )
             #expect(log.all.first == .connected(uid(88), .webSocket))
             #expect(log.timed.first?.time == start)
             #expect(log.timed.last?.time == start.addingTimeInterval(7))

@@ -181,15 +181,3 @@ public final class ServerTLS: Sendable {
         return Loaded(stamp: stamp, chain: chain, key: key, fingerprint: Fingerprint.sha256(der), lastFailure: nil)
     }
 }
-
-/// The leaf certificate a TLS client presented on a channel (DER), if any.
-public enum PeerCertificate {
-    /// The peer's leaf certificate, DER, when the channel is TLS and the client presented one. Call on the
-    /// channel's event loop.
-    public static func der(of channel: any Channel) -> [UInt8]? {
-        guard let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
-            let certificate = handler.peerCertificate
-        else { return nil }
-        return try? certificate.toDERBytes()
-    }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOSSL
 
 /// Settings of the OpAMP endpoint.
 public struct OpAMPServerConfiguration: Sendable {
@@ -15,8 +16,13 @@ public struct OpAMPServerConfiguration: Sendable {
     public var maxConnections: Int = 20_000
     /// Seconds a refused client is asked to wait.
     public var retryAfterSeconds: Int = 30
-    /// Bearer tokens accepted from agents; empty means no authentication.
+    /// Bearer tokens accepted from agents; empty means no authentication. Ignored when ``access`` is set.
     public var agentTokens: Set<String> = []
+    /// Who may connect and speak for which agent (tokens, certificates, revocations) and what happens to
+    /// CSRs; nil: ``agentTokens`` decide.
+    public var access: (any AgentAccessPolicy)?
+    /// TLS for the port (HTTP and WebSocket alike); nil: plain text.
+    public var tls: TLSConfiguration?
     /// Heartbeat interval offered to agents that report heartbeats (needs ``advertisedEndpoint``).
     public var heartbeatIntervalSeconds: UInt64 = 30
     /// The URL agents should use to reach this server (sent with the heartbeat offer). Without it no

@@ -181,6 +181,11 @@ public struct AgentSnapshot: Sendable, Hashable {
     /// before any health report): the "healthy since" a bake time is measured from.
     public var healthySince: Date?
 
+    /// Connection settings offered to it and what it reported about them.
+    public var connectionSettings = ConnectionSettingsState()
+    /// Who its latest message came from, as the connection's credentials established.
+    public var principal: AgentPrincipal?
+
     /// True while a connection is open (WebSocket) or polls arrive in time (HTTP).
     public var connected: Bool { self.transport != nil }
 }
@@ -221,6 +226,8 @@ public enum AgentEvent: Sendable, Hashable {
     case remoteConfigRejected(InstanceUID, hash: [UInt8], errorMessage: String, rolledBack: Bool)
     /// The server gave the agent a new instance UID.
     case instanceUIDReassigned(old: InstanceUID, new: InstanceUID)
+    /// Connection settings were offered to the agent, or it reported on them.
+    case connectionSettingsChanged(InstanceUID, ConnectionSettingsState)
 
     /// The agent the event is about.
     public var instanceUID: InstanceUID {
@@ -228,7 +235,7 @@ public enum AgentEvent: Sendable, Hashable {
         case .connected(let uid, _), .disconnected(let uid, _), .descriptionChanged(let uid, _),
             .healthChanged(let uid, _),
             .effectiveConfigChanged(let uid, _), .remoteConfigStatusChanged(let uid, _),
-            .remoteConfigRejected(let uid, _, _, _):
+            .remoteConfigRejected(let uid, _, _, _), .connectionSettingsChanged(let uid, _):
             uid
         case .instanceUIDReassigned(_, let new): new
         }
@@ -242,7 +249,7 @@ public enum AgentCommand: Sendable, Hashable {
 
 /// New OpAMP connection settings for an agent: where to connect, which headers to send, how often to
 /// send heartbeats. Only agents with AcceptsOpAMPConnectionSettings receive them.
-public struct OpAMPConnectionOffer: Sendable, Hashable {
+public struct OpAMPConnectionOffer: Sendable, Hashable, CustomStringConvertible {
     /// A non-empty ws://, wss://, http:// or https:// URL.
     public var endpoint: String
     /// Headers to send (for example a new bearer token).
@@ -250,12 +257,30 @@ public struct OpAMPConnectionOffer: Sendable, Hashable {
     /// Heartbeat (and HTTP polling) interval; always positive (an interval of 0 took HTTP supervisors
     /// offline permanently before contrib PR #50305).
     public var heartbeatIntervalSeconds: UInt64
+    /// The client certificate to connect with (and the CA that signed it); without one, opamp-go agents
+    /// stop presenting a client certificate.
+    public var certificate: OfferedCertificate?
+    /// CA certificates (PEM) the agent should trust for the server's own certificate (`tls.ca_pem_contents`).
+    public var serverCAPEM: String?
 
     /// Creates an offer.
-    public init(endpoint: String, headers: [String: String] = [:], heartbeatIntervalSeconds: UInt64 = 30) {
+    public init(
+        endpoint: String,
+        headers: [String: String] = [:],
+        heartbeatIntervalSeconds: UInt64 = 30,
+        certificate: OfferedCertificate? = nil,
+        serverCAPEM: String? = nil
+    ) {
         self.endpoint = endpoint
         self.headers = headers
         self.heartbeatIntervalSeconds = heartbeatIntervalSeconds
+        self.certificate = certificate
+        self.serverCAPEM = serverCAPEM
+    }
+
+    /// The endpoint and interval only: headers and keys are secrets.
+    public var description: String {
+        "OpAMPConnectionOffer(endpoint: \(self.endpoint), heartbeat: \(self.heartbeatIntervalSeconds)s, headers: \(self.headers.keys.sorted()), certificate: \(self.certificate != nil))"
     }
 
     /// Why the offer cannot be sent, if it cannot.
@@ -267,4 +292,44 @@ public struct OpAMPConnectionOffer: Sendable, Hashable {
         if self.heartbeatIntervalSeconds == 0 { return "the heartbeat interval must be positive" }
         return nil
     }
+}
+
+/// A client certificate offered in connection settings (`TLSCertificate`): PEM certificate, the private key
+/// when the server made the key pair (never for a signed CSR), and the CA certificate.
+public struct OfferedCertificate: Sendable, Hashable, CustomStringConvertible {
+    /// The certificate, PEM.
+    public var certificatePEM: String
+    /// The private key, PEM; nil in the CSR flow. Never logged.
+    public var privateKeyPEM: String?
+    /// The CA certificate, PEM.
+    public var caCertificatePEM: String
+
+    /// Creates an offered certificate.
+    public init(certificatePEM: String, privateKeyPEM: String?, caCertificatePEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
+        self.caCertificatePEM = caCertificatePEM
+    }
+
+    /// Says whether a key is included, never the key.
+    public var description: String { "OfferedCertificate(privateKey: \(self.privateKeyPEM != nil))" }
+}
+
+/// An agent's connection settings as the server offered them and as the agent reported them.
+public struct ConnectionSettingsState: Sendable, Hashable {
+    /// Hash of the latest offer sent (or queued) to the agent.
+    public var offeredHash: [UInt8]?
+    /// When it was offered.
+    public var offeredAt: Date?
+    /// What the offer held, for display: endpoint, header names, whether a certificate was in it.
+    public var offeredSummary: String?
+    /// The hash the agent last reported (`connection_settings_status.last_connection_settings_hash`).
+    public var reportedHash: [UInt8]?
+    /// Its reported status.
+    public var status: RemoteConfigReport.State?
+    /// Its error message, when it failed them.
+    public var errorMessage: String?
+
+    /// Nothing offered, nothing reported.
+    public init() {}
 }

@@ -62,6 +62,9 @@ public final class AgentRegistry: Sendable {
     private let capabilities: ServerCapabilities
     private let heartbeat: (intervalSeconds: UInt64, endpoint: String)?
     private let clock: @Sendable () -> Date
+    /// Who may connect and speak for which agent; CSRs.
+    let access: any AgentAccessPolicy
+    private let refusals = Mutex(RefusalCounts())
     /// How long after taking an identity over a connection counts as its fresh owner: a second takeover
     /// within this time, after the owner spoke, means two agents share the UID.
     let duplicateWindow: TimeInterval = 60
@@ -70,13 +73,26 @@ public final class AgentRegistry: Sendable {
     /// - Parameters:
     ///   - heartbeat: interval and endpoint offered to agents that report heartbeats (`nil`: no offer).
     ///   - clock: the time source (tests pass their own).
+    ///   - access: who may connect and speak for which agent, and what happens to CSRs (default: anyone).
     public init(
         heartbeat: (intervalSeconds: UInt64, endpoint: String)? = nil,
+        access: any AgentAccessPolicy = SharedTokenAccess(tokens: []),
         clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.capabilities = .tailplane
         self.heartbeat = heartbeat
+        self.access = access
         self.clock = clock
+    }
+
+    /// Counts a refusal (the transports log it).
+    func count(_ refusal: AccessRefusal) {
+        self.refusals.withLock { $0.byKind[refusal.kind, default: 0] += 1 }
+    }
+
+    /// Refusals since the server started, by kind (for `/metrics`).
+    public func refusalCounts() -> RefusalCounts {
+        self.refusals.withLock { $0 }
     }
 
     deinit {
@@ -112,17 +128,37 @@ public final class AgentRegistry: Sendable {
 
     // MARK: Transport side
 
-    /// Handles one decoded agent message and returns the response to send on the same connection.
+    /// The answer to one agent message.
+    struct Handled {
+        /// The response to send on the same connection.
+        var response: OpAMP_ServerToAgent
+        /// Set when the message was refused for its credentials: the transport logs it and closes.
+        var refusal: AccessRefusal?
+    }
+
+    /// Handles one decoded agent message from an anonymous connection and returns the response.
     func handle(_ message: OpAMP_AgentToServer, connection: ConnectionID, transport: TransportKind)
         -> OpAMP_ServerToAgent
     {
+        self.process(message, connection: connection, transport: transport, principal: .anonymous).response
+    }
+
+    /// Handles one decoded agent message from a connection admitted as `principal`.
+    func process(
+        _ message: OpAMP_AgentToServer,
+        connection: ConnectionID,
+        transport: TransportKind,
+        principal: AgentPrincipal
+    ) -> Handled {
         guard let uid = InstanceUID(wire: message.instanceUid) else {
-            return Self.badRequest(
-                "instance_uid must be 16 bytes (or a 26-character ULID); got \(message.instanceUid.count) bytes",
-                echo: message.instanceUid
+            return Handled(
+                response: Self.badRequest(
+                    "instance_uid must be 16 bytes (or a 26-character ULID); got \(message.instanceUid.count) bytes",
+                    echo: message.instanceUid
+                )
             )
         }
-        return self.state.withLock { state -> OpAMP_ServerToAgent in
+        return self.state.withLock { state -> Handled in
             // Read under the lock, so event times never go backwards.
             let now = self.clock()
             var context = AgentSession.Context(
@@ -137,16 +173,36 @@ public final class AgentRegistry: Sendable {
                 var response = OpAMP_ServerToAgent()
                 response.instanceUid = message.instanceUid
                 response.capabilities = self.capabilities.rawValue
-                return response
+                return Handled(response: response)
             }
             if message.hasAvailableComponents { context.knownComponents = state.components }
             var uid = uid
             if state.renamed[connection] == uid, let bound = state.bindings[connection] {
                 uid = bound  // sent before the agent took in its new UID
             }
+            // Credentials first: a refused message changes nothing.
+            if let refusal = self.check(principal, uid: uid, message: message, state: state, connection: connection) {
+                self.count(refusal)
+                var response = Self.badRequest(refusal.reason, echo: message.instanceUid)
+                response.capabilities = self.capabilities.rawValue
+                return Handled(response: response, refusal: refusal)
+            }
+            if message.hasConnectionSettingsRequest {
+                switch self.certificateRequest(message, uid: uid, principal: principal) {
+                case .failure(let refusal):
+                    // A bad CSR gets BAD_REQUEST and nothing else changes; the connection stays open.
+                    self.count(refusal)
+                    var response = Self.badRequest(refusal.reason, echo: message.instanceUid)
+                    response.capabilities = self.capabilities.rawValue
+                    return Handled(response: response)
+                case .success(let offer):
+                    context.issuedCertificate = offer
+                }
+            }
             var assigned: InstanceUID?
             var carried: RemoteConfig?
-            if transport == .webSocket, let owner = state.owners[uid], owner != connection,
+            if transport == .webSocket, principal.instanceUID == nil, let owner = state.owners[uid],
+                owner != connection,
                 state.connections[owner] != nil, state.bindings[connection] != uid
             {
                 let last = state.sessions[uid]?.snapshot.sequenceNum ?? 0
@@ -196,7 +252,8 @@ public final class AgentRegistry: Sendable {
             if let learned = output.learnedComponents, state.components.count < 1000 {
                 state.components[learned.hash] = learned.names
             }
-            if output.wantsNewInstanceUID, assigned == nil {
+            session.notePrincipal(principal)
+            if output.wantsNewInstanceUID, assigned == nil, principal.instanceUID == nil {
                 let fresh = Self.newUID(now: now, random: &state.random)
                 session.rekey(to: fresh)
                 events.append(.instanceUIDReassigned(old: uid, new: fresh))
@@ -218,7 +275,86 @@ public final class AgentRegistry: Sendable {
                 state.bindings[connection] = nil
             }
             state.sessions[uid] = session
-            return output.response
+            return Handled(response: output.response)
+        }
+    }
+
+    /// Whether `principal` may send this message as `uid`: a per-agent credential speaks for its own UID
+    /// only, and the access policy sees the first message of each connection and every description change.
+    private func check(
+        _ principal: AgentPrincipal,
+        uid: InstanceUID,
+        message: OpAMP_AgentToServer,
+        state: borrowing State,
+        connection: ConnectionID
+    ) -> AccessRefusal? {
+        if let bound = principal.instanceUID, bound != uid {
+            return AccessRefusal(
+                kind: "instance_uid",
+                reason: "this connection's credential belongs to agent \(bound); it cannot speak for \(uid)"
+            )
+        }
+        let session = state.sessions[uid]
+        let described = message.hasAgentDescription ? ProtobufConversion.description(message.agentDescription) : nil
+        let first = state.bindings[connection] != uid || session?.snapshot.principal != principal
+        guard first || (described != nil && described != session?.snapshot.description) else { return nil }
+        return self.access.authorize(
+            principal,
+            instanceUID: uid,
+            description: described ?? session?.snapshot.description
+        )
+    }
+
+    /// Runs a CSR through the access policy: the settings to answer with, or why not.
+    private func certificateRequest(_ message: OpAMP_AgentToServer, uid: InstanceUID, principal: AgentPrincipal)
+        -> Result<OpAMPConnectionOffer?, AccessRefusal>
+    {
+        let csr = message.connectionSettingsRequest.opamp.certificateRequest.csr
+        guard !csr.isEmpty, let pem = String(data: csr, encoding: .utf8) else {
+            return .failure(AccessRefusal(kind: "csr", reason: "connection_settings_request carries no PEM CSR"))
+        }
+        guard let heartbeat = self.heartbeat else {
+            // Connection settings need a destination endpoint, and without an advertised one there is none.
+            return .failure(
+                AccessRefusal(
+                    kind: "csr",
+                    reason: "this server has no advertised endpoint, so it cannot offer certificates"
+                )
+            )
+        }
+        switch self.access.certificateRequest(pem, instanceUID: uid, principal: principal) {
+        case .issued(let certificate, let ca):
+            return .success(
+                OpAMPConnectionOffer(
+                    endpoint: heartbeat.endpoint,
+                    heartbeatIntervalSeconds: heartbeat.intervalSeconds,
+                    certificate: OfferedCertificate(
+                        certificatePEM: certificate,
+                        privateKeyPEM: nil,
+                        caCertificatePEM: ca
+                    )
+                )
+            )
+        case .pending:
+            return .success(nil)
+        case .refused(let reason):
+            return .failure(AccessRefusal(kind: "csr", reason: "certificate request refused: \(reason)"))
+        }
+    }
+
+    /// Closes the live connection of an agent (after its credential was revoked); HTTP agents are refused on
+    /// their next poll by the access policy.
+    public func disconnect(_ uid: InstanceUID, reason: String) {
+        self.state.withLock { state in
+            let now = self.clock()
+            if let owner = state.owners.removeValue(forKey: uid) {
+                state.bindings[owner] = nil
+                state.connections[owner]?.close()
+            }
+            if var session = state.sessions[uid] {
+                self.publish(session.disconnected(reason: reason), at: now, to: state.subscriptions)
+                state.sessions[uid] = session
+            }
         }
     }
 
@@ -348,8 +484,10 @@ public final class AgentRegistry: Sendable {
             guard session.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else {
                 return "the agent does not accept OpAMP connection settings"
             }
-            let push = session.offer(offer)
+            let now = self.clock()
+            let (push, events) = session.offer(offer, now: now)
             state.sessions[uid] = session
+            self.publish(events, at: now, to: state.subscriptions)
             if let push, let owner = state.owners[uid] { _ = state.connections[owner]?.push(push) }
             return nil
         }

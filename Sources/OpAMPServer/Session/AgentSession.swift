@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import OpAMPProtocol
 
@@ -48,6 +49,8 @@ struct AgentSession {
         var now: Date
         /// Component lists already known, by available-components hash (shared by all agents).
         var knownComponents: [[UInt8]: Set<String>] = [:]
+        /// Connection settings carrying the certificate signed for this message's CSR.
+        var issuedCertificate: OpAMPConnectionOffer?
     }
 
     struct Output {
@@ -173,6 +176,23 @@ struct AgentSession {
         if message.hasRemoteConfigStatus {
             events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus), now: context.now)
         }
+        if message.hasConnectionSettingsStatus {
+            let status = message.connectionSettingsStatus
+            var settings = self.snapshot.connectionSettings
+            settings.reportedHash = [UInt8](status.lastConnectionSettingsHash)
+            settings.status =
+                switch status.status {
+                case .applied: .applied
+                case .applying: .applying
+                case .failed: .failed
+                default: .unset
+                }
+            settings.errorMessage = status.errorMessage.isEmpty ? nil : status.errorMessage
+            if settings != self.snapshot.connectionSettings {
+                self.snapshot.connectionSettings = settings
+                events.append(.connectionSettingsChanged(uid, settings))
+            }
+        }
 
         var response = OpAMP_ServerToAgent()
         response.instanceUid = message.instanceUid
@@ -191,6 +211,10 @@ struct AgentSession {
         if let offer = self.pendingOffer, capabilities.contains(.acceptsOpAMPConnectionSettings) {
             response.connectionSettings = Self.connectionSettings(offer)
             self.pendingOffer = nil
+        } else if let issued = context.issuedCertificate {
+            // The answer to this message's CSR: the signed certificate, without a private key.
+            response.connectionSettings = Self.connectionSettings(issued)
+            events += self.recordOffer(issued, hash: [UInt8](response.connectionSettings.hash), now: context.now)
         } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
             !capabilities.contains(.acceptsOpAMPConnectionSettings),
             context.serverCapabilities.contains(.offersConnectionSettings)
@@ -305,14 +329,27 @@ struct AgentSession {
         return nil
     }
 
-    /// Offers new OpAMP connection settings; returns a message to push now for WebSocket agents.
-    mutating func offer(_ offer: OpAMPConnectionOffer) -> OpAMP_ServerToAgent? {
-        guard self.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else { return nil }
+    /// Offers new OpAMP connection settings; returns a message to push now for WebSocket agents, and the
+    /// event recording the offer.
+    mutating func offer(_ offer: OpAMPConnectionOffer, now: Date) -> (push: OpAMP_ServerToAgent?, events: [AgentEvent])
+    {
+        guard self.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else { return (nil, []) }
+        let settings = Self.connectionSettings(offer)
+        let events = self.recordOffer(offer, hash: [UInt8](settings.hash), now: now)
         if self.snapshot.transport == .webSocket {
-            return self.push { $0.connectionSettings = Self.connectionSettings(offer) }
+            return (self.push { $0.connectionSettings = settings }, events)
         }
         self.pendingOffer = offer
-        return nil
+        return (nil, events)
+    }
+
+    private mutating func recordOffer(_ offer: OpAMPConnectionOffer, hash: [UInt8], now: Date) -> [AgentEvent] {
+        var settings = self.snapshot.connectionSettings
+        settings.offeredHash = hash
+        settings.offeredAt = now
+        settings.offeredSummary = offer.description
+        self.snapshot.connectionSettings = settings
+        return [.connectionSettingsChanged(self.snapshot.instanceUID, settings)]
     }
 
     static func connectionSettings(_ offer: OpAMPConnectionOffer) -> OpAMP_ConnectionSettingsOffers {
@@ -320,7 +357,8 @@ struct AgentSession {
         var opamp = OpAMP_OpAMPConnectionSettings()
         opamp.destinationEndpoint = offer.endpoint
         opamp.heartbeatIntervalSeconds = max(1, offer.heartbeatIntervalSeconds)
-        var hasher = FNV1a64()
+        // The hash covers everything offered, so any change (a new certificate too) is a new offer.
+        var hasher = SHA256Hasher()
         hasher.add(Array(offer.endpoint.utf8))
         hasher.add(withUnsafeBytes(of: opamp.heartbeatIntervalSeconds.bigEndian) { Array($0) })
         for name in offer.headers.keys.sorted() {
@@ -330,9 +368,24 @@ struct AgentSession {
             opamp.headers.headers.append(header)
             hasher.add([0] + Array(name.utf8) + [0] + Array(header.value.utf8))
         }
+        if let certificate = offer.certificate {
+            opamp.certificate.cert = Data(certificate.certificatePEM.utf8)
+            opamp.certificate.caCert = Data(certificate.caCertificatePEM.utf8)
+            if let key = certificate.privateKeyPEM { opamp.certificate.privateKey = Data(key.utf8) }
+            hasher.add([1] + Array(certificate.certificatePEM.utf8) + [0] + Array(certificate.caCertificatePEM.utf8))
+        }
+        if let serverCA = offer.serverCAPEM {
+            opamp.tls.caPemContents = serverCA
+            hasher.add([2] + Array(serverCA.utf8))
+        }
         offers.opamp = opamp
-        offers.hash = Data(withUnsafeBytes(of: hasher.value.bigEndian) { Array($0) })
+        offers.hash = Data(hasher.finish())
         return offers
+    }
+
+    /// Records who the latest message came from.
+    mutating func notePrincipal(_ principal: AgentPrincipal) {
+        if self.snapshot.principal != principal { self.snapshot.principal = principal }
     }
 
     /// Moves the state to a new UID (after `new_instance_uid`).
@@ -350,14 +403,15 @@ struct AgentSession {
     }
 }
 
-/// FNV-1a 64-bit, for small stable identifiers (not for security).
-struct FNV1a64 {
-    private(set) var value: UInt64 = 14_695_981_039_346_656_037
+/// SHA-256 over a sequence of byte runs (connection settings hashes).
+struct SHA256Hasher {
+    private var hasher = SHA256()
 
     mutating func add(_ bytes: [UInt8]) {
-        for byte in bytes {
-            self.value ^= UInt64(byte)
-            self.value = self.value &* 1_099_511_628_211
-        }
+        self.hasher.update(data: bytes)
+    }
+
+    func finish() -> [UInt8] {
+        Array(self.hasher.finalize())
     }
 }

@@ -124,13 +124,18 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
                 keepAlive: keepAlive
             )
         }
-        guard self.server.authorized(head.headers) else {
+        let principal: AgentPrincipal
+        switch self.server.authenticate(head.headers, channel: context.channel) {
+        case .success(let admitted):
+            principal = admitted
+        case .failure(let refusal):
+            self.server.refused(refusal, channel: context.channel)
             var headers = HTTPHeaders()
             headers.add(name: "WWW-Authenticate", value: "Bearer")
             return self.write(
                 context: context,
-                status: .unauthorized,
-                body: Array("missing or invalid bearer token\n".utf8),
+                status: refusal.kind == "credentials" ? .unauthorized : .forbidden,
+                body: Array("\(refusal.reason)\n".utf8),
                 contentType: "text/plain",
                 keepAlive: false,
                 extra: headers
@@ -174,8 +179,19 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
         do {
             let message = try OpAMP_AgentToServer(serializedBytes: bytes)
             let connection = self.server.registry.newConnection()
-            response = self.server.registry.handle(message, connection: connection, transport: .http)
-            if response.hasErrorResponse { status = .badRequest }
+            let handled = self.server.registry.process(
+                message,
+                connection: connection,
+                transport: .http,
+                principal: principal
+            )
+            response = handled.response
+            if let refusal = handled.refusal {
+                self.server.refused(refusal, channel: context.channel, counted: true)
+                status = .forbidden
+            } else if response.hasErrorResponse {
+                status = .badRequest
+            }
         } catch {
             response = AgentRegistry.badRequest("the body is not an AgentToServer protobuf message: \(error)")
             status = .badRequest
@@ -186,7 +202,7 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
             status: status,
             body: encoded,
             contentType: "application/x-protobuf",
-            keepAlive: keepAlive
+            keepAlive: keepAlive && status != .forbidden
         )
     }
 

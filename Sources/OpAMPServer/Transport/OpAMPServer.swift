@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import OpAMPProtocol
 import ServiceLifecycle
@@ -20,6 +21,7 @@ public final class OpAMPServer: Service, Sendable {
     let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let channel = Mutex<(any Channel)?>(nil)
+    private let sslContext = Mutex<NIOSSLContext?>(nil)
     let openConnections = Atomic<Int>(0)
 
     /// Creates a server; nothing is bound until ``start()`` or ``run()``.
@@ -29,7 +31,10 @@ public final class OpAMPServer: Service, Sendable {
         let heartbeat = configuration.advertisedEndpoint.map {
             (intervalSeconds: configuration.heartbeatIntervalSeconds, endpoint: $0)
         }
-        self.registry = AgentRegistry(heartbeat: heartbeat)
+        self.registry = AgentRegistry(
+            heartbeat: heartbeat,
+            access: configuration.access ?? SharedTokenAccess(tokens: configuration.agentTokens)
+        )
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
     }
 
@@ -38,6 +43,16 @@ public final class OpAMPServer: Service, Sendable {
     public func start() async throws -> Int {
         let configuration = self.configuration
         let server = self
+        if let tls = configuration.tls {
+            self.sslContext.withLock { $0 = nil }
+            let context = try NIOSSLContext(configuration: tls)
+            self.sslContext.withLock { $0 = context }
+        } else if !Self.isLoopback(configuration.host) {
+            self.logger.warning(
+                "OpAMP listens in plain text on a non-loopback address: agent tokens and configs cross the network unencrypted; give --tls-cert and --tls-key",
+                metadata: ["address": "\(configuration.host)"]
+            )
+        }
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -52,7 +67,10 @@ public final class OpAMPServer: Service, Sendable {
         let port = channel.localAddress?.port ?? configuration.port
         self.logger.info(
             "OpAMP server listening",
-            metadata: ["address": "\(configuration.host):\(port)", "path": "\(configuration.path)"]
+            metadata: [
+                "address": "\(configuration.host):\(port)", "path": "\(configuration.path)",
+                "tls": "\(configuration.tls != nil)",
+            ]
         )
         return port
     }
@@ -95,9 +113,9 @@ public final class OpAMPServer: Service, Sendable {
             maxFrameSize: min(configuration.maxMessageSize, Int(UInt32.max)),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                channel.eventLoop.makeSucceededFuture(self.acceptsUpgrade(head) ? HTTPHeaders() : nil)
+                channel.eventLoop.makeSucceededFuture(self.acceptsUpgrade(head, channel: channel) ? HTTPHeaders() : nil)
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 // Runs on the channel's event loop. The plain-HTTP handlers must be gone before the first
                 // WebSocket frame moves.
                 channel.eventLoop.makeCompletedFuture {
@@ -113,12 +131,24 @@ public final class OpAMPServer: Service, Sendable {
                             maxAccumulatedFrameSize: configuration.maxMessageSize
                         )
                     )
-                    try pipeline.addHandler(WebSocketAgentHandler(server: self))
+                    // Authenticated again here (a memory lookup): the upgrade callback cannot hand it over.
+                    switch self.authenticate(head.headers, channel: channel) {
+                    case .success(let principal):
+                        try pipeline.addHandler(WebSocketAgentHandler(server: self, principal: principal))
+                    case .failure(let refusal):
+                        // Revoked between the two looks.
+                        self.refused(refusal, channel: channel)
+                        channel.close(promise: nil)
+                    }
                 }
             }
         )
+        let sslContext = self.sslContext.withLock { $0 }
         return channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
+            if let sslContext {
+                try pipeline.addHandler(NIOSSLServerHandler(context: sslContext), name: Self.tlsName)
+            }
             try pipeline.configureHTTPServerPipeline(
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
                 withErrorHandling: true
@@ -126,7 +156,7 @@ public final class OpAMPServer: Service, Sendable {
             try pipeline.addHandler(
                 IdleStateHandler(readTimeout: .seconds(Int64(configuration.httpIdleTimeout))),
                 name: Self.idleName,
-                position: .first
+                position: sslContext == nil ? .first : .after(try pipeline.handler(type: NIOSSLServerHandler.self))
             )
             try pipeline.addHandler(HTTPResponseCompressor(), name: Self.compressorName)
             try pipeline.addHandler(
@@ -141,13 +171,20 @@ public final class OpAMPServer: Service, Sendable {
     static let decompressorName = "opamp.http.decompressor"
     static let httpHandlerName = "opamp.http"
     static let idleName = "opamp.http.idle"
+    static let tlsName = "opamp.tls"
+
+    static func isLoopback(_ host: String) -> Bool {
+        ["127.0.0.1", "::1", "localhost"].contains(host) || host.hasPrefix("127.")
+    }
 
     /// An upgrade is accepted on the path, with valid credentials, when not overloaded, and only for
-    /// requests that are not plain-HTTP OpAMP.
-    func acceptsUpgrade(_ head: HTTPRequestHead) -> Bool {
-        head.method == .GET && self.pathMatches(head.uri) && !Self.isProtobuf(head.headers)
-            && self.authorized(head.headers)
-            && self.openConnections.load(ordering: .relaxed) <= self.configuration.maxConnections
+    /// requests that are not plain-HTTP OpAMP. A refused upgrade is answered (and logged) by the HTTP handler.
+    func acceptsUpgrade(_ head: HTTPRequestHead, channel: any Channel) -> Bool {
+        guard head.method == .GET, self.pathMatches(head.uri), !Self.isProtobuf(head.headers),
+            self.openConnections.load(ordering: .relaxed) <= self.configuration.maxConnections
+        else { return false }
+        if case .success = self.authenticate(head.headers, channel: channel) { return true }
+        return false
     }
 
     func pathMatches(_ uri: String) -> Bool {
@@ -161,11 +198,33 @@ public final class OpAMPServer: Service, Sendable {
             == "application/x-protobuf"
     }
 
-    func authorized(_ headers: HTTPHeaders) -> Bool {
-        guard !self.configuration.agentTokens.isEmpty else { return true }
-        guard let value = headers.first(name: "authorization") else { return false }
-        let parts = value.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else { return false }
-        return self.configuration.agentTokens.contains(String(parts[1]).trimmingCharacters(in: .whitespaces))
+    /// Runs a request's credentials (bearer token, TLS client certificate) through the access policy. Call on
+    /// the channel's event loop.
+    func authenticate(_ headers: HTTPHeaders, channel: any Channel) -> Result<AgentPrincipal, AccessRefusal> {
+        var credentials = AgentCredentials(remoteAddress: channel.remoteAddress?.description)
+        if let value = headers.first(name: "authorization") {
+            let parts = value.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                credentials.bearerToken = String(parts[1]).trimmingCharacters(in: .whitespaces)
+            }
+        }
+        if let handler = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self),
+            let certificate = handler.peerCertificate
+        {
+            credentials.clientCertificate = try? certificate.toDERBytes()
+        }
+        return self.registry.access.authenticate(credentials)
+    }
+
+    /// Logs and counts a refusal: once per refused connection, request or message, never with a secret.
+    func refused(_ refusal: AccessRefusal, channel: any Channel, counted: Bool = false) {
+        if !counted { self.registry.count(refusal) }
+        self.logger.warning(
+            "agent refused",
+            metadata: [
+                "kind": "\(refusal.kind)", "reason": "\(refusal.reason)",
+                "remote": "\(channel.remoteAddress?.description ?? "?")",
+            ]
+        )
     }
 }

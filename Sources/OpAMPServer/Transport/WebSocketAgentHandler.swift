@@ -14,10 +14,13 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
 
     private let server: OpAMPServer
     private let connection: ConnectionID
+    /// Who the upgrade request's credentials admitted: every message is checked against it.
+    private let principal: AgentPrincipal
     private var closing = false
 
-    init(server: OpAMPServer) {
+    init(server: OpAMPServer, principal: AgentPrincipal) {
         self.server = server
+        self.principal = principal
         self.connection = server.registry.newConnection()
     }
 
@@ -62,7 +65,20 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
             let response: OpAMP_ServerToAgent
             do {
                 let message = try WebSocketFraming.decodeAgentMessage(bytes)
-                response = self.server.registry.handle(message, connection: self.connection, transport: .webSocket)
+                let handled = self.server.registry.process(
+                    message,
+                    connection: self.connection,
+                    transport: .webSocket,
+                    principal: self.principal
+                )
+                if let refusal = handled.refusal {
+                    // Told why, then closed: a connection whose credential does not fit stays closed.
+                    self.server.refused(refusal, channel: context.channel, counted: true)
+                    self.send(handled.response, context: context)
+                    self.close(context: context, code: .policyViolation)
+                    return
+                }
+                response = handled.response
             } catch {
                 response = AgentRegistry.badRequest("the frame is not an AgentToServer protobuf message")
             }

@@ -1,7 +1,10 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
+import NIOSSL
 import OpAMPServer
 import ServiceLifecycle
 import Synchronization
@@ -17,6 +20,7 @@ public final class ControlPlaneServer: Service, Sendable {
     let api: ControlPlaneAPI
     let host: String
     let port: Int
+    let tls: TLSConfiguration?
     let logger: Logger
     private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
 
@@ -28,13 +32,22 @@ public final class ControlPlaneServer: Service, Sendable {
         tokens: [APIToken] = [],
         host: String = "127.0.0.1",
         port: Int = 4321,
+        tls: TLSConfiguration? = nil,
+        access: AgentAccess? = nil,
         logger: Logger = Logger(label: "tailplane.control")
     ) throws {
         self.store = store
-        self.controller = try Controller(store: store, registry: registry, options: options, logger: logger)
+        self.controller = try Controller(
+            store: store,
+            registry: registry,
+            options: options,
+            logger: logger,
+            access: access
+        )
         self.api = ControlPlaneAPI(controller: self.controller, store: store, tokens: tokens)
         self.host = host
         self.port = port
+        self.tls = tls
         self.logger = logger
     }
 
@@ -64,8 +77,21 @@ public final class ControlPlaneServer: Service, Sendable {
 
     /// Serves the API and steps the controller until cancelled or shut down gracefully.
     public func run() async throws {
+        let server: HTTPServerBuilder
+        if let tls = self.tls {
+            server = try .tls(.http1(), tlsConfiguration: tls)
+        } else {
+            server = .http1()
+            if !["127.0.0.1", "::1", "localhost"].contains(self.host) {
+                self.logger.warning(
+                    "the API listens in plain text on a non-loopback address: API tokens cross the network unencrypted; give --tls-cert and --tls-key",
+                    metadata: ["address": "\(self.host)"]
+                )
+            }
+        }
         let app = Application(
             router: self.api.router(),
+            server: server,
             configuration: .init(address: .hostname(self.host, port: self.port), serverName: "policyd"),
             onServerRunning: { [self] channel in
                 let port = channel.localAddress?.port ?? self.port

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import OpAMPProtocol
 import SwiftProtobuf
@@ -77,6 +78,12 @@ public struct FleetOptions: Sendable {
     public var reportsRemoteConfig = true
     /// Agents roll back by themselves after a failed config, like a supervisor with its rollback on.
     public var supervisorRollback = false
+    /// Connect over TLS, trusting these CA certificates (PEM) for the server's certificate.
+    public var tlsTrustRootsPEM: String?
+    /// Agents accept OpAMP connection settings and report their status (offered certificates are used).
+    public var acceptsConnectionSettings = false
+    /// Agents without a client certificate send a CSR after connecting (the client-initiated flow).
+    public var requestCertificates = false
 
     public init() {}
 }
@@ -101,8 +108,9 @@ public final class FleetRunner: Sendable {
                 serviceName: isLB ? "otelcol-lb" : "otelcol-sampler",
                 tier: isLB ? "lb" : "sampling",
                 hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", options.firstIndex + index),
-                capabilities: options.reportsRemoteConfig
-                    ? AgentProfile.supervisorCapabilities : AgentProfile.supervisorCapabilities & ~0x1000,
+                capabilities: (options.reportsRemoteConfig
+                    ? AgentProfile.supervisorCapabilities : AgentProfile.supervisorCapabilities & ~0x1000)
+                    | (options.acceptsConnectionSettings ? AgentProfile.connectionSettingsCapabilities : 0),
                 applyDelay: options.applyDelay,
                 failMarker: options.failMarker,
                 heartbeatSeconds: options.heartbeatSeconds
@@ -155,11 +163,19 @@ public final class FleetRunner: Sendable {
         guard !self.stopping.load(ordering: .relaxed) else { return }
         let options = self.options
         let runner = self
+        let tls: NIOSSLContext?
+        do {
+            tls = try slot.tlsContext(options: options)
+        } catch {
+            self.reconnectLater(slot)
+            return
+        }
         let bootstrap = ClientBootstrap(group: self.group)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    if let tls { try pipeline.addHandler(try NIOSSLClientHandler(context: tls, serverHostname: nil)) }
                     switch options.transport {
                     case .webSocket:
                         let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
@@ -208,8 +224,31 @@ final class AgentSlot: Sendable {
     let state: Mutex<SimulatedAgent>
     private let channel = Mutex<(any Channel)?>(nil)
 
+    /// The TLS context for the credential it was made with (remade when the agent's certificate changes).
+    private let tls = Mutex<(credential: ClientCredential?, context: NIOSSLContext)?>(nil)
+
     init(agent: SimulatedAgent) {
         self.state = Mutex(agent)
+    }
+
+    /// The TLS client context for the agent's current certificate; nil without TLS.
+    func tlsContext(options: FleetOptions) throws -> NIOSSLContext? {
+        guard let roots = options.tlsTrustRootsPEM else { return nil }
+        let credential = self.state.withLock { $0.credential }
+        if let cached = self.tls.withLock({ $0 }), cached.credential == credential { return cached.context }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(roots.utf8)))
+        configuration.certificateVerification = .noHostnameVerification
+        if let credential {
+            configuration.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(credential.certificatePEM.utf8))
+                .map { .certificate($0) }
+            configuration.privateKey = .privateKey(
+                try NIOSSLPrivateKey(bytes: Array(credential.privateKeyPEM.utf8), format: .pem)
+            )
+        }
+        let context = try NIOSSLContext(configuration: configuration)
+        self.tls.withLock { $0 = (credential, context) }
+        return context
     }
 
     func attach(_ channel: any Channel) { self.channel.withLock { $0 = channel } }
@@ -266,6 +305,13 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
         self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
         let first = self.slot.state.withLock { $0.connected() }
         self.send(first, context: context)
+        if self.runner.options.requestCertificates,
+            let request = self.slot.state.withLock({ agent in
+                agent.credential == nil ? try? agent.certificateRequest() : nil
+            })
+        {
+            self.send(request, context: context)
+        }
         let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.heartbeat = context.eventLoop.scheduleRepeatedTask(
@@ -299,6 +345,11 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
                 self.send(outgoing, context: context)
             case .sendLater(let outgoing, let delay):
                 later(delay, context: context) { self.send(outgoing, context: context) }
+            case .reconnect:
+                // After what was sent before it is flushed.
+                context.channel.flush()
+                context.close(promise: nil)
+                return
             }
         }
     }
@@ -398,6 +449,12 @@ final class HTTPAgentConnection: ChannelInboundHandler {
                     case .send(let outgoing): self.queue.append(outgoing)
                     case .sendLater(let outgoing, let delay):
                         later(delay, context: context) { self.enqueue(outgoing, context: context) }
+                    case .reconnect:
+                        // HTTP: the next request goes out on a new connection with the new certificate, and
+                        // carries the status (APPLIED) the reconnect produces.
+                        self.queue.removeAll()
+                        context.close(promise: nil)
+                        return
                     }
                 }
             }

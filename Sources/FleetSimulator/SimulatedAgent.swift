@@ -1,5 +1,8 @@
+import Crypto
 import Foundation
 import OpAMPProtocol
+import SwiftASN1
+import X509
 
 /// How one simulated collector behaves.
 public struct AgentProfile: Sendable {
@@ -22,6 +25,13 @@ public struct AgentProfile: Sendable {
     /// Like the opampsupervisor with its own rollback (contrib PR #47853): after FAILED it restores the last
     /// config that worked and reports APPLIED with that config's hash.
     public var rollsBackOnFailure = false
+
+    /// Accepts OpAMP connection settings and reports their status (the supervisor's
+    /// `accepts_opamp_connection_settings`): an offered certificate makes it reconnect with it.
+    public var acceptsConnectionSettings: Bool { self.capabilities & 0x100 != 0 }
+
+    /// AcceptsOpAMPConnectionSettings and ReportsConnectionSettingsStatus.
+    public static let connectionSettingsCapabilities: UInt64 = 0x100 | 0x8000
 
     /// Reports remote config status (the supervisor's `reports_remote_config`, off by default there).
     public var reportsRemoteConfig: Bool { self.capabilities & 0x1000 != 0 }
@@ -58,10 +68,20 @@ public struct SimulatedAgent: Sendable {
     public enum Action: Sendable {
         case send(OpAMP_AgentToServer)
         case sendLater(OpAMP_AgentToServer, after: Duration)
+        /// Close the connection and connect again (new connection settings: with ``credential``).
+        case reconnect
     }
 
     public private(set) var uid: InstanceUID
     public private(set) var profile: AgentProfile
+    /// The client certificate it connects with (offered by the server, or signed for its CSR).
+    public private(set) var credential: ClientCredential?
+    /// The key of a CSR sent and not yet answered.
+    private var requestKeyPEM: String?
+    /// Hash of the last connection settings processed (opamp-go skips an offer with the same hash).
+    private var processedSettingsHash: Data?
+    /// Connection settings status to report on the next connection (APPLIED once reconnected with them).
+    private var settingsStatus: OpAMP_ConnectionSettingsStatus?
     private var sequence: UInt64 = 0
     private var remoteStatus = OpAMP_RemoteConfigStatus()
     private var effective = OpAMP_AgentConfigMap()
@@ -136,8 +156,18 @@ public struct SimulatedAgent: Sendable {
     /// (uid, sequence, capabilities) plus the status that may have changed while disconnected.
     public mutating func connected() -> OpAMP_AgentToServer {
         defer { self.connectedBefore = true }
-        guard self.connectedBefore else { return self.fullState() }
+        if var status = self.settingsStatus, status.status == .applying {
+            // Reconnected with the offered settings: they work.
+            status.status = .applied
+            self.settingsStatus = status
+        }
+        guard self.connectedBefore else {
+            var message = self.fullState()
+            if let status = self.settingsStatus { message.connectionSettingsStatus = status }
+            return message
+        }
         var message = self.next()
+        if let status = self.settingsStatus { message.connectionSettingsStatus = status }
         if self.profile.reportsRemoteConfig { message.remoteConfigStatus = self.remoteStatus }
         message.health = self.health()
         return message
@@ -155,6 +185,9 @@ public struct SimulatedAgent: Sendable {
         }
         if message.hasConnectionSettings, message.connectionSettings.opamp.heartbeatIntervalSeconds > 0 {
             self.profile.heartbeatSeconds = message.connectionSettings.opamp.heartbeatIntervalSeconds
+        }
+        if message.hasConnectionSettings, message.connectionSettings.hasOpamp, self.profile.acceptsConnectionSettings {
+            actions += self.applyConnectionSettings(message.connectionSettings)
         }
         if message.hasRemoteConfig {
             let hash = message.remoteConfig.configHash
@@ -210,5 +243,89 @@ public struct SimulatedAgent: Sendable {
             actions.append(.send(self.fullState()))
         }
         return actions
+    }
+
+    /// Like the supervisor: an offer with a new hash is processed once; a certificate in it (with its key, or
+    /// for the key of the CSR sent) makes the agent report APPLYING, reconnect with it, and report APPLIED
+    /// from the new connection. An offer it cannot use is reported FAILED and changes nothing.
+    private mutating func applyConnectionSettings(_ offer: OpAMP_ConnectionSettingsOffers) -> [Action] {
+        guard offer.hash.isEmpty || offer.hash != self.processedSettingsHash else { return [] }
+        self.processedSettingsHash = offer.hash
+        var status = OpAMP_ConnectionSettingsStatus()
+        status.lastConnectionSettingsHash = offer.hash
+        let opamp = offer.opamp
+        var report = self.next()
+        guard !opamp.destinationEndpoint.isEmpty else {
+            status.status = .failed
+            status.errorMessage = "invalid connection settings: empty destination_endpoint"
+            self.settingsStatus = status
+            report.connectionSettingsStatus = status
+            return [.send(report)]
+        }
+        guard opamp.hasCertificate, !opamp.certificate.cert.isEmpty else {
+            status.status = .applied
+            self.settingsStatus = status
+            report.connectionSettingsStatus = status
+            return [.send(report)]
+        }
+        let key =
+            opamp.certificate.privateKey.isEmpty
+            ? self.requestKeyPEM : String(decoding: opamp.certificate.privateKey, as: UTF8.self)
+        guard let key else {
+            status.status = .failed
+            status.errorMessage = "a certificate was offered without a private key and no CSR is outstanding"
+            self.settingsStatus = status
+            report.connectionSettingsStatus = status
+            return [.send(report)]
+        }
+        self.requestKeyPEM = nil
+        self.credential = ClientCredential(
+            certificatePEM: String(decoding: opamp.certificate.cert, as: UTF8.self),
+            privateKeyPEM: key
+        )
+        status.status = .applying
+        self.settingsStatus = status
+        report.connectionSettingsStatus = status
+        return [.send(report), .reconnect]
+    }
+
+    /// A message asking for a client certificate: a new ECDSA P-256 key and a CSR naming this agent's UID.
+    public mutating func certificateRequest() throws -> OpAMP_AgentToServer {
+        let key = P256.Signing.PrivateKey()
+        let name = try DistinguishedName { CommonName(self.uid.description) }
+        let request = try CertificateSigningRequest(
+            version: .v1,
+            subject: name,
+            privateKey: Certificate.PrivateKey(key),
+            attributes: CertificateSigningRequest.Attributes()
+        )
+        self.requestKeyPEM = key.pemRepresentation
+        var message = self.next()
+        message.connectionSettingsRequest.opamp.certificateRequest.csr = Data(
+            try request.serializeAsPEM().pemString.utf8
+        )
+        return message
+    }
+
+    /// Starts with a client certificate (one issued beforehand).
+    public mutating func use(_ credential: ClientCredential?) {
+        self.credential = credential
+    }
+
+    /// The status last reported for connection settings.
+    public var connectionSettingsStatus: OpAMP_ConnectionSettingsStatus? { self.settingsStatus }
+}
+
+/// A client certificate and its private key, PEM. Carries a secret: never log it.
+public struct ClientCredential: Sendable, Hashable {
+    /// The certificate (leaf first, then any chain).
+    public var certificatePEM: String
+    /// Its private key.
+    public var privateKeyPEM: String
+
+    /// Creates a credential.
+    public init(certificatePEM: String, privateKeyPEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
     }
 }

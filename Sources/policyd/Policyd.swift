@@ -1,5 +1,6 @@
 import ArgumentParser
 import ControlPlane
+import Credentials
 import Foundation
 import Logging
 import OpAMPServer
@@ -13,7 +14,7 @@ struct Policyd: AsyncParsableCommand {
         commandName: "policyd",
         abstract: "The Tailplane control plane: versions, staged rollouts and the ring, over OpAMP.",
         version: "0.1.0",
-        subcommands: [Serve.self, Demo.self],
+        subcommands: [Serve.self, Demo.self, CA.self],
         defaultSubcommand: Serve.self
     )
 
@@ -89,6 +90,30 @@ extension Policyd {
         @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
         var logLevel: Logger.Level = .info
 
+        @Option(help: "TLS certificate chain (PEM) for both ports; reloaded when the file changes.")
+        var tlsCert: String?
+
+        @Option(help: "TLS private key (PEM) for --tls-cert; reloaded when the file changes.")
+        var tlsKey: String?
+
+        @Option(
+            help:
+                "CA certificates (PEM) that agent client certificates must chain to (default with a CA: the CA's own)."
+        )
+        var clientCA: String?
+
+        @Flag(help: "Refuse OpAMP connections without a client certificate (mutual TLS only).")
+        var requireClientCert = false
+
+        @Option(help: "Directory of the built-in CA (`policyd ca init`); default: DATA_DIR/ca when it exists.")
+        var caDir: String?
+
+        @Option(help: "File with enrolment tokens, one `TIER NAME TOKEN` per line (TIER: sampling, lb or any).")
+        var enrolmentTokensFile: String?
+
+        @Option(help: "Lifetime of agent certificates the CA issues, in days.")
+        var certLifetimeDays = 30.0
+
         func validate() throws {
             guard (1...65535).contains(self.opampPort) || self.opampPort == 0 else {
                 throw ValidationError("--opamp-port must be 0…65535")
@@ -104,6 +129,15 @@ extension Policyd {
             guard self.heartbeatInterval >= 1 else {
                 throw ValidationError("--heartbeat-interval must be at least 1 second")
             }
+            guard (self.tlsCert == nil) == (self.tlsKey == nil) else {
+                throw ValidationError("--tls-cert and --tls-key go together")
+            }
+            if self.requireClientCert || self.clientCA != nil, self.tlsCert == nil {
+                throw ValidationError("client certificates need TLS: give --tls-cert and --tls-key")
+            }
+            guard self.certLifetimeDays >= 1 / 24 else {
+                throw ValidationError("--cert-lifetime-days must be at least one hour (0.042)")
+            }
         }
 
         func run() async throws {
@@ -114,6 +148,7 @@ extension Policyd {
                 return handler
             }
             let logger = Logger(label: "policyd")
+            let security = try self.security(logger: logger)
             var configuration = OpAMPServerConfiguration()
             configuration.host = self.bind
             configuration.port = self.opampPort
@@ -122,11 +157,7 @@ extension Policyd {
             configuration.advertisedEndpoint = self.advertisedEndpoint
             configuration.heartbeatIntervalSeconds = self.heartbeatInterval
             configuration.agentTokens = try self.tokens()
-            if configuration.agentTokens.isEmpty {
-                logger.warning(
-                    "no agent tokens configured: any client may connect (set --agent-tokens-file or POLICYD_AGENT_TOKENS)"
-                )
-            }
+            configuration.tls = security.tls?.configuration()
             let apiTokens = try Self.apiTokens(file: self.apiTokensFile)
             if apiTokens.isEmpty, !["127.0.0.1", "::1", "localhost"].contains(self.apiBind) {
                 throw ValidationError(
@@ -145,6 +176,26 @@ extension Policyd {
             var options = ControlPlaneOptions()
             options.drain = self.drain
             options.stageTimeoutSeconds = self.stageTimeout
+            let access: AgentAccess
+            do {
+                access = try AgentAccess(
+                    store: store,
+                    authority: security.authority,
+                    certificatePolicy: CertificatePolicy(lifetime: self.certLifetimeDays * 86_400),
+                    sharedTokens: configuration.agentTokens,
+                    enrolmentTokens: try Self.enrolmentTokens(file: self.enrolmentTokensFile)
+                )
+            } catch let error as ValidationError {
+                throw error
+            } catch {
+                throw ValidationError("cannot load agent credentials: \(error)")
+            }
+            if access.open, !self.requireClientCert {
+                logger.warning(
+                    "no agent credentials configured: any client may connect (set --agent-tokens-file, --enrolment-tokens-file or create a CA)"
+                )
+            }
+            configuration.access = access
             let server = OpAMPServer(configuration: configuration, logger: Logger(label: "policyd.opamp"))
             let control = try ControlPlaneServer(
                 store: store,
@@ -153,6 +204,8 @@ extension Policyd {
                 tokens: apiTokens,
                 host: self.apiBind,
                 port: self.apiPort,
+                tls: security.tls?.configuration(),
+                access: access,
                 logger: Logger(label: "policyd.control")
             )
             let group = ServiceGroup(
@@ -167,6 +220,80 @@ extension Policyd {
             )
             try await group.run()
             logger.info("stopped")
+        }
+
+        /// The CA (when there is one) and the ports' TLS material.
+        private func security(logger: Logger) throws -> (authority: CertificateAuthority?, tls: ServerTLS?) {
+            let caDirectory = URL(fileURLWithPath: self.caDir ?? (self.dataDir + "/ca"))
+            var authority: CertificateAuthority?
+            if self.caDir != nil
+                || FileManager.default.fileExists(
+                    atPath: caDirectory.appendingPathComponent(CertificateAuthority.certificateFile).path
+                )
+            {
+                do {
+                    authority = try CertificateAuthority.load(directory: caDirectory)
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+                logger.info("certificate authority loaded", metadata: ["directory": "\(caDirectory.path)"])
+            }
+            guard let certificate = self.tlsCert, let key = self.tlsKey else { return (authority, nil) }
+            let clientCA =
+                self.clientCA
+                ?? authority.map { _ in caDirectory.appendingPathComponent(CertificateAuthority.certificateFile).path }
+            let tlsLogger = Logger(label: "policyd.tls")
+            do {
+                let tls = try ServerTLS(
+                    certificatePath: certificate,
+                    keyPath: key,
+                    clientCAPath: clientCA,
+                    clientCertificates: clientCA == nil
+                        ? ServerTLS.ClientCertificates.none : self.requireClientCert ? .required : .optional,
+                    report: { outcome in
+                        switch outcome {
+                        case .reloaded(let fingerprint):
+                            tlsLogger.notice("TLS certificate reloaded", metadata: ["sha256": "\(fingerprint)"])
+                        case .failed(let reason):
+                            tlsLogger.error(
+                                "TLS files changed but do not load; the previous certificate stays in use",
+                                metadata: ["reason": "\(reason)"]
+                            )
+                        }
+                    }
+                )
+                return (authority, tls)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
+
+        /// Enrolment tokens from a file: `TIER NAME TOKEN` per line.
+        static func enrolmentTokens(file: String?) throws -> [(secret: String, name: String, tier: AgentTier?)] {
+            guard let file else { return [] }
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read --enrolment-tokens-file \(file)")
+            }
+            var tokens: [(secret: String, name: String, tier: AgentTier?)] = []
+            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+                let parts = trimmed.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+                let tier: AgentTier?? =
+                    switch parts.first?.lowercased() {
+                    case "sampling": .some(.sampling)
+                    case "lb", "load-balancing": .some(.loadBalancing)
+                    case "any": .some(nil)
+                    default: nil
+                    }
+                guard parts.count == 3, let tier, parts[2].count >= 16 else {
+                    throw ValidationError(
+                        "\(file):\(index + 1): expected `TIER NAME TOKEN` with TIER sampling, lb or any and a token of at least 16 characters"
+                    )
+                }
+                tokens.append((parts[2], parts[1], tier))
+            }
+            return tokens
         }
 
         /// API tokens from the file and the environment.
@@ -242,6 +369,65 @@ struct AgentEventLog: Service {
                 default:
                     self.logger.trace("agent event", metadata: ["agent": "\(event.instanceUID)"])
                 }
+            }
+        }
+    }
+}
+
+extension Policyd {
+    /// `policyd ca init`: the built-in certificate authority.
+    struct CA: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "ca",
+            abstract: "The built-in certificate authority that issues agent client certificates.",
+            subcommands: [Init.self]
+        )
+
+        struct Init: ParsableCommand {
+            static let configuration = CommandConfiguration(
+                abstract: "Create a CA (ECDSA P-256) in DATA_DIR/ca: ca.pem, and ca.key readable by its owner only."
+            )
+
+            @Option(help: "The data directory policyd serves from.")
+            var dataDir = "./tailplane-data"
+
+            @Option(help: "Where to put the CA instead of DATA_DIR/ca.")
+            var caDir: String?
+
+            @Option(help: "The CA's common name.")
+            var name = "Tailplane agent CA"
+
+            @Option(help: "Years the CA certificate is valid.")
+            var years = 10
+
+            func run() throws {
+                let directory = URL(fileURLWithPath: self.caDir ?? (self.dataDir + "/ca"))
+                guard (1...50).contains(self.years) else { throw ValidationError("--years must be 1…50") }
+                let authority: CertificateAuthority
+                do {
+                    authority = try CertificateAuthority.create(
+                        directory: directory,
+                        name: self.name,
+                        years: self.years
+                    )
+                } catch {
+                    throw ValidationError("\(error)")
+                }
+                let der = Array(
+                    Data(
+                        base64Encoded: authority.certificatePEM.split(separator: "\n").filter { !$0.hasPrefix("-----") }
+                            .joined()
+                    ) ?? Data()
+                )
+                print("created a CA in \(directory.path)")
+                print("  certificate: \(directory.appendingPathComponent(CertificateAuthority.certificateFile).path)")
+                print(
+                    "  private key: \(directory.appendingPathComponent(CertificateAuthority.privateKeyFile).path) (mode 0600; back it up, never share it)"
+                )
+                print("  sha256:      \(Fingerprint.sha256(der))")
+                print(
+                    "policyd serve --data-dir \(self.dataDir) picks it up; with --tls-cert/--tls-key it also verifies agent client certificates against it."
+                )
             }
         }
     }

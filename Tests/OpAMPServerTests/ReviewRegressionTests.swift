@@ -179,6 +179,8 @@ import Testing
             case .send(var message), .sendLater(var message, _):
                 agent.stamp(&message)
                 numbers.append(message.sequenceNum)
+            case .reconnect:
+                Issue.record("a config push does not make the agent reconnect")
             }
         }
         #expect(numbers == [0, 1, 2])

@@ -393,6 +393,7 @@ public struct ControlPlaneAPI: Sendable {
                 }
             )
         }
+        self.addSecurityRoutes(to: v1)
         v1.get("/audit") { request, _ -> JSON<[AuditEntry]> in
             _ = try self.authorize(request, .admin)
             return JSON(try self.store.audit(limit: 500))

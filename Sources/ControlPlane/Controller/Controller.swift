@@ -18,6 +18,8 @@ public actor Controller {
     let engine: RolloutEngine
     let logger: Logger
     let clock: @Sendable () -> Date
+    /// Credentials and revocations (nil: the OpAMP server's own token check).
+    public nonisolated let access: AgentAccess?
     /// The control plane's metrics (`/metrics`).
     public nonisolated let metrics = ControlPlaneMetrics()
     private var lastMetrics = Date.distantPast
@@ -66,9 +68,11 @@ public actor Controller {
         registry: AgentRegistry,
         options: ControlPlaneOptions = ControlPlaneOptions(),
         logger: Logger = Logger(label: "tailplane.control"),
+        access: AgentAccess? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.store = store
+        self.access = access
         self.registry = registry
         self.options = options
         self.engine = RolloutEngine(ringLeaveGraceSeconds: options.ringLeaveGraceSeconds)
@@ -107,6 +111,14 @@ public actor Controller {
         let now = self.clock()
         let snapshot = self.registry.snapshot()
         let fleet = self.tieringFleet()
+        if let access = self.access {
+            access.setTieringFleet(fleet)
+            do {
+                try access.flush()
+            } catch {
+                self.logger.warning("cannot save security records; retried next tick", metadata: ["error": "\(error)"])
+            }
+        }
         self.maybeRecount(now: now)
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         let before = self.state
@@ -436,8 +448,19 @@ public actor Controller {
             healthy: snapshot.health?.healthy,
             healthError: snapshot.health.flatMap { $0.lastError.isEmpty ? nil : $0.lastError },
             inRing: agent.view.ringEntry.map { self.state.ring.members.contains($0) } ?? false,
-            lastSeen: snapshot.lastSeen
+            lastSeen: snapshot.lastSeen,
+            credential: snapshot.principal?.name,
+            certificateFingerprint: snapshot.principal?.certificateFingerprint,
+            connectionSettingsState: Self.connectionSettingsState(snapshot.connectionSettings),
+            connectionSettingsError: snapshot.connectionSettings.errorMessage
         )
+    }
+
+    /// How an agent stands with the connection settings last offered to it.
+    static func connectionSettingsState(_ settings: ConnectionSettingsState) -> String? {
+        guard let offered = settings.offeredHash else { return settings.status.map(\.rawValue) }
+        guard settings.reportedHash == offered, let status = settings.status, status != .unset else { return "offered" }
+        return status.rawValue
     }
 
     // MARK: Commands

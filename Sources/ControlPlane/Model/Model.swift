@@ -141,6 +141,14 @@ public struct AgentRecord: Sendable, Hashable, Codable {
     public var inRing: Bool
     /// Last message time.
     public var lastSeen: Date
+    /// The credential its latest message came with (`certificate:…`, `enrolment:…`, `shared-token`), never a secret.
+    public var credential: String?
+    /// SHA-256 of the client certificate it connected with, hex.
+    public var certificateFingerprint: String?
+    /// Connection settings: `offered` (not yet reported), `applying`, `applied`, `failed`; nil when none offered.
+    public var connectionSettingsState: String?
+    /// The agent's error for the offered connection settings.
+    public var connectionSettingsError: String?
 }
 
 /// A ring change.

@@ -120,6 +120,18 @@ public final class SQLiteStore: ControlPlaneStore {
                     """
             )
         }
+        migrator.registerMigration("v2-security") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE security (
+                        kind TEXT NOT NULL,
+                        id TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        PRIMARY KEY (kind, id)
+                    );
+                    """
+            )
+        }
         return migrator
     }
 
@@ -435,6 +447,31 @@ public final class SQLiteStore: ControlPlaneStore {
                         detail: row["detail"],
                         remote: row["remote"]
                     )
+                }
+            }
+        }
+    }
+
+    public func saveSecurityRecords(_ records: [SecurityRecord]) throws {
+        guard !records.isEmpty else { return }
+        let rows = try records.map { ($0.key.kind, $0.key.id, try self.json($0)) }
+        try self.run("saving security records") {
+            try self.pool.write { db in
+                for (kind, id, record) in rows {
+                    try db.execute(
+                        sql: "INSERT OR REPLACE INTO security (kind, id, record) VALUES (?, ?, ?)",
+                        arguments: [kind, id, record]
+                    )
+                }
+            }
+        }
+    }
+
+    public func securityRecords() throws -> [SecurityRecord] {
+        try self.run("reading security records") {
+            try self.pool.read { db in
+                try String.fetchAll(db, sql: "SELECT record FROM security ORDER BY kind, id").map {
+                    try self.decode(SecurityRecord.self, $0)
                 }
             }
         }

@@ -98,4 +98,10 @@ public protocol ControlPlaneStore: Sendable {
     func appendAudit(_ entry: AuditEntry) throws
     /// The audit log, newest first.
     func audit(limit: Int) throws -> [AuditEntry]
+
+    /// Saves security records (enrolment tokens, certificates, revocations, CSRs); a record replaces the one
+    /// with the same kind and id.
+    func saveSecurityRecords(_ records: [SecurityRecord]) throws
+    /// Every security record.
+    func securityRecords() throws -> [SecurityRecord]
 }

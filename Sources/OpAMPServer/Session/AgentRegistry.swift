@@ -85,6 +85,12 @@ public final class AgentRegistry: Sendable {
         self.clock = clock
     }
 
+    /// The endpoint and heartbeat interval agents are told to use (from the advertised endpoint), for
+    /// connection settings offers; nil when no endpoint is advertised.
+    public var advertisedConnection: (endpoint: String, heartbeatIntervalSeconds: UInt64)? {
+        self.heartbeat.map { ($0.endpoint, $0.intervalSeconds) }
+    }
+
     /// Counts a refusal (the transports log it).
     func count(_ refusal: AccessRefusal) {
         self.refusals.withLock { $0.byKind[refusal.kind, default: 0] += 1 }

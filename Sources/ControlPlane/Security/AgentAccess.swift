@@ -1,0 +1,379 @@
+import ConfigRenderer
+import Credentials
+import Foundation
+import Logging
+import OpAMPProtocol
+import OpAMPServer
+import Synchronization
+
+/// Who may connect as which agent, in which tier, and what happens to certificate requests: the control
+/// plane's ``AgentAccessPolicy``.
+///
+/// Credentials, most specific first:
+/// - a **client certificate** from Tailplane's CA (verified by the TLS handshake) names one instance UID and
+///   tier: the connection may speak for that agent only;
+/// - an **enrolment token** admits new agents (of its tier): their CSRs are signed at once;
+/// - a **shared agent token** (`--agent-tokens-file`, the old way) admits any agent; its CSRs wait for an
+///   administrator.
+/// With none configured anyone may connect (local use). A revoked agent is refused whatever it presents.
+///
+/// Answers come from memory (the registry asks on event loops); records made on that path (certificates,
+/// waiting CSRs) are written to the store by ``flush()`` on the controller's next tick.
+public final class AgentAccess: AgentAccessPolicy {
+    private struct State {
+        var enrolment: [String: EnrolmentToken] = [:]
+        var revoked: [String: RevocationRecord] = [:]
+        var certificates: [String: AgentCertificateRecord] = [:]
+        var requests: [String: CertificateRequestRecord] = [:]
+        var fleet = Fleet()
+        var unsaved: [SecurityRecord] = []
+    }
+
+    private let state = Mutex(State())
+    private let store: any ControlPlaneStore
+    /// The CA that signs agent certificates (nil: no certificates).
+    public let authority: CertificateAuthority?
+    /// Lifetimes of issued certificates.
+    public let certificatePolicy: CertificatePolicy
+    private let sharedTokens: Set<String>
+    private let clock: @Sendable () -> Date
+
+    /// Loads the stored tokens, revocations, certificates and requests.
+    /// - Parameters:
+    ///   - sharedTokens: bearer tokens that admit any agent (`--agent-tokens-file`).
+    ///   - enrolmentTokens: enrolment tokens from a file (kept in memory only; listed with the stored ones).
+    public init(
+        store: any ControlPlaneStore,
+        authority: CertificateAuthority?,
+        certificatePolicy: CertificatePolicy = CertificatePolicy(),
+        sharedTokens: Set<String> = [],
+        enrolmentTokens: [(secret: String, name: String, tier: AgentTier?)] = [],
+        clock: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
+        self.store = store
+        self.authority = authority
+        self.certificatePolicy = certificatePolicy
+        self.sharedTokens = sharedTokens
+        self.clock = clock
+        let records = try store.securityRecords()
+        let now = clock()
+        self.state.withLock { state in
+            for record in records {
+                switch record {
+                case .enrolmentToken(let token): state.enrolment[token.hash] = token
+                case .revocation(let revocation): state.revoked[revocation.instanceUID] = revocation
+                case .certificate(let certificate): state.certificates[certificate.fingerprint] = certificate
+                case .certificateRequest(let request): state.requests[request.instanceUID] = request
+                }
+            }
+            for token in enrolmentTokens {
+                let hash = SecretToken.hash(token.secret)
+                state.enrolment[hash] = EnrolmentToken(
+                    id: String(hash.prefix(8)),
+                    hash: hash,
+                    name: token.name,
+                    tier: token.tier,
+                    createdAt: now,
+                    createdBy: "file",
+                    expiresAt: nil,
+                    revokedAt: nil
+                )
+            }
+        }
+    }
+
+    /// True when no credential of any kind is configured: anyone may connect.
+    public var open: Bool {
+        self.sharedTokens.isEmpty && self.authority == nil
+            && self.state.withLock { state in !state.enrolment.values.contains { $0.revokedAt == nil } }
+    }
+
+    // MARK: AgentAccessPolicy
+
+    public func authenticate(_ credentials: AgentCredentials) -> Result<AgentPrincipal, AccessRefusal> {
+        let now = self.clock()
+        if let der = credentials.clientCertificate {
+            // The handshake verified the chain; the SAN says whom it names.
+            guard let identity = AgentIdentity(derEncoded: der) else {
+                return .failure(
+                    AccessRefusal(kind: "credentials", reason: "the client certificate names no Tailplane agent")
+                )
+            }
+            let uid = identity.instanceUID.description
+            if let revocation = self.state.withLock({ $0.revoked[uid] }) {
+                return .failure(Self.revoked(revocation))
+            }
+            let fingerprint = Fingerprint.sha256(der)
+            return .success(
+                AgentPrincipal(
+                    name: "certificate:\(fingerprint.prefix(12))",
+                    instanceUID: identity.instanceUID,
+                    scope: identity.tier,
+                    certificateFingerprint: fingerprint
+                )
+            )
+        }
+        if let token = credentials.bearerToken {
+            if self.sharedTokens.contains(token) { return .success(AgentPrincipal(name: "shared-token")) }
+            let hash = SecretToken.hash(token)
+            if let enrolment = self.state.withLock({ $0.enrolment[hash] }) {
+                guard enrolment.valid(at: now) else {
+                    let why = enrolment.revokedAt != nil ? "was revoked" : "has expired"
+                    return .failure(
+                        AccessRefusal(kind: "credentials", reason: "enrolment token \(enrolment.id) \(why)")
+                    )
+                }
+                return .success(
+                    AgentPrincipal(name: "enrolment:\(enrolment.id)", scope: enrolment.tier?.rawValue, enrolment: true)
+                )
+            }
+            return .failure(AccessRefusal(kind: "credentials", reason: "unknown bearer token"))
+        }
+        if self.open { return .success(.anonymous) }
+        return .failure(
+            AccessRefusal(kind: "credentials", reason: "no credentials: send a bearer token or a client certificate")
+        )
+    }
+
+    public func authorize(_ principal: AgentPrincipal, instanceUID uid: InstanceUID, description: AgentDescription?)
+        -> AccessRefusal?
+    {
+        let (revocation, fleet) = self.state.withLock { ($0.revoked[uid.description], $0.fleet) }
+        if let revocation { return Self.revoked(revocation) }
+        guard let scope = principal.scope, let description else { return nil }
+        let claimed: AgentTier? =
+            fleet.samplingTier.matches(description.attributes)
+            ? .sampling : fleet.loadBalancingTier.matches(description.attributes) ? .loadBalancing : nil
+        if let claimed, claimed.rawValue != scope {
+            return AccessRefusal(
+                kind: "tier",
+                reason:
+                    "agent \(uid) describes itself as tier \(claimed.rawValue) but its credential (\(principal.name)) is for tier \(scope)"
+            )
+        }
+        return nil
+    }
+
+    public func certificateRequest(_ pem: String, instanceUID uid: InstanceUID, principal: AgentPrincipal)
+        -> CertificateRequestOutcome
+    {
+        guard let authority = self.authority else {
+            return .refused("this server has no certificate authority (`policyd ca init`)")
+        }
+        do {
+            _ = try CertificateRequestCheck.check(pem, sender: uid)
+        } catch {
+            return .refused(error.message)
+        }
+        let now = self.clock()
+        let tier = principal.scope.flatMap(AgentTier.init(rawValue:))
+        // Enrolled agents and holders of this agent's own certificate (a renewal) are signed at once.
+        guard principal.enrolment || principal.instanceUID == uid else {
+            self.state.withLock { state in
+                if let existing = state.requests[uid.description], existing.pem == pem { return }
+                let request = CertificateRequestRecord(
+                    instanceUID: uid.description,
+                    pem: pem,
+                    tier: tier,
+                    principal: principal.name,
+                    receivedAt: now,
+                    state: .pending,
+                    decidedBy: nil,
+                    fingerprint: nil
+                )
+                state.requests[uid.description] = request
+                state.unsaved.append(.certificateRequest(request))
+            }
+            return .pending
+        }
+        do {
+            let issued = try authority.sign(
+                requestPEM: pem,
+                for: AgentIdentity(instanceUID: uid, tier: tier?.rawValue),
+                policy: self.certificatePolicy,
+                now: now
+            )
+            self.record(issued, tier: tier, origin: "csr", now: now)
+            return .issued(certificatePEM: issued.certificatePEM, caCertificatePEM: authority.certificatePEM)
+        } catch {
+            return .refused(error.message)
+        }
+    }
+
+    private static func revoked(_ revocation: RevocationRecord) -> AccessRefusal {
+        AccessRefusal(
+            kind: "revoked",
+            reason: "agent \(revocation.instanceUID) was revoked by \(revocation.revokedBy): \(revocation.reason)"
+        )
+    }
+
+    private func record(_ issued: IssuedCertificate, tier: AgentTier?, origin: String, now: Date) {
+        let record = AgentCertificateRecord(
+            fingerprint: issued.fingerprint,
+            serial: issued.serial,
+            instanceUID: issued.identity.instanceUID.description,
+            tier: tier,
+            notBefore: issued.notBefore,
+            notAfter: issued.notAfter,
+            origin: origin,
+            issuedAt: now
+        )
+        self.state.withLock { state in
+            state.certificates[record.fingerprint] = record
+            state.unsaved.append(.certificate(record))
+        }
+    }
+
+    // MARK: For the controller and the API
+
+    /// The fleet description that sorts agents into tiers (the tier check follows the current version).
+    public func setTieringFleet(_ fleet: Fleet) {
+        self.state.withLock { state in
+            if state.fleet != fleet { state.fleet = fleet }
+        }
+    }
+
+    /// Writes the records made while answering agents. On failure they stay queued for the next call.
+    public func flush() throws {
+        let records = self.state.withLock { state -> [SecurityRecord] in
+            defer { state.unsaved = [] }
+            return state.unsaved
+        }
+        guard !records.isEmpty else { return }
+        do {
+            try self.store.saveSecurityRecords(records)
+        } catch {
+            self.state.withLock { $0.unsaved = records + $0.unsaved }
+            throw error
+        }
+    }
+
+    /// Makes an enrolment token; the secret is returned here only.
+    public func createEnrolmentToken(name: String, tier: AgentTier?, expiresIn: TimeInterval?, actor: String) throws
+        -> (token: EnrolmentToken, secret: String)
+    {
+        let secret = SecretToken.generate(kind: "e")
+        let now = self.clock()
+        let token = EnrolmentToken(
+            id: secret.id,
+            hash: secret.hash,
+            name: name,
+            tier: tier,
+            createdAt: now,
+            createdBy: actor,
+            expiresAt: expiresIn.map { now.addingTimeInterval($0) },
+            revokedAt: nil
+        )
+        try self.store.saveSecurityRecords([.enrolmentToken(token)])
+        self.state.withLock { $0.enrolment[token.hash] = token }
+        return (token, secret.secret)
+    }
+
+    /// Every enrolment token (no secrets), newest first.
+    public func enrolmentTokens() -> [EnrolmentToken] {
+        self.state.withLock { Array($0.enrolment.values) }.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+    }
+
+    /// Revokes an enrolment token by id; false when there is none.
+    public func revokeEnrolmentToken(id: String) throws -> Bool {
+        guard var token = self.state.withLock({ state in state.enrolment.values.first { $0.id == id } }) else {
+            return false
+        }
+        guard token.revokedAt == nil else { return true }
+        token.revokedAt = self.clock()
+        if token.createdBy != "file" { try self.store.saveSecurityRecords([.enrolmentToken(token)]) }
+        self.state.withLock { $0.enrolment[token.hash] = token }
+        return true
+    }
+
+    /// Revokes an agent: from now on nothing it presents admits it. The caller closes its connection.
+    public func revokeAgent(_ uid: String, reason: String, actor: String) throws -> RevocationRecord {
+        let record = RevocationRecord(instanceUID: uid, revokedAt: self.clock(), revokedBy: actor, reason: reason)
+        try self.store.saveSecurityRecords([.revocation(record)])
+        self.state.withLock { $0.revoked[uid] = record }
+        return record
+    }
+
+    /// Revoked agents.
+    public func revocations() -> [RevocationRecord] {
+        self.state.withLock { Array($0.revoked.values) }.sorted { $0.instanceUID < $1.instanceUID }
+    }
+
+    /// Certificate requests, pending first.
+    public func certificateRequests() -> [CertificateRequestRecord] {
+        self.state.withLock { Array($0.requests.values) }.sorted {
+            ($0.state != .pending ? 1 : 0, $0.receivedAt) < ($1.state != .pending ? 1 : 0, $1.receivedAt)
+        }
+    }
+
+    /// Certificates issued to an agent, newest first.
+    public func certificates(of uid: String) -> [AgentCertificateRecord] {
+        self.state.withLock { state in state.certificates.values.filter { $0.instanceUID == uid } }.sorted {
+            $0.issuedAt > $1.issuedAt
+        }
+    }
+
+    /// Approves or denies a waiting CSR. Approval signs it and returns the certificate to offer.
+    public func decide(_ uid: String, approve: Bool, actor: String) throws -> OfferedCertificate? {
+        guard var request = self.state.withLock({ $0.requests[uid] }), request.state == .pending else {
+            throw ControlPlaneError.notFound("no pending certificate request from agent \(uid)")
+        }
+        request.decidedBy = actor
+        var offered: OfferedCertificate?
+        if approve {
+            guard let authority = self.authority, let instanceUID = InstanceUID(uuidString: uid) else {
+                throw ControlPlaneError.conflict("this server has no certificate authority")
+            }
+            let now = self.clock()
+            let issued: IssuedCertificate
+            do {
+                issued = try authority.sign(
+                    requestPEM: request.pem,
+                    for: AgentIdentity(instanceUID: instanceUID, tier: request.tier?.rawValue),
+                    policy: self.certificatePolicy,
+                    now: now
+                )
+            } catch {
+                throw ControlPlaneError.badRequest("the request cannot be signed: \(error.message)")
+            }
+            request.state = .approved
+            request.fingerprint = issued.fingerprint
+            self.record(issued, tier: request.tier, origin: "csr", now: now)
+            offered = OfferedCertificate(
+                certificatePEM: issued.certificatePEM,
+                privateKeyPEM: nil,
+                caCertificatePEM: authority.certificatePEM
+            )
+        } else {
+            request.state = .denied
+        }
+        try self.store.saveSecurityRecords([.certificateRequest(request)])
+        self.state.withLock { $0.requests[uid] = request }
+        try self.flush()
+        return offered
+    }
+
+    /// Makes a key pair and a certificate for an agent (server-initiated offers and rotation).
+    public func issueCertificate(for uid: InstanceUID, tier: AgentTier?) throws -> OfferedCertificate {
+        guard let authority = self.authority else {
+            throw ControlPlaneError.conflict("this server has no certificate authority (`policyd ca init`)")
+        }
+        let now = self.clock()
+        let issued: IssuedCertificate
+        do {
+            issued = try authority.issue(
+                for: AgentIdentity(instanceUID: uid, tier: tier?.rawValue),
+                policy: self.certificatePolicy,
+                now: now
+            )
+        } catch {
+            throw ControlPlaneError.badRequest("cannot issue a certificate: \(error.message)")
+        }
+        self.record(issued, tier: tier, origin: "offered", now: now)
+        return OfferedCertificate(
+            certificatePEM: issued.certificatePEM,
+            privateKeyPEM: issued.privateKeyPEM,
+            caCertificatePEM: authority.certificatePEM
+        )
+    }
+}

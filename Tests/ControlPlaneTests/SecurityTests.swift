@@ -1,0 +1,468 @@
+import AsyncHTTPClient
+import ControlPlane
+import Credentials
+import Crypto
+import FleetSimulator
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import OpAMPProtocol
+import OpAMPServer
+import SwiftASN1
+import SwiftProtobuf
+import Synchronization
+import Testing
+import X509
+
+/// Log lines kept in memory, message and metadata together, so a test can search them for secrets.
+final class CapturedLog: Sendable {
+    let lines = Mutex<[String]>([])
+
+    func logger(_ label: String) -> Logger {
+        Logger(label: label) { _ in CapturingHandler(log: self) }
+    }
+
+    var text: String { self.lines.withLock { $0.joined(separator: "\n") } }
+}
+
+struct CapturingHandler: LogHandler {
+    let log: CapturedLog
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        let all = self.metadata.merging(event.metadata ?? [:]) { $1 }
+        self.log.lines.withLock { $0.append("\(event.level) \(event.message) \(all)") }
+    }
+}
+
+/// A server certificate for 127.0.0.1 signed by a throwaway CA, and PEM files for both.
+struct ServerCertificates {
+    let directory: URL
+    let caPEM: String
+    let certificatePath: String
+    let keyPath: String
+
+    init(directory: URL, name: String = "server") throws {
+        self.directory = directory
+        let caKey = P256.Signing.PrivateKey()
+        let caName = try DistinguishedName { CommonName("test server CA \(name)") }
+        let now = Date()
+        let ca = try Certificate(
+            version: .v3,
+            serialNumber: .init(),
+            publicKey: .init(caKey.publicKey),
+            notValidBefore: now - 300,
+            notValidAfter: now + 86_400,
+            issuer: caName,
+            subject: caName,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try .init { Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0)) },
+            issuerPrivateKey: .init(caKey)
+        )
+        let key = P256.Signing.PrivateKey()
+        let certificate = try Certificate(
+            version: .v3,
+            serialNumber: .init(),
+            publicKey: .init(key.publicKey),
+            notValidBefore: now - 300,
+            notValidAfter: now + 86_400,
+            issuer: caName,
+            subject: try DistinguishedName { CommonName("127.0.0.1") },
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try .init {
+                SubjectAlternativeNames([.ipAddress(ASN1OctetString(contentBytes: [127, 0, 0, 1]))])
+                try ExtendedKeyUsage([.serverAuth])
+            },
+            issuerPrivateKey: .init(caKey)
+        )
+        self.caPEM = try ca.serializeAsPEM().pemString
+        self.certificatePath = directory.appendingPathComponent("\(name).pem").path
+        self.keyPath = directory.appendingPathComponent("\(name).key").path
+        try (try certificate.serializeAsPEM().pemString).write(toFile: self.certificatePath, atomically: true, encoding: .utf8)
+        try key.pemRepresentation.write(toFile: self.keyPath, atomically: true, encoding: .utf8)
+    }
+}
+
+@Suite(.serialized) struct SecurityTests {
+    static let sampler = ["service.name": "otelcol-sampler"]
+    static let loadBalancer = ["service.name": "otelcol-lb"]
+
+    /// An OpAMP server with TLS, the CA as client CA, and the control plane's access policy.
+    struct Setup {
+        let directory: URL
+        let server: OpAMPServer
+        let access: AgentAccess
+        let authority: CertificateAuthority
+        let certificates: ServerCertificates
+        let port: Int
+        let enrolmentSecret: String
+        let log: CapturedLog
+
+        init(requireClientCertificate: Bool = false) async throws {
+            self.directory = temporaryDirectory()
+            self.log = CapturedLog()
+            self.certificates = try ServerCertificates(directory: self.directory)
+            self.authority = try CertificateAuthority.create(directory: self.directory.appendingPathComponent("ca"))
+            let store = try SQLiteStore(directory: self.directory.appendingPathComponent("data"))
+            self.enrolmentSecret = SecretToken.generate(kind: "e").secret
+            self.access = try AgentAccess(
+                store: store,
+                authority: self.authority,
+                enrolmentTokens: [(self.enrolmentSecret, "test", .sampling)]
+            )
+            let tls = try ServerTLS(
+                certificatePath: self.certificates.certificatePath,
+                keyPath: self.certificates.keyPath,
+                clientCAPath: self.directory.appendingPathComponent("ca/ca.pem").path,
+                clientCertificates: requireClientCertificate ? .required : .optional
+            )
+            var configuration = OpAMPServerConfiguration()
+            configuration.host = "127.0.0.1"
+            configuration.port = 0
+            configuration.threads = 2
+            configuration.tls = tls.configuration()
+            configuration.access = self.access
+            configuration.advertisedEndpoint = "wss://127.0.0.1/v1/opamp"
+            self.server = OpAMPServer(configuration: configuration, logger: self.log.logger("opamp"))
+            self.port = try await self.server.start()
+        }
+
+        func stop() async {
+            await self.server.stop()
+            try? FileManager.default.removeItem(at: self.directory)
+        }
+
+        /// An HTTPS client trusting the server's CA, presenting `credential` when given.
+        func client(_ credential: ClientCredential? = nil, trust: String? = nil) throws -> HTTPClient {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array((trust ?? self.certificates.caPEM).utf8)))
+            if let credential {
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(credential.certificatePEM.utf8)).map {
+                    .certificate($0)
+                }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(credential.privateKeyPEM.utf8), format: .pem))
+            }
+            var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+            configuration.httpVersion = .http1Only
+            return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        }
+
+        /// One plain-HTTP OpAMP exchange over TLS: the status and the decoded response.
+        func post(
+            _ message: OpAMP_AgentToServer,
+            client: HTTPClient,
+            token: String? = nil
+        ) async throws -> (status: UInt, response: OpAMP_ServerToAgent?, text: String) {
+            var request = HTTPClientRequest(url: "https://127.0.0.1:\(self.port)/v1/opamp")
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/x-protobuf")
+            if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+            request.body = .bytes(ByteBuffer(bytes: try message.serializedBytes() as [UInt8]))
+            let response = try await client.execute(request, timeout: .seconds(10))
+            let body = try await response.body.collect(upTo: 1 << 20)
+            let bytes = Array(body.readableBytesView)
+            return (
+                response.status.code, try? OpAMP_ServerToAgent(serializedBytes: bytes),
+                String(decoding: bytes, as: UTF8.self)
+            )
+        }
+    }
+
+    static func message(_ uid: InstanceUID, attributes: [String: String]?, sequence: UInt64 = 0) -> OpAMP_AgentToServer {
+        var message = OpAMP_AgentToServer()
+        message.instanceUid = Data(uid.bytes)
+        message.sequenceNum = sequence
+        message.capabilities = 0x1 | 0x2 | 0x1000 | 0x100 | 0x8000
+        if let attributes {
+            for (key, value) in attributes.sorted(by: { $0.key < $1.key }) {
+                var pair = OpAMP_KeyValue()
+                pair.key = key
+                pair.value.stringValue = value
+                message.agentDescription.identifyingAttributes.append(pair)
+            }
+        }
+        return message
+    }
+
+    static func credential(_ issued: IssuedCertificate) -> ClientCredential {
+        ClientCredential(certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM!)
+    }
+
+    static func newUID() -> InstanceUID {
+        var random = SystemRandomNumberGenerator()
+        return .version7(unixMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000), using: &random)
+    }
+
+    @Test func clientCertificatesBindAConnectionToOneAgentAndOneTier() async throws {
+        let setup = try await Setup()
+        let agent = Self.newUID()
+        let other = Self.newUID()
+        let issued = try setup.authority.issue(for: AgentIdentity(instanceUID: agent, tier: "sampling"))
+        let client = try setup.client(Self.credential(issued))
+        do {
+            // Its own UID, as a sampler: admitted, and the agent carries the certificate's identity.
+            let good = try await setup.post(Self.message(agent, attributes: Self.sampler), client: client)
+            #expect(good.status == 200)
+            #expect(good.response?.hasErrorResponse == false)
+            let snapshot = try #require(setup.server.registry.agent(agent))
+            #expect(snapshot.principal?.instanceUID == agent)
+            #expect(snapshot.principal?.scope == "sampling")
+            #expect(snapshot.principal?.certificateFingerprint == issued.fingerprint)
+
+            // Another UID over the same certificate: refused, and nothing is recorded for it.
+            let impersonation = try await setup.post(Self.message(other, attributes: Self.sampler), client: client)
+            #expect(impersonation.status == 403)
+            #expect(impersonation.response?.errorResponse.errorMessage.contains("cannot speak for") == true)
+            #expect(setup.server.registry.agent(other) == nil)
+
+            // Its own UID claiming the load-balancing tier: refused, its sampler description stays.
+            let claim = try await setup.post(Self.message(agent, attributes: Self.loadBalancer, sequence: 1), client: client)
+            #expect(claim.status == 403)
+            #expect(claim.response?.errorResponse.errorMessage.contains("tier") == true)
+            #expect(setup.server.registry.agent(agent)?.description?.attributes["service.name"] == "otelcol-sampler")
+
+            // No credentials at all: 401.
+            let anonymousClient = try setup.client()
+            let anonymous = try await setup.post(Self.message(other, attributes: Self.sampler), client: anonymousClient)
+            #expect(anonymous.status == 401)
+            try await anonymousClient.shutdown()
+
+            let counts = setup.server.registry.refusalCounts().byKind
+            #expect(counts["instance_uid"] == 1)
+            #expect(counts["tier"] == 1)
+            #expect(counts["credentials"] == 1)
+            // Each refusal is logged once with its reason.
+            #expect(setup.log.text.components(separatedBy: "agent refused").count - 1 == 3)
+        } catch {
+            try? await client.shutdown()
+            await setup.stop()
+            throw error
+        }
+        try await client.shutdown()
+        await setup.stop()
+    }
+
+    @Test func expiredWrongCAAndRevokedCertificatesAreRefused() async throws {
+        let setup = try await Setup()
+        let agent = Self.newUID()
+        // Expired: issued 40 days ago for 30 days.
+        let expired = try setup.authority.issue(
+            for: AgentIdentity(instanceUID: agent, tier: "sampling"),
+            policy: CertificatePolicy(lifetime: 30 * 86_400),
+            now: Date() - 40 * 86_400
+        )
+        // From a CA the server does not trust.
+        let stranger = try CertificateAuthority.generate().issue(for: AgentIdentity(instanceUID: agent, tier: "sampling"))
+        for credential in [expired, stranger].map(Self.credential) {
+            let client = try setup.client(credential)
+            await #expect(throws: (any Error).self) {
+                _ = try await setup.post(Self.message(agent, attributes: Self.sampler), client: client)
+            }
+            try await client.shutdown()
+        }
+        // Revoked: the handshake succeeds, the access policy refuses it.
+        let valid = try setup.authority.issue(for: AgentIdentity(instanceUID: agent, tier: "sampling"))
+        let client = try setup.client(Self.credential(valid))
+        #expect(try await setup.post(Self.message(agent, attributes: Self.sampler), client: client).status == 200)
+        _ = try setup.access.revokeAgent(agent.description, reason: "host decommissioned", actor: "test")
+        let refused = try await setup.post(Self.message(agent, attributes: Self.sampler, sequence: 1), client: client)
+        #expect(refused.status == 403)
+        #expect(refused.text.contains("host decommissioned"))
+        // Even an enrolment token cannot bring a revoked agent back.
+        let plain = try setup.client()
+        let again = try await setup.post(
+            Self.message(agent, attributes: Self.sampler, sequence: 2),
+            client: plain,
+            token: setup.enrolmentSecret
+        )
+        #expect(again.status == 403)
+        #expect(setup.server.registry.refusalCounts().byKind["revoked"] == 2)
+        try await plain.shutdown()
+        try await client.shutdown()
+        await setup.stop()
+    }
+
+    @Test func aBadCSRGetsBadRequestAndChangesNothing() async throws {
+        let setup = try await Setup()
+        let agent = Self.newUID()
+        let client = try setup.client()
+        var message = Self.message(agent, attributes: Self.sampler)
+        message.connectionSettingsRequest.opamp.certificateRequest.csr = Data("not a certificate request".utf8)
+        let answer = try await setup.post(message, client: client, token: setup.enrolmentSecret)
+        #expect(answer.status == 400)
+        #expect(answer.response?.errorResponse.type == .badRequest)
+        #expect(answer.response?.errorResponse.errorMessage.contains("CERTIFICATE REQUEST") == true)
+        #expect(setup.server.registry.agent(agent) == nil)
+        #expect(setup.access.certificates(of: agent.description).isEmpty)
+        // A CSR naming another agent's UID is refused too.
+        var other = SimulatedAgent(
+            profile: AgentProfile(serviceName: "otelcol-sampler", tier: "sampling", hostName: "x"),
+            uid: Self.newUID()
+        )
+        var stolen = try other.certificateRequest()
+        stolen.instanceUid = Data(agent.bytes)
+        let refused = try await setup.post(stolen, client: client, token: setup.enrolmentSecret)
+        #expect(refused.status == 400)
+        #expect(refused.response?.errorResponse.errorMessage.contains("only request its own") == true)
+        #expect(setup.server.registry.agent(agent) == nil)
+        try await client.shutdown()
+        await setup.stop()
+    }
+
+    @Test func enrolledAgentsGetCertificatesThroughCSRsAndReconnectWithThem() async throws {
+        let setup = try await Setup()
+        var options = FleetOptions()
+        options.port = setup.port
+        options.agents = 4
+        options.loadBalancerShare = 0
+        options.token = setup.enrolmentSecret
+        options.tlsTrustRootsPEM = setup.certificates.caPEM
+        options.acceptsConnectionSettings = true
+        options.requestCertificates = true
+        options.reconnectDelay = .milliseconds(100)
+        let fleet = FleetRunner(options: options)
+        let task = Task { try await fleet.run() }
+        defer { task.cancel() }
+        var done = false
+        for _ in 0..<200 {
+            let agents = setup.server.registry.snapshot()
+            done =
+                agents.count == 4
+                && agents.allSatisfy {
+                    $0.connected && $0.principal?.instanceUID == $0.instanceUID && $0.principal?.scope == "sampling"
+                        && $0.connectionSettings.status == .applied
+                        && $0.connectionSettings.reportedHash == $0.connectionSettings.offeredHash
+                }
+            if done { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(done, "every agent reconnected with a certificate naming it: \(setup.server.registry.snapshot().map { ($0.principal?.name ?? "-", $0.connectionSettings) })")
+        for agent in setup.server.registry.snapshot() {
+            let records = setup.access.certificates(of: agent.instanceUID.description)
+            #expect(records.count == 1)
+            #expect(records.first?.origin == "csr")
+            #expect(records.first?.fingerprint == agent.principal?.certificateFingerprint)
+        }
+        // No secret appears in any log line: not the enrolment token, not a private key.
+        let log = setup.log.text
+        #expect(!log.contains(setup.enrolmentSecret))
+        #expect(!log.contains("PRIVATE KEY"))
+        let caKey = try String(contentsOf: setup.directory.appendingPathComponent("ca/ca.key"), encoding: .utf8)
+        for line in caKey.split(separator: "\n") where !line.hasPrefix("-----") {
+            #expect(!log.contains(line))
+        }
+        await fleet.shutdown()
+        await setup.stop()
+    }
+
+    @Test func serverInitiatedCertificatesReachEveryAgentOverWebSocketAndHTTP() async throws {
+        let setup = try await Setup()
+        for transport in FleetOptions.Transport.allCases {
+            var options = FleetOptions()
+            options.port = setup.port
+            options.transport = transport
+            options.agents = 3
+            options.loadBalancerShare = 0
+            options.firstIndex = transport == .http ? 100 : 0
+            options.heartbeatSeconds = 1
+            options.token = setup.enrolmentSecret
+            options.tlsTrustRootsPEM = setup.certificates.caPEM
+            options.acceptsConnectionSettings = true
+            options.reconnectDelay = .milliseconds(100)
+            let fleet = FleetRunner(options: options)
+            let task = Task { try await fleet.run() }
+            var uids: [InstanceUID] = []
+            for _ in 0..<100 {
+                uids = setup.server.registry.snapshot().filter {
+                    $0.connected && $0.principal?.name.hasPrefix("enrolment:") == true
+                }.map(\.instanceUID)
+                if uids.count == 3 { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(uids.count == 3)
+            let connection = try #require(setup.server.registry.advertisedConnection)
+            var fingerprints: [InstanceUID: String] = [:]
+            for uid in uids {
+                let certificate = try setup.access.issueCertificate(for: uid, tier: .sampling)
+                let der = try PEMDocument(pemString: certificate.certificatePEM).derBytes
+                fingerprints[uid] = Fingerprint.sha256(der)
+                let problem = setup.server.registry.offerConnectionSettings(
+                    OpAMPConnectionOffer(
+                        endpoint: connection.endpoint,
+                        heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
+                        certificate: certificate
+                    ),
+                    to: uid
+                )
+                #expect(problem == nil)
+            }
+            var moved = false
+            for _ in 0..<150 {
+                moved = uids.allSatisfy { uid in
+                    let agent = setup.server.registry.agent(uid)
+                    return agent?.connected == true && agent?.principal?.certificateFingerprint == fingerprints[uid]
+                        && agent?.connectionSettings.status == .applied
+                }
+                if moved { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(moved, "\(transport): every agent reconnected with its new certificate")
+            task.cancel()
+            await fleet.shutdown()
+        }
+        await setup.stop()
+    }
+
+    @Test func changedCertificateFilesAreServedWithoutARestart() async throws {
+        let setup = try await Setup()
+        let tls = try ServerTLS(certificatePath: setup.certificates.certificatePath, keyPath: setup.certificates.keyPath)
+        let before = tls.fingerprint
+        #expect(tls.reloadIfChanged() == nil)
+        // A half-written key: reported, and the old pair stays.
+        try "-----BEGIN PRIVATE KEY-----\ngarbage\n".write(toFile: setup.certificates.keyPath, atomically: true, encoding: .utf8)
+        guard case .failed(let reason) = tls.reloadIfChanged() else {
+            Issue.record("a broken key file is reported")
+            return
+        }
+        #expect(reason.contains(setup.certificates.keyPath))
+        #expect(!reason.contains("garbage"))
+        #expect(tls.fingerprint == before)
+        // A complete new pair (another CA): used for new handshakes.
+        let renewed = try ServerCertificates(directory: setup.directory, name: "server")
+        guard case .reloaded(let fingerprint) = tls.reloadIfChanged() else {
+            Issue.record("a new pair is loaded")
+            return
+        }
+        #expect(fingerprint != before)
+        // The API port with this TLS: a client trusting only the new CA connects.
+        let store = try SQLiteStore(directory: setup.directory.appendingPathComponent("api-data"))
+        let control = try ControlPlaneServer(
+            store: store,
+            registry: setup.server.registry,
+            options: fastOptions(),
+            port: 0,
+            tls: tls.configuration()
+        )
+        let service = Task { try await control.run() }
+        let port = await control.apiPort()
+        let client = try setup.client(trust: renewed.caPEM)
+        let response = try await client.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
+        #expect(response.status == .ok)
+        let stale = try setup.client(trust: setup.certificates.caPEM)
+        await #expect(throws: (any Error).self) {
+            _ = try await stale.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"), timeout: .seconds(3))
+        }
+        try await client.shutdown()
+        try await stale.shutdown()
+        service.cancel()
+        await setup.stop()
+    }
+}

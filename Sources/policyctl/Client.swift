@@ -3,6 +3,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import PolicyEngine
 
 /// Where the control plane is and how to talk to it; shared by every command that calls policyd.
@@ -15,6 +16,11 @@ struct ServerOptions: ParsableArguments {
 
     @Option(help: "Output: table or json.")
     var output: OutputFormat = .table
+
+    @Option(help: "CA certificate (PEM) to trust for an https:// server with a private CA (also: POLICYCTL_CA_CERT).")
+    var caCert: String?
+
+    var caCertPath: String? { self.caCert ?? ProcessInfo.processInfo.environment["POLICYCTL_CA_CERT"] }
 
     var baseURL: String {
         let value = self.server ?? ProcessInfo.processInfo.environment["POLICYCTL_SERVER"] ?? "http://127.0.0.1:4321"
@@ -50,12 +56,28 @@ struct APIClient {
 
     /// One client for the process: a refused connection fails at once (no retries until a deadline), so a
     /// server that is down is one quick line, not a minute of waiting.
-    static let http: HTTPClient = {
+    static let http: HTTPClient = Self.makeClient(trusting: nil)
+
+    /// The shared client, or one that trusts a private CA.
+    static func client(trusting caPath: String?) throws -> HTTPClient {
+        guard let caPath else { return Self.http }
+        guard let roots = try? NIOSSLCertificate.fromPEMFile(caPath), !roots.isEmpty else {
+            throw ClientFailure(message: "cannot read a PEM certificate from --ca-cert \(caPath)", exitCode: Exit.usage)
+        }
+        return Self.makeClient(trusting: roots)
+    }
+
+    private static func makeClient(trusting roots: [NIOSSLCertificate]?) -> HTTPClient {
         var configuration = HTTPClient.Configuration()
         configuration.timeout.connect = .seconds(5)
         configuration.connectionPool.retryConnectionEstablishment = false
+        if let roots {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(roots)
+            configuration.tlsConfiguration = tls
+        }
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+    }
 
     static let decoder: JSONDecoder = {
         let decoder = JSONDecoder()
@@ -76,7 +98,7 @@ struct APIClient {
         }
         let response: HTTPClientResponse
         do {
-            response = try await Self.http.execute(request, timeout: .seconds(60))
+            response = try await Self.client(trusting: self.options.caCertPath).execute(request, timeout: .seconds(60))
         } catch {
             throw ClientFailure(
                 message: "cannot reach policyd at \(self.options.baseURL): \(Self.describe(error))",

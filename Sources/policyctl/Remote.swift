@@ -533,7 +533,18 @@ struct Versions: AsyncParsableCommand {
 }
 
 struct Agents: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Every agent: tier, version, config state, health, ring.")
+    static let configuration = CommandConfiguration(
+        abstract: "Every agent: tier, version, config state, health, ring; and agent credentials.",
+        subcommands: [AgentList.self, Revoke.self, IssueCertificate.self, CertificateRequests.self],
+        defaultSubcommand: AgentList.self
+    )
+}
+
+struct AgentList: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "Every agent: tier, version, config state, health, ring, credential."
+    )
     @Option(help: "Only this tier: lb, sampling or unmanaged.")
     var tier: String?
     @Option(help: "Only this config state: applied, applying, pending, failed, unverified, offline.")
@@ -550,6 +561,8 @@ struct Agents: AsyncParsableCommand {
         var configError: String?
         var healthy: Bool?
         var inRing: Bool
+        var credential: String?
+        var connectionSettingsState: String?
     }
 
     func run() async throws {
@@ -564,10 +577,13 @@ struct Agents: AsyncParsableCommand {
                     agent.desiredVersion.map(String.init) ?? "-", agent.configState,
                     agent.healthy.map { $0 ? "healthy" : "unhealthy" } ?? "-",
                     agent.tier == "sampling" ? (agent.inRing ? "yes" : "no") : "",
-                    agent.configError ?? "",
+                    agent.credential ?? "-", agent.configError ?? "",
                 ]
             }
-            printTable(["HOST", "UID", "TIER", "RUNS", "WANTS", "CONFIG", "HEALTH", "IN RING", "ERROR"], rows)
+            printTable(
+                ["HOST", "UID", "TIER", "RUNS", "WANTS", "CONFIG", "HEALTH", "IN RING", "CREDENTIAL", "ERROR"],
+                rows
+            )
         }
     }
 }

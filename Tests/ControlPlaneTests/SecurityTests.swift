@@ -86,7 +86,11 @@ struct ServerCertificates {
         self.caPEM = try ca.serializeAsPEM().pemString
         self.certificatePath = directory.appendingPathComponent("\(name).pem").path
         self.keyPath = directory.appendingPathComponent("\(name).key").path
-        try (try certificate.serializeAsPEM().pemString).write(toFile: self.certificatePath, atomically: true, encoding: .utf8)
+        try (try certificate.serializeAsPEM().pemString).write(
+            toFile: self.certificatePath,
+            atomically: true,
+            encoding: .utf8
+        )
         try key.pemRepresentation.write(toFile: self.keyPath, atomically: true, encoding: .utf8)
     }
 }
@@ -143,12 +147,16 @@ struct ServerCertificates {
         /// An HTTPS client trusting the server's CA, presenting `credential` when given.
         func client(_ credential: ClientCredential? = nil, trust: String? = nil) throws -> HTTPClient {
             var tls = TLSConfiguration.makeClientConfiguration()
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array((trust ?? self.certificates.caPEM).utf8)))
+            tls.trustRoots = .certificates(
+                try NIOSSLCertificate.fromPEMBytes(Array((trust ?? self.certificates.caPEM).utf8))
+            )
             if let credential {
                 tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(credential.certificatePEM.utf8)).map {
                     .certificate($0)
                 }
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(credential.privateKeyPEM.utf8), format: .pem))
+                tls.privateKey = .privateKey(
+                    try NIOSSLPrivateKey(bytes: Array(credential.privateKeyPEM.utf8), format: .pem)
+                )
             }
             var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
             configuration.httpVersion = .http1Only
@@ -176,7 +184,8 @@ struct ServerCertificates {
         }
     }
 
-    static func message(_ uid: InstanceUID, attributes: [String: String]?, sequence: UInt64 = 0) -> OpAMP_AgentToServer {
+    static func message(_ uid: InstanceUID, attributes: [String: String]?, sequence: UInt64 = 0) -> OpAMP_AgentToServer
+    {
         var message = OpAMP_AgentToServer()
         message.instanceUid = Data(uid.bytes)
         message.sequenceNum = sequence
@@ -224,7 +233,10 @@ struct ServerCertificates {
             #expect(setup.server.registry.agent(other) == nil)
 
             // Its own UID claiming the load-balancing tier: refused, its sampler description stays.
-            let claim = try await setup.post(Self.message(agent, attributes: Self.loadBalancer, sequence: 1), client: client)
+            let claim = try await setup.post(
+                Self.message(agent, attributes: Self.loadBalancer, sequence: 1),
+                client: client
+            )
             #expect(claim.status == 403)
             #expect(claim.response?.errorResponse.errorMessage.contains("tier") == true)
             #expect(setup.server.registry.agent(agent)?.description?.attributes["service.name"] == "otelcol-sampler")
@@ -260,7 +272,9 @@ struct ServerCertificates {
             now: Date() - 40 * 86_400
         )
         // From a CA the server does not trust.
-        let stranger = try CertificateAuthority.generate().issue(for: AgentIdentity(instanceUID: agent, tier: "sampling"))
+        let stranger = try CertificateAuthority.generate().issue(
+            for: AgentIdentity(instanceUID: agent, tier: "sampling")
+        )
         for credential in [expired, stranger].map(Self.credential) {
             let client = try setup.client(credential)
             await #expect(throws: (any Error).self) {
@@ -344,7 +358,10 @@ struct ServerCertificates {
             if done { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(done, "every agent reconnected with a certificate naming it: \(setup.server.registry.snapshot().map { ($0.principal?.name ?? "-", $0.connectionSettings) })")
+        #expect(
+            done,
+            "every agent reconnected with a certificate naming it: \(setup.server.registry.snapshot().map { ($0.principal?.name ?? "-", $0.connectionSettings) })"
+        )
         for agent in setup.server.registry.snapshot() {
             let records = setup.access.certificates(of: agent.instanceUID.description)
             #expect(records.count == 1)
@@ -423,11 +440,18 @@ struct ServerCertificates {
 
     @Test func changedCertificateFilesAreServedWithoutARestart() async throws {
         let setup = try await Setup()
-        let tls = try ServerTLS(certificatePath: setup.certificates.certificatePath, keyPath: setup.certificates.keyPath)
+        let tls = try ServerTLS(
+            certificatePath: setup.certificates.certificatePath,
+            keyPath: setup.certificates.keyPath
+        )
         let before = tls.fingerprint
         #expect(tls.reloadIfChanged() == nil)
         // A half-written key: reported, and the old pair stays.
-        try "-----BEGIN PRIVATE KEY-----\ngarbage\n".write(toFile: setup.certificates.keyPath, atomically: true, encoding: .utf8)
+        try "-----BEGIN PRIVATE KEY-----\ngarbage\n".write(
+            toFile: setup.certificates.keyPath,
+            atomically: true,
+            encoding: .utf8
+        )
         guard case .failed(let reason) = tls.reloadIfChanged() else {
             Issue.record("a broken key file is reported")
             return
@@ -454,11 +478,17 @@ struct ServerCertificates {
         let service = Task { try await control.run() }
         let port = await control.apiPort()
         let client = try setup.client(trust: renewed.caPEM)
-        let response = try await client.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"), timeout: .seconds(10))
+        let response = try await client.execute(
+            HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"),
+            timeout: .seconds(10)
+        )
         #expect(response.status == .ok)
         let stale = try setup.client(trust: setup.certificates.caPEM)
         await #expect(throws: (any Error).self) {
-            _ = try await stale.execute(HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"), timeout: .seconds(3))
+            _ = try await stale.execute(
+                HTTPClientRequest(url: "https://127.0.0.1:\(port)/healthz"),
+                timeout: .seconds(3)
+            )
         }
         try await client.shutdown()
         try await stale.shutdown()

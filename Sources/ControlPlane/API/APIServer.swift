@@ -359,7 +359,10 @@ public struct ControlPlaneAPI: Sendable {
             let after = request.uri.queryParameters.get("after", as: Int.self) ?? 0
             guard request.headers[.accept]?.contains("text/event-stream") == true else {
                 let page = await self.controller.events(after: after)
-                return try JSON(EventPage(events: page.events, last: page.last)).response(from: request, context: context)
+                return try JSON(EventPage(events: page.events, last: page.last)).response(
+                    from: request,
+                    context: context
+                )
             }
             // Server-Sent Events: every event as it happens, `id` = its sequence number (resume with ?after=).
             let controller = self.controller

@@ -21,8 +21,10 @@ public final class ControlPlaneMetrics: Sendable {
     /// Creates the metrics.
     public init() {
         var factory = PrometheusMetricsFactory(registry: self.registry)
-        let seconds: [Duration] = [.milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
-            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10)]
+        let seconds: [Duration] = [
+            .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10),
+        ]
         factory.defaultDurationHistogramBuckets = seconds
         self.factory = factory
         self.ringSize = Metrics.Gauge(label: "tailplane_ring_size", factory: factory)
@@ -49,6 +51,28 @@ public final class ControlPlaneMetrics: Sendable {
                         return made
                     }()
                 gauge.record(counts[key] ?? 0)
+            }
+        }
+    }
+
+    private let refusals = Mutex<[String: (counter: Metrics.Counter, total: Int)]>([:])
+
+    /// Agent connections and messages refused for their credentials, by kind (the OpAMP server's running
+    /// totals; counters advance by the difference).
+    func recordRefusals(_ totals: [String: Int]) {
+        self.refusals.withLock { counters in
+            for (kind, total) in totals {
+                let entry =
+                    counters[kind]
+                    ?? (
+                        Metrics.Counter(
+                            label: "tailplane_agent_refusals_total",
+                            dimensions: [("kind", kind)],
+                            factory: self.factory
+                        ), 0
+                    )
+                if total > entry.total { entry.counter.increment(by: total - entry.total) }
+                counters[kind] = (entry.counter, max(total, entry.total))
             }
         }
     }

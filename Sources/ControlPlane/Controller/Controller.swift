@@ -138,6 +138,7 @@ public actor Controller {
             counts["\(agent.view.tier.rawValue)|\(state)", default: 0] += 1
         }
         self.metrics.recordAgents(counts)
+        self.metrics.recordRefusals(self.registry.refusalCounts().byKind)
         self.metrics.ringSize.record(self.state.ring.members.count)
         if let converged = self.state.ring.convergedAt {
             self.metrics.ringConvergence.record(converged.timeIntervalSince(self.state.ring.changedAt))

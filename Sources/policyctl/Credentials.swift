@@ -140,6 +140,68 @@ extension Agents {
         var detail: String
     }
 
+    /// `policyctl agents rotate-cert`.
+    struct RotateCertificates: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-cert",
+            abstract:
+                "Give connected agents new client certificates a batch at a time, each batch confirmed reconnected before the next."
+        )
+        @Option(help: "Only agents of this tier: sampling or lb.")
+        var tier: String?
+        @Option(name: .customLong("agent"), help: "Only this agent (repeatable).")
+        var agents: [String] = []
+        @Option(help: "Agents per batch (default: a tenth, at least one).")
+        var batch: Int?
+        @Flag(help: "Wait until the rotation ends; exit 1 unless it succeeded.")
+        var wait = false
+        @OptionGroup var server: ServerOptions
+
+        struct Body: Encodable {
+            var agents: [String]?
+            var tier: String?
+            var batchSize: Int?
+        }
+        struct Rotation: Decodable {
+            struct Entry: Decodable {
+                var state: String
+                var detail: String?
+            }
+            var id: Int
+            var phase: String
+            var waiting: [String]
+            var entries: [String: Entry]
+            var failure: String?
+        }
+
+        func run() async throws {
+            try await runClient {
+                let client = APIClient(options: self.server)
+                let body = Body(agents: self.agents.isEmpty ? nil : self.agents, tier: self.tier, batchSize: self.batch)
+                var rotation = try client.decode(
+                    Rotation.self,
+                    try await client.call(.POST, "/v1/certificate-rotations", body: body)
+                )
+                print("certificate rotation \(rotation.id): \(rotation.waiting.count) agents")
+                guard self.wait else { return }
+                while rotation.phase == "running" {
+                    try await Task.sleep(for: .seconds(1))
+                    rotation = try await client.get("/v1/certificate-rotations/current", as: Rotation.self)
+                }
+                let done = rotation.entries.values.filter { $0.state == "done" }.count
+                let skipped = rotation.entries.filter { $0.value.state == "skipped" }
+                print("rotation \(rotation.id) \(rotation.phase): \(done) agents on new certificates")
+                for (uid, entry) in skipped.sorted(by: { $0.key < $1.key }) {
+                    print("  skipped \(uid): \(entry.detail ?? "")")
+                }
+                if let failure = rotation.failure { print("  \(failure)") }
+                if rotation.phase != "succeeded" {
+                    throw ClientFailure(message: "rotation \(rotation.id) \(rotation.phase)", exitCode: ExitCode(1))
+                }
+            }
+        }
+    }
+
     /// `policyctl agents issue-cert UID`.
     struct IssueCertificate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

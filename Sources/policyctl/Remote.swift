@@ -535,7 +535,9 @@ struct Versions: AsyncParsableCommand {
 struct Agents: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Every agent: tier, version, config state, health, ring; and agent credentials.",
-        subcommands: [AgentList.self, Revoke.self, IssueCertificate.self, CertificateRequests.self],
+        subcommands: [
+            AgentList.self, Revoke.self, IssueCertificate.self, RotateCertificates.self, CertificateRequests.self,
+        ],
         defaultSubcommand: AgentList.self
     )
 }

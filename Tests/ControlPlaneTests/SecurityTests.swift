@@ -104,6 +104,7 @@ struct ServerCertificates {
         let directory: URL
         let server: OpAMPServer
         let access: AgentAccess
+        let store: SQLiteStore
         let authority: CertificateAuthority
         let certificates: ServerCertificates
         let port: Int
@@ -116,6 +117,7 @@ struct ServerCertificates {
             self.certificates = try ServerCertificates(directory: self.directory)
             self.authority = try CertificateAuthority.create(directory: self.directory.appendingPathComponent("ca"))
             let store = try SQLiteStore(directory: self.directory.appendingPathComponent("data"))
+            self.store = store
             self.enrolmentSecret = SecretToken.generate(kind: "e").secret
             self.access = try AgentAccess(
                 store: store,
@@ -438,6 +440,74 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    @Test func aRotationMovesEveryAgentToANewCertificateBatchByBatch() async throws {
+        let setup = try await Setup()
+        let control = try ControlPlaneServer(
+            store: setup.store,
+            registry: setup.server.registry,
+            options: fastOptions(),
+            port: 0,
+            access: setup.access
+        )
+        let service = Task { try await control.run() }
+        let apiPort = await control.apiPort()
+        var options = FleetOptions()
+        options.port = setup.port
+        options.agents = 6
+        options.loadBalancerShare = 0
+        options.token = setup.enrolmentSecret
+        options.tlsTrustRootsPEM = setup.certificates.caPEM
+        options.acceptsConnectionSettings = true
+        options.requestCertificates = true
+        options.reconnectDelay = .milliseconds(100)
+        let fleet = FleetRunner(options: options)
+        let task = Task { try await fleet.run() }
+        func certified() -> [InstanceUID: String] {
+            var fingerprints: [InstanceUID: String] = [:]
+            for agent in setup.server.registry.snapshot() where agent.connected {
+                if let fingerprint = agent.principal?.certificateFingerprint {
+                    fingerprints[agent.instanceUID] = fingerprint
+                }
+            }
+            return fingerprints
+        }
+        for _ in 0..<100 where certified().count < 6 { try await Task.sleep(for: .milliseconds(100)) }
+        let before = certified()
+        #expect(before.count == 6)
+
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/certificate-rotations")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: #"{"tier": "sampling", "batchSize": 2}"#))
+        let started = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        #expect(started.status == .created)
+        // A second rotation while one runs is refused.
+        let second = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        #expect(second.status == .conflict)
+
+        var rotation: CertificateRotation?
+        var mostInFlight = 0
+        for _ in 0..<300 {
+            rotation = setup.access.rotation()
+            mostInFlight = max(mostInFlight, rotation?.inFlight.count ?? 0)
+            if rotation?.phase != .running { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(rotation?.phase == .succeeded, "\(String(describing: rotation))")
+        #expect(rotation?.counts["done"] == 6)
+        #expect(mostInFlight <= 2 && mostInFlight >= 1)
+        let after = certified()
+        for (uid, fingerprint) in before {
+            #expect(after[uid] != nil && after[uid] != fingerprint, "\(uid) moved to a new certificate")
+            #expect(after[uid] == rotation?.entries[uid.description]?.fingerprint)
+            #expect(setup.access.certificates(of: uid.description).count == 2)
+        }
+        task.cancel()
+        await fleet.shutdown()
+        service.cancel()
+        await setup.stop()
+    }
+
     @Test func changedCertificateFilesAreServedWithoutARestart() async throws {
         let setup = try await Setup()
         let tls = try ServerTLS(
@@ -494,5 +564,91 @@ struct ServerCertificates {
         try await stale.shutdown()
         service.cancel()
         await setup.stop()
+    }
+}
+
+@Suite struct CertificateRotationTests {
+    let start = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func view(_ uid: String, fingerprint: String? = nil, connected: Bool = true, accepts: Bool = true)
+        -> RotationAgentView
+    {
+        RotationAgentView(
+            uid: uid,
+            connected: connected,
+            acceptsConnectionSettings: accepts,
+            certificateFingerprint: fingerprint
+        )
+    }
+
+    @Test func batchesWaitForEveryAgentToComeBackWithItsNewCertificate() {
+        var rotation = CertificateRotation(
+            id: 1,
+            agents: ["a", "b", "c", "d", "e"],
+            reason: "manual",
+            startedBy: "test",
+            batchSize: 2,
+            timeoutSeconds: 60,
+            now: self.start
+        )
+        var agents = Dictionary(
+            uniqueKeysWithValues: ["a", "b", "c", "d", "e"].map { ($0, self.view($0, fingerprint: "old")) }
+        )
+        agents["c"] = self.view("c", connected: false)
+        agents["d"] = self.view("d", accepts: false)
+        let first = rotation.step(agents, now: self.start)
+        #expect(first == ["a", "b"])
+        for uid in first { rotation.offered(uid, fingerprint: "new-\(uid)", settingsHash: [1], at: self.start) }
+        // Nothing more while the batch is out, even as time passes.
+        #expect(rotation.step(agents, now: self.start + 10).isEmpty)
+        agents["a"] = self.view("a", fingerprint: "new-a")
+        #expect(rotation.step(agents, now: self.start + 11).isEmpty)
+        agents["b"] = self.view("b", fingerprint: "new-b")
+        // The next batch skips the offline agent and the one that cannot take connection settings.
+        let second = rotation.step(agents, now: self.start + 12)
+        #expect(second == ["e"])
+        #expect(rotation.entries["c"]?.state == "skipped" && rotation.entries["c"]?.detail == "offline")
+        #expect(rotation.entries["d"]?.state == "skipped")
+        rotation.offered("e", fingerprint: "new-e", settingsHash: [2], at: self.start + 12)
+        agents["e"] = self.view("e", fingerprint: "new-e")
+        #expect(rotation.step(agents, now: self.start + 13).isEmpty)
+        #expect(rotation.phase == .succeeded)
+        #expect(rotation.counts["done"] == 3 && rotation.counts["skipped"] == 2)
+    }
+
+    @Test func aFailedOrSilentAgentHaltsTheRotation() {
+        for failure in ["reported", "timeout"] {
+            var rotation = CertificateRotation(
+                id: 1,
+                agents: ["a", "b", "c"],
+                reason: "manual",
+                startedBy: "test",
+                batchSize: 1,
+                timeoutSeconds: 30,
+                now: self.start
+            )
+            var agents = Dictionary(
+                uniqueKeysWithValues: ["a", "b", "c"].map { ($0, self.view($0, fingerprint: "old")) }
+            )
+            #expect(rotation.step(agents, now: self.start) == ["a"])
+            rotation.offered("a", fingerprint: "new-a", settingsHash: [7], at: self.start)
+            let later: Date
+            if failure == "reported" {
+                var failed = self.view("a", fingerprint: "old")
+                failed.reportedSettingsHash = [7]
+                failed.settingsStatus = .failed
+                failed.settingsError = "tls: bad certificate"
+                agents["a"] = failed
+                later = self.start + 5
+            } else {
+                later = self.start + 31
+            }
+            #expect(rotation.step(agents, now: later).isEmpty)
+            #expect(rotation.phase == .halted)
+            #expect(rotation.failure?.contains(failure == "reported" ? "tls: bad certificate" : "not back") == true)
+            // b and c were never offered anything.
+            #expect(rotation.waiting == ["b", "c"])
+            #expect(rotation.step(agents, now: later + 1).isEmpty)
+        }
     }
 }

@@ -19,6 +19,7 @@ struct OfferResult: Encodable, Sendable {
 extension ControlPlaneAPI {
     /// The agent credential routes: enrolment tokens, revocation, certificate requests and offers.
     func addSecurityRoutes(to v1: RouterGroup<APIContext>) {
+        self.addRotationRoutes(to: v1)
         struct CreateToken: Decodable {
             var name: String
             var tier: String?
@@ -123,6 +124,64 @@ extension ControlPlaneAPI {
             let result = try self.offer(certificate, to: uid)
             try self.audit(actor, "agent.certificate", "agent \(uid): \(result.detail)", context)
             return JSON(result)
+        }
+    }
+
+    /// Certificate rotation routes.
+    func addRotationRoutes(to v1: RouterGroup<APIContext>) {
+        struct StartRotation: Decodable {
+            var agents: [String]?
+            var tier: String?
+            var batchSize: Int?
+        }
+        v1.post("/certificate-rotations") { request, context -> JSON<CertificateRotation> in
+            let actor = try self.authorize(request, .admin)
+            let body: StartRotation
+            do {
+                body = try await request.decode(as: StartRotation.self, context: context)
+            } catch {
+                throw APIError(
+                    .badRequest,
+                    code: "bad_request",
+                    message:
+                        "expected {\"agents\": [UID…], \"tier\": \"sampling\"|\"lb\", \"batchSize\": N} (all optional)"
+                )
+            }
+            let tier = try body.tier.map(Self.tier)
+            do {
+                let rotation = try await self.controller.startRotation(
+                    agents: body.agents,
+                    tier: tier,
+                    batchSize: body.batchSize,
+                    actor: actor
+                )
+                try self.audit(
+                    actor,
+                    "certificates.rotate",
+                    "rotation \(rotation.id): \(rotation.waiting.count) agents",
+                    context
+                )
+                return JSON(rotation, status: .created)
+            } catch {
+                throw APIError.from(error)
+            }
+        }
+        v1.get("/certificate-rotations/current") { request, _ -> JSON<CertificateRotation> in
+            _ = try self.authorize(request, .read)
+            guard let rotation = try self.requireAccess().rotation() else {
+                throw APIError(.notFound, code: "not_found", message: "no certificate rotation yet")
+            }
+            return JSON(rotation)
+        }
+        v1.post("/certificate-rotations/current/abort") { request, context -> JSON<CertificateRotation> in
+            let actor = try self.authorize(request, .admin)
+            do {
+                let rotation = try await self.controller.abortRotation(actor: actor)
+                try self.audit(actor, "certificates.rotate.abort", "rotation \(rotation.id)", context)
+                return JSON(rotation)
+            } catch {
+                throw APIError.from(error)
+            }
         }
     }
 

@@ -25,6 +25,11 @@ public struct ControlPlaneOptions: Sendable {
     /// The least time between two such re-renders: each one restarts every sampler, drain-aware.
     public var recountMinimumIntervalSeconds: Double = 300
 
+    /// How often connected agents' certificates are checked for renewal (those past it are rotated).
+    public var renewalCheckSeconds: Double = 300
+    /// Agents offered a new certificate at once in an automatic renewal; 0: a tenth of them (at least one).
+    public var rotationBatchSize = 0
+
     /// Defaults.
     public init() {}
 }

@@ -26,6 +26,8 @@ public actor Controller {
     /// A sampler count different from the one rendered, and since when.
     private var countSeen: (count: Int, since: Date)?
     private var lastRecount = Date.distantPast
+    /// When certificates were last checked for renewal.
+    var lastRenewalCheck = Date.distantPast
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -125,6 +127,7 @@ public actor Controller {
         let events = self.engine.step(&self.state, view: views.map(\.view) + self.absent(snapshot, now: now), now: now)
         self.commit(before: before, events: events)
         self.push(views, now: now)
+        self.stepRotation(snapshot, fleet: fleet, now: now)
         self.recordAgents(views, now: now)
         self.updateMetrics(views, now: now)
     }
@@ -226,14 +229,14 @@ public actor Controller {
     }
 
     /// The fleet description that sorts agents into tiers: the newest version's.
-    private func tieringFleet() -> Fleet {
+    func tieringFleet() -> Fleet {
         let number =
             self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to }
             ?? self.state.current
         return number.flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
     }
 
-    private func tier(
+    func tier(
         of snapshot: AgentSnapshot,
         fleet: Fleet,
         attributes known: [String: String]? = nil

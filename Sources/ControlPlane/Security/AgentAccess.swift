@@ -27,6 +27,7 @@ public final class AgentAccess: AgentAccessPolicy {
         var requests: [String: CertificateRequestRecord] = [:]
         var fleet = Fleet()
         var unsaved: [SecurityRecord] = []
+        var rotation: CertificateRotation?
     }
 
     private let state = Mutex(State())
@@ -64,6 +65,8 @@ public final class AgentAccess: AgentAccessPolicy {
                 case .revocation(let revocation): state.revoked[revocation.instanceUID] = revocation
                 case .certificate(let certificate): state.certificates[certificate.fingerprint] = certificate
                 case .certificateRequest(let request): state.requests[request.instanceUID] = request
+                case .rotation(let rotation):
+                    if rotation.id > (state.rotation?.id ?? 0) { state.rotation = rotation }
                 }
             }
             for token in enrolmentTokens {
@@ -351,6 +354,28 @@ public final class AgentAccess: AgentAccessPolicy {
         self.state.withLock { $0.requests[uid] = request }
         try self.flush()
         return offered
+    }
+
+    /// The latest certificate rotation.
+    public func rotation() -> CertificateRotation? {
+        self.state.withLock { $0.rotation }
+    }
+
+    /// Saves a rotation's new state (before its offers go out, so a restart resumes where it stood).
+    public func saveRotation(_ rotation: CertificateRotation) throws {
+        try self.store.saveSecurityRecords([.rotation(rotation)])
+        self.state.withLock { $0.rotation = rotation }
+    }
+
+    /// The next rotation id.
+    public func nextRotationID() -> Int {
+        (self.state.withLock { $0.rotation?.id } ?? 0) + 1
+    }
+
+    /// Whether the certificate with this fingerprint (one the CA issued) is past its renewal time.
+    public func renewalDue(fingerprint: String, now: Date) -> Bool {
+        guard let record = self.state.withLock({ $0.certificates[fingerprint] }) else { return false }
+        return self.certificatePolicy.renewal(notBefore: record.notBefore, notAfter: record.notAfter) <= now
     }
 
     /// Makes a key pair and a certificate for an agent (server-initiated offers and rotation).

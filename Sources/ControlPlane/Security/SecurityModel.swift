@@ -89,6 +89,7 @@ public enum SecurityRecord: Sendable, Hashable, Codable {
     case certificate(AgentCertificateRecord)
     case revocation(RevocationRecord)
     case certificateRequest(CertificateRequestRecord)
+    case rotation(CertificateRotation)
 
     /// Table key: kind and id (a later record with the same key replaces the earlier one).
     public var key: (kind: String, id: String) {
@@ -97,6 +98,7 @@ public enum SecurityRecord: Sendable, Hashable, Codable {
         case .certificate(let certificate): ("certificate", certificate.fingerprint)
         case .revocation(let revocation): ("revocation", revocation.instanceUID)
         case .certificateRequest(let request): ("certificate_request", request.instanceUID)
+        case .rotation(let rotation): ("rotation", String(format: "%010d", rotation.id))
         }
     }
 }

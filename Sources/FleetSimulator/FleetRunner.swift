@@ -145,6 +145,11 @@ public final class FleetRunner: Sendable {
         }
     }
 
+    /// Every simulated agent's state now.
+    public func agents() -> [SimulatedAgent] {
+        self.slots.map { $0.state.withLock { $0 } }
+    }
+
     /// Closes every connection and the event loops.
     public func shutdown() async {
         self.stopping.store(true, ordering: .relaxed)

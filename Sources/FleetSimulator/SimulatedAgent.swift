@@ -74,6 +74,8 @@ public struct SimulatedAgent: Sendable {
 
     public private(set) var uid: InstanceUID
     public private(set) var profile: AgentProfile
+    /// Where it sends its own telemetry, by kind (`metrics`, `traces`, `logs`), as offered.
+    public private(set) var ownTelemetry: [String: TelemetryDestination] = [:]
     /// The client certificate it connects with (offered by the server, or signed for its CSR).
     public private(set) var credential: ClientCredential?
     /// The key of a CSR sent and not yet answered.
@@ -188,6 +190,8 @@ public struct SimulatedAgent: Sendable {
         }
         if message.hasConnectionSettings, message.connectionSettings.hasOpamp, self.profile.acceptsConnectionSettings {
             actions += self.applyConnectionSettings(message.connectionSettings)
+        } else if message.hasConnectionSettings {
+            actions += self.applyTelemetrySettings(message.connectionSettings)
         }
         if message.hasRemoteConfig {
             let hash = message.remoteConfig.configHash
@@ -289,6 +293,35 @@ public struct SimulatedAgent: Sendable {
         return [.send(report), .reconnect]
     }
 
+    /// Like the supervisor: `own_metrics`, `own_traces` and `own_logs` offers become the collector's telemetry
+    /// exporters (it restarts), reported APPLIED with the offer's hash.
+    private mutating func applyTelemetrySettings(_ offer: OpAMP_ConnectionSettingsOffers) -> [Action] {
+        guard offer.hasOwnMetrics || offer.hasOwnTraces || offer.hasOwnLogs else { return [] }
+        guard offer.hash.isEmpty || offer.hash != self.processedSettingsHash else { return [] }
+        self.processedSettingsHash = offer.hash
+        func destination(_ settings: OpAMP_TelemetryConnectionSettings) -> TelemetryDestination {
+            TelemetryDestination(
+                endpoint: settings.destinationEndpoint,
+                headers: Dictionary(
+                    settings.headers.headers.map { ($0.key, $0.value) },
+                    uniquingKeysWith: { _, last in last }
+                )
+            )
+        }
+        if offer.hasOwnMetrics { self.ownTelemetry["metrics"] = destination(offer.ownMetrics) }
+        if offer.hasOwnTraces { self.ownTelemetry["traces"] = destination(offer.ownTraces) }
+        if offer.hasOwnLogs { self.ownTelemetry["logs"] = destination(offer.ownLogs) }
+        var status = OpAMP_ConnectionSettingsStatus()
+        status.lastConnectionSettingsHash = offer.hash
+        status.status = .applied
+        self.settingsStatus = status
+        self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)
+        var report = self.next()
+        report.connectionSettingsStatus = status
+        report.health = self.health()
+        return [.sendLater(report, after: self.profile.applyDelay)]
+    }
+
     /// A message asking for a client certificate: a new ECDSA P-256 key and a CSR naming this agent's UID.
     public mutating func certificateRequest() throws -> OpAMP_AgentToServer {
         let key = P256.Signing.PrivateKey()
@@ -328,4 +361,12 @@ public struct ClientCredential: Sendable, Hashable {
         self.certificatePEM = certificatePEM
         self.privateKeyPEM = privateKeyPEM
     }
+}
+
+/// A telemetry destination a simulated collector was given. Headers may hold secrets: never log them.
+public struct TelemetryDestination: Sendable, Hashable {
+    /// The OTLP/HTTP URL.
+    public var endpoint: String
+    /// Headers.
+    public var headers: [String: String]
 }

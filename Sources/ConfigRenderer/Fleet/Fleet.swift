@@ -377,9 +377,29 @@ public struct Telemetry: Sendable, Hashable, Codable {
     public var metricsLevel = "normal"
     /// Prometheus pull port for the collector's own metrics.
     public var metricsPort: Int? = 8888
+    /// Where collectors push their own `metrics`, `traces` and `logs` (offered over OpAMP, not rendered).
+    public var destinations: [String: TelemetryDestination] = [:]
 
     /// Defaults.
     public init() {}
+}
+
+/// An OTLP/HTTP destination for a collector's own telemetry. Headers given as `{env: NAME}` are read from
+/// policyd's environment when offered, so the secret lives in one place and never in Git.
+public struct TelemetryDestination: Sendable, Hashable, Codable {
+    /// Full OTLP/HTTP URL, path included.
+    public var endpoint: String
+    /// Headers.
+    public var headers: [String: HeaderValue] = [:]
+    /// A CA file (PEM) on policyd's machine whose contents are sent for verifying the endpoint.
+    public var caFile: String?
+    /// Skip verifying the endpoint's certificate.
+    public var insecureSkipVerify = false
+
+    /// Creates a destination.
+    public init(endpoint: String) {
+        self.endpoint = endpoint
+    }
 }
 
 /// How a new version reaches the fleet: stages gated on agents reporting APPLIED and healthy.

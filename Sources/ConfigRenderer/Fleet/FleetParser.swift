@@ -290,8 +290,21 @@ final class FleetReader {
             }
         }
         if let node = top["telemetry"],
-            let telemetry = self.fields(node, "telemetry", allowed: ["logs_level", "metrics_level", "metrics_port"])
+            let telemetry = self.fields(
+                node,
+                "telemetry",
+                allowed: ["logs_level", "metrics_level", "metrics_port", "destinations"]
+            )
         {
+            if let destinations = telemetry["destinations"],
+                let kinds = self.fields(destinations, "telemetry.destinations", allowed: ["metrics", "traces", "logs"])
+            {
+                for (kind, value) in kinds {
+                    if let destination = self.readDestination(value, "telemetry.destinations.\(kind)") {
+                        fleet.telemetry.destinations[kind] = destination
+                    }
+                }
+            }
             if let level = self.oneOf(
                 telemetry["logs_level"],
                 "telemetry.logs_level",
@@ -315,6 +328,38 @@ final class FleetReader {
             }
         }
         if let node = top["rollout"] { self.readRollout(node, into: &fleet.rollout) }
+    }
+
+    /// Where collectors send their own telemetry (offered over OpAMP as `own_metrics`…).
+    private func readDestination(_ node: Node, _ context: String) -> TelemetryDestination? {
+        guard
+            let fields = self.fields(
+                node,
+                context,
+                allowed: ["endpoint", "headers", "ca_file", "insecure_skip_verify"]
+            )
+        else { return nil }
+        guard let endpoint = self.string(fields["endpoint"], "\(context).endpoint") else {
+            self.report(.missingKey, "`\(context)` needs an `endpoint` (a full OTLP/HTTP URL)", at: node)
+            return nil
+        }
+        let lower = endpoint.lowercased()
+        guard (lower.hasPrefix("http://") || lower.hasPrefix("https://")), endpoint.count > 8 else {
+            self.report(
+                .invalidValue,
+                "`\(context).endpoint` must be an OTLP/HTTP URL such as `https://otel.example:4318/v1/metrics`",
+                at: fields["endpoint"]
+            )
+            return nil
+        }
+        var destination = TelemetryDestination(endpoint: endpoint)
+        if let headers = fields["headers"] {
+            destination.headers = self.readHeaders(headers, "\(context).headers", holder: "policyd")
+        }
+        destination.caFile = self.string(fields["ca_file"], "\(context).ca_file")
+        destination.insecureSkipVerify =
+            self.bool(fields["insecure_skip_verify"], "\(context).insecure_skip_verify") ?? false
+        return destination
     }
 
     private func optionalEndpoint(_ node: Node, _ what: String) -> String? {
@@ -596,7 +641,9 @@ final class FleetReader {
             backend.timeoutMs = self.duration(fields["timeout"], "backends[\(name)].timeout")
             if let retry = fields["retry"] { self.readRetry(retry, "backends[\(name)].retry", into: &backend.retry) }
             if let queue = fields["queue"] { self.readQueue(queue, "backends[\(name)].queue", into: &backend.queue) }
-            if let headersNode = fields["headers"] { backend.headers = self.readHeaders(headersNode, backend: name) }
+            if let headersNode = fields["headers"] {
+                backend.headers = self.readHeaders(headersNode, "backends[\(name)].headers", holder: "the samplers")
+            }
             backends.append(backend)
         }
         if backends.isEmpty, self.diagnostics.isEmpty {
@@ -605,9 +652,9 @@ final class FleetReader {
         fleet.backends = backends
     }
 
-    private func readHeaders(_ node: Node, backend: String) -> [String: HeaderValue] {
+    private func readHeaders(_ node: Node, _ context: String, holder: String) -> [String: HeaderValue] {
         guard case .mapping(let mapping) = node else {
-            self.report(.wrongType, "`backends[\(backend)].headers` must be a mapping", at: node)
+            self.report(.wrongType, "`\(context)` must be a mapping", at: node)
             return [:]
         }
         var headers: [String: HeaderValue] = [:]
@@ -635,7 +682,7 @@ final class FleetReader {
                         "header `\(name)` looks like a credential; secrets are never written into configs",
                         at: value,
                         suggestion:
-                            "write `\(name): {env: \(name.uppercased().replacingOccurrences(of: "-", with: "_"))}` and set that variable on the samplers"
+                            "write `\(name): {env: \(name.uppercased().replacingOccurrences(of: "-", with: "_"))}` and set that variable on \(holder)"
                     )
                 } else {
                     headers[name] = .literal(scalar.string)

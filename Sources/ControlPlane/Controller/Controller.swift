@@ -26,6 +26,9 @@ public actor Controller {
     /// A sampler count different from the one rendered, and since when.
     private var countSeen: (count: Int, since: Date)?
     private var lastRecount = Date.distantPast
+    /// Telemetry offers by version, and the one last set per agent.
+    private var telemetryOffers: [Int: TelemetryOffer?] = [:]
+    private var telemetrySent: [String: TelemetryOffer?] = [:]
     /// When certificates were last checked for renewal.
     var lastRenewalCheck = Date.distantPast
 
@@ -342,6 +345,83 @@ public actor Controller {
             }
         }
         if !changes.isEmpty { self.registry.setDesiredConfig(changes) }
+        // Telemetry destinations follow the version an agent is assigned, so they move stage by stage too.
+        var telemetry: [InstanceUID: TelemetryOffer?] = [:]
+        for agent in views where agent.view.tier != .unmanaged {
+            guard let assignment = self.state.assignments[agent.view.uid] else { continue }
+            let offer = self.telemetryOffer(version: assignment.version)
+            if self.telemetrySent[agent.view.uid] != offer {
+                telemetry[agent.snapshot.instanceUID] = offer
+                self.telemetrySent[agent.view.uid] = offer
+            }
+        }
+        if !telemetry.isEmpty { self.registry.setDesiredTelemetry(telemetry) }
+    }
+
+    /// The telemetry offer of a version's fleet, with `{env: NAME}` headers and CA files read now; nil when the
+    /// fleet names no destination or one cannot be read (logged once).
+    private func telemetryOffer(version: Int) -> TelemetryOffer? {
+        if let cached = self.telemetryOffers[version] { return cached }
+        guard let set = try? self.compiledSet(version), !set.fleet.telemetry.destinations.isEmpty else {
+            self.telemetryOffers[version] = .some(nil)
+            return nil
+        }
+        do {
+            let offer = try Self.telemetryOffer(set.fleet)
+            self.telemetryOffers[version] = offer
+            return offer
+        } catch {
+            self.logger.error(
+                "version's telemetry destinations cannot be offered",
+                metadata: ["version": "\(version)", "error": "\(error.message)"]
+            )
+            self.telemetryOffers[version] = .some(nil)
+            return nil
+        }
+    }
+
+    /// Builds the offer from a fleet: environment variables and CA files are read from policyd's machine.
+    static func telemetryOffer(_ fleet: Fleet, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(ControlPlaneError) -> TelemetryOffer
+    {
+        var offer = TelemetryOffer()
+        for (kind, destination) in fleet.telemetry.destinations {
+            var headers: [String: String] = [:]
+            for (name, value) in destination.headers {
+                switch value {
+                case .literal(let text): headers[name] = text
+                case .environment(let variable):
+                    guard let text = environment[variable] else {
+                        throw .badRequest(
+                            "telemetry.destinations.\(kind).headers.\(name) reads environment variable \(variable), which policyd does not have; set it where policyd runs"
+                        )
+                    }
+                    headers[name] = text
+                }
+            }
+            var caPEM: String?
+            if let file = destination.caFile {
+                guard let text = try? String(contentsOfFile: file, encoding: .utf8), text.contains("BEGIN CERTIFICATE")
+                else {
+                    throw .badRequest(
+                        "telemetry.destinations.\(kind).ca_file: cannot read a PEM certificate from \(file) on policyd's machine"
+                    )
+                }
+                caPEM = text
+            }
+            let target = TelemetryOffer.Destination(
+                endpoint: destination.endpoint,
+                headers: headers,
+                caPEM: caPEM,
+                insecureSkipVerify: destination.insecureSkipVerify
+            )
+            switch kind {
+            case "metrics": offer.metrics = target
+            case "traces": offer.traces = target
+            default: offer.logs = target
+            }
+        }
+        return offer
     }
 
     // MARK: Rendering
@@ -483,6 +563,8 @@ public actor Controller {
         let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)
         let renderWarnings = try self.renderCheck(compiled)
+        // A destination whose header or CA file policyd cannot read is refused now, not at offer time.
+        if !compiled.fleet.telemetry.destinations.isEmpty { _ = try Self.telemetryOffer(compiled.fleet) }
         if targetHash == compiled.contentHash, let target {
             return ApplyResult(
                 result: "unchanged",
@@ -729,6 +811,8 @@ public actor Controller {
     private func changedTiers(from: Int?, to set: CompiledSet) -> [AgentTier] {
         guard let from, let old = try? self.compiledSet(from) else { return [.sampling, .loadBalancing] }
         let ring = self.state.ring.members.isEmpty ? ["probe:4317"] : self.state.ring.members
+        // A new telemetry destination restarts every collector (the supervisor rewrites its config): both tiers.
+        if old.fleet.telemetry.destinations != set.fleet.telemetry.destinations { return [.sampling, .loadBalancing] }
         return [AgentTier.sampling, .loadBalancing].filter { tier in
             let before = VersionBuilder.render(old, tier: tier, ring: ring, samplerCount: self.state.samplerCount)
             let after = VersionBuilder.render(set, tier: tier, ring: ring, samplerCount: self.state.samplerCount)

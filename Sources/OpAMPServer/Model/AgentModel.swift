@@ -33,10 +33,12 @@ struct ServerCapabilities: OptionSet, Sendable, Hashable {
     static let offersRemoteConfig = Self(rawValue: 0x2)
     static let acceptsEffectiveConfig = Self(rawValue: 0x4)
     static let offersConnectionSettings = Self(rawValue: 0x20)
+    static let acceptsConnectionSettingsRequest = Self(rawValue: 0x40)
 
     /// What Tailplane's server does.
     static let tailplane: Self = [
         .acceptsStatus, .offersRemoteConfig, .acceptsEffectiveConfig, .offersConnectionSettings,
+        .acceptsConnectionSettingsRequest,
     ]
 }
 
@@ -332,4 +334,56 @@ public struct ConnectionSettingsState: Sendable, Hashable {
 
     /// Nothing offered, nothing reported.
     public init() {}
+}
+
+/// Where an agent should send its own telemetry (`own_metrics`, `own_traces`, `own_logs`): each kind goes
+/// only to agents that report it (ReportsOwnMetrics…).
+public struct TelemetryOffer: Sendable, Hashable, CustomStringConvertible {
+    /// One destination: a full OTLP/HTTP URL with its headers and TLS settings.
+    public struct Destination: Sendable, Hashable {
+        /// The OTLP/HTTP URL, path included (`https://otel.example:4318/v1/metrics`).
+        public var endpoint: String
+        /// Headers to send (values may be secrets: never logged).
+        public var headers: [String: String]
+        /// CA certificates (PEM) to trust for the endpoint.
+        public var caPEM: String?
+        /// Skip verifying the endpoint's certificate.
+        public var insecureSkipVerify: Bool
+
+        /// Creates a destination.
+        public init(
+            endpoint: String,
+            headers: [String: String] = [:],
+            caPEM: String? = nil,
+            insecureSkipVerify: Bool = false
+        ) {
+            self.endpoint = endpoint
+            self.headers = headers
+            self.caPEM = caPEM
+            self.insecureSkipVerify = insecureSkipVerify
+        }
+    }
+
+    /// Own metrics.
+    public var metrics: Destination?
+    /// Own traces.
+    public var traces: Destination?
+    /// Own logs.
+    public var logs: Destination?
+
+    /// Creates an offer.
+    public init(metrics: Destination? = nil, traces: Destination? = nil, logs: Destination? = nil) {
+        self.metrics = metrics
+        self.traces = traces
+        self.logs = logs
+    }
+
+    /// Endpoints and header names only.
+    public var description: String {
+        let parts: [(String, Destination?)] = [("metrics", self.metrics), ("traces", self.traces), ("logs", self.logs)]
+        return "TelemetryOffer("
+            + parts.compactMap { name, destination in
+                destination.map { "\(name): \($0.endpoint) headers \($0.headers.keys.sorted())" }
+            }.joined(separator: ", ") + ")"
+    }
 }

@@ -464,6 +464,24 @@ public final class AgentRegistry: Sendable {
         }
     }
 
+    /// Sets where agents should send their own telemetry (`nil`: no offer). WebSocket agents get a changed
+    /// offer at once, HTTP agents on their next poll; each kind goes only to agents that report it.
+    public func setDesiredTelemetry(_ offers: [InstanceUID: TelemetryOffer?]) {
+        let now = self.clock()
+        let entries = Array(offers)
+        for start in stride(from: 0, to: entries.count, by: 64) {
+            self.state.withLock { state in
+                for (uid, offer) in entries[start..<min(start + 64, entries.count)] {
+                    guard var session = state.sessions[uid] else { continue }
+                    let (push, events) = session.setTelemetry(offer, now: now)
+                    state.sessions[uid] = session
+                    self.publish(events, at: now, to: state.subscriptions)
+                    if let push, let owner = state.owners[uid] { _ = state.connections[owner]?.push(push) }
+                }
+            }
+        }
+    }
+
     /// Sends a command; false when the agent does not accept it. Delivered at once over WebSocket, on the
     /// next poll over HTTP.
     @discardableResult

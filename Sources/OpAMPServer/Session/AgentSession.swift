@@ -24,6 +24,9 @@ struct AgentSession {
     private var pendingCommand: AgentCommand?
     /// Connection settings waiting for the next response (HTTP agents).
     private var pendingOffer: OpAMPConnectionOffer?
+    /// Where the agent should send its own telemetry, and the hash last sent on this connection.
+    private var desiredTelemetry: TelemetryOffer?
+    private var telemetrySent: [UInt8]?
     /// The available-components hash the full list was last asked for (asked once per hash).
     private var requestedComponents: [UInt8]?
 
@@ -72,6 +75,7 @@ struct AgentSession {
         self.snapshot.transport = transport
         self.snapshot.connectedSince = now
         self.sentOnConnection = nil
+        self.telemetrySent = nil
         // A new connection may be a restarted agent: what it lacked before proves nothing now.
         self.answeredFullState = false
         self.awaitingFullState = nil
@@ -215,6 +219,10 @@ struct AgentSession {
             // The answer to this message's CSR: the signed certificate, without a private key.
             response.connectionSettings = Self.connectionSettings(issued)
             events += self.recordOffer(issued, hash: [UInt8](response.connectionSettings.hash), now: context.now)
+        } else if let (settings, offer) = self.telemetryToSend() {
+            response.connectionSettings = settings
+            self.telemetrySent = [UInt8](settings.hash)
+            events += self.recordTelemetry(offer, hash: [UInt8](settings.hash), now: context.now)
         } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
             !capabilities.contains(.acceptsOpAMPConnectionSettings),
             context.serverCapabilities.contains(.offersConnectionSettings)
@@ -341,6 +349,77 @@ struct AgentSession {
         }
         self.pendingOffer = offer
         return (nil, events)
+    }
+
+    /// Sets where the agent should send its own telemetry; returns a message to push now (WebSocket) and the
+    /// event recording the offer.
+    mutating func setTelemetry(_ offer: TelemetryOffer?, now: Date) -> (
+        push: OpAMP_ServerToAgent?, events: [AgentEvent]
+    ) {
+        guard offer != self.desiredTelemetry else { return (nil, []) }
+        self.desiredTelemetry = offer
+        guard self.snapshot.transport == .webSocket, let (settings, sent) = self.telemetryToSend() else {
+            return (nil, [])
+        }
+        self.telemetrySent = [UInt8](settings.hash)
+        return (
+            self.push { $0.connectionSettings = settings },
+            self.recordTelemetry(sent, hash: [UInt8](settings.hash), now: now)
+        )
+    }
+
+    /// The telemetry settings to send, when they differ from what this connection got: only the kinds the
+    /// agent reports.
+    private func telemetryToSend() -> (OpAMP_ConnectionSettingsOffers, TelemetryOffer)? {
+        guard let desired = self.desiredTelemetry else { return nil }
+        let capabilities = self.snapshot.capabilities
+        var offer = TelemetryOffer()
+        if capabilities.contains(.reportsOwnMetrics) { offer.metrics = desired.metrics }
+        if capabilities.contains(.reportsOwnTraces) { offer.traces = desired.traces }
+        if capabilities.contains(.reportsOwnLogs) { offer.logs = desired.logs }
+        guard offer.metrics != nil || offer.traces != nil || offer.logs != nil else { return nil }
+        let settings = Self.telemetrySettings(offer)
+        return self.telemetrySent == [UInt8](settings.hash) ? nil : (settings, offer)
+    }
+
+    private mutating func recordTelemetry(_ offer: TelemetryOffer, hash: [UInt8], now: Date) -> [AgentEvent] {
+        var settings = self.snapshot.connectionSettings
+        settings.offeredHash = hash
+        settings.offeredAt = now
+        settings.offeredSummary = offer.description
+        self.snapshot.connectionSettings = settings
+        return [.connectionSettingsChanged(self.snapshot.instanceUID, settings)]
+    }
+
+    static func telemetrySettings(_ offer: TelemetryOffer) -> OpAMP_ConnectionSettingsOffers {
+        var offers = OpAMP_ConnectionSettingsOffers()
+        var hasher = SHA256Hasher()
+        func settings(_ destination: TelemetryOffer.Destination, tag: UInt8) -> OpAMP_TelemetryConnectionSettings {
+            var settings = OpAMP_TelemetryConnectionSettings()
+            settings.destinationEndpoint = destination.endpoint
+            hasher.add([tag] + Array(destination.endpoint.utf8))
+            for name in destination.headers.keys.sorted() {
+                var header = OpAMP_Header()
+                header.key = name
+                header.value = destination.headers[name]!
+                settings.headers.headers.append(header)
+                hasher.add([0] + Array(name.utf8) + [0] + Array(header.value.utf8))
+            }
+            if let ca = destination.caPEM {
+                settings.tls.caPemContents = ca
+                hasher.add([1] + Array(ca.utf8))
+            }
+            if destination.insecureSkipVerify {
+                settings.tls.insecureSkipVerify = true
+                hasher.add([2])
+            }
+            return settings
+        }
+        if let metrics = offer.metrics { offers.ownMetrics = settings(metrics, tag: 0x10) }
+        if let traces = offer.traces { offers.ownTraces = settings(traces, tag: 0x11) }
+        if let logs = offer.logs { offers.ownLogs = settings(logs, tag: 0x12) }
+        offers.hash = Data(hasher.finish())
+        return offers
     }
 
     private mutating func recordOffer(_ offer: OpAMPConnectionOffer, hash: [UInt8], now: Date) -> [AgentEvent] {

@@ -508,6 +508,66 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    static func pythonClientInstalled() -> Bool {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["python3", "-c", "import opentelemetry._opamp.agent"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return false }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0
+    }
+
+    @Test func thePythonClientConnectsOverTLSWithATokenAndWithAClientCertificate() async throws {
+        try #require(
+            Self.pythonClientInstalled(),
+            "the Python OpAMP client is missing: pip install -r Tests/Interop/requirements.txt (.ci/run does)"
+        )
+        let setup = try await Setup()
+        let caFile = setup.directory.appendingPathComponent("server-ca.pem")
+        try setup.certificates.caPEM.write(to: caFile, atomically: true, encoding: .utf8)
+        let script = repositoryRoot.appendingPathComponent("Tests/Interop/python_agent.py")
+        let uid = Self.newUID()
+        let issued = try setup.authority.issue(for: AgentIdentity(instanceUID: uid, tier: "sampling"))
+        let certificateFile = setup.directory.appendingPathComponent("agent.pem")
+        let keyFile = setup.directory.appendingPathComponent("agent.key")
+        try issued.certificatePEM.write(to: certificateFile, atomically: true, encoding: .utf8)
+        try issued.privateKeyPEM!.write(to: keyFile, atomically: true, encoding: .utf8)
+        let runs: [(name: String, arguments: [String])] = [
+            ("python-token", ["--token", setup.enrolmentSecret]),
+            (
+                "python-certificate",
+                ["--client-cert", certificateFile.path, "--client-key", keyFile.path, "--instance-uid", uid.description]
+            ),
+        ]
+        for run in runs {
+            let python = Process()
+            python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            python.arguments =
+                [
+                    "python3", script.path, "--endpoint", "https://127.0.0.1:\(setup.port)/v1/opamp",
+                    "--applied", setup.directory.appendingPathComponent("\(run.name).json").path,
+                    "--seconds", "3", "--service-name", run.name, "--ca", caFile.path,
+                ] + run.arguments
+            try python.run()
+            let arrived = await eventually(timeout: 20) {
+                setup.server.registry.snapshot().contains { $0.description?.identifying["service.name"] == run.name }
+            }
+            #expect(arrived, "\(run.name) connected over TLS")
+            let agent = setup.server.registry.snapshot().first { $0.description?.identifying["service.name"] == run.name }
+            #expect(agent?.transport == .http)
+            if run.name == "python-certificate" {
+                #expect(agent?.instanceUID == uid)
+                #expect(agent?.principal?.certificateFingerprint == issued.fingerprint)
+            } else {
+                #expect(agent?.principal?.enrolment == true)
+            }
+            python.waitUntilExit()
+            #expect(python.terminationStatus == 0)
+        }
+        await setup.stop()
+    }
+
     @Test func changedCertificateFilesAreServedWithoutARestart() async throws {
         let setup = try await Setup()
         let tls = try ServerTLS(

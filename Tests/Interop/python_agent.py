@@ -1,6 +1,6 @@
 """An OpAMP agent built on the real `opentelemetry-opamp-client` (PyPI), used as an interop peer.
 
-It connects over plain HTTP, applies any JSON remote config it receives by writing it to --applied,
+It connects over HTTP or HTTPS (optionally with a client certificate), applies any JSON remote config it receives by writing it to --applied,
 reports APPLIED with the config's hash, and exits after --seconds (sending AgentDisconnect).
 """
 import argparse
@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 
 from opentelemetry._opamp.agent import OpAMPAgent
 from opentelemetry._opamp.callbacks import OpAMPCallbacks
@@ -47,6 +48,10 @@ def main():
     parser.add_argument("--applied", required=True)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--token")
+    parser.add_argument("--ca", help="CA bundle (PEM) to verify the server's certificate")
+    parser.add_argument("--client-cert", help="client certificate (PEM) for mutual TLS")
+    parser.add_argument("--client-key", help="its private key (PEM)")
+    parser.add_argument("--instance-uid", help="the instance UID to use (the one a client certificate names)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
@@ -55,7 +60,13 @@ def main():
         headers=headers,
         agent_identifying_attributes={"service.name": args.service_name},
         agent_non_identifying_attributes={"host.name": "interop-host"},
+        tls_certificate=args.ca if args.ca else True,
+        tls_client_certificate=args.client_cert,
+        tls_client_key=args.client_key,
     )
+    if args.instance_uid:
+        # The client makes its own UID; a certificate names one, so the test gives it.
+        client._instance_uid = uuid.UUID(args.instance_uid).bytes
     client.update_effective_config({"": {"sampling": "default"}}, content_type="application/json")
     agent = OpAMPAgent(interval=1, callbacks=Callbacks(args.applied), client=client)
     agent.start()

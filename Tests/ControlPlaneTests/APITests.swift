@@ -130,13 +130,21 @@ import Testing
 
         let unauthenticated = try await self.call(port, .GET, "/metrics")
         #expect(unauthenticated.status == 401)
-        let metrics = String(decoding: try await self.call(port, .GET, "/metrics", token: Self.reader).body, as: UTF8.self)
+        let metrics = String(
+            decoding: try await self.call(port, .GET, "/metrics", token: Self.reader).body,
+            as: UTF8.self
+        )
         #expect(metrics.contains("tailplane_apply_duration_seconds_count 1"))
         #expect(metrics.contains("tailplane_api_request_duration_seconds_bucket{method=\"POST\""))
-        #expect(await eventually {
-            let text = String(decoding: (try? await self.call(port, .GET, "/metrics", token: Self.reader).body) ?? [], as: UTF8.self)
-            return text.contains("tailplane_rollout_active ") && text.contains("tailplane_ring_size 0")
-        })
+        #expect(
+            await eventually {
+                let text = String(
+                    decoding: (try? await self.call(port, .GET, "/metrics", token: Self.reader).body) ?? [],
+                    as: UTF8.self
+                )
+                return text.contains("tailplane_rollout_active ") && text.contains("tailplane_ring_size 0")
+            }
+        )
         await stack.stop()
     }
 

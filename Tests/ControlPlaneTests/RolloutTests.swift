@@ -154,7 +154,8 @@ import Testing
             sources: [
                 SourceText(
                     path: "budget.policy",
-                    text: "budget b 40 spans/s {\n    keep e when status == ERROR share 5%\n    keep rest share 95%\n}\n"
+                    text:
+                        "budget b 40 spans/s {\n    keep e when status == ERROR share 5%\n    keep rest share 95%\n}\n"
                 )
             ],
             fleet: ""

@@ -537,7 +537,10 @@ struct ServerCertificates {
             ("python-token", ["--token", setup.enrolmentSecret]),
             (
                 "python-certificate",
-                ["--client-cert", certificateFile.path, "--client-key", keyFile.path, "--instance-uid", uid.description]
+                [
+                    "--client-cert", certificateFile.path, "--client-key", keyFile.path, "--instance-uid",
+                    uid.description,
+                ]
             ),
         ]
         for run in runs {
@@ -554,7 +557,9 @@ struct ServerCertificates {
                 setup.server.registry.snapshot().contains { $0.description?.identifying["service.name"] == run.name }
             }
             #expect(arrived, "\(run.name) connected over TLS")
-            let agent = setup.server.registry.snapshot().first { $0.description?.identifying["service.name"] == run.name }
+            let agent = setup.server.registry.snapshot().first {
+                $0.description?.identifying["service.name"] == run.name
+            }
             #expect(agent?.transport == .http)
             if run.name == "python-certificate" {
                 #expect(agent?.instanceUID == uid)

@@ -92,3 +92,24 @@ public struct AgentIdentity: Sendable, Hashable, CustomStringConvertible {
         }
     }
 }
+
+/// A client certificate as a TLS peer presented it: whom it names, its validity and its fingerprint.
+public struct PresentedCertificate: Sendable, Hashable {
+    /// The agent it names (nil: not one of Tailplane's).
+    public var identity: AgentIdentity?
+    /// Validity.
+    public var notBefore: Date
+    /// Validity.
+    public var notAfter: Date
+    /// SHA-256 of the DER bytes, hex.
+    public var fingerprint: String
+
+    /// Reads a DER certificate; nil when it does not parse.
+    public init?(derEncoded bytes: [UInt8]) {
+        guard let certificate = try? Certificate(derEncoded: bytes) else { return nil }
+        self.identity = AgentIdentity(certificate: certificate)
+        self.notBefore = certificate.notValidBefore
+        self.notAfter = certificate.notValidAfter
+        self.fingerprint = Fingerprint.sha256(bytes)
+    }
+}

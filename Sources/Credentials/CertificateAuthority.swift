@@ -245,7 +245,7 @@ public struct CertificateAuthority: Sendable {
                 notValidAfter: notAfter,
                 issuer: self.certificate.subject,
                 subject: try identity.subject(),
-                signatureAlgorithm: .ecdsaWithSHA256,
+                // The CA key's own algorithm: a given CA may be P-384, RSA or Ed25519.
                 extensions: try Certificate.Extensions {
                     Critical(BasicConstraints.notCertificateAuthority)
                     Critical(KeyUsage(digitalSignature: true))

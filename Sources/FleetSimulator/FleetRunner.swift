@@ -238,8 +238,10 @@ final class AgentSlot: Sendable {
 
     /// The TLS client context for the agent's current certificate; nil without TLS.
     func tlsContext(options: FleetOptions) throws -> NIOSSLContext? {
-        guard let roots = options.tlsTrustRootsPEM else { return nil }
+        guard let configured = options.tlsTrustRootsPEM else { return nil }
         let credential = self.state.withLock { $0.credential }
+        // Connections made with an offered certificate trust what the offer said, as the supervisor does.
+        let roots = credential?.trustPEM ?? configured
         if let cached = self.tls.withLock({ $0 }), cached.credential == credential { return cached.context }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(roots.utf8)))

@@ -283,9 +283,15 @@ public struct SimulatedAgent: Sendable {
             return [.send(report)]
         }
         self.requestKeyPEM = nil
+        // Like the supervisor: `ca_cert` becomes the trust for the server on the new connection (and nothing
+        // else does), so an offer without the server's CA locks the agent out.
+        let trust =
+            String(decoding: opamp.certificate.caCert, as: UTF8.self)
+            + (opamp.tls.caPemContents.isEmpty ? "" : "\n" + opamp.tls.caPemContents)
         self.credential = ClientCredential(
             certificatePEM: String(decoding: opamp.certificate.cert, as: UTF8.self),
-            privateKeyPEM: key
+            privateKeyPEM: key,
+            trustPEM: trust.contains("BEGIN CERTIFICATE") ? trust : nil
         )
         status.status = .applying
         self.settingsStatus = status
@@ -308,9 +314,13 @@ public struct SimulatedAgent: Sendable {
                 )
             )
         }
-        if offer.hasOwnMetrics { self.ownTelemetry["metrics"] = destination(offer.ownMetrics) }
-        if offer.hasOwnTraces { self.ownTelemetry["traces"] = destination(offer.ownTraces) }
-        if offer.hasOwnLogs { self.ownTelemetry["logs"] = destination(offer.ownLogs) }
+        // An empty endpoint withdraws that kind.
+        for (kind, present, settings) in [
+            ("metrics", offer.hasOwnMetrics, offer.ownMetrics), ("traces", offer.hasOwnTraces, offer.ownTraces),
+            ("logs", offer.hasOwnLogs, offer.ownLogs),
+        ] where present {
+            self.ownTelemetry[kind] = settings.destinationEndpoint.isEmpty ? nil : destination(settings)
+        }
         var status = OpAMP_ConnectionSettingsStatus()
         status.lastConnectionSettingsHash = offer.hash
         status.status = .applied
@@ -355,11 +365,14 @@ public struct ClientCredential: Sendable, Hashable {
     public var certificatePEM: String
     /// Its private key.
     public var privateKeyPEM: String
+    /// The CA certificates to verify the server with on connections made with it (the offer's `ca_cert`).
+    public var trustPEM: String?
 
     /// Creates a credential.
-    public init(certificatePEM: String, privateKeyPEM: String) {
+    public init(certificatePEM: String, privateKeyPEM: String, trustPEM: String? = nil) {
         self.certificatePEM = certificatePEM
         self.privateKeyPEM = privateKeyPEM
+        self.trustPEM = trustPEM
     }
 }
 

@@ -23,6 +23,9 @@ public struct OpAMPServerConfiguration: Sendable {
     public var access: (any AgentAccessPolicy)?
     /// TLS for the port (HTTP and WebSocket alike); nil: plain text.
     public var tls: TLSConfiguration?
+    /// CA certificates (PEM) that agents should trust for this server's certificate: sent as `ca_cert` with
+    /// every certificate offered (the supervisor verifies the server with it after switching).
+    public var serverCAPEM: String?
     /// Heartbeat interval offered to agents that report heartbeats (needs ``advertisedEndpoint``).
     public var heartbeatIntervalSeconds: UInt64 = 30
     /// The URL agents should use to reach this server (sent with the heartbeat offer). Without it no

@@ -98,6 +98,12 @@ extension Policyd {
 
         @Option(
             help:
+                "CA certificates (PEM) that signed --tls-cert, sent to agents with the certificates they are given so they can verify policyd (default: the chain in --tls-cert after the leaf)."
+        )
+        var tlsCA: String?
+
+        @Option(
+            help:
                 "CA certificates (PEM) that agent client certificates must chain to (default with a CA: the CA's own)."
         )
         var clientCA: String?
@@ -157,7 +163,8 @@ extension Policyd {
             configuration.advertisedEndpoint = self.advertisedEndpoint
             configuration.heartbeatIntervalSeconds = self.heartbeatInterval
             configuration.agentTokens = try self.tokens()
-            configuration.tls = security.tls?.configuration()
+            configuration.tls = security.opampTLS?.configuration()
+            configuration.serverCAPEM = security.serverCAPEM
             let apiTokens = try Self.apiTokens(file: self.apiTokensFile)
             if apiTokens.isEmpty, !["127.0.0.1", "::1", "localhost"].contains(self.apiBind) {
                 throw ValidationError(
@@ -183,7 +190,9 @@ extension Policyd {
                     authority: security.authority,
                     certificatePolicy: CertificatePolicy(lifetime: self.certLifetimeDays * 86_400),
                     sharedTokens: configuration.agentTokens,
-                    enrolmentTokens: try Self.enrolmentTokens(file: self.enrolmentTokensFile)
+                    enrolmentTokens: try Self.enrolmentTokens(file: self.enrolmentTokensFile),
+                    serverCAPEM: security.serverCAPEM,
+                    serverUsesTLS: security.opampTLS != nil
                 )
             } catch let error as ValidationError {
                 throw error
@@ -204,7 +213,7 @@ extension Policyd {
                 tokens: apiTokens,
                 host: self.apiBind,
                 port: self.apiPort,
-                tls: security.tls?.configuration(),
+                tls: security.apiTLS?.configuration(),
                 access: access,
                 logger: Logger(label: "policyd.control")
             )
@@ -223,7 +232,9 @@ extension Policyd {
         }
 
         /// The CA (when there is one) and the ports' TLS material.
-        private func security(logger: Logger) throws -> (authority: CertificateAuthority?, tls: ServerTLS?) {
+        private func security(logger: Logger) throws -> (
+            authority: CertificateAuthority?, opampTLS: ServerTLS?, apiTLS: ServerTLS?, serverCAPEM: String?
+        ) {
             let caDirectory = URL(fileURLWithPath: self.caDir ?? (self.dataDir + "/ca"))
             var authority: CertificateAuthority?
             if self.caDir != nil
@@ -238,34 +249,59 @@ extension Policyd {
                 }
                 logger.info("certificate authority loaded", metadata: ["directory": "\(caDirectory.path)"])
             }
-            guard let certificate = self.tlsCert, let key = self.tlsKey else { return (authority, nil) }
+            guard let certificate = self.tlsCert, let key = self.tlsKey else { return (authority, nil, nil, nil) }
+            let serverCA = try Self.serverCA(certificateFile: certificate, caFile: self.tlsCA)
+            if serverCA == nil, authority != nil {
+                logger.warning(
+                    "policyd does not know the CA of its TLS certificate (--tls-ca), so it cannot give agents certificates: they could not verify policyd afterwards"
+                )
+            }
             let clientCA =
                 self.clientCA
                 ?? authority.map { _ in caDirectory.appendingPathComponent(CertificateAuthority.certificateFile).path }
             let tlsLogger = Logger(label: "policyd.tls")
             do {
-                let tls = try ServerTLS(
+                let report: @Sendable (ServerTLS.ReloadOutcome) -> Void = { outcome in
+                    switch outcome {
+                    case .reloaded(let fingerprint):
+                        tlsLogger.notice("TLS certificate reloaded", metadata: ["sha256": "\(fingerprint)"])
+                    case .failed(let reason):
+                        tlsLogger.error(
+                            "TLS files changed but do not load; the previous certificate stays in use",
+                            metadata: ["reason": "\(reason)"]
+                        )
+                    }
+                }
+                let opamp = try ServerTLS(
                     certificatePath: certificate,
                     keyPath: key,
                     clientCAPath: clientCA,
                     clientCertificates: clientCA == nil
                         ? ServerTLS.ClientCertificates.none : self.requireClientCert ? .required : .optional,
-                    report: { outcome in
-                        switch outcome {
-                        case .reloaded(let fingerprint):
-                            tlsLogger.notice("TLS certificate reloaded", metadata: ["sha256": "\(fingerprint)"])
-                        case .failed(let reason):
-                            tlsLogger.error(
-                                "TLS files changed but do not load; the previous certificate stays in use",
-                                metadata: ["reason": "\(reason)"]
-                            )
-                        }
-                    }
+                    report: report
                 )
-                return (authority, tls)
+                // The API authenticates with bearer tokens: it never asks for a client certificate, so
+                // --require-client-cert cannot lock policyctl out.
+                let api = try ServerTLS(certificatePath: certificate, keyPath: key)
+                return (authority, opamp, api, serverCA)
             } catch {
                 throw ValidationError("\(error)")
             }
+        }
+
+        /// The CA certificates agents should trust for policyd: --tls-ca, or the chain after the leaf.
+        static func serverCA(certificateFile: String, caFile: String?) throws -> String? {
+            if let caFile {
+                guard let text = try? String(contentsOfFile: caFile, encoding: .utf8),
+                    text.contains("BEGIN CERTIFICATE")
+                else { throw ValidationError("cannot read a PEM certificate from --tls-ca \(caFile)") }
+                return text
+            }
+            guard let text = try? String(contentsOfFile: certificateFile, encoding: .utf8) else { return nil }
+            let blocks = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map {
+                $0.trimmingCharacters(in: .whitespacesAndNewlines) + "\n-----END CERTIFICATE-----\n"
+            }
+            return blocks.count > 1 ? blocks.dropFirst().joined() : nil
         }
 
         /// Enrolment tokens from a file: `TIER NAME TOKEN` per line.

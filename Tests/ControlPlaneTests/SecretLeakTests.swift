@@ -36,6 +36,8 @@ import Testing
         let caKey = try String(contentsOf: data.appendingPathComponent("ca/ca.key"), encoding: .utf8)
 
         let server = try ServerCertificates(directory: directory)
+        let serverCA = directory.appendingPathComponent("server-ca.pem")
+        try server.caPEM.write(to: serverCA, atomically: true, encoding: .utf8)
         let adminToken = "admin-token-\(UUID().uuidString)"
         let sharedToken = "shared-agent-token-\(UUID().uuidString)"
         let fileEnrolment = "file-enrolment-token-\(UUID().uuidString)"
@@ -52,7 +54,8 @@ import Testing
         policyd.arguments = [
             "serve", "--data-dir", data.path, "--bind", "127.0.0.1", "--opamp-port", String(opampPort),
             "--api-port", String(apiPort), "--log-level", "trace", "--tls-cert", server.certificatePath,
-            "--tls-key", server.keyPath, "--enrolment-tokens-file", enrolmentFile.path, "--agent-tokens-file",
+            "--tls-key", server.keyPath, "--tls-ca", serverCA.path, "--enrolment-tokens-file", enrolmentFile.path,
+            "--agent-tokens-file",
             agentTokenFile.path, "--advertised-endpoint", "wss://127.0.0.1:\(opampPort)/v1/opamp",
         ]
         var environment = ProcessInfo.processInfo.environment

@@ -122,7 +122,9 @@ struct ServerCertificates {
             self.access = try AgentAccess(
                 store: store,
                 authority: self.authority,
-                enrolmentTokens: [(self.enrolmentSecret, "test", .sampling)]
+                enrolmentTokens: [(self.enrolmentSecret, "test", .sampling)],
+                serverCAPEM: self.certificates.caPEM,
+                serverUsesTLS: true
             )
             let tls = try ServerTLS(
                 certificatePath: self.certificates.certificatePath,
@@ -137,6 +139,7 @@ struct ServerCertificates {
             configuration.tls = tls.configuration()
             configuration.access = self.access
             configuration.advertisedEndpoint = "wss://127.0.0.1/v1/opamp"
+            configuration.serverCAPEM = self.certificates.caPEM
             self.server = OpAMPServer(configuration: configuration, logger: self.log.logger("opamp"))
             self.port = try await self.server.start()
         }
@@ -203,6 +206,19 @@ struct ServerCertificates {
         return message
     }
 
+    /// A simulated sampler that accepts connection settings (so its CSRs can be answered).
+    static func csrAgent(_ uid: InstanceUID) -> SimulatedAgent {
+        SimulatedAgent(
+            profile: AgentProfile(
+                serviceName: "otelcol-sampler",
+                tier: "sampling",
+                hostName: "x",
+                capabilities: AgentProfile.supervisorCapabilities | AgentProfile.connectionSettingsCapabilities
+            ),
+            uid: uid
+        )
+    }
+
     static func credential(_ issued: IssuedCertificate) -> ClientCredential {
         ClientCredential(certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM!)
     }
@@ -264,6 +280,104 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    @Test func onceAnAgentHasItsCertificateNoTokenSpeaksForIt() async throws {
+        let setup = try await Setup()
+        let agent = Self.newUID()
+        let issued = try setup.authority.issue(for: AgentIdentity(instanceUID: agent, tier: "sampling"))
+        let certified = try setup.client(Self.credential(issued))
+        let plain = try setup.client()
+        // Before it ever connects with the certificate, an enrolment token may still act for it (enrolling).
+        let enrolled = try await setup.post(
+            Self.message(agent, attributes: Self.sampler),
+            client: plain,
+            token: setup.enrolmentSecret
+        )
+        #expect(enrolled.status == 200)
+        #expect(
+            try await setup.post(Self.message(agent, attributes: Self.sampler, sequence: 1), client: certified).status
+                == 200
+        )
+        // From then on a token holder cannot speak for it, nor get a certificate for its UID signed.
+        let impostor = try await setup.post(
+            Self.message(agent, attributes: Self.sampler, sequence: 2),
+            client: plain,
+            token: setup.enrolmentSecret
+        )
+        #expect(impostor.status == 403)
+        #expect(impostor.text.contains("holds a client certificate"))
+        var other = Self.csrAgent(agent)
+        var stolen = try other.certificateRequest()
+        other.stamp(&stolen)
+        let stolenAnswer = try await setup.post(stolen, client: plain, token: setup.enrolmentSecret)
+        #expect(stolenAnswer.status == 403, "\(stolenAnswer.response?.errorResponse.errorMessage ?? "")")
+        #expect(setup.access.certificates(of: agent.description).isEmpty)
+
+        // An enrolment token revoked while in use stops working for the next message.
+        let newcomer = Self.newUID()
+        let joined = try await setup.post(
+            Self.message(newcomer, attributes: Self.sampler),
+            client: plain,
+            token: setup.enrolmentSecret
+        )
+        #expect(joined.status == 200)
+        let id = String(SecretToken.hash(setup.enrolmentSecret).prefix(8))
+        #expect(try setup.access.revokeEnrolmentToken(id: id))
+        let late = try await setup.post(
+            Self.message(newcomer, attributes: Self.sampler, sequence: 1),
+            client: plain,
+            token: setup.enrolmentSecret
+        )
+        #expect(late.status == 401)
+        #expect(late.text.contains("was revoked"))
+        try await certified.shutdown()
+        try await plain.shutdown()
+        await setup.stop()
+    }
+
+    @Test func aWaitingRequestCannotBeReplacedByAnotherCredential() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteStore(directory: directory)
+        let access = try AgentAccess(
+            store: store,
+            authority: try CertificateAuthority.generate(),
+            sharedTokens: ["shared-token-for-the-test"]
+        )
+        let agent = Self.newUID()
+        var simulated = SimulatedAgent(
+            profile: AgentProfile(serviceName: "otelcol-sampler", tier: "sampling", hostName: "x"),
+            uid: agent
+        )
+        func csr() throws -> String {
+            String(
+                decoding: try simulated.certificateRequest().connectionSettingsRequest.opamp.certificateRequest.csr,
+                as: UTF8.self
+            )
+        }
+        let first = AgentPrincipal(name: "shared-token")
+        #expect(
+            access.certificateRequest(try csr(), instanceUID: agent, description: nil, principal: first) == .pending
+        )
+        let intruder = AgentPrincipal(name: "someone-else")
+        guard
+            case .refused(let reason) = access.certificateRequest(
+                try csr(),
+                instanceUID: agent,
+                description: nil,
+                principal: intruder
+            )
+        else {
+            Issue.record("a second credential's request replaced the waiting one")
+            return
+        }
+        #expect(reason.contains("waiting for approval"))
+        #expect(access.certificateRequests().first?.principal == "shared-token")
+        // Approval offers the certificate with the CA bundle.
+        let offered = try #require(try access.decide(agent.description, approve: true, actor: "admin"))
+        #expect(offered.privateKeyPEM == nil)
+        #expect(offered.caCertificatePEM.contains("BEGIN CERTIFICATE"))
+    }
+
     @Test func expiredWrongCAAndRevokedCertificatesAreRefused() async throws {
         let setup = try await Setup()
         let agent = Self.newUID()
@@ -319,10 +433,7 @@ struct ServerCertificates {
         #expect(setup.server.registry.agent(agent) == nil)
         #expect(setup.access.certificates(of: agent.description).isEmpty)
         // A CSR naming another agent's UID is refused too.
-        var other = SimulatedAgent(
-            profile: AgentProfile(serviceName: "otelcol-sampler", tier: "sampling", hostName: "x"),
-            uid: Self.newUID()
-        )
+        var other = Self.csrAgent(Self.newUID())
         var stolen = try other.certificateRequest()
         stolen.instanceUid = Data(agent.bytes)
         let refused = try await setup.post(stolen, client: client, token: setup.enrolmentSecret)

@@ -61,6 +61,10 @@ import Testing
             records.allSatisfy { $0.connectionSettingsState == "applied" },
             "\(records.map(\.connectionSettingsState))"
         )
+        // A version without destinations withdraws them (the supervisor keeps what it was given otherwise).
+        let removed = try await stack.applyAndWait(try exampleApply(message: "no destinations"))
+        #expect(removed.phase == .succeeded)
+        #expect(await eventually { fleet.agents().allSatisfy { $0.ownTelemetry.isEmpty } })
         await stack.stop()
     }
 

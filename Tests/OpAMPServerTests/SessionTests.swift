@@ -441,3 +441,69 @@ final class PushLog: Sendable {
         #expect(registry.agent(uid(41))?.availableComponents?.contains("processors/tail_sampling") == true)
     }
 }
+
+/// Own-telemetry offers as opamp-go and the supervisor read them.
+@Suite struct TelemetrySettingsTests {
+    let clock = TestClock()
+    let capabilities: AgentCapabilities = [.reportsStatus, .reportsOwnMetrics, .reportsHeartbeat, .reportsHealth]
+
+    @Test func theHeartbeatIntervalTravelsWithTelemetryAndAWithdrawnKindGetsAnEmptyEndpoint() {
+        let registry = AgentRegistry(
+            heartbeat: (intervalSeconds: 20, endpoint: "wss://policyd/v1/opamp"),
+            clock: self.clock.function
+        )
+        let first = registry.newConnection()
+        _ = registry.handle(fullState(uid(1), capabilities: self.capabilities), connection: first, transport: .http)
+        let metrics = TelemetryOffer.Destination(endpoint: "https://otel:4318/v1/metrics", headers: ["X-Team": "sre"])
+        registry.setDesiredTelemetry([uid(1): TelemetryOffer(metrics: metrics, logs: metrics)])
+        let offered = registry.handle(
+            heartbeat(uid(1), seq: 1, capabilities: self.capabilities),
+            connection: registry.newConnection(),
+            transport: .http
+        )
+        // Only the kind it reports; the interval in the same offer, since a later offer replaces it.
+        #expect(offered.connectionSettings.ownMetrics.destinationEndpoint == "https://otel:4318/v1/metrics")
+        #expect(!offered.connectionSettings.hasOwnLogs)
+        #expect(offered.connectionSettings.opamp.heartbeatIntervalSeconds == 20)
+        #expect(!offered.connectionSettings.hash.isEmpty)
+        // Sent once.
+        let again = registry.handle(
+            heartbeat(uid(1), seq: 2, capabilities: self.capabilities),
+            connection: registry.newConnection(),
+            transport: .http
+        )
+        #expect(!again.hasConnectionSettings)
+        // Removed: withdrawn with an empty endpoint, and then nothing more.
+        registry.setDesiredTelemetry([uid(1): nil])
+        let withdrawn = registry.handle(
+            heartbeat(uid(1), seq: 3, capabilities: self.capabilities),
+            connection: registry.newConnection(),
+            transport: .http
+        )
+        #expect(withdrawn.connectionSettings.hasOwnMetrics)
+        #expect(withdrawn.connectionSettings.ownMetrics.destinationEndpoint.isEmpty)
+        #expect(withdrawn.connectionSettings.hash != offered.connectionSettings.hash)
+        let quiet = registry.handle(
+            heartbeat(uid(1), seq: 4, capabilities: self.capabilities),
+            connection: registry.newConnection(),
+            transport: .http
+        )
+        #expect(!quiet.hasConnectionSettings)
+    }
+
+    @Test func aCSRFromAnAgentThatCannotReceiveTheCertificateIsRefusedAndErrorsCarryNothingElse() {
+        let registry = AgentRegistry(
+            heartbeat: (intervalSeconds: 20, endpoint: "wss://policyd/v1/opamp"),
+            clock: self.clock.function
+        )
+        var message = fullState(uid(2), capabilities: self.capabilities)
+        message.connectionSettingsRequest.opamp.certificateRequest.csr = Data(
+            "-----BEGIN CERTIFICATE REQUEST-----".utf8
+        )
+        let response = registry.handle(message, connection: registry.newConnection(), transport: .http)
+        #expect(response.errorResponse.type == .badRequest)
+        #expect(response.errorResponse.errorMessage.contains("AcceptsOpAMPConnectionSettings"))
+        #expect(response.capabilities == 0)
+        #expect(registry.agent(uid(2)) == nil)
+    }
+}

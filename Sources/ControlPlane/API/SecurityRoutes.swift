@@ -209,7 +209,8 @@ extension ControlPlaneAPI {
             OpAMPConnectionOffer(
                 endpoint: connection.endpoint,
                 heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
-                certificate: certificate
+                certificate: certificate,
+                serverCAPEM: try self.requireAccess().serverCAPEM
             ),
             to: uid
         )

@@ -26,9 +26,8 @@ public actor Controller {
     /// A sampler count different from the one rendered, and since when.
     private var countSeen: (count: Int, since: Date)?
     private var lastRecount = Date.distantPast
-    /// Telemetry offers by version, and the one last set per agent.
+    /// Telemetry offers by version.
     private var telemetryOffers: [Int: TelemetryOffer?] = [:]
-    private var telemetrySent: [String: TelemetryOffer?] = [:]
     /// When certificates were last checked for renewal.
     var lastRenewalCheck = Date.distantPast
 
@@ -350,10 +349,8 @@ public actor Controller {
         for agent in views where agent.view.tier != .unmanaged {
             guard let assignment = self.state.assignments[agent.view.uid] else { continue }
             let offer = self.telemetryOffer(version: assignment.version)
-            if self.telemetrySent[agent.view.uid] != offer {
-                telemetry[agent.snapshot.instanceUID] = offer
-                self.telemetrySent[agent.view.uid] = offer
-            }
+            // Compared with what the registry holds, so an agent it forgot and relearned gets the offer again.
+            if agent.snapshot.desiredTelemetry != offer { telemetry[agent.snapshot.instanceUID] = offer }
         }
         if !telemetry.isEmpty { self.registry.setDesiredTelemetry(telemetry) }
     }

@@ -28,6 +28,8 @@ public final class AgentAccess: AgentAccessPolicy {
         var fleet = Fleet()
         var unsaved: [SecurityRecord] = []
         var rotation: CertificateRotation?
+        /// Agents that have connected with a certificate: from then on a token no longer speaks for them.
+        var certified: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -38,6 +40,11 @@ public final class AgentAccess: AgentAccessPolicy {
     public let certificatePolicy: CertificatePolicy
     private let sharedTokens: Set<String>
     private let clock: @Sendable () -> Date
+    /// CA certificates agents must trust for policyd's own TLS certificate (sent as `ca_cert` with every
+    /// certificate, since the supervisor verifies the server with exactly that after switching).
+    public let serverCAPEM: String?
+    /// policyd serves OpAMP over TLS: offering a certificate then needs ``serverCAPEM``.
+    public let serverUsesTLS: Bool
 
     /// Loads the stored tokens, revocations, certificates and requests.
     /// - Parameters:
@@ -49,12 +56,16 @@ public final class AgentAccess: AgentAccessPolicy {
         certificatePolicy: CertificatePolicy = CertificatePolicy(),
         sharedTokens: Set<String> = [],
         enrolmentTokens: [(secret: String, name: String, tier: AgentTier?)] = [],
+        serverCAPEM: String? = nil,
+        serverUsesTLS: Bool = false,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.store = store
         self.authority = authority
         self.certificatePolicy = certificatePolicy
         self.sharedTokens = sharedTokens
+        self.serverCAPEM = serverCAPEM
+        self.serverUsesTLS = serverUsesTLS
         self.clock = clock
         let records = try store.securityRecords()
         let now = clock()
@@ -71,6 +82,8 @@ public final class AgentAccess: AgentAccessPolicy {
             }
             for token in enrolmentTokens {
                 let hash = SecretToken.hash(token.secret)
+                // A stored record (a revocation) wins over the file.
+                guard state.enrolment[hash] == nil else { continue }
                 state.enrolment[hash] = EnrolmentToken(
                     id: String(hash.prefix(8)),
                     hash: hash,
@@ -97,7 +110,7 @@ public final class AgentAccess: AgentAccessPolicy {
         let now = self.clock()
         if let der = credentials.clientCertificate {
             // The handshake verified the chain; the SAN says whom it names.
-            guard let identity = AgentIdentity(derEncoded: der) else {
+            guard let presented = PresentedCertificate(derEncoded: der), let identity = presented.identity else {
                 return .failure(
                     AccessRefusal(kind: "credentials", reason: "the client certificate names no Tailplane agent")
                 )
@@ -106,13 +119,15 @@ public final class AgentAccess: AgentAccessPolicy {
             if let revocation = self.state.withLock({ $0.revoked[uid] }) {
                 return .failure(Self.revoked(revocation))
             }
-            let fingerprint = Fingerprint.sha256(der)
+            self.state.withLock { _ = $0.certified.insert(uid) }
             return .success(
                 AgentPrincipal(
-                    name: "certificate:\(fingerprint.prefix(12))",
+                    name: "certificate:\(presented.fingerprint.prefix(12))",
                     instanceUID: identity.instanceUID,
                     scope: identity.tier,
-                    certificateFingerprint: fingerprint
+                    certificateFingerprint: presented.fingerprint,
+                    certificateNotBefore: presented.notBefore,
+                    certificateNotAfter: presented.notAfter
                 )
             )
         }
@@ -141,12 +156,27 @@ public final class AgentAccess: AgentAccessPolicy {
     public func authorize(_ principal: AgentPrincipal, instanceUID uid: InstanceUID, description: AgentDescription?)
         -> AccessRefusal?
     {
-        let (revocation, fleet) = self.state.withLock { ($0.revoked[uid.description], $0.fleet) }
+        let now = self.clock()
+        let (revocation, fleet, certified, enrolment) = self.state.withLock { state in
+            (
+                state.revoked[uid.description], state.fleet, state.certified.contains(uid.description),
+                principal.enrolment ? state.enrolment.values.first { "enrolment:\($0.id)" == principal.name } : nil
+            )
+        }
         if let revocation { return Self.revoked(revocation) }
+        if principal.enrolment, enrolment?.valid(at: now) != true {
+            // Revoked or expired while the connection was open.
+            return AccessRefusal(kind: "credentials", reason: "\(principal.name) is no longer valid")
+        }
+        if principal.instanceUID == nil, certified {
+            // Once an agent has connected with its certificate, a token holder cannot speak for it.
+            return AccessRefusal(
+                kind: "instance_uid",
+                reason: "agent \(uid) holds a client certificate; it must connect with it, not with \(principal.name)"
+            )
+        }
         guard let scope = principal.scope, let description else { return nil }
-        let claimed: AgentTier? =
-            fleet.samplingTier.matches(description.attributes)
-            ? .sampling : fleet.loadBalancingTier.matches(description.attributes) ? .loadBalancing : nil
+        let claimed = Self.tier(of: description, in: fleet)
         if let claimed, claimed.rawValue != scope {
             return AccessRefusal(
                 kind: "tier",
@@ -157,11 +187,39 @@ public final class AgentAccess: AgentAccessPolicy {
         return nil
     }
 
-    public func certificateRequest(_ pem: String, instanceUID uid: InstanceUID, principal: AgentPrincipal)
-        -> CertificateRequestOutcome
-    {
+    /// The tier a description puts an agent in, if any.
+    static func tier(of description: AgentDescription, in fleet: Fleet) -> AgentTier? {
+        fleet.samplingTier.matches(description.attributes)
+            ? .sampling : fleet.loadBalancingTier.matches(description.attributes) ? .loadBalancing : nil
+    }
+
+    /// The CA bundle sent as `ca_cert`: the server's CA (to verify policyd after switching) and the agent CA.
+    public func caBundle() throws(ControlPlaneError) -> String {
+        guard let authority = self.authority else {
+            throw .conflict("this server has no certificate authority (`policyd ca init`)")
+        }
+        if self.serverUsesTLS, self.serverCAPEM == nil {
+            throw .conflict(
+                "policyd does not know the CA of its own TLS certificate, so agents given a certificate could not verify it; give --tls-ca"
+            )
+        }
+        return (self.serverCAPEM.map { $0.hasSuffix("\n") ? $0 : $0 + "\n" } ?? "") + authority.certificatePEM
+    }
+
+    public func certificateRequest(
+        _ pem: String,
+        instanceUID uid: InstanceUID,
+        description: AgentDescription?,
+        principal: AgentPrincipal
+    ) -> CertificateRequestOutcome {
         guard let authority = self.authority else {
             return .refused("this server has no certificate authority (`policyd ca init`)")
+        }
+        let bundle: String
+        do {
+            bundle = try self.caBundle()
+        } catch {
+            return .refused(error.message)
         }
         do {
             _ = try CertificateRequestCheck.check(pem, sender: uid)
@@ -169,11 +227,19 @@ public final class AgentAccess: AgentAccessPolicy {
             return .refused(error.message)
         }
         let now = self.clock()
-        let tier = principal.scope.flatMap(AgentTier.init(rawValue:))
+        // The credential's tier, or else the one the agent's description puts it in.
+        let fleet = self.state.withLock { $0.fleet }
+        let tier =
+            principal.scope.flatMap(AgentTier.init(rawValue:)) ?? description.flatMap { Self.tier(of: $0, in: fleet) }
         // Enrolled agents and holders of this agent's own certificate (a renewal) are signed at once.
         guard principal.enrolment || principal.instanceUID == uid else {
-            self.state.withLock { state in
-                if let existing = state.requests[uid.description], existing.pem == pem { return }
+            let replaced = self.state.withLock { state -> Bool in
+                if let existing = state.requests[uid.description], existing.state == .pending {
+                    // Only the credential that sent it may replace a waiting request: an administrator must not
+                    // approve a key someone else slipped in.
+                    if existing.principal != principal.name { return true }
+                    if existing.pem == pem { return false }
+                }
                 let request = CertificateRequestRecord(
                     instanceUID: uid.description,
                     pem: pem,
@@ -186,6 +252,10 @@ public final class AgentAccess: AgentAccessPolicy {
                 )
                 state.requests[uid.description] = request
                 state.unsaved.append(.certificateRequest(request))
+                return false
+            }
+            if replaced {
+                return .refused("a request from agent \(uid) sent with another credential is waiting for approval")
             }
             return .pending
         }
@@ -197,7 +267,7 @@ public final class AgentAccess: AgentAccessPolicy {
                 now: now
             )
             self.record(issued, tier: tier, origin: "csr", now: now)
-            return .issued(certificatePEM: issued.certificatePEM, caCertificatePEM: authority.certificatePEM)
+            return .issued(certificatePEM: issued.certificatePEM, caCertificatePEM: bundle)
         } catch {
             return .refused(error.message)
         }
@@ -284,7 +354,8 @@ public final class AgentAccess: AgentAccessPolicy {
         }
         guard token.revokedAt == nil else { return true }
         token.revokedAt = self.clock()
-        if token.createdBy != "file" { try self.store.saveSecurityRecords([.enrolmentToken(token)]) }
+        // Saved for file tokens too, so the revocation outlives a restart that reads the file again.
+        try self.store.saveSecurityRecords([.enrolmentToken(token)])
         self.state.withLock { $0.enrolment[token.hash] = token }
         return true
     }
@@ -345,7 +416,7 @@ public final class AgentAccess: AgentAccessPolicy {
             offered = OfferedCertificate(
                 certificatePEM: issued.certificatePEM,
                 privateKeyPEM: nil,
-                caCertificatePEM: authority.certificatePEM
+                caCertificatePEM: try self.caBundle()
             )
         } else {
             request.state = .denied
@@ -372,10 +443,13 @@ public final class AgentAccess: AgentAccessPolicy {
         (self.state.withLock { $0.rotation?.id } ?? 0) + 1
     }
 
-    /// Whether the certificate with this fingerprint (one the CA issued) is past its renewal time.
-    public func renewalDue(fingerprint: String, now: Date) -> Bool {
-        guard let record = self.state.withLock({ $0.certificates[fingerprint] }) else { return false }
-        return self.certificatePolicy.renewal(notBefore: record.notBefore, notAfter: record.notAfter) <= now
+    /// Whether the certificate a connection presented is past its renewal time (read from the certificate
+    /// itself, so it holds for certificates whose record was lost and for ones another CA issued).
+    public func renewalDue(_ principal: AgentPrincipal, now: Date) -> Bool {
+        guard let notBefore = principal.certificateNotBefore, let notAfter = principal.certificateNotAfter else {
+            return false
+        }
+        return self.certificatePolicy.renewal(notBefore: notBefore, notAfter: notAfter) <= now
     }
 
     /// Makes a key pair and a certificate for an agent (server-initiated offers and rotation).
@@ -383,6 +457,7 @@ public final class AgentAccess: AgentAccessPolicy {
         guard let authority = self.authority else {
             throw ControlPlaneError.conflict("this server has no certificate authority (`policyd ca init`)")
         }
+        let bundle = try self.caBundle()
         let now = self.clock()
         let issued: IssuedCertificate
         do {
@@ -398,7 +473,7 @@ public final class AgentAccess: AgentAccessPolicy {
         return OfferedCertificate(
             certificatePEM: issued.certificatePEM,
             privateKeyPEM: issued.privateKeyPEM,
-            caCertificatePEM: authority.certificatePEM
+            caCertificatePEM: bundle
         )
     }
 }

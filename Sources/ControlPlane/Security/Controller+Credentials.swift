@@ -71,14 +71,18 @@ extension Controller {
     func stepRotation(_ snapshot: [AgentSnapshot], fleet: Fleet, now: Date) {
         guard let access = self.access, access.authority != nil else { return }
         var rotation = access.rotation()
-        if rotation?.phase != .running, now.timeIntervalSince(self.lastRenewalCheck) >= self.options.renewalCheckSeconds
+        // After a renewal halts, wait an hour before trying again (an operator looks meanwhile).
+        let backingOff =
+            rotation.map { $0.phase == .halted && now.timeIntervalSince($0.endedAt ?? now) < 3600 } ?? false
+        if rotation?.phase != .running, !backingOff,
+            now.timeIntervalSince(self.lastRenewalCheck) >= self.options.renewalCheckSeconds
         {
             self.lastRenewalCheck = now
             let due = snapshot.filter { agent in
                 guard agent.connected, agent.capabilities.contains(.acceptsOpAMPConnectionSettings),
-                    let fingerprint = agent.principal?.certificateFingerprint
+                    let principal = agent.principal
                 else { return false }
-                return access.renewalDue(fingerprint: fingerprint, now: now)
+                return access.renewalDue(principal, now: now)
             }.map(\.instanceUID.description).sorted()
             if !due.isEmpty {
                 let size = self.options.rotationBatchSize > 0 ? self.options.rotationBatchSize : max(1, due.count / 10)
@@ -114,8 +118,10 @@ extension Controller {
                 settingsError: agent.connectionSettings.errorMessage
             )
         }
-        let offers = current.step(views, now: now)
-        for uid in offers {
+        // Certificates are made and recorded in the rotation first; the rotation is saved; only then do the
+        // offers go out. A failed save sends nothing, so a restart never offers a certificate it forgot.
+        var pending: [(InstanceUID, OpAMPConnectionOffer)] = []
+        for uid in current.step(views, now: now) {
             guard let agent = byUID[uid], let connection = self.registry.advertisedConnection else {
                 current.offered(uid, fingerprint: nil, settingsHash: nil, at: now, problem: "no advertised endpoint")
                 continue
@@ -128,21 +134,19 @@ extension Controller {
                     for: agent.instanceUID,
                     tier: tier == .unmanaged ? nil : tier
                 )
-                let problem = self.registry.offerConnectionSettings(
-                    OpAMPConnectionOffer(
-                        endpoint: connection.endpoint,
-                        heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
-                        certificate: certificate
-                    ),
-                    to: agent.instanceUID
+                let offer = OpAMPConnectionOffer(
+                    endpoint: connection.endpoint,
+                    heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
+                    certificate: certificate,
+                    serverCAPEM: access.serverCAPEM
                 )
                 current.offered(
                     uid,
                     fingerprint: Self.fingerprint(pem: certificate.certificatePEM),
-                    settingsHash: self.registry.agent(agent.instanceUID)?.connectionSettings.offeredHash,
-                    at: now,
-                    problem: problem
+                    settingsHash: offer.settingsHash,
+                    at: now
                 )
+                pending.append((agent.instanceUID, offer))
             } catch {
                 current.offered(
                     uid,
@@ -160,6 +164,14 @@ extension Controller {
             self.logger.warning("cannot save the certificate rotation; retried", metadata: ["error": "\(error)"])
             return
         }
+        var failed = false
+        for (uid, offer) in pending {
+            if let problem = self.registry.offerConnectionSettings(offer, to: uid) {
+                current.offered(uid.description, fingerprint: nil, settingsHash: nil, at: now, problem: problem)
+                failed = true
+            }
+        }
+        if failed { try? access.saveRotation(current) }
         if current.phase != .running {
             self.logger.info(
                 "certificate rotation ended",
@@ -168,10 +180,10 @@ extension Controller {
                     "counts": "\(current.counts)", "failure": "\(current.failure ?? "")",
                 ]
             )
-        } else if !offers.isEmpty {
+        } else if !pending.isEmpty {
             self.logger.info(
                 "certificate rotation batch offered",
-                metadata: ["rotation": "\(current.id)", "agents": "\(offers.count)"]
+                metadata: ["rotation": "\(current.id)", "agents": "\(pending.count)"]
             )
         }
     }

@@ -32,6 +32,10 @@ public struct AgentPrincipal: Sendable, Hashable, CustomStringConvertible {
     public var enrolment: Bool
     /// SHA-256 of the client certificate the connection presented, hex.
     public var certificateFingerprint: String?
+    /// The presented certificate's validity (for renewal).
+    public var certificateNotBefore: Date?
+    /// The presented certificate's validity (for renewal).
+    public var certificateNotAfter: Date?
 
     /// Creates a principal.
     public init(
@@ -39,13 +43,17 @@ public struct AgentPrincipal: Sendable, Hashable, CustomStringConvertible {
         instanceUID: InstanceUID? = nil,
         scope: String? = nil,
         enrolment: Bool = false,
-        certificateFingerprint: String? = nil
+        certificateFingerprint: String? = nil,
+        certificateNotBefore: Date? = nil,
+        certificateNotAfter: Date? = nil
     ) {
         self.name = name
         self.instanceUID = instanceUID
         self.scope = scope
         self.enrolment = enrolment
         self.certificateFingerprint = certificateFingerprint
+        self.certificateNotBefore = certificateNotBefore
+        self.certificateNotAfter = certificateNotAfter
     }
 
     /// Anyone (no authentication configured).
@@ -88,15 +96,20 @@ public protocol AgentAccessPolicy: Sendable {
     /// Admits or refuses a connection (WebSocket) or a request (HTTP) by its credentials.
     func authenticate(_ credentials: AgentCredentials) -> Result<AgentPrincipal, AccessRefusal>
 
-    /// Whether `principal` may act as agent `uid` with this description (nil while none is known). Called on
-    /// an agent's first message on a connection and whenever its description changes. A refusal closes the
-    /// connection.
+    /// Whether `principal` may act as agent `uid` with this description (nil while none is known). Called for
+    /// every message, so a revocation or a fleet change applies at once: answer from memory. A refusal closes
+    /// the connection and the message changes nothing.
     func authorize(_ principal: AgentPrincipal, instanceUID uid: InstanceUID, description: AgentDescription?)
         -> AccessRefusal?
 
-    /// Handles a CSR (PEM) that agent `uid` sent over a connection admitted as `principal`.
-    func certificateRequest(_ pem: String, instanceUID uid: InstanceUID, principal: AgentPrincipal)
-        -> CertificateRequestOutcome
+    /// Handles a CSR (PEM) that agent `uid` (with this description, when known) sent over a connection
+    /// admitted as `principal`.
+    func certificateRequest(
+        _ pem: String,
+        instanceUID uid: InstanceUID,
+        description: AgentDescription?,
+        principal: AgentPrincipal
+    ) -> CertificateRequestOutcome
 }
 
 /// The simplest policy: a set of shared bearer tokens (or none: anyone), every agent may be any UID, and
@@ -122,9 +135,12 @@ public struct SharedTokenAccess: AgentAccessPolicy {
         -> AccessRefusal?
     { nil }
 
-    public func certificateRequest(_ pem: String, instanceUID uid: InstanceUID, principal: AgentPrincipal)
-        -> CertificateRequestOutcome
-    {
+    public func certificateRequest(
+        _ pem: String,
+        instanceUID uid: InstanceUID,
+        description: AgentDescription?,
+        principal: AgentPrincipal
+    ) -> CertificateRequestOutcome {
         .refused("this server does not sign certificates (no CA configured)")
     }
 }

@@ -187,6 +187,8 @@ public struct AgentSnapshot: Sendable, Hashable {
     public var connectionSettings = ConnectionSettingsState()
     /// Who its latest message came from, as the connection's credentials established.
     public var principal: AgentPrincipal?
+    /// Where the layer above wants it to send its own telemetry.
+    public var desiredTelemetry: TelemetryOffer?
 
     /// True while a connection is open (WebSocket) or polls arrive in time (HTTP).
     public var connected: Bool { self.transport != nil }
@@ -284,6 +286,9 @@ public struct OpAMPConnectionOffer: Sendable, Hashable, CustomStringConvertible 
     public var description: String {
         "OpAMPConnectionOffer(endpoint: \(self.endpoint), heartbeat: \(self.heartbeatIntervalSeconds)s, headers: \(self.headers.keys.sorted()), certificate: \(self.certificate != nil))"
     }
+
+    /// The `ConnectionSettingsOffers.hash` this offer goes out with (what the agent reports back).
+    public var settingsHash: [UInt8] { [UInt8](AgentSession.connectionSettings(self).hash) }
 
     /// Why the offer cannot be sent, if it cannot.
     public var problem: String? {

@@ -64,6 +64,8 @@ public final class AgentRegistry: Sendable {
     private let clock: @Sendable () -> Date
     /// Who may connect and speak for which agent; CSRs.
     let access: any AgentAccessPolicy
+    /// CA certificates (PEM) agents should trust for this server's TLS certificate, sent with certificates.
+    public let serverCAPEM: String?
     private let refusals = Mutex(RefusalCounts())
     /// How long after taking an identity over a connection counts as its fresh owner: a second takeover
     /// within this time, after the owner spoke, means two agents share the UID.
@@ -77,11 +79,13 @@ public final class AgentRegistry: Sendable {
     public init(
         heartbeat: (intervalSeconds: UInt64, endpoint: String)? = nil,
         access: any AgentAccessPolicy = SharedTokenAccess(tokens: []),
+        serverCAPEM: String? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.capabilities = .tailplane
         self.heartbeat = heartbeat
         self.access = access
+        self.serverCAPEM = serverCAPEM
         self.clock = clock
     }
 
@@ -186,21 +190,17 @@ public final class AgentRegistry: Sendable {
             if state.renamed[connection] == uid, let bound = state.bindings[connection] {
                 uid = bound  // sent before the agent took in its new UID
             }
-            // Credentials first: a refused message changes nothing.
-            if let refusal = self.check(principal, uid: uid, message: message, state: state, connection: connection) {
+            // Credentials first: a refused message changes nothing. An error response carries nothing else.
+            if let refusal = self.check(principal, uid: uid, message: message, state: state) {
                 self.count(refusal)
-                var response = Self.badRequest(refusal.reason, echo: message.instanceUid)
-                response.capabilities = self.capabilities.rawValue
-                return Handled(response: response, refusal: refusal)
+                return Handled(response: Self.badRequest(refusal.reason, echo: message.instanceUid), refusal: refusal)
             }
             if message.hasConnectionSettingsRequest {
-                switch self.certificateRequest(message, uid: uid, principal: principal) {
+                switch self.certificateRequest(message, uid: uid, principal: principal, state: state) {
                 case .failure(let refusal):
                     // A bad CSR gets BAD_REQUEST and nothing else changes; the connection stays open.
                     self.count(refusal)
-                    var response = Self.badRequest(refusal.reason, echo: message.instanceUid)
-                    response.capabilities = self.capabilities.rawValue
-                    return Handled(response: response)
+                    return Handled(response: Self.badRequest(refusal.reason, echo: message.instanceUid))
                 case .success(let offer):
                     context.issuedCertificate = offer
                 }
@@ -291,8 +291,7 @@ public final class AgentRegistry: Sendable {
         _ principal: AgentPrincipal,
         uid: InstanceUID,
         message: OpAMP_AgentToServer,
-        state: borrowing State,
-        connection: ConnectionID
+        state: borrowing State
     ) -> AccessRefusal? {
         if let bound = principal.instanceUID, bound != uid {
             return AccessRefusal(
@@ -300,24 +299,36 @@ public final class AgentRegistry: Sendable {
                 reason: "this connection's credential belongs to agent \(bound); it cannot speak for \(uid)"
             )
         }
-        let session = state.sessions[uid]
+        // Every message: a revocation, an expired enrolment token or a fleet change applies at once.
         let described = message.hasAgentDescription ? ProtobufConversion.description(message.agentDescription) : nil
-        let first = state.bindings[connection] != uid || session?.snapshot.principal != principal
-        guard first || (described != nil && described != session?.snapshot.description) else { return nil }
         return self.access.authorize(
             principal,
             instanceUID: uid,
-            description: described ?? session?.snapshot.description
+            description: described ?? state.sessions[uid]?.snapshot.description
         )
     }
 
     /// Runs a CSR through the access policy: the settings to answer with, or why not.
-    private func certificateRequest(_ message: OpAMP_AgentToServer, uid: InstanceUID, principal: AgentPrincipal)
-        -> Result<OpAMPConnectionOffer?, AccessRefusal>
-    {
+    private func certificateRequest(
+        _ message: OpAMP_AgentToServer,
+        uid: InstanceUID,
+        principal: AgentPrincipal,
+        state: borrowing State
+    ) -> Result<OpAMPConnectionOffer?, AccessRefusal> {
         let csr = message.connectionSettingsRequest.opamp.certificateRequest.csr
         guard !csr.isEmpty, let pem = String(data: csr, encoding: .utf8) else {
             return .failure(AccessRefusal(kind: "csr", reason: "connection_settings_request carries no PEM CSR"))
+        }
+        // opamp-go hands `connection_settings.opamp` to the agent only with this capability: without it the
+        // certificate would be signed and never arrive.
+        guard AgentCapabilities(rawValue: message.capabilities).contains(.acceptsOpAMPConnectionSettings) else {
+            return .failure(
+                AccessRefusal(
+                    kind: "csr",
+                    reason:
+                        "a CSR needs the AcceptsOpAMPConnectionSettings capability: the certificate comes back in connection_settings.opamp"
+                )
+            )
         }
         guard let heartbeat = self.heartbeat else {
             // Connection settings need a destination endpoint, and without an advertised one there is none.
@@ -328,7 +339,10 @@ public final class AgentRegistry: Sendable {
                 )
             )
         }
-        switch self.access.certificateRequest(pem, instanceUID: uid, principal: principal) {
+        let description =
+            message.hasAgentDescription
+            ? ProtobufConversion.description(message.agentDescription) : state.sessions[uid]?.snapshot.description
+        switch self.access.certificateRequest(pem, instanceUID: uid, description: description, principal: principal) {
         case .issued(let certificate, let ca):
             return .success(
                 OpAMPConnectionOffer(
@@ -338,7 +352,8 @@ public final class AgentRegistry: Sendable {
                         certificatePEM: certificate,
                         privateKeyPEM: nil,
                         caCertificatePEM: ca
-                    )
+                    ),
+                    serverCAPEM: self.serverCAPEM
                 )
             )
         case .pending:

@@ -24,9 +24,13 @@ struct AgentSession {
     private var pendingCommand: AgentCommand?
     /// Connection settings waiting for the next response (HTTP agents).
     private var pendingOffer: OpAMPConnectionOffer?
-    /// Where the agent should send its own telemetry, and the hash last sent on this connection.
+    /// Where the agent should send its own telemetry, the hash last sent on this connection, and what it was
+    /// last given (kept across connections, as the supervisor keeps it: a kind no longer wanted is withdrawn).
     private var desiredTelemetry: TelemetryOffer?
     private var telemetrySent: [UInt8]?
+    private var telemetryDelivered: TelemetryOffer?
+    /// The server's heartbeat offer (interval and endpoint), from the last message's context.
+    private var heartbeat: (intervalSeconds: UInt64, endpoint: String)?
     /// The available-components hash the full list was last asked for (asked once per hash).
     private var requestedComponents: [UInt8]?
 
@@ -212,16 +216,18 @@ struct AgentSession {
             response.remoteConfig = ProtobufConversion.remoteConfig(config)
             self.sentOnConnection = config.hash
         }
-        if let offer = self.pendingOffer, capabilities.contains(.acceptsOpAMPConnectionSettings) {
-            response.connectionSettings = Self.connectionSettings(offer)
-            self.pendingOffer = nil
-        } else if let issued = context.issuedCertificate {
-            // The answer to this message's CSR: the signed certificate, without a private key.
+        self.heartbeat = context.heartbeat
+        if let issued = context.issuedCertificate {
+            // The answer to this message's CSR first (a queued offer waits for the next poll): the signed
+            // certificate, without a private key.
             response.connectionSettings = Self.connectionSettings(issued)
             events += self.recordOffer(issued, hash: [UInt8](response.connectionSettings.hash), now: context.now)
+        } else if let offer = self.pendingOffer, capabilities.contains(.acceptsOpAMPConnectionSettings) {
+            response.connectionSettings = Self.connectionSettings(offer)
+            self.pendingOffer = nil
         } else if let (settings, offer) = self.telemetryToSend() {
             response.connectionSettings = settings
-            self.telemetrySent = [UInt8](settings.hash)
+            self.markTelemetrySent(settings, offer)
             events += self.recordTelemetry(offer, hash: [UInt8](settings.hash), now: context.now)
         } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
             !capabilities.contains(.acceptsOpAMPConnectionSettings),
@@ -358,28 +364,51 @@ struct AgentSession {
     ) {
         guard offer != self.desiredTelemetry else { return (nil, []) }
         self.desiredTelemetry = offer
+        self.snapshot.desiredTelemetry = offer
         guard self.snapshot.transport == .webSocket, let (settings, sent) = self.telemetryToSend() else {
             return (nil, [])
         }
-        self.telemetrySent = [UInt8](settings.hash)
+        self.markTelemetrySent(settings, sent)
         return (
             self.push { $0.connectionSettings = settings },
             self.recordTelemetry(sent, hash: [UInt8](settings.hash), now: now)
         )
     }
 
-    /// The telemetry settings to send, when they differ from what this connection got: only the kinds the
-    /// agent reports.
+    /// The telemetry settings to send, when they differ from what this connection got: the kinds the agent
+    /// reports; a kind it was given before and should no longer have, withdrawn with an empty endpoint; and,
+    /// for agents that take only the heartbeat interval from connection settings, that interval in the same
+    /// offer (a later offer replaces an earlier one, so the two travel together).
     private func telemetryToSend() -> (OpAMP_ConnectionSettingsOffers, TelemetryOffer)? {
-        guard let desired = self.desiredTelemetry else { return nil }
+        let desired = self.desiredTelemetry ?? TelemetryOffer()
+        let delivered = self.telemetryDelivered ?? TelemetryOffer()
         let capabilities = self.snapshot.capabilities
+        let withdrawn = TelemetryOffer.Destination(endpoint: "")
         var offer = TelemetryOffer()
-        if capabilities.contains(.reportsOwnMetrics) { offer.metrics = desired.metrics }
-        if capabilities.contains(.reportsOwnTraces) { offer.traces = desired.traces }
-        if capabilities.contains(.reportsOwnLogs) { offer.logs = desired.logs }
+        if capabilities.contains(.reportsOwnMetrics) {
+            offer.metrics = desired.metrics ?? (delivered.metrics != nil ? withdrawn : nil)
+        }
+        if capabilities.contains(.reportsOwnTraces) {
+            offer.traces = desired.traces ?? (delivered.traces != nil ? withdrawn : nil)
+        }
+        if capabilities.contains(.reportsOwnLogs) {
+            offer.logs = desired.logs ?? (delivered.logs != nil ? withdrawn : nil)
+        }
         guard offer.metrics != nil || offer.traces != nil || offer.logs != nil else { return nil }
-        let settings = Self.telemetrySettings(offer)
+        var heartbeat: (intervalSeconds: UInt64, endpoint: String)?
+        if capabilities.contains(.reportsHeartbeat), !capabilities.contains(.acceptsOpAMPConnectionSettings) {
+            heartbeat = self.heartbeat
+        }
+        let settings = Self.telemetrySettings(offer, heartbeat: heartbeat)
         return self.telemetrySent == [UInt8](settings.hash) ? nil : (settings, offer)
+    }
+
+    /// Records telemetry settings as sent on this connection and given to the agent.
+    private mutating func markTelemetrySent(_ settings: OpAMP_ConnectionSettingsOffers, _ offer: TelemetryOffer) {
+        self.telemetrySent = [UInt8](settings.hash)
+        let kinds = [offer.metrics, offer.traces, offer.logs].compactMap { $0 }
+        // Once every kind given is withdrawn, nothing is left to withdraw.
+        self.telemetryDelivered = kinds.allSatisfy { $0.endpoint.isEmpty } ? nil : offer
     }
 
     private mutating func recordTelemetry(_ offer: TelemetryOffer, hash: [UInt8], now: Date) -> [AgentEvent] {
@@ -391,9 +420,17 @@ struct AgentSession {
         return [.connectionSettingsChanged(self.snapshot.instanceUID, settings)]
     }
 
-    static func telemetrySettings(_ offer: TelemetryOffer) -> OpAMP_ConnectionSettingsOffers {
+    static func telemetrySettings(
+        _ offer: TelemetryOffer,
+        heartbeat: (intervalSeconds: UInt64, endpoint: String)? = nil
+    ) -> OpAMP_ConnectionSettingsOffers {
         var offers = OpAMP_ConnectionSettingsOffers()
         var hasher = SHA256Hasher()
+        if let heartbeat {
+            let opamp = Self.heartbeatOffer(heartbeat)
+            offers.opamp = opamp.opamp
+            hasher.add([3] + [UInt8](opamp.hash))
+        }
         func settings(_ destination: TelemetryOffer.Destination, tag: UInt8) -> OpAMP_TelemetryConnectionSettings {
             var settings = OpAMP_TelemetryConnectionSettings()
             settings.destinationEndpoint = destination.endpoint

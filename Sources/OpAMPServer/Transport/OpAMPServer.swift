@@ -33,7 +33,8 @@ public final class OpAMPServer: Service, Sendable {
         }
         self.registry = AgentRegistry(
             heartbeat: heartbeat,
-            access: configuration.access ?? SharedTokenAccess(tokens: configuration.agentTokens)
+            access: configuration.access ?? SharedTokenAccess(tokens: configuration.agentTokens),
+            serverCAPEM: configuration.serverCAPEM
         )
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
     }

@@ -185,6 +185,17 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "credentials-bench",
+            dependencies: [
+                "ControlPlane", "Credentials", "OpAMPServer", "OpAMPProtocol", "FleetSimulator",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "simulate-bench",
             dependencies: ["PolicyEngine", "PolicyTesting"],
             swiftSettings: upcoming

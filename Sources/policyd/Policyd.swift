@@ -120,6 +120,9 @@ extension Policyd {
         @Option(help: "Lifetime of agent certificates the CA issues, in days.")
         var certLifetimeDays = 30.0
 
+        @Option(help: "Share of a certificate's lifetime after which it is renewed (0.67: after 20 of 30 days).")
+        var certRenewAt = 2.0 / 3.0
+
         func validate() throws {
             guard (1...65535).contains(self.opampPort) || self.opampPort == 0 else {
                 throw ValidationError("--opamp-port must be 0…65535")
@@ -143,6 +146,9 @@ extension Policyd {
             }
             guard self.certLifetimeDays >= 1 / 24 else {
                 throw ValidationError("--cert-lifetime-days must be at least one hour (0.042)")
+            }
+            guard self.certRenewAt > 0.1, self.certRenewAt < 0.95 else {
+                throw ValidationError("--cert-renew-at is a share of the lifetime between 0.1 and 0.95")
             }
         }
 
@@ -188,7 +194,10 @@ extension Policyd {
                 access = try AgentAccess(
                     store: store,
                     authority: security.authority,
-                    certificatePolicy: CertificatePolicy(lifetime: self.certLifetimeDays * 86_400),
+                    certificatePolicy: CertificatePolicy(
+                        lifetime: self.certLifetimeDays * 86_400,
+                        renewAfterFraction: self.certRenewAt
+                    ),
                     sharedTokens: configuration.agentTokens,
                     enrolmentTokens: try Self.enrolmentTokens(file: self.enrolmentTokensFile),
                     serverCAPEM: security.serverCAPEM,

@@ -684,6 +684,20 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    @Test func plainTextOnANonLoopbackAddressIsWarnedAbout() async throws {
+        for (host, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+            let log = CapturedLog()
+            var configuration = OpAMPServerConfiguration()
+            configuration.host = host
+            configuration.port = 0
+            configuration.threads = 1
+            let server = OpAMPServer(configuration: configuration, logger: log.logger("opamp"))
+            try await server.start()
+            await server.stop()
+            #expect(log.text.contains("plain text") == warned, "\(host)")
+        }
+    }
+
     @Test func changedCertificateFilesAreServedWithoutARestart() async throws {
         let setup = try await Setup()
         let tls = try ServerTLS(

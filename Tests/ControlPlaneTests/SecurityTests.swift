@@ -684,6 +684,59 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    @Test func revokingThroughTheAPIClosesTheAgentAndKeepsItOut() async throws {
+        let setup = try await Setup()
+        let control = try ControlPlaneServer(
+            store: setup.store,
+            registry: setup.server.registry,
+            options: fastOptions(),
+            port: 0,
+            access: setup.access
+        )
+        let service = Task { try await control.run() }
+        let apiPort = await control.apiPort()
+        var options = FleetOptions()
+        options.port = setup.port
+        options.agents = 2
+        options.loadBalancerShare = 0
+        options.token = setup.enrolmentSecret
+        options.tlsTrustRootsPEM = setup.certificates.caPEM
+        options.acceptsConnectionSettings = true
+        options.requestCertificates = true
+        options.reconnectDelay = .milliseconds(100)
+        let fleet = FleetRunner(options: options)
+        let task = Task { try await fleet.run() }
+        #expect(
+            await eventually {
+                setup.server.registry.snapshot().filter { $0.connected && $0.principal?.instanceUID != nil }.count == 2
+            }
+        )
+        let victim = try #require(setup.server.registry.snapshot().first?.instanceUID)
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/agents/\(victim)/revoke")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: #"{"reason": "host decommissioned"}"#))
+        let answer = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        #expect(answer.status == .ok)
+        // Its socket closes; it reconnects with its certificate and is refused, again and again.
+        #expect(await eventually { setup.server.registry.agent(victim)?.connected == false })
+        #expect(await eventually { (setup.server.registry.refusalCounts().byKind["revoked"] ?? 0) >= 2 })
+        #expect(setup.server.registry.agent(victim)?.connected == false)
+        // The other agent is untouched, and the revocation is listed and audited.
+        #expect(setup.server.registry.snapshot().filter { $0.connected }.count == 1)
+        let listed = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/revocations"),
+            timeout: .seconds(10)
+        )
+        let body = String(buffer: try await listed.body.collect(upTo: 1 << 20))
+        #expect(body.contains(victim.description) && body.contains("host decommissioned"))
+        #expect(try setup.store.audit(limit: 10).contains { $0.action == "agent.revoke" })
+        task.cancel()
+        await fleet.shutdown()
+        service.cancel()
+        await setup.stop()
+    }
+
     @Test func plainTextOnANonLoopbackAddressIsWarnedAbout() async throws {
         for (host, warned) in [("0.0.0.0", true), ("127.0.0.1", false)] {
             let log = CapturedLog()

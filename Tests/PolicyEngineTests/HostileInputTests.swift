@@ -20,6 +20,11 @@ import Testing
         let empty = self.check([], expecting: .emptyFile)
         #expect(empty.diagnostics.first?.start == PolicyEngine.SourceLocation(line: 1, column: 1))
         _ = self.check(Array("  \n\n\t\n".utf8), expecting: .emptyFile)
+        // Found by the policy-compiler fuzzer: separators alone compiled cleanly, but formatted to an empty
+        // file, which does not.
+        _ = self.check(Array("; ".utf8), expecting: .emptyFile)
+        _ = self.check(Array(";\n;;\n".utf8), expecting: .emptyFile)
+        #expect(!self.check(Array("keep a when status == ERROR;\n".utf8)).hasErrors)
         // Comments only is a valid (if idle) file.
         #expect(!self.check(Array("# nothing yet\n".utf8)).hasErrors)
     }

@@ -18,7 +18,10 @@ struct Parser {
         let (tokens, comments) = Lexer.tokenize(file, into: &sink)
         var parser = Parser(file: file, tokens: tokens, sink: sink)
         let declarations = parser.parseDeclarations()
-        if tokens.count == 1, !file.bytes.contains(where: { $0 > 0x20 }) {
+        // Only whitespace and `;` separators: nothing is declared, and formatting would leave nothing at all.
+        if tokens.allSatisfy({ $0.kind == .semicolon || $0.kind == .endOfFile }),
+            !file.bytes.contains(where: { $0 > 0x20 && $0 != UInt8(ascii: ";") })
+        {
             parser.sink.emit(
                 .emptyFile,
                 "policy file is empty",

@@ -25,6 +25,23 @@ import Testing
         _ = self.check(Array("; ".utf8), expecting: .emptyFile)
         _ = self.check(Array(";\n;;\n".utf8), expecting: .emptyFile)
         #expect(!self.check(Array("keep a when status == ERROR;\n".utf8)).hasErrors)
+    }
+
+    @Test func numbersBeyondInt64InRuleNamesAndValues() {
+        // Found by the policy-compiler fuzzer: a whole number too large for Int64 crashed the rule's
+        // printed form.
+        _ = self.check(Array("keep big when attr[\"n\"] == 99999999999999999999999999\n".utf8))
+        _ = self.check(Array("keep big when duration > 99999999999999999999999999s\n".utf8))
+        _ = self.check(Array("keep big when attr[\"n\"] > 1e300 sample 10%\n".utf8))
+        // The fuzzer's input, as found.
+        _ = self.check(
+            Array(
+                Data(
+                    base64Encoded:
+                        "IyBCdXNpbmVzcyB0cmFmZmljOiBjdXN0b21lcnMgd2UgcHJvbWlzZSBmdWxsIGZpZGVsaXR5IHRvLCBhbnpkIGZhaXIgc2FtcGxlcx5vZiB0aGUgcmU0NDQ0NDQ0NDQ0tzQ0NDQ0NDQ0NHVzaW5lc3Nzdmk9ZSAiPWMgY2hlY2tvdXQiIGFuZCBzdGF0dXNwcgEAAAAAAABsZSA1MCUKa2VlcCBzZWFyY2hfc2FtcGxlIHdoZW4gc2VydmljZSA9PSAic2VhcmNoIiBhbmQgbm90IGF0dHJbImh0dHAucm91dGUiXSBtYXRjaGVzICIvabECAAAAAAAALioiIHNhbXBsZSAxOWxpbmUgc2FtcGxlIDQ0NDQ0NDQ0NDQ0NDAwMDAwMDAwNDA4NzM5MjE5NDMzMjQyOTgxMiUgc2FsdCAic2VhcmNoIgprZWVwIGJ1bGtfZXhwb3L0c2FtcGxlIDUxJQprZWVwIHNlYXJjaF9zYW1wbGUgd2hlbiBzZXJ2aWNlID09ICJzZWFyY2giIHNhbXBsZYmJiTQ0NDQ0NDQ0NDQ0NDQ0NDQ0MTDT33NhbHQgInNlYXJjaCIKa2VlcCBicWxrX2V4cG9y9HNhbXBsZSA1MVklCmthZmZpYzogY3VzdG9tZXJzIHdlIHByb21pc2UgZnVsbCBmaWRlbGl0eSB0bywgYW56ZCBmYWlyIHNhbXBsZXMeb2YgdGhlIHJlNDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQwMDAwMDAwMDQwODczOTIxOTQzMzI0Mjk4MTIlIHNhbHQgInNlYXJjaCIKa2VlcCBidWxrX2V4cG9y9HNhbXBsZSA1MSUKa2VlcCBzZWFyY2hfc2FtcGxlIHdoZW4gc2VydmljZSA9PSAic2VhcmNoIiBzYW1wbGWJiYk0NDQ0NDQ0NDQ0NDQ0NjQ0NDEwJSBzYWx0ICJzZWFyY2giCmtlZXAgc2VhcmNqX3NhbXBsZSB3aGVuIHNlcnZpY2UgPT0gInNlYXJjaCIgYW5kIG5viYmJiYFkIGVzdGltYXRlcy4Ka2VlcCBiYXNlbGluZSBzYW1wbGUgMyUK"
+                )!
+            )
+        )
         // Comments only is a valid (if idle) file.
         #expect(!self.check(Array("# nothing yet\n".utf8)).hasErrors)
     }

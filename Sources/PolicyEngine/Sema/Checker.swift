@@ -258,7 +258,9 @@ struct Checker {
     }
 
     static func format(_ value: Double) -> String {
-        value.rounded() == value ? String(Int64(value)) : String(value)
+        // Whole numbers print without `.0`; those beyond Int64 (found by the fuzzer) print as Swift does.
+        guard value.rounded() == value, let whole = Int64(exactly: value) else { return String(value) }
+        return String(whole)
     }
 
     // MARK: Rules

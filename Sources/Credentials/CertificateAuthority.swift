@@ -281,4 +281,9 @@ public enum Fingerprint {
     public static func sha256(_ bytes: some DataProtocol) -> String {
         SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
     }
+
+    /// SHA-256 of a PEM certificate's DER bytes (the first certificate in `pem`), or nil when it is not PEM.
+    public static func sha256(pem: String) -> String? {
+        (try? PEMDocument(pemString: pem)).map { Self.sha256($0.derBytes) }
+    }
 }

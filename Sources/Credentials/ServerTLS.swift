@@ -85,6 +85,21 @@ public final class ServerTLS: Sendable {
         self.report = report
     }
 
+    /// The CA certificates (PEM) that agents should trust for this server: the file `caPath` when given, else
+    /// the certificates after the leaf in the certificate file (nil when it holds the leaf only).
+    public static func issuerPEM(certificatePath: String, caPath: String?) throws(CredentialError) -> String? {
+        if let caPath {
+            guard let text = try? String(contentsOfFile: caPath, encoding: .utf8), text.contains("BEGIN CERTIFICATE")
+            else { throw CredentialError(.malformed, "cannot read a PEM certificate from \(caPath)") }
+            return text
+        }
+        guard let text = try? String(contentsOfFile: certificatePath, encoding: .utf8) else { return nil }
+        let blocks = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map {
+            $0.trimmingCharacters(in: .whitespacesAndNewlines) + "\n-----END CERTIFICATE-----\n"
+        }
+        return blocks.count > 1 ? blocks.dropFirst().joined() : nil
+    }
+
     /// SHA-256 of the leaf certificate in use now, hex.
     public var fingerprint: String { self.loaded.withLock { $0.fingerprint } }
 

@@ -259,7 +259,12 @@ extension Policyd {
                 logger.info("certificate authority loaded", metadata: ["directory": "\(caDirectory.path)"])
             }
             guard let certificate = self.tlsCert, let key = self.tlsKey else { return (authority, nil, nil, nil) }
-            let serverCA = try Self.serverCA(certificateFile: certificate, caFile: self.tlsCA)
+            let serverCA: String?
+            do {
+                serverCA = try ServerTLS.issuerPEM(certificatePath: certificate, caPath: self.tlsCA)
+            } catch {
+                throw ValidationError("--tls-ca: \(error)")
+            }
             if serverCA == nil, authority != nil {
                 logger.warning(
                     "policyd does not know the CA of its TLS certificate (--tls-ca), so it cannot give agents certificates: they could not verify policyd afterwards"
@@ -298,47 +303,17 @@ extension Policyd {
             }
         }
 
-        /// The CA certificates agents should trust for policyd: --tls-ca, or the chain after the leaf.
-        static func serverCA(certificateFile: String, caFile: String?) throws -> String? {
-            if let caFile {
-                guard let text = try? String(contentsOfFile: caFile, encoding: .utf8),
-                    text.contains("BEGIN CERTIFICATE")
-                else { throw ValidationError("cannot read a PEM certificate from --tls-ca \(caFile)") }
-                return text
-            }
-            guard let text = try? String(contentsOfFile: certificateFile, encoding: .utf8) else { return nil }
-            let blocks = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map {
-                $0.trimmingCharacters(in: .whitespacesAndNewlines) + "\n-----END CERTIFICATE-----\n"
-            }
-            return blocks.count > 1 ? blocks.dropFirst().joined() : nil
-        }
-
         /// Enrolment tokens from a file: `TIER NAME TOKEN` per line.
         static func enrolmentTokens(file: String?) throws -> [(secret: String, name: String, tier: AgentTier?)] {
             guard let file else { return [] }
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
                 throw ValidationError("cannot read --enrolment-tokens-file \(file)")
             }
-            var tokens: [(secret: String, name: String, tier: AgentTier?)] = []
-            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                let trimmed = line.trimmingCharacters(in: .whitespaces)
-                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-                let parts = trimmed.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-                let tier: AgentTier?? =
-                    switch parts.first?.lowercased() {
-                    case "sampling": .some(.sampling)
-                    case "lb", "load-balancing": .some(.loadBalancing)
-                    case "any": .some(nil)
-                    default: nil
-                    }
-                guard parts.count == 3, let tier, parts[2].count >= 16 else {
-                    throw ValidationError(
-                        "\(file):\(index + 1): expected `TIER NAME TOKEN` with TIER sampling, lb or any and a token of at least 16 characters"
-                    )
-                }
-                tokens.append((parts[2], parts[1], tier))
+            do {
+                return try EnrolmentToken.parseFile(text, path: file)
+            } catch {
+                throw ValidationError(error.message)
             }
-            return tokens
         }
 
         /// API tokens from the file and the environment.
@@ -458,18 +433,12 @@ extension Policyd {
                 } catch {
                     throw ValidationError("\(error)")
                 }
-                let der = Array(
-                    Data(
-                        base64Encoded: authority.certificatePEM.split(separator: "\n").filter { !$0.hasPrefix("-----") }
-                            .joined()
-                    ) ?? Data()
-                )
                 print("created a CA in \(directory.path)")
                 print("  certificate: \(directory.appendingPathComponent(CertificateAuthority.certificateFile).path)")
                 print(
                     "  private key: \(directory.appendingPathComponent(CertificateAuthority.privateKeyFile).path) (mode 0600; back it up, never share it)"
                 )
-                print("  sha256:      \(Fingerprint.sha256(der))")
+                print("  sha256:      \(Fingerprint.sha256(pem: authority.certificatePEM) ?? "?")")
                 print(
                     "policyd serve --data-dir \(self.dataDir) picks it up; with --tls-cert/--tls-key it also verifies agent client certificates against it."
                 )

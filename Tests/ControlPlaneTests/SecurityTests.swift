@@ -144,6 +144,21 @@ struct ServerCertificates {
             self.port = try await self.server.start()
         }
 
+        /// Simulated samplers that enrol with the test's token over TLS and accept connection settings; with
+        /// `requestCertificates` they also send a CSR after connecting.
+        func fleetOptions(agents: Int, requestCertificates: Bool = true) -> FleetOptions {
+            var options = FleetOptions()
+            options.port = self.port
+            options.agents = agents
+            options.loadBalancerShare = 0
+            options.token = self.enrolmentSecret
+            options.tlsTrustRootsPEM = self.certificates.caPEM
+            options.acceptsConnectionSettings = true
+            options.requestCertificates = requestCertificates
+            options.reconnectDelay = .milliseconds(100)
+            return options
+        }
+
         func stop() async {
             await self.server.stop()
             try? FileManager.default.removeItem(at: self.directory)
@@ -446,16 +461,7 @@ struct ServerCertificates {
 
     @Test func enrolledAgentsGetCertificatesThroughCSRsAndReconnectWithThem() async throws {
         let setup = try await Setup()
-        var options = FleetOptions()
-        options.port = setup.port
-        options.agents = 4
-        options.loadBalancerShare = 0
-        options.token = setup.enrolmentSecret
-        options.tlsTrustRootsPEM = setup.certificates.caPEM
-        options.acceptsConnectionSettings = true
-        options.requestCertificates = true
-        options.reconnectDelay = .milliseconds(100)
-        let fleet = FleetRunner(options: options)
+        let fleet = FleetRunner(options: setup.fleetOptions(agents: 4))
         let task = Task { try await fleet.run() }
         defer { task.cancel() }
         var done = false
@@ -496,17 +502,10 @@ struct ServerCertificates {
     @Test func serverInitiatedCertificatesReachEveryAgentOverWebSocketAndHTTP() async throws {
         let setup = try await Setup()
         for transport in FleetOptions.Transport.allCases {
-            var options = FleetOptions()
-            options.port = setup.port
+            var options = setup.fleetOptions(agents: 3, requestCertificates: false)
             options.transport = transport
-            options.agents = 3
-            options.loadBalancerShare = 0
             options.firstIndex = transport == .http ? 100 : 0
             options.heartbeatSeconds = 1
-            options.token = setup.enrolmentSecret
-            options.tlsTrustRootsPEM = setup.certificates.caPEM
-            options.acceptsConnectionSettings = true
-            options.reconnectDelay = .milliseconds(100)
             let fleet = FleetRunner(options: options)
             let task = Task { try await fleet.run() }
             var uids: [InstanceUID] = []
@@ -562,16 +561,7 @@ struct ServerCertificates {
         )
         let service = Task { try await control.run() }
         let apiPort = await control.apiPort()
-        var options = FleetOptions()
-        options.port = setup.port
-        options.agents = 6
-        options.loadBalancerShare = 0
-        options.token = setup.enrolmentSecret
-        options.tlsTrustRootsPEM = setup.certificates.caPEM
-        options.acceptsConnectionSettings = true
-        options.requestCertificates = true
-        options.reconnectDelay = .milliseconds(100)
-        let fleet = FleetRunner(options: options)
+        let fleet = FleetRunner(options: setup.fleetOptions(agents: 6))
         let task = Task { try await fleet.run() }
         func certified() -> [InstanceUID: String] {
             var fingerprints: [InstanceUID: String] = [:]
@@ -695,16 +685,7 @@ struct ServerCertificates {
         )
         let service = Task { try await control.run() }
         let apiPort = await control.apiPort()
-        var options = FleetOptions()
-        options.port = setup.port
-        options.agents = 2
-        options.loadBalancerShare = 0
-        options.token = setup.enrolmentSecret
-        options.tlsTrustRootsPEM = setup.certificates.caPEM
-        options.acceptsConnectionSettings = true
-        options.requestCertificates = true
-        options.reconnectDelay = .milliseconds(100)
-        let fleet = FleetRunner(options: options)
+        let fleet = FleetRunner(options: setup.fleetOptions(agents: 2))
         let task = Task { try await fleet.run() }
         #expect(
             await eventually {

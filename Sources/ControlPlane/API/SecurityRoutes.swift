@@ -198,22 +198,14 @@ extension ControlPlaneAPI {
 
     /// Offers a certificate in OpAMP connection settings (endpoint and heartbeat always set).
     func offer(_ certificate: OfferedCertificate, to uid: InstanceUID) throws -> OfferResult {
-        guard let connection = self.controller.registry.advertisedConnection else {
+        guard let offer = self.controller.registry.certificateOffer(certificate) else {
             throw APIError(
                 .conflict,
                 code: "no_endpoint",
                 message: "policyd has no --advertised-endpoint, so it cannot offer connection settings"
             )
         }
-        let problem = self.controller.registry.offerConnectionSettings(
-            OpAMPConnectionOffer(
-                endpoint: connection.endpoint,
-                heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
-                certificate: certificate,
-                serverCAPEM: try self.requireAccess().serverCAPEM
-            ),
-            to: uid
-        )
+        let problem = self.controller.registry.offerConnectionSettings(offer, to: uid)
         return OfferResult(
             instanceUID: uid.description,
             offered: problem == nil,
@@ -235,10 +227,9 @@ extension ControlPlaneAPI {
     }
 
     static func tier(_ text: String) throws -> AgentTier {
-        switch text.lowercased() {
-        case "sampling", "sampler": return .sampling
-        case "lb", "load-balancing", "loadbalancing": return .loadBalancing
-        default: throw APIError(.badRequest, code: "bad_request", message: "tier is `sampling` or `lb`")
+        guard let tier = AgentTier(name: text) else {
+            throw APIError(.badRequest, code: "bad_request", message: "tier is `sampling` or `lb`")
         }
+        return tier
     }
 }

@@ -8,6 +8,15 @@ public enum AgentTier: String, Sendable, Hashable, Codable, CaseIterable {
     case sampling
     /// Neither: listed, never sent anything.
     case unmanaged
+
+    /// A managed tier as people write it: `sampling` (or `sampler`), `lb` (or `load-balancing`).
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "sampling", "sampler": self = .sampling
+        case "lb", "load-balancing", "loadbalancing": self = .loadBalancing
+        default: return nil
+        }
+    }
 }
 
 /// One policy file of a version, as applied.

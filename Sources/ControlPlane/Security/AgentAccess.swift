@@ -21,7 +21,18 @@ import Synchronization
 /// waiting CSRs) are written to the store by ``flush()`` on the controller's next tick.
 public final class AgentAccess: AgentAccessPolicy {
     private struct State {
+        /// Enrolment tokens by hash (authentication), and hashes by public id (principals name the id).
         var enrolment: [String: EnrolmentToken] = [:]
+        var enrolmentByID: [String: String] = [:]
+
+        mutating func add(_ token: EnrolmentToken) {
+            self.enrolment[token.hash] = token
+            self.enrolmentByID[token.id] = token.hash
+        }
+
+        func enrolment(id: String) -> EnrolmentToken? {
+            self.enrolmentByID[id].flatMap { self.enrolment[$0] }
+        }
         var revoked: [String: RevocationRecord] = [:]
         var certificates: [String: AgentCertificateRecord] = [:]
         var requests: [String: CertificateRequestRecord] = [:]
@@ -33,6 +44,8 @@ public final class AgentAccess: AgentAccessPolicy {
     }
 
     private let state = Mutex(State())
+    /// Principals admitted by an enrolment token are named `enrolment:<token id>`.
+    static let enrolmentPrefix = "enrolment:"
     private let store: any ControlPlaneStore
     /// The CA that signs agent certificates (nil: no certificates).
     public let authority: CertificateAuthority?
@@ -72,7 +85,7 @@ public final class AgentAccess: AgentAccessPolicy {
         self.state.withLock { state in
             for record in records {
                 switch record {
-                case .enrolmentToken(let token): state.enrolment[token.hash] = token
+                case .enrolmentToken(let token): state.add(token)
                 case .revocation(let revocation): state.revoked[revocation.instanceUID] = revocation
                 case .certificate(let certificate): state.certificates[certificate.fingerprint] = certificate
                 case .certificateRequest(let request): state.requests[request.instanceUID] = request
@@ -84,15 +97,17 @@ public final class AgentAccess: AgentAccessPolicy {
                 let hash = SecretToken.hash(token.secret)
                 // A stored record (a revocation) wins over the file.
                 guard state.enrolment[hash] == nil else { continue }
-                state.enrolment[hash] = EnrolmentToken(
-                    id: String(hash.prefix(8)),
-                    hash: hash,
-                    name: token.name,
-                    tier: token.tier,
-                    createdAt: now,
-                    createdBy: "file",
-                    expiresAt: nil,
-                    revokedAt: nil
+                state.add(
+                    EnrolmentToken(
+                        id: String(hash.prefix(8)),
+                        hash: hash,
+                        name: token.name,
+                        tier: token.tier,
+                        createdAt: now,
+                        createdBy: "file",
+                        expiresAt: nil,
+                        revokedAt: nil
+                    )
                 )
             }
         }
@@ -142,7 +157,11 @@ public final class AgentAccess: AgentAccessPolicy {
                     )
                 }
                 return .success(
-                    AgentPrincipal(name: "enrolment:\(enrolment.id)", scope: enrolment.tier?.rawValue, enrolment: true)
+                    AgentPrincipal(
+                        name: Self.enrolmentPrefix + enrolment.id,
+                        scope: enrolment.tier?.rawValue,
+                        enrolment: true
+                    )
                 )
             }
             return .failure(AccessRefusal(kind: "credentials", reason: "unknown bearer token"))
@@ -160,7 +179,8 @@ public final class AgentAccess: AgentAccessPolicy {
         let (revocation, fleet, certified, enrolment) = self.state.withLock { state in
             (
                 state.revoked[uid.description], state.fleet, state.certified.contains(uid.description),
-                principal.enrolment ? state.enrolment.values.first { "enrolment:\($0.id)" == principal.name } : nil
+                principal.enrolment
+                    ? state.enrolment(id: String(principal.name.dropFirst(Self.enrolmentPrefix.count))) : nil
             )
         }
         if let revocation { return Self.revoked(revocation) }
@@ -338,7 +358,7 @@ public final class AgentAccess: AgentAccessPolicy {
             revokedAt: nil
         )
         try self.store.saveSecurityRecords([.enrolmentToken(token)])
-        self.state.withLock { $0.enrolment[token.hash] = token }
+        self.state.withLock { $0.add(token) }
         return (token, secret.secret)
     }
 
@@ -349,14 +369,14 @@ public final class AgentAccess: AgentAccessPolicy {
 
     /// Revokes an enrolment token by id; false when there is none.
     public func revokeEnrolmentToken(id: String) throws -> Bool {
-        guard var token = self.state.withLock({ state in state.enrolment.values.first { $0.id == id } }) else {
+        guard var token = self.state.withLock({ state in state.enrolment(id: id) }) else {
             return false
         }
         guard token.revokedAt == nil else { return true }
         token.revokedAt = self.clock()
         // Saved for file tokens too, so the revocation outlives a restart that reads the file again.
         try self.store.saveSecurityRecords([.enrolmentToken(token)])
-        self.state.withLock { $0.enrolment[token.hash] = token }
+        self.state.withLock { $0.add(token) }
         return true
     }
 

@@ -122,7 +122,7 @@ extension Controller {
         // offers go out. A failed save sends nothing, so a restart never offers a certificate it forgot.
         var pending: [(InstanceUID, OpAMPConnectionOffer)] = []
         for uid in current.step(views, now: now) {
-            guard let agent = byUID[uid], let connection = self.registry.advertisedConnection else {
+            guard let agent = byUID[uid], self.registry.advertisedConnection != nil else {
                 current.offered(uid, fingerprint: nil, settingsHash: nil, at: now, problem: "no advertised endpoint")
                 continue
             }
@@ -134,15 +134,11 @@ extension Controller {
                     for: agent.instanceUID,
                     tier: tier == .unmanaged ? nil : tier
                 )
-                let offer = OpAMPConnectionOffer(
-                    endpoint: connection.endpoint,
-                    heartbeatIntervalSeconds: connection.heartbeatIntervalSeconds,
-                    certificate: certificate,
-                    serverCAPEM: access.serverCAPEM
-                )
+                // Non-nil: the endpoint was checked above.
+                let offer = self.registry.certificateOffer(certificate)!
                 current.offered(
                     uid,
-                    fingerprint: Self.fingerprint(pem: certificate.certificatePEM),
+                    fingerprint: Fingerprint.sha256(pem: certificate.certificatePEM),
                     settingsHash: offer.settingsHash,
                     at: now
                 )
@@ -186,11 +182,5 @@ extension Controller {
                 metadata: ["rotation": "\(current.id)", "agents": "\(pending.count)"]
             )
         }
-    }
-
-    static func fingerprint(pem: String) -> String? {
-        let body = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
-        guard let der = Data(base64Encoded: body) else { return nil }
-        return Credentials.Fingerprint.sha256(der)
     }
 }

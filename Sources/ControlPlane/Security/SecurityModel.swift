@@ -20,6 +20,28 @@ public struct EnrolmentToken: Sendable, Hashable, Codable {
     /// Set when revoked.
     public var revokedAt: Date?
 
+    /// Reads `TIER NAME TOKEN` lines (`#` comments, blank lines), as in `--enrolment-tokens-file`; `TIER` is
+    /// `sampling`, `lb` or `any`. The error names the line.
+    public static func parseFile(_ text: String, path: String) throws(ControlPlaneError) -> [(
+        secret: String, name: String, tier: AgentTier?
+    )] {
+        var tokens: [(secret: String, name: String, tier: AgentTier?)] = []
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+            let parts = trimmed.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+            let tier: AgentTier?? =
+                parts.first?.lowercased() == "any" ? .some(nil) : parts.first.flatMap(AgentTier.init(name:))
+            guard parts.count == 3, let tier, parts[2].count >= 16 else {
+                throw .badRequest(
+                    "\(path):\(index + 1): expected `TIER NAME TOKEN` with TIER sampling, lb or any and a token of at least 16 characters"
+                )
+            }
+            tokens.append((parts[2], parts[1], tier))
+        }
+        return tokens
+    }
+
     /// Whether it admits agents at `now`.
     public func valid(at now: Date) -> Bool {
         self.revokedAt == nil && (self.expiresAt.map { now < $0 } ?? true)

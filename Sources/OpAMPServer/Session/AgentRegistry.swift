@@ -95,6 +95,20 @@ public final class AgentRegistry: Sendable {
         self.heartbeat.map { ($0.endpoint, $0.intervalSeconds) }
     }
 
+    /// Connection settings that carry a client certificate: the advertised endpoint and heartbeat interval
+    /// (never empty or zero, see opamp.md §5) and the server's CA for `tls.ca_pem_contents`. Nil when no
+    /// endpoint is advertised.
+    public func certificateOffer(_ certificate: OfferedCertificate) -> OpAMPConnectionOffer? {
+        self.heartbeat.map {
+            OpAMPConnectionOffer(
+                endpoint: $0.endpoint,
+                heartbeatIntervalSeconds: $0.intervalSeconds,
+                certificate: certificate,
+                serverCAPEM: self.serverCAPEM
+            )
+        }
+    }
+
     /// Counts a refusal (the transports log it).
     func count(_ refusal: AccessRefusal) {
         self.refusals.withLock { $0.byKind[refusal.kind, default: 0] += 1 }
@@ -330,7 +344,7 @@ public final class AgentRegistry: Sendable {
                 )
             )
         }
-        guard let heartbeat = self.heartbeat else {
+        guard self.heartbeat != nil else {
             // Connection settings need a destination endpoint, and without an advertised one there is none.
             return .failure(
                 AccessRefusal(
@@ -345,15 +359,8 @@ public final class AgentRegistry: Sendable {
         switch self.access.certificateRequest(pem, instanceUID: uid, description: description, principal: principal) {
         case .issued(let certificate, let ca):
             return .success(
-                OpAMPConnectionOffer(
-                    endpoint: heartbeat.endpoint,
-                    heartbeatIntervalSeconds: heartbeat.intervalSeconds,
-                    certificate: OfferedCertificate(
-                        certificatePEM: certificate,
-                        privateKeyPEM: nil,
-                        caCertificatePEM: ca
-                    ),
-                    serverCAPEM: self.serverCAPEM
+                self.certificateOffer(
+                    OfferedCertificate(certificatePEM: certificate, privateKeyPEM: nil, caCertificatePEM: ca)
                 )
             )
         case .pending:

@@ -228,7 +228,7 @@ struct AgentSession {
         } else if let (settings, offer) = self.telemetryToSend() {
             response.connectionSettings = settings
             self.markTelemetrySent(settings, offer)
-            events += self.recordTelemetry(offer, hash: [UInt8](settings.hash), now: context.now)
+            events += self.recordOffer(offer, hash: [UInt8](settings.hash), now: context.now)
         } else if firstOnConnection, let heartbeat = context.heartbeat, capabilities.contains(.reportsHeartbeat),
             !capabilities.contains(.acceptsOpAMPConnectionSettings),
             context.serverCapabilities.contains(.offersConnectionSettings)
@@ -371,7 +371,7 @@ struct AgentSession {
         self.markTelemetrySent(settings, sent)
         return (
             self.push { $0.connectionSettings = settings },
-            self.recordTelemetry(sent, hash: [UInt8](settings.hash), now: now)
+            self.recordOffer(sent, hash: [UInt8](settings.hash), now: now)
         )
     }
 
@@ -409,15 +409,6 @@ struct AgentSession {
         let kinds = [offer.metrics, offer.traces, offer.logs].compactMap { $0 }
         // Once every kind given is withdrawn, nothing is left to withdraw.
         self.telemetryDelivered = kinds.allSatisfy { $0.endpoint.isEmpty } ? nil : offer
-    }
-
-    private mutating func recordTelemetry(_ offer: TelemetryOffer, hash: [UInt8], now: Date) -> [AgentEvent] {
-        var settings = self.snapshot.connectionSettings
-        settings.offeredHash = hash
-        settings.offeredAt = now
-        settings.offeredSummary = offer.description
-        self.snapshot.connectionSettings = settings
-        return [.connectionSettingsChanged(self.snapshot.instanceUID, settings)]
     }
 
     static func telemetrySettings(
@@ -459,7 +450,8 @@ struct AgentSession {
         return offers
     }
 
-    private mutating func recordOffer(_ offer: OpAMPConnectionOffer, hash: [UInt8], now: Date) -> [AgentEvent] {
+    /// Records connection settings (an OpAMP offer or a telemetry offer) as offered, for status tracking.
+    private mutating func recordOffer(_ offer: some CustomStringConvertible, hash: [UInt8], now: Date) -> [AgentEvent] {
         var settings = self.snapshot.connectionSettings
         settings.offeredHash = hash
         settings.offeredAt = now

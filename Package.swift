@@ -227,6 +227,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: upcoming
         ),
@@ -272,3 +273,48 @@ let package = Package(
         ),
     ]
 )
+
+// Coverage-guided fuzzers (docs/fuzzing.md). They exist only when TAILPLANE_FUZZ=1, so the normal build and
+// CI's test build never compile them; scripts/fuzz.sh builds them with libFuzzer and AddressSanitizer into
+// .build-fuzz/. Each folder under Fuzz/ holds the target's source, its seed corpus and its dictionary.
+if Context.environment["TAILPLANE_FUZZ"] == "1" {
+    func fuzzer(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
+        .executableTarget(
+            name: "fuzz-\(name)",
+            dependencies: dependencies,
+            path: "Fuzz/\(name)",
+            exclude: ["corpus", "dictionary.txt"],
+            swiftSettings: upcoming
+        )
+    }
+    package.targets += [
+        fuzzer("policy-compiler", ["PolicyEngine"]),
+        fuzzer("fleet-render", ["ConfigRenderer", "PolicyEngine", .product(name: "Yams", package: "Yams")]),
+        fuzzer(
+            "opamp-session",
+            [
+                "OpAMPServer", "OpAMPProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        fuzzer(
+            "opamp-transport",
+            [
+                "OpAMPServer", "OpAMPProtocol", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        fuzzer("otlp-json", ["PolicyEngine", "PolicyTesting"]),
+        fuzzer(
+            "api-apply",
+            ["ControlPlane", "ConfigRenderer", "PolicyEngine", .product(name: "Yams", package: "Yams")]
+        ),
+        fuzzer(
+            "csr",
+            [
+                "Credentials", "OpAMPProtocol", .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+    ]
+}

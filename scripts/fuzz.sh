@@ -1,34 +1,35 @@
 #!/usr/bin/env bash
 # Builds and runs Tailplane's coverage-guided fuzzers (libFuzzer with AddressSanitizer).
 #
-#   scripts/fuzz.sh build [TARGET...]           build into .build-fuzz/ (all targets by default)
-#   scripts/fuzz.sh run TARGET [libFuzzer flags] fuzz from the committed corpus (new inputs go to
-#                                                .build-fuzz/corpus/TARGET; crashes to .build-fuzz/crashes/)
-#   scripts/fuzz.sh smoke [RUNS]                 build, then run every target over its corpus plus RUNS inputs
+#   scripts/fuzz.sh build [TARGET...]             build into .build-fuzz/ (all targets by default)
+#   scripts/fuzz.sh run TARGET [libFuzzer flags]  fuzz from the committed corpus (new inputs go to
+#                                                 .build-fuzz/corpus/TARGET; crashes to .build-fuzz/crashes/)
+#   scripts/fuzz.sh smoke [RUNS]                  build, then run every target over its corpus plus RUNS inputs
+#   scripts/fuzz.sh list                          the targets
 #
-# Targets live in Fuzz/TARGET/ (Fuzz.swift, corpus/, dictionary.txt). A target is compiled with the module
-# it fuzzes as one Swift module, so normal `swift build` never sees it. See docs/fuzzing.md.
+# Targets live in Fuzz/TARGET/ (Fuzz.swift, corpus/, dictionary.txt). They are package targets only when
+# TAILPLANE_FUZZ=1, so a normal `swift build` never sees them. See docs/fuzzing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/opt/swift/usr/bin:$PATH
+# A failed precondition traps and libFuzzer saves the input; Swift's own crash handler would only add noise.
+export SWIFT_BACKTRACE=enable=no
+# See the file for why each suppression is there.
+export LSAN_OPTIONS="suppressions=$(pwd)/Fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 OUT=.build-fuzz
-TARGETS=(policy-compiler)
-
-sources() {
-    case "$1" in
-        policy-compiler) find Sources/PolicyEngine -name '*.swift' | sort ;;
-        *) echo "unknown fuzz target: $1 (targets: ${TARGETS[*]})" >&2; exit 2 ;;
-    esac
-}
+BIN=$OUT/release
+TARGETS=(policy-compiler fleet-render otlp-json api-apply opamp-session opamp-transport csr)
 
 build() {
-    mkdir -p "$OUT"
     for target in "$@"; do
+        if [ ! -d "Fuzz/$target" ]; then
+            echo "unknown fuzz target: $target (targets: ${TARGETS[*]})" >&2
+            exit 2
+        fi
         echo "building fuzz-$target" >&2
-        # shellcheck disable=SC2046
-        swiftc -O -g -sanitize=fuzzer,address -parse-as-library -swift-version 6 \
-            -module-name "Fuzz_${target//-/_}" $(sources "$target") "Fuzz/$target/Fuzz.swift" \
-            -o "$OUT/fuzz-$target"
+        # -enable-testing: targets reach internal API (@testable import), as the unit tests do.
+        TAILPLANE_FUZZ=1 swift build -c release --build-path "$OUT" --sanitize=fuzzer --sanitize=address \
+            -Xswiftc -enable-testing --product "fuzz-$target"
     done
 }
 
@@ -36,7 +37,7 @@ run() {
     local target=$1
     shift
     mkdir -p "$OUT/corpus/$target" "$OUT/crashes/$target"
-    "$OUT/fuzz-$target" "$OUT/corpus/$target" "Fuzz/$target/corpus" -dict="Fuzz/$target/dictionary.txt" \
+    "$BIN/fuzz-$target" "$OUT/corpus/$target" "Fuzz/$target/corpus" -dict="Fuzz/$target/dictionary.txt" \
         -artifact_prefix="$OUT/crashes/$target/" -print_final_stats=1 "$@"
 }
 
@@ -52,10 +53,27 @@ case "${1:-}" in
     smoke)
         runs=${2:-20000}
         build "${TARGETS[@]}"
-        for target in "${TARGETS[@]}"; do run "$target" -runs="$runs"; done
+        for target in "${TARGETS[@]}"; do
+            echo "smoke: fuzz-$target over its corpus plus $runs runs" >&2
+            # A fresh corpus directory each time: the smoke run proves the committed seeds still pass.
+            rm -rf "$OUT/corpus/smoke-$target"
+            mkdir -p "$OUT/corpus/smoke-$target" "$OUT/crashes/$target"
+            log="$OUT/smoke-$target.log"
+            if ! "$BIN/fuzz-$target" "$OUT/corpus/smoke-$target" "Fuzz/$target/corpus" \
+                -dict="Fuzz/$target/dictionary.txt" -artifact_prefix="$OUT/crashes/$target/" \
+                -runs="$runs" -seed=1 -max_len=4096 -print_final_stats=1 >"$log" 2>&1; then
+                tail -n 60 "$log" >&2
+                echo "fuzz-$target failed; its input is in $OUT/crashes/$target/" >&2
+                exit 1
+            fi
+            grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ +DONE" "$log" >&2 || true
+        done
+        ;;
+    list)
+        printf '%s\n' "${TARGETS[@]}"
         ;;
     *)
-        sed -n '2,11p' "$0"
+        sed -n '2,12p' "$0"
         exit 2
         ;;
 esac

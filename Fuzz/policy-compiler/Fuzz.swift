@@ -1,5 +1,5 @@
 // libFuzzer target: policy source bytes -> lex, parse, check, lower, format.
-// Built by scripts/fuzz.sh together with Sources/PolicyEngine as one module (never by `swift build`).
+// Built by scripts/fuzz.sh (a package target only with TAILPLANE_FUZZ=1, never in a normal build).
 //
 // Beyond "no crash", it checks:
 // - every diagnostic's start and end lie inside the file, start before end, and (for valid UTF-8 input)
@@ -7,6 +7,13 @@
 // - a file that compiles cleanly formats to a file that compiles to the same IR (source positions aside),
 //   and formatting that again changes nothing.
 import Foundation
+
+@testable import PolicyEngine
+
+/// `precondition` that keeps its message in optimized builds (the fuzzers are built with -O).
+private func require(_ condition: Bool, _ message: @autoclosure () -> String = "") {
+    if !condition { fatalError(message()) }
+}
 
 private let path = "fuzz.policy"
 
@@ -51,23 +58,24 @@ public func fuzzPolicyCompiler(_ data: UnsafePointer<UInt8>, _ size: Int) -> CIn
     let result = PolicyCompiler.compile([file])
     let validUTF8 = String(validating: bytes, as: UTF8.self) != nil
     for diagnostic in result.diagnostics {
-        guard let start = offset(of: diagnostic.start, in: bytes), let end = offset(of: diagnostic.end, in: bytes) else {
+        guard let start = offset(of: diagnostic.start, in: bytes), let end = offset(of: diagnostic.end, in: bytes)
+        else {
             fatalError("diagnostic \(diagnostic.code) at \(diagnostic.start)-\(diagnostic.end) lies outside the file")
         }
-        precondition(start <= end, "diagnostic \(diagnostic.code) ends before it starts")
+        require(start <= end, "diagnostic \(diagnostic.code) ends before it starts")
         if validUTF8 {
             for position in [start, end] where position < bytes.count {
-                precondition(bytes[position] & 0xC0 != 0x80, "diagnostic \(diagnostic.code) splits a character")
+                require(bytes[position] & 0xC0 != 0x80, "diagnostic \(diagnostic.code) splits a character")
             }
         }
     }
     guard let policySet = result.policySet, let formatted = PolicyFormatter.format(file).formatted else { return 0 }
     let again = PolicyFormatter.format(SourceFile(path: path, text: formatted))
-    precondition(again.formatted == formatted, "formatting a formatted file changed it")
+    require(again.formatted == formatted, "formatting a formatted file changed it")
     let recompiled = PolicyCompiler.compile([SourceFile(path: path, text: formatted)])
     guard let reformattedSet = recompiled.policySet else {
         fatalError("the formatted file does not compile: \(recompiled.diagnostics.map(\.message))")
     }
-    precondition(comparable(reformattedSet) == comparable(policySet), "the formatted file compiles to another IR")
+    require(comparable(reformattedSet) == comparable(policySet), "the formatted file compiles to another IR")
     return 0
 }

@@ -91,6 +91,18 @@ import Testing
             ((fleetRejected.json?["error"] as? [String: Any])?["fleetDiagnostics"] as? [[String: Any]])?.isEmpty
                 == false
         )
+        // Two files under one path: which one a diagnostic or a stored source meant would be a guess.
+        var twice = try exampleApply()
+        twice.sources.append(twice.sources[0])
+        let duplicated = try await self.call(port, .POST, "/v1/apply", body: try self.encode(twice))
+        #expect(duplicated.status == 422)
+        let duplicateDiagnostics =
+            (duplicated.json?["error"] as? [String: Any])?["fleetDiagnostics"] as? [[String: Any]]
+        #expect(
+            duplicateDiagnostics?.contains {
+                ($0["message"] as? String)?.contains("two files named `\(twice.sources[0].path)`") == true
+            } == true
+        )
         // Not JSON, the wrong shape, too large.
         #expect(try await self.call(port, .POST, "/v1/apply", body: Array("{nope".utf8)).status == 400)
         #expect(try await self.call(port, .POST, "/v1/apply", body: Array("{\"sources\": 3}".utf8)).status == 400)

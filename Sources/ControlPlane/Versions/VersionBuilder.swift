@@ -57,6 +57,23 @@ public enum VersionBuilder {
                 )
             )
         }
+        // Two files under one path would make every diagnostic and every stored source ambiguous.
+        var seen = Set<String>()
+        let repeated = sorted.map(\.path).filter { !seen.insert($0).inserted }
+        if let path = repeated.first {
+            return .failure(
+                ApplyRejection(
+                    diagnostics: [],
+                    fleetDiagnostics: [
+                        FleetDiagnostic(
+                            code: .invalidValue,
+                            message: "the apply holds two files named `\(path)`",
+                            suggestion: "send each .policy file once, under a path of its own"
+                        )
+                    ]
+                )
+            )
+        }
         let result = PolicyCompiler.compile(sorted.map { SourceFile(path: $0.path, text: $0.text) })
         let fleetResult = FleetParser.parse(fleetText, path: "fleet.yaml")
         var rejection = ApplyRejection(diagnostics: result.diagnostics, fleetDiagnostics: [])

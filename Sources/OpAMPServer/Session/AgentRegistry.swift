@@ -261,6 +261,13 @@ public final class AgentRegistry: Sendable {
                 if transport == .webSocket {
                     if let previous = state.bindings[connection], state.owners[previous] == connection {
                         state.owners[previous] = nil
+                        // One WebSocket speaks for one agent: the one it spoke for until now is no longer
+                        // connected through it (it would otherwise show as connected until the sweep).
+                        if previous != uid {
+                            events +=
+                                state.sessions[previous]?.disconnected(reason: "its connection now speaks for \(uid)")
+                                ?? []
+                        }
                     }
                     state.bindings[connection] = uid
                     state.owners[uid] = connection
@@ -389,6 +396,19 @@ public final class AgentRegistry: Sendable {
     /// Registers a new WebSocket connection: how to push to it and how to close it.
     func attach(_ connection: ConnectionID, pusher: @escaping Pusher, closer: @escaping Closer = {}) {
         self.state.withLock { $0.connections[connection] = Connection(push: pusher, close: closer) }
+    }
+
+    /// How many entries each piece of connection bookkeeping holds (tests and the session fuzzer check that
+    /// closing every connection leaves none behind, and that forgetting agents empties the registry).
+    func bookkeeping() -> [String: Int] {
+        self.state.withLock { state in
+            [
+                "sessions": state.sessions.count, "bindings": state.bindings.count, "owners": state.owners.count,
+                "connections": state.connections.count, "tookOver": state.tookOver.count,
+                "spokeAfterTakeover": state.spokeAfterTakeover.count, "displaced": state.displaced.count,
+                "renamed": state.renamed.count, "components": state.components.count,
+            ]
+        }
     }
 
     /// A connection closed.

@@ -109,7 +109,8 @@ public final class OpAMPServer: Service, Sendable {
 
     // MARK: Pipeline
 
-    private func initialize(_ channel: any Channel, configuration: OpAMPServerConfiguration) -> EventLoopFuture<Void> {
+    /// Sets up one accepted connection's pipeline (internal: the transport fuzzer drives it on an EmbeddedChannel).
+    func initialize(_ channel: any Channel, configuration: OpAMPServerConfiguration) -> EventLoopFuture<Void> {
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: min(configuration.maxMessageSize, Int(UInt32.max)),
             automaticErrorHandling: true,

@@ -17,6 +17,8 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     /// Who the upgrade request's credentials admitted: every message is checked against it.
     private let principal: AgentPrincipal
     private var closing = false
+    /// Holds a connection slot and a registry entry (from `handlerAdded` until the connection closes).
+    private var counted = false
 
     init(server: OpAMPServer, principal: AgentPrincipal) {
         self.server = server
@@ -25,6 +27,11 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        // The upgrade completes after the 101 is written; by then the client may be gone (and the channel
+        // closed by bytes it sent behind the request). Such a handler never sees channelInactive, so it must
+        // take no slot and leave nothing in the registry.
+        guard context.channel.isActive else { return }
+        self.counted = true
         self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
         let channel = context.channel
         self.server.registry.attach(
@@ -52,9 +59,19 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.release()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.release()
+    }
+
+    private func release() {
+        guard self.counted else { return }
+        self.counted = false
         self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
         self.server.registry.connectionClosed(self.connection, reason: "connection closed")
-        context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

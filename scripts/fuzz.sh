@@ -5,6 +5,8 @@
 #   scripts/fuzz.sh run TARGET [libFuzzer flags]  fuzz from the committed corpus (new inputs go to
 #                                                 .build-fuzz/corpus/TARGET; crashes to .build-fuzz/crashes/)
 #   scripts/fuzz.sh smoke [RUNS]                  build, then run every target over its corpus plus RUNS inputs
+#   scripts/fuzz.sh campaign SECONDS [TARGET...]   each target for 10,000,000 runs or SECONDS, whichever comes
+#                                                 first; figures in .build-fuzz/campaign-TARGET.log
 #   scripts/fuzz.sh list                          the targets
 #
 # Targets live in Fuzz/TARGET/ (Fuzz.swift, corpus/, dictionary.txt). They are package targets only when
@@ -67,6 +69,20 @@ case "${1:-}" in
                 exit 1
             fi
             grep -E "^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ +DONE" "$log" >&2 || true
+        done
+        ;;
+    campaign)
+        seconds=${2:?how many seconds per target}
+        shift 2
+        targets=("$@")
+        [ ${#targets[@]} -gt 0 ] || targets=("${TARGETS[@]}")
+        for target in "${targets[@]}"; do
+            log="$OUT/campaign-$target.log"
+            echo "campaign: fuzz-$target for 10,000,000 runs or ${seconds}s -> $log" >&2
+            run "$target" -runs=10000000 -max_total_time="$seconds" -timeout=10 >"$log" 2>&1 || {
+                echo "fuzz-$target stopped on a finding; its input is in $OUT/crashes/$target/" >&2
+            }
+            grep -E "^#[0-9]+ +(DONE|NEW|REDUCE|pulse)" "$log" | tail -n 1 >&2 || true
         done
         ;;
     list)

@@ -79,7 +79,8 @@ write("opamp-session", "two-agents", record(0, 0, s(hello())) + record(0, 1, s(h
 write("opamp-session", "new-uid", record(0, 0, s(opamp_pb2.AgentToServer(instance_uid=b"", sequence_num=0))) + record(0, 0, s(hello(uid=b"01ARZ3NDEKTSV4RRFFQ69G5FAV"))) + record(0, 3, s(csr())))
 write("opamp-session", "full-state", record(0, 0, s(opamp_pb2.AgentToServer(instance_uid=UID, sequence_num=5, flags=1))) + record(0, 0, s(hello(seq=9))))
 
-# opamp-transport: first byte = read size (0: all at once), then what a client sends.
+# opamp-transport: first byte = read size (0: all at once; top bit: a server at its connection limit), then
+# what a client sends.
 def post(body, extra=b"", path=b"/v1/opamp"):
     return (b"POST " + path + b" HTTP/1.1\r\nHost: policyd\r\nContent-Type: application/x-protobuf\r\n" + extra
             + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -102,10 +103,12 @@ upgrade = (b"GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nUpgrade: websocket\r\nCo
 msg = b"\x00" + s(hello())
 write("opamp-transport", "http-post", b"\x00" + post(s(hello())))
 write("opamp-transport", "http-post-split", b"\x07" + post(s(hello())) + post(s(status())))
-write("opamp-transport", "http-gzip", b"\x00" + post(gzip.compress(s(hello())), b"Content-Encoding: gzip\r\n"))
+write("opamp-transport", "http-gzip", b"\x00" + post(gzip.compress(s(hello()), mtime=0), b"Content-Encoding: gzip\r\n"))
 write("opamp-transport", "http-chunked", b"\x05" + b"POST /v1/opamp HTTP/1.1\r\nHost: p\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(s(hello())) + s(hello()) + b"\r\n0\r\n\r\n")
 write("opamp-transport", "http-wrong", b"\x00" + b"GET /metrics HTTP/1.1\r\nHost: p\r\n\r\n" + b"PUT /v1/opamp HTTP/1.1\r\nHost: p\r\nContent-Length: 0\r\n\r\n")
 write("opamp-transport", "ws-messages", b"\x00" + upgrade + frame(2, msg) + frame(2, b"\x00" + s(status())) + frame(9, b"ping") + frame(1, b"text") + frame(8, b"\x03\xe8bye"))
 write("opamp-transport", "ws-fragmented", b"\x03" + upgrade + frame(2, msg[:10], fin=False) + frame(0, msg[10:]) + frame(2, b"\x00\xff\xff"))
 write("opamp-transport", "ws-no-header", b"\x00" + upgrade + frame(2, s(hello())) + frame(2, b"\x00" + s(bye())))
+write("opamp-transport", "at-limit", b"\x80" + post(s(hello())) + upgrade)
+write("opamp-transport", "ws-silent", b"\x00" + upgrade + frame(9, b"are you there"))
 write("opamp-transport", "ws-big", b"\x00" + upgrade + frame(2, b"\x00" + b"\x0a\x10" + UID + b"\x62" + b"\xa0\x9c\x01" + b"x" * 20000))

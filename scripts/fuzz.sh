@@ -36,8 +36,9 @@ build() {
 }
 
 run() {
-    local target=$1
+    local target=${1:?which target? (scripts/fuzz.sh list)}
     shift
+    [ -x "$BIN/fuzz-$target" ] || build "$target"
     mkdir -p "$OUT/corpus/$target" "$OUT/crashes/$target"
     "$BIN/fuzz-$target" "$OUT/corpus/$target" "Fuzz/$target/corpus" -dict="Fuzz/$target/dictionary.txt" \
         -artifact_prefix="$OUT/crashes/$target/" -print_final_stats=1 "$@"
@@ -76,12 +77,14 @@ case "${1:-}" in
         shift 2
         targets=("$@")
         [ ${#targets[@]} -gt 0 ] || targets=("${TARGETS[@]}")
+        build "${targets[@]}"
+        mkdir -p "$OUT"
         for target in "${targets[@]}"; do
             log="$OUT/campaign-$target.log"
             echo "campaign: fuzz-$target for 10,000,000 runs or ${seconds}s -> $log" >&2
-            run "$target" -runs=10000000 -max_total_time="$seconds" -timeout=10 >"$log" 2>&1 || {
-                echo "fuzz-$target stopped on a finding; its input is in $OUT/crashes/$target/" >&2
-            }
+            if ! run "$target" -runs=10000000 -max_total_time="$seconds" -timeout=10 >"$log" 2>&1; then
+                echo "fuzz-$target stopped on a finding; its input is in $OUT/crashes/$target/ (see $log)" >&2
+            fi
             grep -E "^#[0-9]+ +(DONE|NEW|REDUCE|pulse)" "$log" | tail -n 1 >&2 || true
         done
         ;;
@@ -89,7 +92,7 @@ case "${1:-}" in
         printf '%s\n' "${TARGETS[@]}"
         ;;
     *)
-        sed -n '2,12p' "$0"
+        sed -n '2,14p' "$0"
         exit 2
         ;;
 esac

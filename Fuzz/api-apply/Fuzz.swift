@@ -45,14 +45,12 @@ public func fuzzAPIApply(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             require(other.contentHash != set.contentHash, "the content hash ignores the fleet text")
         }
         for tier in [AgentTier.loadBalancing, .sampling] {
-            guard
-                case .success(let rendered) = VersionBuilder.render(
-                    set,
-                    tier: tier,
-                    ring: ["s-0:4317"],
-                    samplerCount: 1
-                )
-            else { continue }
+            // compile() already rendered both tiers for one sampler; a ring of one must render too.
+            let rendered: RenderedConfig
+            switch VersionBuilder.render(set, tier: tier, ring: ["s-0:4317"], samplerCount: 1) {
+            case .success(let config): rendered = config
+            case .failure(let problems): fatalError("an accepted apply does not render: \(problems)")
+            }
             do {
                 _ = try Yams.load(yaml: rendered.yaml)
             } catch {

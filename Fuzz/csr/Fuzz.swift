@@ -52,8 +52,21 @@ public func fuzzCSR(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     require(AgentIdentity(certificate: certificate) == identity, "the certificate names someone else")
     require(certificate.publicKey == request.publicKey, "the certificate carries another key")
+    let names = try? certificate.extensions.subjectAlternativeNames
+    require(
+        names == identity.alternativeNames,
+        "the certificate names more or other than the sender: \(String(describing: names))"
+    )
     let constraints = try? certificate.extensions.basicConstraints
     require(constraints == .notCertificateAuthority, "an agent certificate that is a CA")
+    let usage = try? certificate.extensions.keyUsage
+    require(
+        usage?.keyCertSign == false && usage?.digitalSignature == true,
+        "an agent certificate's key usage: \(String(describing: usage))"
+    )
+    let extended = try? certificate.extensions.extendedKeyUsage
+    require(extended.map(Array.init) == [.clientAuth], "an agent certificate for more than client authentication")
+    require(certificate.notValidAfter <= authority.certificate.notValidAfter, "an agent certificate outlives its CA")
     require(certificate.issuer == authority.certificate.subject, "an agent certificate with another issuer")
     require(
         authority.certificate.publicKey.isValidSignature(certificate.signature, for: certificate),

@@ -58,7 +58,8 @@ private func same(_ node: YAMLNode, _ value: Any?, at path: String) -> String? {
         return nil
     case .list(let items):
         guard let list = value as? [Any] else {
-            return items.isEmpty ? nil : "\(path): expected a list, read \(String(describing: value))"
+            // An empty list is written `[]`, which reads back as an empty list; nothing else may stand for it.
+            return "\(path): expected a list, read \(String(describing: value))"
         }
         guard list.count == items.count else { return "\(path): \(items.count) items written, \(list.count) read" }
         for (index, item) in items.enumerated() {
@@ -111,8 +112,14 @@ public func fuzzFleetRender(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         let first = ConfigRenderer.render(tier, policySet: policySet, fleet: fleet, membership: membership)
         let second = ConfigRenderer.render(tier, policySet: policySet, fleet: fleet, membership: membership)
-        if case .success(let a) = first, case .success(let b) = second {
+        switch (first, second) {
+        case (.success(let a), .success(let b)):
             require(a.yaml == b.yaml && a.hash == b.hash, "rendering the same inputs twice differs")
+            require(a.yaml.hasSuffix(yaml.drop { $0 != "\n" }.dropFirst()), "render() and the tree it wrote differ")
+        case (.failure(let a), .failure(let b)):
+            require(a.diagnostics == b.diagnostics, "rendering the same inputs twice gives different problems")
+        default:
+            fatalError("rendering the same inputs twice succeeded once and failed once")
         }
     }
     return 0

@@ -55,6 +55,8 @@ private func check(_ message: OpAMP_ServerToAgent, _ what: String) {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOpAMPSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let input = Array(UnsafeBufferPointer(start: data, count: size))
+    now.withLock { $0 = Date(timeIntervalSince1970: 1_800_000_000) }
+    closing.withLock { $0 = [] }
     let registry = AgentRegistry(
         heartbeat: (intervalSeconds: 30, endpoint: "wss://policyd.example:4320/v1/opamp"),
         clock: { now.withLock { $0 } }
@@ -62,7 +64,23 @@ public func fuzzOpAMPSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     var slots: [ConnectionID?] = [nil, nil, nil, nil]
     var heard: [Data?] = [nil, nil, nil, nil]
     var index = 0
+    var records = 0
+    var pendingClose: Set<ConnectionID> = []
     while index + 4 <= input.count {
+        // Connections the server closed go away one step later, as a socket does: a message can still
+        // arrive on one that was displaced.
+        for connection in pendingClose {
+            registry.connectionClosed(connection, reason: "closed by the server")
+            if let open = slots.firstIndex(of: connection) { slots[open] = nil }
+        }
+        pendingClose = closing.withLock { set in
+            defer { set = [] }
+            return set
+        }
+        if let problem = registry.consistencyProblem() {
+            fatalError("after record \(records): \(problem)")
+        }
+        records += 1
         let op = input[index] % 6
         let slot = Int(input[index + 1] % 4)
         let length = Int(input[index + 2]) << 8 | Int(input[index + 3])
@@ -123,13 +141,9 @@ public func fuzzOpAMPSession(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt 
             guard let wire = heard[slot], let uid = InstanceUID(wire: wire) else { continue }
             registry.disconnect(uid, reason: "disconnected by the fuzzer")
         }
-        for connection in closing.withLock({ set in
-            defer { set = [] }; return set
-        }) {
-            registry.connectionClosed(connection, reason: "closed by the server")
-            if let open = slots.firstIndex(of: connection) { slots[open] = nil }
-        }
     }
+    for connection in pendingClose { registry.connectionClosed(connection, reason: "closed by the server") }
+    if let problem = registry.consistencyProblem() { fatalError("at the end: \(problem)") }
     for case let open? in slots { registry.connectionClosed(open, reason: "end of input") }
     for agent in registry.snapshot() {
         require(

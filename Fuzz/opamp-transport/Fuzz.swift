@@ -4,10 +4,11 @@
 // Built by scripts/fuzz.sh (a package target only with TAILPLANE_FUZZ=1, never in a normal build).
 //
 // The first input byte sets how the rest is cut into reads (1 to 64 bytes, or all at once for 0), so the
-// parsers see requests and frames split everywhere. Beyond "no crash", it checks:
+// parsers see requests and frames split everywhere, and whether the server is at its connection limit.
+// Messages are limited to 1 KiB, so the size limits are in reach. Beyond "no crash", it checks:
 // - whatever the server writes starts as an HTTP/1.1 response;
 // - the channel ends closed or still serving: on the idle timeout's event, a connection that never upgraded
-//   is closed (nothing waits forever on a client that went quiet);
+//   is closed, and so is a WebSocket that never sent a message (nothing waits forever on a quiet client);
 // - once the connection has closed, it holds no connection slot and no agent stays connected over it, and
 //   the registry's connection bookkeeping is empty.
 import Foundation
@@ -24,24 +25,34 @@ private func require(_ condition: Bool, _ message: @autoclosure () -> String = "
     if !condition { fatalError(message()) }
 }
 
-private let configuration: OpAMPServerConfiguration = {
+private func configuration(maxConnections: Int) -> OpAMPServerConfiguration {
     var configuration = OpAMPServerConfiguration()
     configuration.host = "127.0.0.1"
-    configuration.maxMessageSize = 64 * 1024
+    // Small, so inputs of a few kilobytes reach the size limits (plain, gzip-inflated and WebSocket).
+    configuration.maxMessageSize = 1024
+    configuration.maxConnections = maxConnections
     configuration.httpIdleTimeout = 120
     configuration.threads = 1
     configuration.advertisedEndpoint = "ws://127.0.0.1:4320/v1/opamp"
     return configuration
-}()
+}
 
-private let server = OpAMPServer(configuration: configuration)
+/// One server as usual, and one at its connection limit (every request gets 503).
+private let servers = [
+    OpAMPServer(configuration: configuration(maxConnections: 20_000)),
+    OpAMPServer(configuration: configuration(maxConnections: 0)),
+]
+private let debug = ProcessInfo.processInfo.environment["FUZZ_DEBUG"] != nil
 private let peer = try! SocketAddress(ipAddress: "127.0.0.1", port: 40000)
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOpAMPTransport(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let input = UnsafeBufferPointer(start: data, count: size)
-    let step = input[0] % 65 == 0 ? size : Int(input[0] % 65)
+    // Byte 0: the top bit picks the server, the rest the read size (0: everything in one read).
+    let server = servers[Int(input[0] >> 7)]
+    let configuration = server.configuration
+    let step = (input[0] & 0x7F) % 65 == 0 ? size : Int((input[0] & 0x7F) % 65)
     let channel = EmbeddedChannel()
     let loop = channel.embeddedEventLoop
     do {
@@ -79,6 +90,7 @@ public func fuzzOpAMPTransport(_ data: UnsafePointer<UInt8>, _ size: Int) -> CIn
             "the server wrote something that is not an HTTP response: \(Array(written.prefix(32)))"
         )
     }
+    if debug { print(String(decoding: written.prefix(600), as: UTF8.self)) }
     let upgraded = written.starts(with: Array("HTTP/1.1 101".utf8))
     // A client that goes quiet: the idle timeout closes a connection that never became a WebSocket.
     // (IdleStateHandler measures time with the real clock, so the event is sent as it would send it.)
@@ -86,6 +98,13 @@ public func fuzzOpAMPTransport(_ data: UnsafePointer<UInt8>, _ size: Int) -> CIn
     drain()
     if !upgraded {
         require(!channel.isActive, "an HTTP connection is still open after the idle timeout")
+    }
+    // A WebSocket that never sends a message is closed after the same time (the loop's own clock).
+    loop.advanceTime(by: .seconds(Int64(configuration.httpIdleTimeout) + 1))
+    drain()
+    if channel.isActive {
+        let handler = try? channel.pipeline.syncOperations.handler(type: WebSocketAgentHandler.self)
+        require(handler?.spoke == true, "a WebSocket that never sent a message is still open after the idle timeout")
     }
     // The client goes away (a WebSocket, or a connection the server kept open).
     _ = try? channel.finish(acceptAlreadyClosed: true)

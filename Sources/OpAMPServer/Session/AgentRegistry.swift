@@ -257,18 +257,23 @@ public final class AgentRegistry: Sendable {
             // For HTTP every request is a new connection: it is a "first" message only when the agent was offline.
             let first = transport == .http ? session.snapshot.transport == nil : state.bindings[connection] != uid
             if first {
+                if transport == .webSocket, let previous = state.bindings[connection] {
+                    // One WebSocket speaks for one agent. The one it spoke for until now is no longer connected
+                    // through it (it would otherwise show as connected until the sweep), and what this connection
+                    // remembered about that identity (a rename, a takeover) no longer applies.
+                    if state.owners[previous] == connection {
+                        state.owners[previous] = nil
+                        events +=
+                            state.sessions[previous]?.disconnected(reason: "its connection now speaks for \(uid)") ?? []
+                    }
+                    if assigned == nil { state.renamed[connection] = nil }
+                    if state.tookOver[connection] != now {
+                        state.tookOver[connection] = nil
+                        state.spokeAfterTakeover.remove(connection)
+                    }
+                }
                 events += session.connected(transport, now: now)
                 if transport == .webSocket {
-                    if let previous = state.bindings[connection], state.owners[previous] == connection {
-                        state.owners[previous] = nil
-                        // One WebSocket speaks for one agent: the one it spoke for until now is no longer
-                        // connected through it (it would otherwise show as connected until the sweep).
-                        if previous != uid {
-                            events +=
-                                state.sessions[previous]?.disconnected(reason: "its connection now speaks for \(uid)")
-                                ?? []
-                        }
-                    }
                     state.bindings[connection] = uid
                     state.owners[uid] = connection
                 }
@@ -298,7 +303,9 @@ public final class AgentRegistry: Sendable {
             }
             if output.disconnecting {
                 events += session.disconnected(reason: "agent disconnected")
-                if state.owners[uid] == connection { state.owners[uid] = nil }
+                // Said on its WebSocket or (oddly) over HTTP while a WebSocket is open: either way that socket no
+                // longer counts as the agent's connection; a later message on it connects the agent again.
+                if let owner = state.owners.removeValue(forKey: uid) { state.bindings[owner] = nil }
                 state.bindings[connection] = nil
             }
             state.sessions[uid] = session
@@ -411,6 +418,30 @@ public final class AgentRegistry: Sendable {
         }
     }
 
+    /// The first disagreement among the registry's bookkeeping, or nil: every WebSocket owner is bound to its
+    /// agent, has a live connection and an agent shown connected over WebSocket, and every agent shown connected
+    /// over WebSocket has an owner. (Checked by the session fuzzer after every step.)
+    func consistencyProblem() -> String? {
+        self.state.withLock { state -> String? in
+            for (uid, owner) in state.owners {
+                if state.bindings[owner] != uid {
+                    return "\(uid)'s WebSocket is bound to \(String(describing: state.bindings[owner]))"
+                }
+                if state.connections[owner] == nil { return "\(uid)'s WebSocket is not a live connection" }
+                if state.sessions[uid]?.snapshot.transport != .webSocket {
+                    return "\(uid) has a WebSocket but is not connected over it"
+                }
+            }
+            for (connection, uid) in state.bindings where state.owners[uid] != connection {
+                return "a connection is bound to \(uid), which another connection (or none) owns"
+            }
+            for (uid, session) in state.sessions where session.snapshot.transport == .webSocket {
+                if state.owners[uid] == nil { return "\(uid) is shown connected over WebSocket without a connection" }
+            }
+            return nil
+        }
+    }
+
     /// A connection closed.
     func connectionClosed(_ connection: ConnectionID, reason: String) {
         self.state.withLock { state in
@@ -460,9 +491,16 @@ public final class AgentRegistry: Sendable {
             }
             offline.sort { $0.1 < $1.1 }
             let excess = state.sessions.count - maximumAgents
+            var forgot = false
             for (index, (uid, lastSeen)) in offline.enumerated()
             where index < excess || now.timeIntervalSince(lastSeen) > forgetAfter {
                 state.sessions[uid] = nil
+                forgot = true
+            }
+            if forgot, !state.components.isEmpty {
+                // Component lists no remaining agent reports go too.
+                let used = Set(state.sessions.values.compactMap(\.snapshot.availableComponentsHash))
+                state.components = state.components.filter { used.contains($0.key) }
             }
         }
     }

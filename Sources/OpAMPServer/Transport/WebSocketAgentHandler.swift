@@ -19,6 +19,10 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     private var closing = false
     /// Holds a connection slot and a registry entry (from `handlerAdded` until the connection closes).
     private var counted = false
+    /// Whether a message arrived: a WebSocket that sends none within the HTTP idle timeout is closed, or
+    /// upgrades alone could hold every connection slot (the sweep only sees agents that spoke).
+    private(set) var spoke = false
+    private var silence: Scheduled<Void>?
 
     init(server: OpAMPServer, principal: AgentPrincipal) {
         self.server = server
@@ -33,6 +37,15 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         guard context.channel.isActive else { return }
         self.counted = true
         self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
+        let timeout = TimeAmount.seconds(Int64(self.server.configuration.httpIdleTimeout))
+        self.silence = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard !self.spoke else { return }
+            self.server.logger.debug(
+                "closing a WebSocket that sent no message",
+                metadata: ["seconds": "\(timeout.nanoseconds / 1_000_000_000)"]
+            )
+            self.close(context: context, code: .policyViolation)
+        }
         let channel = context.channel
         self.server.registry.attach(
             self.connection,
@@ -68,6 +81,8 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     }
 
     private func release() {
+        self.silence?.cancel()
+        self.silence = nil
         guard self.counted else { return }
         self.counted = false
         self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
@@ -75,9 +90,13 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A handler that never took a slot (added to a closed channel) handles nothing: frames replayed from
+        // behind the upgrade request would otherwise bind an agent to a connection that is gone.
+        guard self.counted else { return }
         let frame = self.unwrapInboundIn(data)
         switch frame.opcode {
         case .binary:
+            self.spoke = true
             let bytes = Array(frame.unmaskedData.readableBytesView)
             let response: OpAMP_ServerToAgent
             do {
@@ -116,6 +135,7 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard self.counted else { return }
         if let aggregation = error as? NIOWebSocketFrameAggregator.Error, aggregation == .accumulatedFrameSizeIsTooLarge
         {
             self.close(context: context, code: .messageTooLarge)

@@ -29,9 +29,12 @@ build() {
             exit 2
         fi
         echo "building fuzz-$target" >&2
+        # --sanitize makes SwiftPM link libFuzzer and instrument C code, but it hands swiftc one -sanitize=
+        # flag per sanitizer and swiftc keeps only the last: Swift code would get ASan and no coverage, and
+        # the fuzzer would be blind to it. -Xswiftc comes last, so this combined flag wins.
         # -enable-testing: targets reach internal API (@testable import), as the unit tests do.
         TAILPLANE_FUZZ=1 swift build -c release --build-path "$OUT" --sanitize=fuzzer --sanitize=address \
-            -Xswiftc -enable-testing --product "fuzz-$target"
+            -Xswiftc -sanitize=fuzzer,address -Xswiftc -enable-testing --product "fuzz-$target"
     done
 }
 

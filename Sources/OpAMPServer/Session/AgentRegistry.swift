@@ -419,8 +419,9 @@ public final class AgentRegistry: Sendable {
     }
 
     /// The first disagreement among the registry's bookkeeping, or nil: every WebSocket owner is bound to its
-    /// agent, has a live connection and an agent shown connected over WebSocket, and every agent shown connected
-    /// over WebSocket has an owner. (Checked by the session fuzzer after every step.)
+    /// agent, has a live connection and an agent shown connected (over it, or over HTTP when the agent also posts
+    /// there), and every agent shown connected over WebSocket has an owner. (Checked by the session fuzzer after
+    /// every step.)
     func consistencyProblem() -> String? {
         self.state.withLock { state -> String? in
             for (uid, owner) in state.owners {
@@ -428,8 +429,8 @@ public final class AgentRegistry: Sendable {
                     return "\(uid)'s WebSocket is bound to \(String(describing: state.bindings[owner]))"
                 }
                 if state.connections[owner] == nil { return "\(uid)'s WebSocket is not a live connection" }
-                if state.sessions[uid]?.snapshot.transport != .webSocket {
-                    return "\(uid) has a WebSocket but is not connected over it"
+                if state.sessions[uid]?.snapshot.connected != true {
+                    return "\(uid) has a WebSocket but is shown offline"
                 }
             }
             for (connection, uid) in state.bindings where state.owners[uid] != connection {

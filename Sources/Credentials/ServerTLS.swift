@@ -93,11 +93,10 @@ public final class ServerTLS: Sendable {
             else { throw CredentialError(.malformed, "cannot read a PEM certificate from \(caPath)") }
             return text
         }
-        guard let text = try? String(contentsOfFile: certificatePath, encoding: .utf8) else { return nil }
-        let blocks = text.components(separatedBy: "-----END CERTIFICATE-----").dropLast().map {
-            $0.trimmingCharacters(in: .whitespacesAndNewlines) + "\n-----END CERTIFICATE-----\n"
-        }
-        return blocks.count > 1 ? blocks.dropFirst().joined() : nil
+        guard let text = try? String(contentsOfFile: certificatePath, encoding: .utf8),
+            let documents = try? PEMDocument.parseMultiple(pemString: text), documents.count > 1
+        else { return nil }
+        return documents.dropFirst().map { $0.pemString + "\n" }.joined()
     }
 
     /// SHA-256 of the leaf certificate in use now, hex.

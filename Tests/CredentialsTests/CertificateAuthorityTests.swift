@@ -169,4 +169,28 @@ import _CryptoExtras
         #expect(!one.hash.contains(one.secret))
         #expect(one.id == String(one.hash.prefix(8)))
     }
+
+    @Test func theServersIssuerIsTheCAFileOrTheChainAfterTheLeaf() throws {
+        let directory = Self.temporaryDirectory()
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let authority = try CertificateAuthority.generate()
+        let leaf = try authority.issue(for: AgentIdentity(instanceUID: self.uid, tier: nil)).certificatePEM
+        let chain = directory.appendingPathComponent("chain.pem")
+        let alone = directory.appendingPathComponent("leaf.pem")
+        let ca = directory.appendingPathComponent("ca.pem")
+        try (leaf + authority.certificatePEM).write(to: chain, atomically: true, encoding: .utf8)
+        try leaf.write(to: alone, atomically: true, encoding: .utf8)
+        try authority.certificatePEM.write(to: ca, atomically: true, encoding: .utf8)
+        // The certificates after the leaf, as PEM.
+        let issuer = try #require(try ServerTLS.issuerPEM(certificatePath: chain.path, caPath: nil))
+        #expect(try Certificate(pemEncoded: issuer) == authority.certificate)
+        #expect(issuer.hasPrefix("-----BEGIN CERTIFICATE-----") && issuer.hasSuffix("-----END CERTIFICATE-----\n"))
+        // A leaf alone names no issuer; a CA file is taken as it is, and one that is not PEM is refused.
+        #expect(try ServerTLS.issuerPEM(certificatePath: alone.path, caPath: nil) == nil)
+        #expect(try ServerTLS.issuerPEM(certificatePath: alone.path, caPath: ca.path) == authority.certificatePEM)
+        #expect(throws: CredentialError.self) {
+            try ServerTLS.issuerPEM(certificatePath: alone.path, caPath: directory.appendingPathComponent("none").path)
+        }
+    }
 }

@@ -221,6 +221,8 @@ public final class AgentRegistry: Sendable {
             }
             var assigned: InstanceUID?
             var carried: RemoteConfig?
+            // Whether this message took an identity over from another live connection.
+            var tookOverNow = false
             if transport == .webSocket, principal.instanceUID == nil, let owner = state.owners[uid],
                 owner != connection,
                 state.connections[owner] != nil, state.bindings[connection] != uid
@@ -246,6 +248,7 @@ public final class AgentRegistry: Sendable {
                     state.bindings[owner] = nil
                     state.owners[uid] = nil
                     state.tookOver[connection] = now
+                    tookOverNow = true
                 }
             } else if state.tookOver[connection] != nil {
                 state.spokeAfterTakeover.insert(connection)
@@ -267,7 +270,7 @@ public final class AgentRegistry: Sendable {
                             state.sessions[previous]?.disconnected(reason: "its connection now speaks for \(uid)") ?? []
                     }
                     if assigned == nil { state.renamed[connection] = nil }
-                    if state.tookOver[connection] != now {
+                    if !tookOverNow {
                         state.tookOver[connection] = nil
                         state.spokeAfterTakeover.remove(connection)
                     }

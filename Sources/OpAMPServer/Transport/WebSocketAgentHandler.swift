@@ -37,13 +37,10 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         guard context.channel.isActive else { return }
         self.counted = true
         self.server.openConnections.wrappingAdd(1, ordering: .relaxed)
-        let timeout = TimeAmount.seconds(Int64(self.server.configuration.httpIdleTimeout))
-        self.silence = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+        let seconds = self.server.configuration.httpIdleTimeout
+        self.silence = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(Int64(seconds))) {
             guard !self.spoke else { return }
-            self.server.logger.debug(
-                "closing a WebSocket that sent no message",
-                metadata: ["seconds": "\(timeout.nanoseconds / 1_000_000_000)"]
-            )
+            self.server.logger.debug("closing a WebSocket that sent no message", metadata: ["seconds": "\(seconds)"])
             self.close(context: context, code: .policyViolation)
         }
         let channel = context.channel

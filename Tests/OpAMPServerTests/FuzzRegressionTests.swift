@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import OpAMPProtocol
 import Synchronization
 import Testing
@@ -101,5 +102,87 @@ import Testing
         #expect(!wasOpen)
         #expect(server.openConnections.load(ordering: .relaxed) == 0)
         Task { await quiet.server.stop() }
+    }
+
+    /// fuzz-opamp-session: an agent connected over WebSocket, and a request over HTTP with its UID that asks
+    /// for a new one. The agent was renamed while its socket stayed bound to the old UID, so the old UID had a
+    /// socket and no agent, and the agent on the socket was shown offline.
+    @Test func anHTTPCloneAskingForANewUIDLeavesTheWebSocketAgentAlone() {
+        let registry = AgentRegistry(clock: TestClock().function)
+        let ws = registry.newConnection()
+        registry.attach(ws, pusher: { _ in true })
+        _ = registry.handle(fullState(uid(83)), connection: ws, transport: .webSocket)
+        var clone = heartbeat(uid(83), seq: 5)
+        clone.flags = UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue)
+        let response = registry.handle(clone, connection: registry.newConnection(), transport: .http)
+        let fresh = InstanceUID(wire: response.agentIdentification.newInstanceUid)
+        #expect(fresh != nil && fresh != uid(83))
+        #expect(registry.agent(uid(83))?.connected == true)
+        #expect(registry.agent(uid(83))?.transport == .webSocket)
+        if let fresh { #expect(registry.agent(fresh)?.transport == .http) }
+        #expect(registry.consistencyProblem() == nil)
+        // The agent on the socket goes on as before.
+        _ = registry.handle(heartbeat(uid(83), seq: 1), connection: ws, transport: .webSocket)
+        #expect(registry.agent(uid(83))?.connected == true)
+        #expect(registry.consistencyProblem() == nil)
+    }
+
+    /// fuzz-opamp-transport under LeakSanitizer: an upgrade request with a body that never ends (chunked,
+    /// here). NIO's upgrade handler waited for the end holding a closure over itself, so when the client left,
+    /// the handler, its context and the pipeline were never freed: a few kilobytes per connection, for good.
+    /// Upgrades with a body are now refused; the request gets an HTTP answer or the idle timeout.
+    @Test func anUpgradeWithAnUnfinishedBodyIsFreedWhenTheClientLeaves() throws {
+        let head =
+            "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nTransfer-Encoding: chunked\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + "5\r\nhel"
+        let server = OpAMPServer(configuration: Self.embedded)
+        defer { Task { await server.stop() } }
+        weak var upgradeHandler: HTTPServerUpgradeHandler?
+        do {
+            let channel = try Self.connection(to: server)
+            upgradeHandler = try channel.pipeline.syncOperations.handler(type: HTTPServerUpgradeHandler.self)
+            #expect(upgradeHandler != nil)
+            try channel.writeInbound(ByteBuffer(string: head))
+            channel.embeddedEventLoop.run()
+            #expect(try channel.readOutbound(as: ByteBuffer.self) == nil)  // no 101
+            _ = try? channel.finish(acceptAlreadyClosed: true)
+            channel.embeddedEventLoop.run()
+        }
+        #expect(upgradeHandler == nil, "the upgrade handler outlived its connection")
+        #expect(server.openConnections.load(ordering: .relaxed) == 0)
+    }
+
+    private static var embedded: OpAMPServerConfiguration {
+        var configuration = OpAMPServerConfiguration()
+        configuration.host = "127.0.0.1"
+        configuration.threads = 1
+        return configuration
+    }
+
+    /// A connection to `server` on an EmbeddedChannel, its pipeline set up as for an accepted socket.
+    private static func connection(to server: OpAMPServer) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel()
+        try server.initialize(channel, configuration: server.configuration).wait()
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
+        return channel
+    }
+
+    /// The same request with its body complete is answered, not upgraded.
+    @Test func anUpgradeRequestWithABodyGetsBadRequest() throws {
+        let request =
+            "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nContent-Length: 5\r\nUpgrade: websocket\r\n"
+            + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            + "hello"
+        let server = OpAMPServer(configuration: Self.embedded)
+        defer { Task { await server.stop() } }
+        let channel = try Self.connection(to: server)
+        try channel.writeInbound(ByteBuffer(string: request))
+        channel.embeddedEventLoop.run()
+        var written = ""
+        while let part = try channel.readOutbound(as: ByteBuffer.self) { written += String(buffer: part) }
+        #expect(written.hasPrefix("HTTP/1.1 400"))
+        #expect(written.contains("a WebSocket upgrade request has no body"))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
     }
 }

@@ -104,6 +104,9 @@ func gzip(_ path: String) throws -> String {
         (#"{"resourceSpans":[] "#, "invalid JSON at byte 21: the document ends inside an object"),
         (#"{"resourceLogs":[]}"#, "no `resourceSpans`"),
         (#"{"resourceSpans":[]} x"#, "unexpected data after the document"),
+        // fuzz-otlp-json: `null` was read as an empty document; a document is an object.
+        ("\t\t\t\t\t\t\t\t\t\tnull\t\t", "invalid JSON at byte 11: expected `{`"),
+        ("[]", "invalid JSON at byte 1: expected `{`"),
     ])
     func badDocumentsSayWhatAndWhere(text: String, expected: String) {
         #expect {

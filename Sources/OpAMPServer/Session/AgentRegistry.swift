@@ -250,6 +250,20 @@ public final class AgentRegistry: Sendable {
                     state.tookOver[connection] = now
                     tookOverNow = true
                 }
+            } else if transport == .http, principal.instanceUID == nil,
+                message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0,
+                let owner = state.owners[uid], state.connections[owner] != nil
+            {
+                // An OpAMP client speaks over one transport, so a request over HTTP for a UID whose agent is
+                // connected over a WebSocket comes from another process (a cloned collector). It asks for a UID
+                // of its own: it gets one, with the desired config of the agent it was cloned from, and the
+                // agent on the WebSocket keeps its identity (renaming that one would leave its socket bound to
+                // a UID no agent has; found by fuzz-opamp-session).
+                let fresh = Self.newUID(now: now, random: &state.random)
+                events.append(.instanceUIDReassigned(old: uid, new: fresh))
+                carried = state.sessions[uid]?.desired
+                assigned = fresh
+                uid = fresh
             } else if state.tookOver[connection] != nil {
                 state.spokeAfterTakeover.insert(connection)
             }

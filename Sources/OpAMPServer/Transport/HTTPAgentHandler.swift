@@ -153,6 +153,15 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
                 extra: headers
             )
         }
+        if head.method == .GET, head.headers.contains(name: "upgrade"), OpAMPServer.hasBody(head.headers) {
+            return self.write(
+                context: context,
+                status: .badRequest,
+                body: Array("a WebSocket upgrade request has no body\n".utf8),
+                contentType: "text/plain",
+                keepAlive: false
+            )
+        }
         guard head.method == .POST, OpAMPServer.isProtobuf(head.headers) else {
             return self.write(
                 context: context,

@@ -181,8 +181,14 @@ public final class OpAMPServer: Service, Sendable {
 
     /// An upgrade is accepted on the path, with valid credentials, when not overloaded, and only for
     /// requests that are not plain-HTTP OpAMP. A refused upgrade is answered (and logged) by the HTTP handler.
+    ///
+    /// A handshake with a body is refused: NIO's upgrade handler waits for the end of the request, holding a
+    /// closure that references itself, and when that end never comes (the client closes mid-body) the handler,
+    /// its context and the whole pipeline are never freed (found by fuzz-opamp-transport under LeakSanitizer).
+    /// A WebSocket handshake is a GET without a body (RFC 6455 §4.1); no OpAMP client sends one.
     func acceptsUpgrade(_ head: HTTPRequestHead, channel: any Channel) -> Bool {
         guard head.method == .GET, self.pathMatches(head.uri), !Self.isProtobuf(head.headers),
+            !Self.hasBody(head.headers),
             self.openConnections.load(ordering: .relaxed) <= self.configuration.maxConnections
         else { return false }
         if case .success = self.authenticate(head.headers, channel: channel) { return true }
@@ -192,6 +198,12 @@ public final class OpAMPServer: Service, Sendable {
     func pathMatches(_ uri: String) -> Bool {
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         return path == self.configuration.path
+    }
+
+    /// Whether a request announces a body (`Transfer-Encoding`, or a `Content-Length` other than 0).
+    static func hasBody(_ headers: HTTPHeaders) -> Bool {
+        if headers.contains(name: "transfer-encoding") { return true }
+        return headers[canonicalForm: "content-length"].contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
     }
 
     static func isProtobuf(_ headers: HTTPHeaders) -> Bool {

@@ -56,6 +56,11 @@ public enum OTLPJSON {
             var batches: [SpanBatch] = []
             var sawSpans = false
             var sawAnyKey = false
+            // `null` stands for an absent message inside a document, but a document itself is an object.
+            self.skipWhitespace()
+            guard self.peek() == UInt8(ascii: "{") else {
+                throw self.error("expected `{`: a trace file is a JSON object with `resourceSpans` (OTLP JSON)")
+            }
             try self.object { reader, key throws(DecodingError) in
                 sawAnyKey = true
                 if key == "resourceSpans" || key == "resource_spans" {

@@ -59,6 +59,7 @@ let package = Package(
         .target(
             name: "Credentials",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "OpAMPProtocol",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -74,6 +75,7 @@ let package = Package(
         .target(
             name: "OpAMPServer",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "OpAMPProtocol",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -92,6 +94,7 @@ let package = Package(
         .target(
             name: "ControlPlane",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "PolicyEngine",
                 "ConfigRenderer",
                 "OpAMPServer",
@@ -151,6 +154,7 @@ let package = Package(
         .target(
             name: "FleetSimulator",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "OpAMPProtocol",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -234,6 +238,7 @@ let package = Package(
         .testTarget(
             name: "ControlPlaneTests",
             dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "ControlPlane", "OpAMPServer", "FleetSimulator", "PolicyEngine", "ConfigRenderer", "Credentials",
                 "OpAMPProtocol",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

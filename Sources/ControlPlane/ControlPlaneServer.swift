@@ -3,11 +3,11 @@ import Hummingbird
 import HummingbirdCore
 import HummingbirdTLS
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import OpAMPServer
 import ServiceLifecycle
-import Synchronization
 
 /// The control plane as a service: the controller's loop and the HTTP API, over an OpAMP server's
 /// registry and a store. Stops on graceful shutdown after the current step (a step's store write is never
@@ -22,7 +22,7 @@ public final class ControlPlaneServer: Service, Sendable {
     let port: Int
     let tls: TLSConfiguration?
     let logger: Logger
-    private let bound = Mutex<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
+    private let bound = NIOLockedValueBox<(port: Int?, waiters: [CheckedContinuation<Int, Never>])>((nil, []))
 
     /// Creates the service; nothing listens until ``run()``.
     public init(
@@ -57,7 +57,7 @@ public final class ControlPlaneServer: Service, Sendable {
     /// The API port once it listens.
     public func apiPort() async -> Int {
         await withCheckedContinuation { continuation in
-            let ready = self.bound.withLock { state -> Int? in
+            let ready = self.bound.withLockedValue { state -> Int? in
                 if let port = state.port { return port }
                 state.waiters.append(continuation)
                 return nil
@@ -67,7 +67,7 @@ public final class ControlPlaneServer: Service, Sendable {
     }
 
     private func listening(_ port: Int) {
-        let waiters = self.bound.withLock { state -> [CheckedContinuation<Int, Never>] in
+        let waiters = self.bound.withLockedValue { state -> [CheckedContinuation<Int, Never>] in
             state.port = port
             defer { state.waiters = [] }
             return state.waiters

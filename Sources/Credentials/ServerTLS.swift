@@ -1,8 +1,8 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOSSL
 import SwiftASN1
-import Synchronization
 import X509
 
 /// A listening port's TLS material from PEM files, reloaded without a restart when the files change.
@@ -51,7 +51,7 @@ public final class ServerTLS: Sendable {
     public let clientCAPath: String?
     /// Whether clients must present a certificate.
     public let clientCertificates: ClientCertificates
-    private let loaded: Mutex<Loaded>
+    private let loaded: NIOLockedValueBox<Loaded>
     private let report: @Sendable (ReloadOutcome) -> Void
 
     /// Loads the files now; fails with a message naming the file when they do not load.
@@ -81,7 +81,7 @@ public final class ServerTLS: Sendable {
                 throw CredentialError(.malformed, "cannot read the client CA \(clientCAPath): \(error)")
             }
         }
-        self.loaded = Mutex(try Self.load(certificatePath: certificatePath, keyPath: keyPath))
+        self.loaded = NIOLockedValueBox(try Self.load(certificatePath: certificatePath, keyPath: keyPath))
         self.report = report
     }
 
@@ -100,12 +100,12 @@ public final class ServerTLS: Sendable {
     }
 
     /// SHA-256 of the leaf certificate in use now, hex.
-    public var fingerprint: String { self.loaded.withLock { $0.fingerprint } }
+    public var fingerprint: String { self.loaded.withLockedValue { $0.fingerprint } }
 
     /// The server TLS configuration for NIOSSL (and Hummingbird): the current pair, and a per-handshake
     /// callback that picks up changed files.
     public func configuration() -> TLSConfiguration {
-        let (chain, key) = self.loaded.withLock { ($0.chain, $0.key) }
+        let (chain, key) = self.loaded.withLockedValue { ($0.chain, $0.key) }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: chain.map { .certificate($0) },
             privateKey: .privateKey(key)
@@ -118,7 +118,7 @@ public final class ServerTLS: Sendable {
         }
         configuration.sslContextCallback = { [self] _, promise in
             self.reloadIfChanged()
-            let (chain, key) = self.loaded.withLock { ($0.chain, $0.key) }
+            let (chain, key) = self.loaded.withLockedValue { ($0.chain, $0.key) }
             var override = NIOSSLContextConfigurationOverride()
             override.certificateChain = chain.map { .certificate($0) }
             override.privateKey = .privateKey(key)
@@ -131,16 +131,16 @@ public final class ServerTLS: Sendable {
     @discardableResult
     public func reloadIfChanged() -> ReloadOutcome? {
         let stamp = Self.stamp([self.certificatePath, self.keyPath])
-        let unchanged = self.loaded.withLock { $0.stamp == stamp }
+        let unchanged = self.loaded.withLockedValue { $0.stamp == stamp }
         guard !unchanged else { return nil }
         let outcome: ReloadOutcome
         do {
             let fresh = try Self.load(certificatePath: self.certificatePath, keyPath: self.keyPath)
-            self.loaded.withLock { $0 = fresh }
+            self.loaded.withLockedValue { $0 = fresh }
             outcome = .reloaded(fingerprint: fresh.fingerprint)
         } catch {
             // Remember the stamp, so a broken pair is reported once, not at every handshake.
-            let first = self.loaded.withLock { loaded -> Bool in
+            let first = self.loaded.withLockedValue { loaded -> Bool in
                 loaded.stamp = stamp
                 defer { loaded.lastFailure = error.message }
                 return loaded.lastFailure != error.message

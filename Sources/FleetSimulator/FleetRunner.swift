@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -99,7 +100,6 @@ public final class FleetRunner: Sendable {
     public init(options: FleetOptions) {
         self.options = options
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
-        var random = SystemRandomNumberGenerator()
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let lbCount = Int((Double(options.agents) * options.loadBalancerShare).rounded())
         self.slots = (0..<options.agents).map { index in
@@ -117,7 +117,7 @@ public final class FleetRunner: Sendable {
             )
             profile.rollsBackOnFailure = options.supervisorRollback
             return AgentSlot(
-                agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now, using: &random))
+                agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now))
             )
         }
     }
@@ -147,7 +147,7 @@ public final class FleetRunner: Sendable {
 
     /// Every simulated agent's state now.
     public func agents() -> [SimulatedAgent] {
-        self.slots.map { $0.state.withLock { $0 } }
+        self.slots.map { $0.state.withLockedValue { $0 } }
     }
 
     /// Closes every connection and the event loops.
@@ -226,23 +226,23 @@ public final class FleetRunner: Sendable {
 
 /// One agent's state across reconnects, and its current channel.
 final class AgentSlot: Sendable {
-    let state: Mutex<SimulatedAgent>
-    private let channel = Mutex<(any Channel)?>(nil)
+    let state: NIOLockedValueBox<SimulatedAgent>
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
 
     /// The TLS context for the credential it was made with (remade when the agent's certificate changes).
-    private let tls = Mutex<(credential: ClientCredential?, context: NIOSSLContext)?>(nil)
+    private let tls = NIOLockedValueBox<(credential: ClientCredential?, context: NIOSSLContext)?>(nil)
 
     init(agent: SimulatedAgent) {
-        self.state = Mutex(agent)
+        self.state = NIOLockedValueBox(agent)
     }
 
     /// The TLS client context for the agent's current certificate; nil without TLS.
     func tlsContext(options: FleetOptions) throws -> NIOSSLContext? {
         guard let configured = options.tlsTrustRootsPEM else { return nil }
-        let credential = self.state.withLock { $0.credential }
+        let credential = self.state.withLockedValue { $0.credential }
         // Connections made with an offered certificate trust what the offer said, as the supervisor does.
         let roots = credential?.trustPEM ?? configured
-        if let cached = self.tls.withLock({ $0 }), cached.credential == credential { return cached.context }
+        if let cached = self.tls.withLockedValue({ $0 }), cached.credential == credential { return cached.context }
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(roots.utf8)))
         configuration.certificateVerification = .noHostnameVerification
@@ -254,12 +254,12 @@ final class AgentSlot: Sendable {
             )
         }
         let context = try NIOSSLContext(configuration: configuration)
-        self.tls.withLock { $0 = (credential, context) }
+        self.tls.withLockedValue { $0 = (credential, context) }
         return context
     }
 
-    func attach(_ channel: any Channel) { self.channel.withLock { $0 = channel } }
-    func close() { self.channel.withLock { $0 }?.close(promise: nil) }
+    func attach(_ channel: any Channel) { self.channel.withLockedValue { $0 = channel } }
+    func close() { self.channel.withLockedValue { $0 }?.close(promise: nil) }
 }
 
 extension Duration {
@@ -310,23 +310,23 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
-        let first = self.slot.state.withLock { $0.connected() }
+        let first = self.slot.state.withLockedValue { $0.connected() }
         self.send(first, context: context)
         if self.runner.options.requestCertificates,
-            let request = self.slot.state.withLock({ agent in
+            let request = self.slot.state.withLockedValue({ agent in
                 agent.credential == nil ? try? agent.certificateRequest() : nil
             })
         {
             self.send(request, context: context)
         }
-        let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
+        let seconds = Int64(self.slot.state.withLockedValue { $0.profile.heartbeatSeconds })
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         self.heartbeat = context.eventLoop.scheduleRepeatedTask(
             initialDelay: .seconds(seconds),
             delay: .seconds(seconds)
         ) { _ in
             let (handler, context) = loopBound.value
-            handler.send(handler.slot.state.withLock { $0.heartbeat() }, context: context)
+            handler.send(handler.slot.state.withLockedValue { $0.heartbeat() }, context: context)
         }
     }
 
@@ -345,7 +345,7 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
             return
         }
         self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
-        let actions = self.slot.state.withLock { $0.receive(message) }
+        let actions = self.slot.state.withLockedValue { $0.receive(message) }
         for action in actions {
             switch action {
             case .send(let outgoing):
@@ -363,7 +363,7 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
 
     func send(_ message: OpAMP_AgentToServer, context: ChannelHandlerContext) {
         var message = message
-        self.slot.state.withLock { $0.stamp(&message) }
+        self.slot.state.withLockedValue { $0.stamp(&message) }
         guard let bytes = try? WebSocketFraming.encode(message) else { return }
         var buffer = context.channel.allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
@@ -397,7 +397,7 @@ final class HTTPAgentConnection: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
-        self.enqueue(self.slot.state.withLock { $0.connected() }, context: context)
+        self.enqueue(self.slot.state.withLockedValue { $0.connected() }, context: context)
         context.fireChannelActive()
     }
 
@@ -416,7 +416,7 @@ final class HTTPAgentConnection: ChannelInboundHandler {
         guard !self.inFlight, !self.queue.isEmpty else { return }
         self.poll?.cancel()
         var message = self.queue.removeFirst()
-        self.slot.state.withLock { $0.stamp(&message) }
+        self.slot.state.withLockedValue { $0.stamp(&message) }
         guard let bytes: [UInt8] = try? message.serializedBytes() else { return }
         self.inFlight = true
         self.runner.statistics.counted(message)
@@ -451,7 +451,7 @@ final class HTTPAgentConnection: ChannelInboundHandler {
             self.body = nil
             if let message = try? OpAMP_ServerToAgent(serializedBytes: bytes) {
                 self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
-                for action in self.slot.state.withLock({ $0.receive(message) }) {
+                for action in self.slot.state.withLockedValue({ $0.receive(message) }) {
                     switch action {
                     case .send(let outgoing): self.queue.append(outgoing)
                     case .sendLater(let outgoing, let delay):
@@ -466,11 +466,11 @@ final class HTTPAgentConnection: ChannelInboundHandler {
                 }
             }
             if self.queue.isEmpty {
-                let seconds = Int64(self.slot.state.withLock { $0.profile.heartbeatSeconds })
+                let seconds = Int64(self.slot.state.withLockedValue { $0.profile.heartbeatSeconds })
                 let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 self.poll = context.eventLoop.scheduleTask(in: .seconds(seconds)) {
                     let (handler, context) = loopBound.value
-                    handler.enqueue(handler.slot.state.withLock { $0.heartbeat() }, context: context)
+                    handler.enqueue(handler.slot.state.withLockedValue { $0.heartbeat() }, context: context)
                 }
             }
             self.pump(context: context)

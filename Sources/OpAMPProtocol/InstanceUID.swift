@@ -74,7 +74,17 @@ public struct InstanceUID: Sendable, Hashable, Comparable, CustomStringConvertib
         (lhs.high, lhs.low) < (rhs.high, rhs.low)
     }
 
-    /// A UUIDv7: 48-bit Unix milliseconds, version 7, RFC 4122 variant, random rest.
+    /// A UUIDv7: 48-bit Unix milliseconds, version 7, RFC 4122 variant, random rest from the system's generator.
+    public static func version7(unixMilliseconds: UInt64) -> InstanceUID {
+        // Not `version7(unixMilliseconds:using:)` with a SystemRandomNumberGenerator: that generator has no
+        // stored properties, and ThreadSanitizer builds crash on the inout access to it inside generic code
+        // (the compiler skips the check for empty types only where it knows the type; swiftlang/swift#35579).
+        let high = (unixMilliseconds & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | UInt64.random(in: 0...0x0FFF)
+        let low = UInt64.random(in: 0...0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000
+        return InstanceUID(high: high, low: low)
+    }
+
+    /// A UUIDv7 with its random bits from `generator` (a seeded one gives repeatable UIDs).
     public static func version7(unixMilliseconds: UInt64, using generator: inout some RandomNumberGenerator)
         -> InstanceUID
     {

@@ -45,8 +45,7 @@ LoggingSystem.bootstrap { label in
 
 // 1. The CA alone.
 let authority = try CertificateAuthority.generate()
-var random = SystemRandomNumberGenerator()
-let uids = (0..<2000).map { _ in InstanceUID.version7(unixMilliseconds: 1_800_000_000_000, using: &random) }
+let uids = (0..<2000).map { _ in InstanceUID.version7(unixMilliseconds: 1_800_000_000_000) }
 var start = ContinuousClock.now
 for uid in uids { _ = try authority.issue(for: AgentIdentity(instanceUID: uid, tier: "sampling")) }
 say(String(format: "issue (P-256 key pair + certificate): %.0f per second", Double(uids.count) / seconds(since: start)))
@@ -57,7 +56,9 @@ for uid in uids.prefix(1000) {
         uid: uid
     )
     let message = try agent.certificateRequest()
-    requests.append((uid, String(decoding: message.connectionSettingsRequest.opamp.certificateRequest.csr, as: UTF8.self)))
+    requests.append(
+        (uid, String(decoding: message.connectionSettingsRequest.opamp.certificateRequest.csr, as: UTF8.self))
+    )
 }
 start = ContinuousClock.now
 for (uid, pem) in requests {
@@ -88,7 +89,11 @@ let serverCertificate = try Certificate(
 )
 let serverPEM = try serverCertificate.serializeAsPEM().pemString
 try serverPEM.write(to: directory.appendingPathComponent("server.pem"), atomically: true, encoding: .utf8)
-try serverKey.pemRepresentation.write(to: directory.appendingPathComponent("server.key"), atomically: true, encoding: .utf8)
+try serverKey.pemRepresentation.write(
+    to: directory.appendingPathComponent("server.key"),
+    atomically: true,
+    encoding: .utf8
+)
 try authority.certificatePEM.write(to: directory.appendingPathComponent("ca.pem"), atomically: true, encoding: .utf8)
 let store = try SQLiteStore(directory: directory.appendingPathComponent("data"))
 let secret = SecretToken.generate(kind: "e").secret
@@ -149,7 +154,8 @@ while certified().count < agentCount, seconds(since: start) < 600 { try await Ta
 let enrolled = certified()
 say(
     String(
-        format: "enrolment over TLS (token, CSR, certificate, reconnect with mutual TLS): %d agents in %.1f s (%.0f per second, connecting at up to %d per second)",
+        format:
+            "enrolment over TLS (token, CSR, certificate, reconnect with mutual TLS): %d agents in %.1f s (%.0f per second, connecting at up to %d per second)",
         enrolled.count,
         seconds(since: start),
         Double(enrolled.count) / seconds(since: start),
@@ -159,7 +165,12 @@ say(
 
 // 3. Rotation, a tenth at a time.
 start = ContinuousClock.now
-let rotation = try await control.controller.startRotation(agents: nil, tier: nil, batchSize: max(1, agentCount / 10), actor: "bench")
+let rotation = try await control.controller.startRotation(
+    agents: nil,
+    tier: nil,
+    batchSize: max(1, agentCount / 10),
+    actor: "bench"
+)
 var current = rotation
 while current.phase == .running, seconds(since: start) < 600 {
     try await Task.sleep(for: .milliseconds(50))

@@ -5,6 +5,7 @@ import Crypto
 import FleetSimulator
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOSSL
@@ -12,19 +13,18 @@ import OpAMPProtocol
 import OpAMPServer
 import SwiftASN1
 import SwiftProtobuf
-import Synchronization
 import Testing
 import X509
 
 /// Log lines kept in memory, message and metadata together, so a test can search them for secrets.
 final class CapturedLog: Sendable {
-    let lines = Mutex<[String]>([])
+    let lines = NIOLockedValueBox<[String]>([])
 
     func logger(_ label: String) -> Logger {
         Logger(label: label) { _ in CapturingHandler(log: self) }
     }
 
-    var text: String { self.lines.withLock { $0.joined(separator: "\n") } }
+    var text: String { self.lines.withLockedValue { $0.joined(separator: "\n") } }
 }
 
 struct CapturingHandler: LogHandler {
@@ -39,7 +39,7 @@ struct CapturingHandler: LogHandler {
 
     func log(event: LogEvent) {
         let all = self.metadata.merging(event.metadata ?? [:]) { $1 }
-        self.log.lines.withLock { $0.append("\(event.level) \(event.message) \(all)") }
+        self.log.lines.withLockedValue { $0.append("\(event.level) \(event.message) \(all)") }
     }
 }
 
@@ -239,8 +239,7 @@ struct ServerCertificates {
     }
 
     static func newUID() -> InstanceUID {
-        var random = SystemRandomNumberGenerator()
-        return .version7(unixMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000), using: &random)
+        .version7(unixMilliseconds: UInt64(Date().timeIntervalSince1970 * 1000))
     }
 
     @Test func clientCertificatesBindAConnectionToOneAgentAndOneTier() async throws {

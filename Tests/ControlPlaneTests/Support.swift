@@ -3,9 +3,9 @@ import ControlPlane
 import FleetSimulator
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import OpAMPServer
 import ServiceLifecycle
-import Synchronization
 import Testing
 
 let repositoryRoot = URL(fileURLWithPath: #filePath)
@@ -72,7 +72,7 @@ final class TestStack: Sendable {
     let directory: URL
     let task: Task<Void, any Error>
     let group: ServiceGroup
-    private let fleets = Mutex<[(FleetRunner, Task<Void, any Error>)]>([])
+    private let fleets = NIOLockedValueBox<[(FleetRunner, Task<Void, any Error>)]>([])
     let apiPort: Int
 
     var controller: Controller { self.server.controller }
@@ -142,7 +142,7 @@ final class TestStack: Sendable {
             firstIndex: firstIndex
         )
         let task = Task { try await fleet.run() }
-        self.fleets.withLock { $0.append((fleet, task)) }
+        self.fleets.withLockedValue { $0.append((fleet, task)) }
         #expect(await eventually { self.opamp.registry.connectedCount >= expected })
         return fleet
     }
@@ -158,7 +158,7 @@ final class TestStack: Sendable {
     }
 
     func stop() async {
-        for (fleet, task) in self.fleets.withLock({ $0 }) {
+        for (fleet, task) in self.fleets.withLockedValue({ $0 }) {
             task.cancel()
             await fleet.shutdown()
         }

@@ -1,6 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
 import OpAMPProtocol
-import Synchronization
 import Testing
 
 @testable import OpAMPServer
@@ -115,10 +115,10 @@ import Testing
 
     @Test func aDisplacedSocketCannotTakeItsUIDBack() {
         let registry = AgentRegistry(clock: self.clock.function)
-        let closed = Mutex<[Int]>([])
+        let closed = NIOLockedValueBox<[Int]>([])
         let connections = (0..<2).map { index in
             let connection = registry.newConnection()
-            registry.attach(connection, pusher: { _ in true }, closer: { closed.withLock { $0.append(index) } })
+            registry.attach(connection, pusher: { _ in true }, closer: { closed.withLockedValue { $0.append(index) } })
             return connection
         }
         _ = registry.handle(fullState(uid(91), seq: 0), connection: connections[0], transport: .webSocket)
@@ -126,7 +126,7 @@ import Testing
         // A frame the old socket had already delivered: answered, but it changes nothing.
         let late = registry.handle(heartbeat(uid(91), seq: 1), connection: connections[0], transport: .webSocket)
         #expect(late.instanceUid == Data(uid(91).bytes))
-        #expect(closed.withLock { $0 } == [0])
+        #expect(closed.withLockedValue { $0 } == [0])
         #expect(registry.agent(uid(91))?.connected == true)
         let next = registry.handle(heartbeat(uid(91), seq: 1), connection: connections[1], transport: .webSocket)
         #expect(!next.hasAgentIdentification)
@@ -350,5 +350,18 @@ import Testing
         #expect(registry.agent(uid(89))?.healthySince == start.addingTimeInterval(13))
         registry.connectionClosed(connection, reason: "gone")
         #expect(registry.agent(uid(89))?.connectedSince == nil)
+    }
+
+    /// UIDs from the system's generator (the form ThreadSanitizer builds can run; see InstanceUID.version7):
+    /// the time in the top 48 bits, version 7, the RFC 4122 variant, and random bits that differ.
+    @Test func version7UIDsFromTheSystemGenerator() {
+        let milliseconds: UInt64 = 1_800_000_000_123
+        let uids = (0..<64).map { _ in InstanceUID.version7(unixMilliseconds: milliseconds) }
+        for uid in uids {
+            #expect(uid.high >> 16 == milliseconds)
+            #expect((uid.high >> 12) & 0xF == 7)
+            #expect(uid.low >> 62 == 0b10)
+        }
+        #expect(Set(uids).count == uids.count)
     }
 }

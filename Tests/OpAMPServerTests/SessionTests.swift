@@ -1,6 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
 import OpAMPProtocol
-import Synchronization
 import Testing
 
 @testable import OpAMPServer
@@ -218,24 +218,28 @@ import Testing
 
     @Test func theSameUIDOnTwoLiveConnectionsGetsANewOneOnceBothProveAlive() {
         let registry = self.registry()
-        let closed = Mutex<Set<Int>>([])
+        let closed = NIOLockedValueBox<Set<Int>>([])
         let connections = (0..<3).map { index in
             let connection = registry.newConnection()
-            registry.attach(connection, pusher: { _ in true }, closer: { closed.withLock { _ = $0.insert(index) } })
+            registry.attach(
+                connection,
+                pusher: { _ in true },
+                closer: { closed.withLockedValue { _ = $0.insert(index) } }
+            )
             return connection
         }
         _ = registry.handle(fullState(uid(10)), connection: connections[0], transport: .webSocket)
         // A second connection with the same UID while the first is open: the newer one wins, the old is closed.
         let takeover = registry.handle(fullState(uid(10)), connection: connections[1], transport: .webSocket)
         #expect(!takeover.hasAgentIdentification)
-        #expect(closed.withLock { $0 } == [0])
+        #expect(closed.withLockedValue { $0 } == [0])
         _ = registry.handle(heartbeat(uid(10), seq: 1), connection: connections[1], transport: .webSocket)
         // The displaced agent comes back while the new owner is alive and talking: two agents share the UID.
         let response = registry.handle(fullState(uid(10), seq: 30), connection: connections[2], transport: .webSocket)
         let assigned = InstanceUID(bytes: response.agentIdentification.newInstanceUid)
         #expect(assigned != nil && assigned != uid(10))
         #expect(registry.snapshot().count == 2)
-        #expect(closed.withLock { $0 } == [0])
+        #expect(closed.withLockedValue { $0 } == [0])
         // The owner keeps its identity.
         #expect(
             !registry.handle(heartbeat(uid(10), seq: 2), connection: connections[1], transport: .webSocket)
@@ -343,12 +347,12 @@ import Testing
 }
 
 final class PushLog: Sendable {
-    private let messages = Synchronization.Mutex<[OpAMP_ServerToAgent]>([])
+    private let messages = NIOLockedValueBox<[OpAMP_ServerToAgent]>([])
     func append(_ message: OpAMP_ServerToAgent) -> Bool {
-        self.messages.withLock { $0.append(message) }
+        self.messages.withLockedValue { $0.append(message) }
         return true
     }
-    var all: [OpAMP_ServerToAgent] { self.messages.withLock { $0 } }
+    var all: [OpAMP_ServerToAgent] { self.messages.withLockedValue { $0 } }
 }
 
 @Suite struct ConnectionSettingsTests {

@@ -1,34 +1,34 @@
 import Foundation
+import NIOConcurrencyHelpers
 import OpAMPProtocol
-import Synchronization
 
 @testable import OpAMPServer
 
 /// A clock tests move by hand.
 final class TestClock: Sendable {
-    private let now = Mutex(Date(timeIntervalSince1970: 1_800_000_000))
-    var date: Date { self.now.withLock { $0 } }
-    func advance(_ seconds: TimeInterval) { self.now.withLock { $0 += seconds } }
+    private let now = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
+    var date: Date { self.now.withLockedValue { $0 } }
+    func advance(_ seconds: TimeInterval) { self.now.withLockedValue { $0 += seconds } }
     var function: @Sendable () -> Date { { self.date } }
 }
 
 /// Collects events from a registry subscription as they arrive.
 final class EventLog: Sendable {
-    private let records = Mutex<[AgentEventRecord]>([])
-    private let overflows = Mutex(0)
+    private let records = NIOLockedValueBox<[AgentEventRecord]>([])
+    private let overflows = NIOLockedValueBox(0)
     init(_ registry: AgentRegistry, bufferLimit: Int = 100_000) {
         let subscription = registry.subscribe(bufferLimit: bufferLimit)
         Task { [self] in
             for await delivery in subscription {
                 switch delivery {
-                case .event(let record): self.records.withLock { $0.append(record) }
-                case .overflow: self.overflows.withLock { $0 += 1 }
+                case .event(let record): self.records.withLockedValue { $0.append(record) }
+                case .overflow: self.overflows.withLockedValue { $0 += 1 }
                 }
             }
         }
     }
-    var all: [AgentEvent] { self.records.withLock { $0.map(\.event) } }
-    var timed: [AgentEventRecord] { self.records.withLock { $0 } }
+    var all: [AgentEvent] { self.records.withLockedValue { $0.map(\.event) } }
+    var timed: [AgentEventRecord] { self.records.withLockedValue { $0 } }
 
     /// Waits (briefly) until a predicate holds over the events seen so far.
     func wait(timeout: TimeInterval = 5, until predicate: ([AgentEvent]) -> Bool) async -> Bool {

@@ -6,7 +6,6 @@ import NIOPosix
 import NIOWebSocket
 import OpAMPProtocol
 import SwiftProtobuf
-import Synchronization
 
 @testable import OpAMPServer
 
@@ -92,16 +91,16 @@ private final class CollectingHandler: ChannelInboundHandler, Sendable {
 
 /// Frames received on a test connection, and whether it ended.
 final class FrameInbox: Sendable {
-    private let state = Mutex<(frames: [WebSocketFrame], closed: Bool)>(([], false))
-    func append(_ frame: WebSocketFrame) { self.state.withLock { $0.frames.append(frame) } }
-    func close() { self.state.withLock { $0.closed = true } }
-    var isClosed: Bool { self.state.withLock { $0.closed } }
+    private let state = NIOLockedValueBox<(frames: [WebSocketFrame], closed: Bool)>(([], false))
+    func append(_ frame: WebSocketFrame) { self.state.withLockedValue { $0.frames.append(frame) } }
+    func close() { self.state.withLockedValue { $0.closed = true } }
+    var isClosed: Bool { self.state.withLockedValue { $0.closed } }
 
     /// The next frame, or `nil` after the timeout or once closed with nothing left.
     func next(timeout: Duration) async -> WebSocketFrame? {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            let (frame, closed) = self.state.withLock { state -> (WebSocketFrame?, Bool) in
+            let (frame, closed) = self.state.withLockedValue { state -> (WebSocketFrame?, Bool) in
                 state.frames.isEmpty ? (nil, state.closed) : (state.frames.removeFirst(), false)
             }
             if let frame { return frame }

@@ -1,8 +1,8 @@
 import Foundation
 import Hummingbird
 import Metrics
+import NIOConcurrencyHelpers
 import Prometheus
-import Synchronization
 
 /// The control plane's own metrics, made through swift-metrics with a Prometheus factory of its own (not
 /// the process-wide `MetricsSystem`, so several control planes can live in one test process), served at
@@ -10,8 +10,8 @@ import Synchronization
 public final class ControlPlaneMetrics: Sendable {
     private let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    private let agentGauges = Mutex<[String: Metrics.Gauge]>([:])
-    private let timers = Mutex<[String: Metrics.Timer]>([:])
+    private let agentGauges = NIOLockedValueBox<[String: Metrics.Gauge]>([:])
+    private let timers = NIOLockedValueBox<[String: Metrics.Timer]>([:])
     let ringSize: Metrics.Gauge
     let ringConvergence: Metrics.Gauge
     let rolloutStage: Metrics.Gauge
@@ -36,7 +36,7 @@ public final class ControlPlaneMetrics: Sendable {
 
     /// Agents by tier and config state; states that disappeared go to 0.
     func recordAgents(_ counts: [String: Int]) {
-        self.agentGauges.withLock { gauges in
+        self.agentGauges.withLockedValue { gauges in
             for key in Set(gauges.keys).union(counts.keys) {
                 let gauge =
                     gauges[key]
@@ -55,12 +55,12 @@ public final class ControlPlaneMetrics: Sendable {
         }
     }
 
-    private let refusals = Mutex<[String: (counter: Metrics.Counter, total: Int)]>([:])
+    private let refusals = NIOLockedValueBox<[String: (counter: Metrics.Counter, total: Int)]>([:])
 
     /// Agent connections and messages refused for their credentials, by kind (the OpAMP server's running
     /// totals; counters advance by the difference).
     func recordRefusals(_ totals: [String: Int]) {
-        self.refusals.withLock { counters in
+        self.refusals.withLockedValue { counters in
             for (kind, total) in totals {
                 let entry =
                     counters[kind]
@@ -80,7 +80,7 @@ public final class ControlPlaneMetrics: Sendable {
     /// API latency by method, route and status class.
     func recordRequest(method: String, route: String, status: Int, duration: Duration) {
         let key = "\(method) \(route) \(status / 100)xx"
-        let timer = self.timers.withLock { timers in
+        let timer = self.timers.withLockedValue { timers in
             if let timer = timers[key] { return timer }
             let made = Metrics.Timer(
                 label: "tailplane_api_request_duration_seconds",

@@ -2,9 +2,9 @@ import ConfigRenderer
 import Credentials
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import OpAMPProtocol
 import OpAMPServer
-import Synchronization
 
 /// Who may connect as which agent, in which tier, and what happens to certificate requests: the control
 /// plane's ``AgentAccessPolicy``.
@@ -43,7 +43,7 @@ public final class AgentAccess: AgentAccessPolicy {
         var certified: Set<String> = []
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     /// Principals admitted by an enrolment token are named `enrolment:<token id>`.
     static let enrolmentPrefix = "enrolment:"
     private let store: any ControlPlaneStore
@@ -82,7 +82,7 @@ public final class AgentAccess: AgentAccessPolicy {
         self.clock = clock
         let records = try store.securityRecords()
         let now = clock()
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             for record in records {
                 switch record {
                 case .enrolmentToken(let token): state.add(token)
@@ -116,7 +116,7 @@ public final class AgentAccess: AgentAccessPolicy {
     /// True when no credential of any kind is configured: anyone may connect.
     public var open: Bool {
         self.sharedTokens.isEmpty && self.authority == nil
-            && self.state.withLock { state in !state.enrolment.values.contains { $0.revokedAt == nil } }
+            && self.state.withLockedValue { state in !state.enrolment.values.contains { $0.revokedAt == nil } }
     }
 
     // MARK: AgentAccessPolicy
@@ -131,10 +131,10 @@ public final class AgentAccess: AgentAccessPolicy {
                 )
             }
             let uid = identity.instanceUID.description
-            if let revocation = self.state.withLock({ $0.revoked[uid] }) {
+            if let revocation = self.state.withLockedValue({ $0.revoked[uid] }) {
                 return .failure(Self.revoked(revocation))
             }
-            self.state.withLock { _ = $0.certified.insert(uid) }
+            self.state.withLockedValue { _ = $0.certified.insert(uid) }
             return .success(
                 AgentPrincipal(
                     name: "certificate:\(presented.fingerprint.prefix(12))",
@@ -149,7 +149,7 @@ public final class AgentAccess: AgentAccessPolicy {
         if let token = credentials.bearerToken {
             if self.sharedTokens.contains(token) { return .success(AgentPrincipal(name: "shared-token")) }
             let hash = SecretToken.hash(token)
-            if let enrolment = self.state.withLock({ $0.enrolment[hash] }) {
+            if let enrolment = self.state.withLockedValue({ $0.enrolment[hash] }) {
                 guard enrolment.valid(at: now) else {
                     let why = enrolment.revokedAt != nil ? "was revoked" : "has expired"
                     return .failure(
@@ -176,7 +176,7 @@ public final class AgentAccess: AgentAccessPolicy {
         -> AccessRefusal?
     {
         let now = self.clock()
-        let (revocation, fleet, certified, enrolment) = self.state.withLock { state in
+        let (revocation, fleet, certified, enrolment) = self.state.withLockedValue { state in
             (
                 state.revoked[uid.description], state.fleet, state.certified.contains(uid.description),
                 principal.enrolment
@@ -248,12 +248,12 @@ public final class AgentAccess: AgentAccessPolicy {
         }
         let now = self.clock()
         // The credential's tier, or else the one the agent's description puts it in.
-        let fleet = self.state.withLock { $0.fleet }
+        let fleet = self.state.withLockedValue { $0.fleet }
         let tier =
             principal.scope.flatMap(AgentTier.init(rawValue:)) ?? description.flatMap { Self.tier(of: $0, in: fleet) }
         // Enrolled agents and holders of this agent's own certificate (a renewal) are signed at once.
         guard principal.enrolment || principal.instanceUID == uid else {
-            let replaced = self.state.withLock { state -> Bool in
+            let replaced = self.state.withLockedValue { state -> Bool in
                 if let existing = state.requests[uid.description], existing.state == .pending {
                     // Only the credential that sent it may replace a waiting request: an administrator must not
                     // approve a key someone else slipped in.
@@ -311,7 +311,7 @@ public final class AgentAccess: AgentAccessPolicy {
             origin: origin,
             issuedAt: now
         )
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.certificates[record.fingerprint] = record
             state.unsaved.append(.certificate(record))
         }
@@ -321,14 +321,14 @@ public final class AgentAccess: AgentAccessPolicy {
 
     /// The fleet description that sorts agents into tiers (the tier check follows the current version).
     public func setTieringFleet(_ fleet: Fleet) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             if state.fleet != fleet { state.fleet = fleet }
         }
     }
 
     /// Writes the records made while answering agents. On failure they stay queued for the next call.
     public func flush() throws {
-        let records = self.state.withLock { state -> [SecurityRecord] in
+        let records = self.state.withLockedValue { state -> [SecurityRecord] in
             defer { state.unsaved = [] }
             return state.unsaved
         }
@@ -336,7 +336,7 @@ public final class AgentAccess: AgentAccessPolicy {
         do {
             try self.store.saveSecurityRecords(records)
         } catch {
-            self.state.withLock { $0.unsaved = records + $0.unsaved }
+            self.state.withLockedValue { $0.unsaved = records + $0.unsaved }
             throw error
         }
     }
@@ -358,25 +358,27 @@ public final class AgentAccess: AgentAccessPolicy {
             revokedAt: nil
         )
         try self.store.saveSecurityRecords([.enrolmentToken(token)])
-        self.state.withLock { $0.add(token) }
+        self.state.withLockedValue { $0.add(token) }
         return (token, secret.secret)
     }
 
     /// Every enrolment token (no secrets), newest first.
     public func enrolmentTokens() -> [EnrolmentToken] {
-        self.state.withLock { Array($0.enrolment.values) }.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
+        self.state.withLockedValue { Array($0.enrolment.values) }.sorted {
+            ($0.createdAt, $0.id) > ($1.createdAt, $1.id)
+        }
     }
 
     /// Revokes an enrolment token by id; false when there is none.
     public func revokeEnrolmentToken(id: String) throws -> Bool {
-        guard var token = self.state.withLock({ state in state.enrolment(id: id) }) else {
+        guard var token = self.state.withLockedValue({ state in state.enrolment(id: id) }) else {
             return false
         }
         guard token.revokedAt == nil else { return true }
         token.revokedAt = self.clock()
         // Saved for file tokens too, so the revocation outlives a restart that reads the file again.
         try self.store.saveSecurityRecords([.enrolmentToken(token)])
-        self.state.withLock { $0.add(token) }
+        self.state.withLockedValue { $0.add(token) }
         return true
     }
 
@@ -384,32 +386,32 @@ public final class AgentAccess: AgentAccessPolicy {
     public func revokeAgent(_ uid: String, reason: String, actor: String) throws -> RevocationRecord {
         let record = RevocationRecord(instanceUID: uid, revokedAt: self.clock(), revokedBy: actor, reason: reason)
         try self.store.saveSecurityRecords([.revocation(record)])
-        self.state.withLock { $0.revoked[uid] = record }
+        self.state.withLockedValue { $0.revoked[uid] = record }
         return record
     }
 
     /// Revoked agents.
     public func revocations() -> [RevocationRecord] {
-        self.state.withLock { Array($0.revoked.values) }.sorted { $0.instanceUID < $1.instanceUID }
+        self.state.withLockedValue { Array($0.revoked.values) }.sorted { $0.instanceUID < $1.instanceUID }
     }
 
     /// Certificate requests, pending first.
     public func certificateRequests() -> [CertificateRequestRecord] {
-        self.state.withLock { Array($0.requests.values) }.sorted {
+        self.state.withLockedValue { Array($0.requests.values) }.sorted {
             ($0.state != .pending ? 1 : 0, $0.receivedAt) < ($1.state != .pending ? 1 : 0, $1.receivedAt)
         }
     }
 
     /// Certificates issued to an agent, newest first.
     public func certificates(of uid: String) -> [AgentCertificateRecord] {
-        self.state.withLock { state in state.certificates.values.filter { $0.instanceUID == uid } }.sorted {
+        self.state.withLockedValue { state in state.certificates.values.filter { $0.instanceUID == uid } }.sorted {
             $0.issuedAt > $1.issuedAt
         }
     }
 
     /// Approves or denies a waiting CSR. Approval signs it and returns the certificate to offer.
     public func decide(_ uid: String, approve: Bool, actor: String) throws -> OfferedCertificate? {
-        guard var request = self.state.withLock({ $0.requests[uid] }), request.state == .pending else {
+        guard var request = self.state.withLockedValue({ $0.requests[uid] }), request.state == .pending else {
             throw ControlPlaneError.notFound("no pending certificate request from agent \(uid)")
         }
         request.decidedBy = actor
@@ -442,25 +444,25 @@ public final class AgentAccess: AgentAccessPolicy {
             request.state = .denied
         }
         try self.store.saveSecurityRecords([.certificateRequest(request)])
-        self.state.withLock { $0.requests[uid] = request }
+        self.state.withLockedValue { $0.requests[uid] = request }
         try self.flush()
         return offered
     }
 
     /// The latest certificate rotation.
     public func rotation() -> CertificateRotation? {
-        self.state.withLock { $0.rotation }
+        self.state.withLockedValue { $0.rotation }
     }
 
     /// Saves a rotation's new state (before its offers go out, so a restart resumes where it stood).
     public func saveRotation(_ rotation: CertificateRotation) throws {
         try self.store.saveSecurityRecords([.rotation(rotation)])
-        self.state.withLock { $0.rotation = rotation }
+        self.state.withLockedValue { $0.rotation = rotation }
     }
 
     /// The next rotation id.
     public func nextRotationID() -> Int {
-        (self.state.withLock { $0.rotation?.id } ?? 0) + 1
+        (self.state.withLockedValue { $0.rotation?.id } ?? 0) + 1
     }
 
     /// Whether the certificate a connection presented is past its renewal time (read from the certificate

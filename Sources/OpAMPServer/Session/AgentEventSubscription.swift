@@ -1,6 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
-import Synchronization
 
 /// One consumer's view of the registry's events: every event from the moment of subscribing, in order per
 /// agent, each with its time.
@@ -15,14 +15,14 @@ import Synchronization
 public final class AgentEventSubscription: AsyncSequence, Sendable {
     public typealias Element = AgentEventDelivery
 
-    private struct State: ~Copyable {
+    private struct State {
         var buffer = CircularBuffer<AgentEventRecord>()
         var missed = 0
         var waiter: CheckedContinuation<AgentEventDelivery?, Never>?
         var finished = false
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let bufferLimit: Int
     private let onCancel: @Sendable () -> Void
 
@@ -34,7 +34,7 @@ public final class AgentEventSubscription: AsyncSequence, Sendable {
     /// Hands records to the subscriber (called under the registry's lock, so in publication order).
     func deliver(_ records: some Sequence<AgentEventRecord>) {
         var wake: (CheckedContinuation<AgentEventDelivery?, Never>, AgentEventRecord)?
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             guard !state.finished else { return }
             for record in records {
                 if wake == nil, let waiter = state.waiter {
@@ -54,7 +54,7 @@ public final class AgentEventSubscription: AsyncSequence, Sendable {
 
     /// Ends the subscription: the reader gets what is buffered, then the end.
     func finish() {
-        let waiter = self.state.withLock { state -> CheckedContinuation<AgentEventDelivery?, Never>? in
+        let waiter = self.state.withLockedValue { state -> CheckedContinuation<AgentEventDelivery?, Never>? in
             state.finished = true
             defer { state.waiter = nil }
             return state.waiter
@@ -65,14 +65,14 @@ public final class AgentEventSubscription: AsyncSequence, Sendable {
     /// Stops the subscription and releases its buffer; the registry stops delivering to it.
     public func cancel() {
         self.finish()
-        self.state.withLock { $0.buffer.removeAll() }
+        self.state.withLockedValue { $0.buffer.removeAll() }
         self.onCancel()
     }
 
     private func next() async -> AgentEventDelivery? {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<AgentEventDelivery?, Never>) in
-                let ready = self.state.withLock { state -> AgentEventDelivery?? in
+                let ready = self.state.withLockedValue { state -> AgentEventDelivery?? in
                     if state.missed > 0 {
                         defer { state.missed = 0 }
                         return .some(.overflow(missed: state.missed))

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import OpAMPProtocol
 import Synchronization
 
@@ -33,7 +34,7 @@ public final class AgentRegistry: Sendable {
         var close: Closer
     }
 
-    private struct State: ~Copyable {
+    private struct State {
         var sessions: [InstanceUID: AgentSession] = [:]
         /// Which agent each live connection speaks for.
         var bindings: [ConnectionID: InstanceUID] = [:]
@@ -54,10 +55,9 @@ public final class AgentRegistry: Sendable {
         var nextSubscription: UInt64 = 0
         /// Component lists by available-components hash: a fleet runs few distinct builds.
         var components: [[UInt8]: Set<String>] = [:]
-        var random = SystemRandomNumberGenerator()
     }
 
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
     private let nextConnection = Atomic<UInt64>(1)
     private let capabilities: ServerCapabilities
     private let heartbeat: (intervalSeconds: UInt64, endpoint: String)?
@@ -66,7 +66,7 @@ public final class AgentRegistry: Sendable {
     let access: any AgentAccessPolicy
     /// CA certificates (PEM) agents should trust for this server's TLS certificate, sent with certificates.
     public let serverCAPEM: String?
-    private let refusals = Mutex(RefusalCounts())
+    private let refusals = NIOLockedValueBox(RefusalCounts())
     /// How long after taking an identity over a connection counts as its fresh owner: a second takeover
     /// within this time, after the owner spoke, means two agents share the UID.
     let duplicateWindow: TimeInterval = 60
@@ -111,16 +111,16 @@ public final class AgentRegistry: Sendable {
 
     /// Counts a refusal (the transports log it).
     func count(_ refusal: AccessRefusal) {
-        self.refusals.withLock { $0.byKind[refusal.kind, default: 0] += 1 }
+        self.refusals.withLockedValue { $0.byKind[refusal.kind, default: 0] += 1 }
     }
 
     /// Refusals since the server started, by kind (for `/metrics`).
     public func refusalCounts() -> RefusalCounts {
-        self.refusals.withLock { $0 }
+        self.refusals.withLockedValue { $0 }
     }
 
     deinit {
-        for holder in self.state.withLock({ Array($0.subscriptions.values) }) { holder.subscription?.finish() }
+        for holder in self.state.withLockedValue({ Array($0.subscriptions.values) }) { holder.subscription?.finish() }
     }
 
     func newConnection() -> ConnectionID {
@@ -131,12 +131,12 @@ public final class AgentRegistry: Sendable {
     /// events behind is told with ``AgentEventDelivery/overflow(missed:)`` and resynchronises from
     /// ``snapshot()``. Call ``AgentEventSubscription/cancel()`` when done.
     public func subscribe(bufferLimit: Int = 100_000) -> AgentEventSubscription {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             state.subscriptions = state.subscriptions.filter { $0.value.subscription != nil }
             state.nextSubscription += 1
             let key = state.nextSubscription
             let subscription = AgentEventSubscription(bufferLimit: bufferLimit) { [weak self] in
-                _ = self?.state.withLock { $0.subscriptions.removeValue(forKey: key) }
+                _ = self?.state.withLockedValue { $0.subscriptions.removeValue(forKey: key) }
             }
             state.subscriptions[key] = WeakSubscription(subscription: subscription)
             return subscription
@@ -182,7 +182,7 @@ public final class AgentRegistry: Sendable {
                 )
             )
         }
-        return self.state.withLock { state -> Handled in
+        return self.state.withLockedValue { state -> Handled in
             // Read under the lock, so event times never go backwards.
             let now = self.clock()
             var context = AgentSession.Context(
@@ -235,7 +235,7 @@ public final class AgentRegistry: Sendable {
                 {
                     // The owner took this identity over moments ago and has spoken since, and now the agent it
                     // displaced is back: two live agents share the UID. The newcomer gets one of its own.
-                    let fresh = Self.newUID(now: now, random: &state.random)
+                    let fresh = Self.newUID(now: now)
                     events.append(.instanceUIDReassigned(old: uid, new: fresh))
                     carried = state.sessions[uid]?.desired
                     state.renamed[connection] = uid
@@ -259,7 +259,7 @@ public final class AgentRegistry: Sendable {
                 // of its own: it gets one, with the desired config of the agent it was cloned from, and the
                 // agent on the WebSocket keeps its identity (renaming that one would leave its socket bound to
                 // a UID no agent has; found by fuzz-opamp-session).
-                let fresh = Self.newUID(now: now, random: &state.random)
+                let fresh = Self.newUID(now: now)
                 events.append(.instanceUIDReassigned(old: uid, new: fresh))
                 carried = state.sessions[uid]?.desired
                 assigned = fresh
@@ -303,7 +303,7 @@ public final class AgentRegistry: Sendable {
             }
             session.notePrincipal(principal)
             if output.wantsNewInstanceUID, assigned == nil, principal.instanceUID == nil {
-                let fresh = Self.newUID(now: now, random: &state.random)
+                let fresh = Self.newUID(now: now)
                 session.rekey(to: fresh)
                 events.append(.instanceUIDReassigned(old: uid, new: fresh))
                 if transport == .webSocket {
@@ -404,7 +404,7 @@ public final class AgentRegistry: Sendable {
     /// Closes the live connection of an agent (after its credential was revoked); HTTP agents are refused on
     /// their next poll by the access policy.
     public func disconnect(_ uid: InstanceUID, reason: String) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             let now = self.clock()
             if let owner = state.owners.removeValue(forKey: uid) {
                 state.bindings[owner] = nil
@@ -419,13 +419,13 @@ public final class AgentRegistry: Sendable {
 
     /// Registers a new WebSocket connection: how to push to it and how to close it.
     func attach(_ connection: ConnectionID, pusher: @escaping Pusher, closer: @escaping Closer = {}) {
-        self.state.withLock { $0.connections[connection] = Connection(push: pusher, close: closer) }
+        self.state.withLockedValue { $0.connections[connection] = Connection(push: pusher, close: closer) }
     }
 
     /// How many entries each piece of connection bookkeeping holds (tests and the session fuzzer check that
     /// closing every connection leaves none behind, and that forgetting agents empties the registry).
     func bookkeeping() -> [String: Int] {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             [
                 "sessions": state.sessions.count, "bindings": state.bindings.count, "owners": state.owners.count,
                 "connections": state.connections.count, "tookOver": state.tookOver.count,
@@ -440,7 +440,7 @@ public final class AgentRegistry: Sendable {
     /// there), and every agent shown connected over WebSocket has an owner. (Checked by the session fuzzer after
     /// every step.)
     func consistencyProblem() -> String? {
-        self.state.withLock { state -> String? in
+        self.state.withLockedValue { state -> String? in
             for (uid, owner) in state.owners {
                 if state.bindings[owner] != uid {
                     return "\(uid)'s WebSocket is bound to \(String(describing: state.bindings[owner]))"
@@ -462,7 +462,7 @@ public final class AgentRegistry: Sendable {
 
     /// A connection closed.
     func connectionClosed(_ connection: ConnectionID, reason: String) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             let now = self.clock()
             state.connections[connection] = nil
             state.tookOver[connection] = nil
@@ -485,7 +485,7 @@ public final class AgentRegistry: Sendable {
         forgetAfter: TimeInterval = .infinity,
         maximumAgents: Int = .max
     ) {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             let now = self.clock()
             var offline: [(InstanceUID, Date)] = []
             for uid in Array(state.sessions.keys) {
@@ -523,8 +523,8 @@ public final class AgentRegistry: Sendable {
         }
     }
 
-    static func newUID(now: Date, random: inout SystemRandomNumberGenerator) -> InstanceUID {
-        InstanceUID.version7(unixMilliseconds: UInt64(max(0, now.timeIntervalSince1970 * 1000)), using: &random)
+    static func newUID(now: Date) -> InstanceUID {
+        InstanceUID.version7(unixMilliseconds: UInt64(max(0, now.timeIntervalSince1970 * 1000)))
     }
 
     static func badRequest(_ text: String, echo: Data = Data()) -> OpAMP_ServerToAgent {
@@ -549,7 +549,7 @@ public final class AgentRegistry: Sendable {
         // A few agents per lock hold, so the event loops' own messages are not held up by a big batch.
         let entries = Array(configs)
         for start in stride(from: 0, to: entries.count, by: 64) {
-            self.state.withLock { state in
+            self.state.withLockedValue { state in
                 for (uid, config) in entries[start..<min(start + 64, entries.count)] {
                     var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
                     // Queued under the lock: two quick changes reach the agent in the order they were made.
@@ -568,7 +568,7 @@ public final class AgentRegistry: Sendable {
         let now = self.clock()
         let entries = Array(offers)
         for start in stride(from: 0, to: entries.count, by: 64) {
-            self.state.withLock { state in
+            self.state.withLockedValue { state in
                 for (uid, offer) in entries[start..<min(start + 64, entries.count)] {
                     guard var session = state.sessions[uid] else { continue }
                     let (push, events) = session.setTelemetry(offer, now: now)
@@ -584,7 +584,7 @@ public final class AgentRegistry: Sendable {
     /// next poll over HTTP.
     @discardableResult
     public func send(_ command: AgentCommand, to uid: InstanceUID) -> Bool {
-        self.state.withLock { state in
+        self.state.withLockedValue { state in
             guard var session = state.sessions[uid], session.snapshot.capabilities.contains(.acceptsRestartCommand)
             else {
                 return false
@@ -601,7 +601,7 @@ public final class AgentRegistry: Sendable {
     @discardableResult
     public func offerConnectionSettings(_ offer: OpAMPConnectionOffer, to uid: InstanceUID) -> String? {
         if let problem = offer.problem { return problem }
-        return self.state.withLock { state in
+        return self.state.withLockedValue { state in
             guard var session = state.sessions[uid] else { return "unknown agent" }
             guard session.snapshot.capabilities.contains(.acceptsOpAMPConnectionSettings) else {
                 return "the agent does not accept OpAMP connection settings"
@@ -617,19 +617,19 @@ public final class AgentRegistry: Sendable {
 
     /// One agent's state.
     public func agent(_ uid: InstanceUID) -> AgentSnapshot? {
-        self.state.withLock { $0.sessions[uid]?.snapshot }
+        self.state.withLockedValue { $0.sessions[uid]?.snapshot }
     }
 
     /// Every agent's state, sorted by instance UID.
     public func snapshot() -> [AgentSnapshot] {
-        self.state.withLock { state in state.sessions.values.map(\.snapshot) }.sorted {
+        self.state.withLockedValue { state in state.sessions.values.map(\.snapshot) }.sorted {
             $0.instanceUID < $1.instanceUID
         }
     }
 
     /// Number of agents connected now.
     public var connectedCount: Int {
-        self.state.withLock { state in state.sessions.values.filter { $0.snapshot.transport != nil }.count }
+        self.state.withLockedValue { state in state.sessions.values.filter { $0.snapshot.transport != nil }.count }
     }
 }
 

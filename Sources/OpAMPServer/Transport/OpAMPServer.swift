@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTPCompression
@@ -20,8 +21,8 @@ public final class OpAMPServer: Service, Sendable {
     let configuration: OpAMPServerConfiguration
     let logger: Logger
     private let group: MultiThreadedEventLoopGroup
-    private let channel = Mutex<(any Channel)?>(nil)
-    private let sslContext = Mutex<NIOSSLContext?>(nil)
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let sslContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     let openConnections = Atomic<Int>(0)
 
     /// Creates a server; nothing is bound until ``start()`` or ``run()``.
@@ -45,9 +46,9 @@ public final class OpAMPServer: Service, Sendable {
         let configuration = self.configuration
         let server = self
         if let tls = configuration.tls {
-            self.sslContext.withLock { $0 = nil }
+            self.sslContext.withLockedValue { $0 = nil }
             let context = try NIOSSLContext(configuration: tls)
-            self.sslContext.withLock { $0 = context }
+            self.sslContext.withLockedValue { $0 = context }
         } else if !Self.isLoopback(configuration.host) {
             self.logger.warning(
                 "OpAMP listens in plain text on a non-loopback address: agent tokens and configs cross the network unencrypted; give --tls-cert and --tls-key",
@@ -64,7 +65,7 @@ public final class OpAMPServer: Service, Sendable {
                 server.initialize(channel, configuration: configuration)
             }
         let channel = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
-        self.channel.withLock { $0 = channel }
+        self.channel.withLockedValue { $0 = channel }
         let port = channel.localAddress?.port ?? configuration.port
         self.logger.info(
             "OpAMP server listening",
@@ -79,7 +80,7 @@ public final class OpAMPServer: Service, Sendable {
     /// Stops accepting connections, closes every agent connection and releases the event loops.
     /// The server cannot be started again.
     public func stop() async {
-        let channel = self.channel.withLock { channel -> (any Channel)? in
+        let channel = self.channel.withLockedValue { channel -> (any Channel)? in
             defer { channel = nil }
             return channel
         }
@@ -89,7 +90,7 @@ public final class OpAMPServer: Service, Sendable {
 
     /// Runs until cancelled or until graceful shutdown, sweeping silent agents offline meanwhile.
     public func run() async throws {
-        if self.channel.withLock({ $0 == nil }) { try await self.start() }
+        if self.channel.withLockedValue({ $0 == nil }) { try await self.start() }
         // On graceful shutdown (SIGTERM via ServiceGroup) the sweep loop is cancelled; then the listener and
         // every connection close.
         try? await cancelWhenGracefulShutdown {
@@ -145,7 +146,7 @@ public final class OpAMPServer: Service, Sendable {
                 }
             }
         )
-        let sslContext = self.sslContext.withLock { $0 }
+        let sslContext = self.sslContext.withLockedValue { $0 }
         return channel.eventLoop.makeCompletedFuture {
             let pipeline = channel.pipeline.syncOperations
             if let sslContext {

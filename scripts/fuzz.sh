@@ -89,7 +89,9 @@ case "${1:-}" in
             echo "campaign: fuzz-$target for 10,000,000 runs or ${seconds}s of CPU time -> $log" >&2
             started=$(date +%s)
             # -timeout is wall-clock time: 30 s leaves room for a machine that is busy with other work.
-            run "$target" -runs=10000000 -timeout=30 >"$log" 2>&1 &
+            # -max_total_time is only a backstop (eight times the CPU budget in wall-clock time), should the
+            # CPU-time watch below lose track of the fuzzer.
+            run "$target" -runs=10000000 -timeout=30 -max_total_time=$((seconds * 8)) >"$log" 2>&1 &
             runner=$!
             used=0
             # libFuzzer counts wall-clock time only, so the CPU time is watched here: at the limit SIGINT
@@ -97,7 +99,7 @@ case "${1:-}" in
             while kill -0 "$runner" 2>/dev/null; do
                 sleep 5
                 fuzzer=$(pgrep -P "$runner" -f "fuzz-$target" | head -n 1) || continue
-                read -r -a fields <"/proc/$fuzzer/stat" 2>/dev/null || continue
+                read -r -a fields 2>/dev/null <"/proc/$fuzzer/stat" || continue
                 used=$(((fields[13] + fields[14]) / ticks))
                 if [ "$used" -ge "$seconds" ]; then kill -INT "$fuzzer" 2>/dev/null || true; fi
             done

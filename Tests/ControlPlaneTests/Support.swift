@@ -165,6 +165,7 @@ final class TestStack: Sendable {
         await self.group.triggerGracefulShutdown()
         _ = try? await self.task.value
         await self.opamp.stop()
+        try? FileManager.default.removeItem(at: self.directory)
     }
 }
 

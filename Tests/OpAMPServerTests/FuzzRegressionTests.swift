@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import NIOHTTP1
@@ -107,24 +108,70 @@ import Testing
     /// fuzz-opamp-session: an agent connected over WebSocket, and a request over HTTP with its UID that asks
     /// for a new one. The agent was renamed while its socket stayed bound to the old UID, so the old UID had a
     /// socket and no agent, and the agent on the socket was shown offline.
-    @Test func anHTTPCloneAskingForANewUIDLeavesTheWebSocketAgentAlone() {
+    @Test func anHTTPCloneAskingForANewUIDLeavesTheWebSocketAgentAlone() throws {
         let registry = AgentRegistry(clock: TestClock().function)
         let ws = registry.newConnection()
         registry.attach(ws, pusher: { _ in true })
         _ = registry.handle(fullState(uid(83)), connection: ws, transport: .webSocket)
+        let desired = config("sampling v1")
+        registry.setDesiredConfig(desired, for: uid(83))
         var clone = heartbeat(uid(83), seq: 5)
         clone.flags = UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue)
         let response = registry.handle(clone, connection: registry.newConnection(), transport: .http)
-        let fresh = InstanceUID(wire: response.agentIdentification.newInstanceUid)
-        #expect(fresh != nil && fresh != uid(83))
+        let fresh = try #require(InstanceUID(wire: response.agentIdentification.newInstanceUid))
+        #expect(fresh != uid(83))
         #expect(registry.agent(uid(83))?.connected == true)
         #expect(registry.agent(uid(83))?.transport == .webSocket)
-        if let fresh { #expect(registry.agent(fresh)?.transport == .http) }
+        #expect(registry.agent(fresh)?.transport == .http)
+        // The clone runs what the agent it was cloned from runs, and goes on under its new UID.
+        #expect(registry.agent(fresh)?.desiredConfigHash == desired.hash)
+        _ = registry.handle(heartbeat(fresh, seq: 6), connection: registry.newConnection(), transport: .http)
+        #expect(registry.agent(fresh)?.connected == true)
         #expect(registry.consistencyProblem() == nil)
         // The agent on the socket goes on as before.
         _ = registry.handle(heartbeat(uid(83), seq: 1), connection: ws, transport: .webSocket)
         #expect(registry.agent(uid(83))?.connected == true)
         #expect(registry.consistencyProblem() == nil)
+    }
+
+    /// Review of the fix above: the same clone over a WebSocket of its own took the identity over (the owner's
+    /// socket was closed and its agent, with its config, renamed to the clone's new UID).
+    @Test func aWebSocketCloneAskingForANewUIDDoesNotTakeTheIdentityOver() throws {
+        let registry = AgentRegistry(clock: TestClock().function)
+        let owner = registry.newConnection()
+        let closed = NIOLockedValueBox(false)
+        registry.attach(owner, pusher: { _ in true }, closer: { closed.withLockedValue { $0 = true } })
+        _ = registry.handle(fullState(uid(84)), connection: owner, transport: .webSocket)
+        let desired = config("sampling v2")
+        registry.setDesiredConfig(desired, for: uid(84))
+        let newcomer = registry.newConnection()
+        registry.attach(newcomer, pusher: { _ in true })
+        var clone = fullState(uid(84))
+        clone.flags = UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue)
+        let response = registry.handle(clone, connection: newcomer, transport: .webSocket)
+        let fresh = try #require(InstanceUID(wire: response.agentIdentification.newInstanceUid))
+        #expect(fresh != uid(84))
+        #expect(!closed.withLockedValue { $0 })
+        #expect(registry.agent(uid(84))?.connected == true)
+        #expect(registry.agent(fresh)?.connected == true)
+        #expect(registry.agent(fresh)?.desiredConfigHash == desired.hash)
+        // Both sockets go on: the owner as before, the clone (still sending the old UID until it adopts the
+        // new one) mapped to its own agent.
+        _ = registry.handle(heartbeat(uid(84), seq: 1), connection: owner, transport: .webSocket)
+        _ = registry.handle(heartbeat(uid(84), seq: 1), connection: newcomer, transport: .webSocket)
+        #expect(registry.agent(uid(84))?.sequenceNum == 1)
+        #expect(registry.consistencyProblem() == nil)
+    }
+
+    /// `hasBody` over the ways a request announces (or does not announce) a body.
+    @Test(arguments: [
+        ([("Content-Length", "5")], true), ([("Content-Length", "0")], false),
+        ([("Transfer-Encoding", "chunked")], true),
+        ([("Content-Length", " 0 ")], false), ([("Content-Length", "0"), ("Content-Length", "3")], true),
+        ([(String, String)](), false),
+    ])
+    func whichRequestsHaveABody(headers: [(String, String)], expected: Bool) {
+        #expect(OpAMPServer.hasBody(HTTPHeaders(headers)) == expected)
     }
 
     /// fuzz-opamp-transport under LeakSanitizer: an upgrade request with a body that never ends (chunked,
@@ -184,5 +231,14 @@ import Testing
         #expect(written.hasPrefix("HTTP/1.1 400"))
         #expect(written.contains("a WebSocket upgrade request has no body"))
         _ = try? channel.finish(acceptAlreadyClosed: true)
+        // The control: the same request without its body is upgraded, so the refusal above is the body's.
+        let bodiless = try Self.connection(to: server)
+        try bodiless.writeInbound(
+            ByteBuffer(string: String(request.replacingOccurrences(of: "Content-Length: 5\r\n", with: "").dropLast(5)))
+        )
+        bodiless.embeddedEventLoop.run()
+        let answer = try bodiless.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } ?? ""
+        #expect(answer.hasPrefix("HTTP/1.1 101"))
+        _ = try? bodiless.finish(acceptAlreadyClosed: true)
     }
 }

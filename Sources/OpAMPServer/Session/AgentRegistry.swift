@@ -230,11 +230,17 @@ public final class AgentRegistry: Sendable {
                 let last = state.sessions[uid]?.snapshot.sequenceNum ?? 0
                 let sequence = message.sequenceNum
                 let sameAgent = sequence == 0 || (sequence > last && sequence <= last &+ 2)
-                if !sameAgent, let since = state.tookOver[owner], now.timeIntervalSince(since) < self.duplicateWindow,
-                    state.spokeAfterTakeover.contains(owner)
+                // A newcomer that asks for a UID of its own is not the owner coming back: it is a clone, and
+                // taking the identity over would hand the owner's agent (and its config) to it.
+                let asksForOwnUID = message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0
+                if asksForOwnUID
+                    || (!sameAgent
+                        && state.tookOver[owner].map { now.timeIntervalSince($0) < self.duplicateWindow } == true
+                        && state.spokeAfterTakeover.contains(owner))
                 {
-                    // The owner took this identity over moments ago and has spoken since, and now the agent it
-                    // displaced is back: two live agents share the UID. The newcomer gets one of its own.
+                    // The newcomer asked for a UID of its own, or the owner took this identity over moments ago
+                    // and has spoken since and now the agent it displaced is back: two live agents share the
+                    // UID. The newcomer gets one of its own.
                     let fresh = Self.newUID(now: now)
                     events.append(.instanceUIDReassigned(old: uid, new: fresh))
                     carried = state.sessions[uid]?.desired

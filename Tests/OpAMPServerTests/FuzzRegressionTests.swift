@@ -93,9 +93,7 @@ import Testing
     /// Review of the transport fuzzer: a WebSocket that upgrades and never sends a message held its slot for as
     /// long as the client liked (the idle timer goes with the HTTP handlers, and the sweep sees only agents).
     @Test func aWebSocketThatNeverSpeaksIsClosedAfterTheIdleTimeout() throws {
-        let upgrade =
-            "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        let upgrade = Self.upgradeRequest()
         let quiet = try self.replay([0] + Array(upgrade.utf8), idle: 60)
         #expect(quiet.wasOpen)
         let (server, wasOpen) = try self.replay([0] + Array(upgrade.utf8), idle: 121)
@@ -179,10 +177,7 @@ import Testing
     /// the handler, its context and the pipeline were never freed: a few kilobytes per connection, for good.
     /// Upgrades with a body are now refused; the request gets an HTTP answer or the idle timeout.
     @Test func anUpgradeWithAnUnfinishedBodyIsFreedWhenTheClientLeaves() throws {
-        let head =
-            "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nTransfer-Encoding: chunked\r\nUpgrade: websocket\r\n"
-            + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            + "5\r\nhel"
+        let head = Self.upgradeRequest(bodyHeader: "Transfer-Encoding: chunked") + "5\r\nhel"
         let server = OpAMPServer(configuration: Self.embedded)
         defer { Task { await server.stop() } }
         weak var upgradeHandler: HTTPServerUpgradeHandler?
@@ -198,6 +193,13 @@ import Testing
         }
         #expect(upgradeHandler == nil, "the upgrade handler outlived its connection")
         #expect(server.openConnections.load(ordering: .relaxed) == 0)
+    }
+
+    /// A WebSocket upgrade request for /v1/opamp, with one more header line if given.
+    private static func upgradeRequest(bodyHeader: String? = nil) -> String {
+        "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\n" + (bodyHeader.map { $0 + "\r\n" } ?? "")
+            + "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            + "Sec-WebSocket-Version: 13\r\n\r\n"
     }
 
     private static var embedded: OpAMPServerConfiguration {
@@ -217,10 +219,7 @@ import Testing
 
     /// The same request with its body complete is answered, not upgraded.
     @Test func anUpgradeRequestWithABodyGetsBadRequest() throws {
-        let request =
-            "GET /v1/opamp HTTP/1.1\r\nHost: policyd\r\nContent-Length: 5\r\nUpgrade: websocket\r\n"
-            + "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            + "hello"
+        let request = Self.upgradeRequest(bodyHeader: "Content-Length: 5") + "hello"
         let server = OpAMPServer(configuration: Self.embedded)
         defer { Task { await server.stop() } }
         let channel = try Self.connection(to: server)
@@ -234,7 +233,7 @@ import Testing
         // The control: the same request without its body is upgraded, so the refusal above is the body's.
         let bodiless = try Self.connection(to: server)
         try bodiless.writeInbound(
-            ByteBuffer(string: String(request.replacingOccurrences(of: "Content-Length: 5\r\n", with: "").dropLast(5)))
+            ByteBuffer(string: Self.upgradeRequest())
         )
         bodiless.embeddedEventLoop.run()
         let answer = try bodiless.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) } ?? ""

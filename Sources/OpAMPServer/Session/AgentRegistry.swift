@@ -223,6 +223,8 @@ public final class AgentRegistry: Sendable {
             var carried: RemoteConfig?
             // Whether this message took an identity over from another live connection.
             var tookOverNow = false
+            // An agent that asks for a UID of its own while another live connection owns this one is a clone.
+            let asksForOwnUID = message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0
             if transport == .webSocket, principal.instanceUID == nil, let owner = state.owners[uid],
                 owner != connection,
                 state.connections[owner] != nil, state.bindings[connection] != uid
@@ -232,7 +234,6 @@ public final class AgentRegistry: Sendable {
                 let sameAgent = sequence == 0 || (sequence > last && sequence <= last &+ 2)
                 // A newcomer that asks for a UID of its own is not the owner coming back: it is a clone, and
                 // taking the identity over would hand the owner's agent (and its config) to it.
-                let asksForOwnUID = message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0
                 if asksForOwnUID
                     || (!sameAgent
                         && state.tookOver[owner].map { now.timeIntervalSince($0) < self.duplicateWindow } == true
@@ -257,7 +258,7 @@ public final class AgentRegistry: Sendable {
                     tookOverNow = true
                 }
             } else if transport == .http, principal.instanceUID == nil,
-                message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0,
+                asksForOwnUID,
                 let owner = state.owners[uid], state.connections[owner] != nil
             {
                 // An OpAMP client speaks over one transport, so a request over HTTP for a UID whose agent is

@@ -34,6 +34,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         // DSL -> checked IR, diagnostics, formatter. Pure: Foundation only, no I/O.
@@ -109,7 +110,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Mustache", package: "swift-mustache"),
             ],
+            // The web console's templates, stylesheet and script, compiled into the binary.
+            resources: [
+                "layout.mustache", "fleet.mustache", "fleet-summary.mustache", "agent.mustache",
+                "diff-section.mustache", "policies.mustache", "versions.mustache", "version-diff.mustache",
+                "rollout.mustache", "rollout-progress.mustache", "login.mustache", "error.mustache", "message.mustache",
+                "console.css", "console.js",
+            ].map { .embedInCode("Console/Resources/\($0)") },
             swiftSettings: upcoming
         ),
         // The system zlib (gzip trace files); swift-nio-extras links the same library.

@@ -44,7 +44,12 @@ public final class ControlPlaneServer: Service, Sendable {
             logger: logger,
             access: access
         )
-        self.api = ControlPlaneAPI(controller: self.controller, store: store, tokens: tokens)
+        self.api = ControlPlaneAPI(
+            controller: self.controller,
+            store: store,
+            tokens: tokens,
+            secureCookies: tls != nil
+        )
         self.host = host
         self.port = port
         self.tls = tls

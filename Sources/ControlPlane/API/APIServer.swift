@@ -1,4 +1,5 @@
 import ConfigRenderer
+import Crypto
 import Foundation
 import Hummingbird
 import Logging
@@ -193,17 +194,29 @@ public struct ControlPlaneAPI: Sendable {
     let controller: Controller
     let store: any ControlPlaneStore
     let tokens: [String: APIToken]
+    /// Tokens by the console session cookie that stands for them.
+    let sessions: [String: APIToken]
+    /// With no tokens configured, the console's CSRF token is derived from this key (new at every start).
+    let anonymousKey = SymmetricKey(size: .bits256)
+    /// Mark the console's cookies `Secure` (the API is served over TLS).
+    let secureCookies: Bool
 
     /// Creates the API. With no tokens every request is allowed (`policyd` then listens on loopback only).
-    public init(controller: Controller, store: any ControlPlaneStore, tokens: [APIToken]) {
+    /// `secureCookies` marks the console's cookies `Secure`: set it when the API is served over TLS.
+    public init(controller: Controller, store: any ControlPlaneStore, tokens: [APIToken], secureCookies: Bool = false) {
         self.controller = controller
         self.store = store
         self.tokens = Dictionary(tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
+        self.sessions = Dictionary(
+            tokens.map { (ConsoleSession.cookieValue(forToken: $0.token), $0) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        self.secureCookies = secureCookies
     }
 
     /// Every route the router registers, as `METHOD /path/{parameter}` (the OpenAPI coverage test reads it).
     public func routes() -> [String] {
-        self.router().routes.map { route in
+        self.router(console: false).routes.map { route in
             let path = "\(route.path)".split(separator: "/").map { part in
                 part.hasPrefix(":") ? "{\(part.dropFirst())}" : String(part)
             }.joined(separator: "/")
@@ -211,26 +224,8 @@ public struct ControlPlaneAPI: Sendable {
         }.sorted()
     }
 
-    /// Who may call: the token's name, or `anonymous` when no tokens are configured.
-    func authorize(_ request: Request, _ role: APIRole) throws -> String {
-        guard !self.tokens.isEmpty else { return "anonymous" }
-        guard let header = request.headers[.authorization], header.lowercased().hasPrefix("bearer "),
-            let token = self.tokens[String(header.dropFirst(7)).trimmingCharacters(in: .whitespaces)]
-        else {
-            throw APIError(.unauthorized, code: "unauthorized", message: "a bearer token is required")
-        }
-        guard token.role >= role else {
-            throw APIError(
-                .forbidden,
-                code: "forbidden",
-                message: "token `\(token.name)` has role \(token.role.rawValue); this needs \(role.rawValue)"
-            )
-        }
-        return token.name
-    }
-
-    /// The router.
-    public func router() -> Router<APIContext> {
+    /// The router: the API, and with `console` the web console at `/` (docs/console.md).
+    public func router(console: Bool = true) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
         let metrics = self.controller.metrics
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
@@ -396,11 +391,40 @@ public struct ControlPlaneAPI: Sendable {
                 }
             )
         }
+        struct ValidateRequest: Decodable {
+            var sources: [SourceText]
+            var fleet: String?
+        }
+        v1.post("/validate") { request, context -> JSON<ValidationReport> in
+            _ = try self.authorize(request, .read)
+            let body: ValidateRequest
+            do {
+                body = try await request.decode(as: ValidateRequest.self, context: context)
+            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                throw APIError(.contentTooLarge, code: "too_large", message: "the body is over 16 MiB")
+            } catch {
+                throw APIError(
+                    .badRequest,
+                    code: "bad_request",
+                    message: "expected {\"sources\": [{\"path\", \"text\"}], \"fleet\": TEXT}: \(error)"
+                )
+            }
+            return JSON(await self.controller.validate(sources: body.sources, fleet: body.fleet ?? ""))
+        }
+        v1.get("/agents/:uid") { request, context -> JSON<AgentDetail> in
+            _ = try self.authorize(request, .read)
+            let uid = context.parameters.get("uid") ?? ""
+            guard let detail = await self.controller.agentDetail(uid) else {
+                throw APIError(.notFound, code: "not_found", message: "no agent \(uid)")
+            }
+            return JSON(detail)
+        }
         self.addSecurityRoutes(to: v1)
         v1.get("/audit") { request, _ -> JSON<[AuditEntry]> in
             _ = try self.authorize(request, .admin)
             return JSON(try self.store.audit(limit: 500))
         }
+        if console { self.addConsoleRoutes(to: router) }
         return router
     }
 }

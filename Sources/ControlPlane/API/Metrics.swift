@@ -17,6 +17,9 @@ public final class ControlPlaneMetrics: Sendable {
     let rolloutStage: Metrics.Gauge
     let rolloutActive: Metrics.Gauge
     let applyDuration: Metrics.Timer
+    /// Console sign-ins accepted and refused (a wrong token): `tailplane_console_logins_total{outcome}`.
+    let consoleLoginsAccepted: Metrics.Counter
+    let consoleLoginsRefused: Metrics.Counter
 
     /// Creates the metrics.
     public init() {
@@ -32,6 +35,21 @@ public final class ControlPlaneMetrics: Sendable {
         self.rolloutStage = Metrics.Gauge(label: "tailplane_rollout_stage", factory: factory)
         self.rolloutActive = Metrics.Gauge(label: "tailplane_rollout_active", factory: factory)
         self.applyDuration = Metrics.Timer(label: "tailplane_apply_duration_seconds", factory: factory)
+        self.consoleLoginsAccepted = Metrics.Counter(
+            label: "tailplane_console_logins_total",
+            dimensions: [("outcome", "accepted")],
+            factory: factory
+        )
+        self.consoleLoginsRefused = Metrics.Counter(
+            label: "tailplane_console_logins_total",
+            dimensions: [("outcome", "refused")],
+            factory: factory
+        )
+    }
+
+    /// Counts a console sign-in.
+    func consoleLogin(accepted: Bool) {
+        (accepted ? self.consoleLoginsAccepted : self.consoleLoginsRefused).increment()
     }
 
     /// Agents by tier and config state; states that disappeared go to 0.

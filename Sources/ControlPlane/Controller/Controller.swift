@@ -251,7 +251,7 @@ public actor Controller {
         return .unmanaged
     }
 
-    private func view(_ snapshot: AgentSnapshot, fleet: Fleet, now: Date) -> AgentState {
+    func view(_ snapshot: AgentSnapshot, fleet: Fleet, now: Date) -> AgentState {
         let uid = snapshot.instanceUID.description
         let attributes = snapshot.description?.attributes ?? [:]
         let tier = self.tier(of: snapshot, fleet: fleet, attributes: attributes)
@@ -510,7 +510,7 @@ public actor Controller {
         }
     }
 
-    private func record(_ agent: AgentState) -> AgentRecord {
+    func record(_ agent: AgentState) -> AgentRecord {
         let snapshot = agent.snapshot
         let reported = snapshot.remoteConfigStatus.map { $0.hash.hexString }
         return AgentRecord(
@@ -730,7 +730,7 @@ public actor Controller {
 
     /// The number of samplers that share fleet-wide limits: the ring, or before there is one, the connected
     /// samplers.
-    private func samplerCount(fleet: Fleet) -> Int {
+    func samplerCount(fleet: Fleet) -> Int {
         if !self.state.ring.members.isEmpty { return self.state.ring.members.count }
         return max(
             1,

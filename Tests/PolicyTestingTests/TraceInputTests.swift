@@ -107,6 +107,19 @@ func gzip(_ path: String) throws -> String {
         // fuzz-otlp-json: `null` was read as an empty document; a document is an object.
         ("\t\t\t\t\t\t\t\t\t\tnull\t\t", "invalid JSON at byte 11: expected `{`"),
         ("[]", "invalid JSON at byte 1: expected `{`"),
+        // fuzz-otlp-json: numbers outside JSON's grammar were read (`00.25` as 0.25), and skipped without a
+        // look in fields the reader does not know, so a document Go's encoding/json refuses was read whole.
+        (
+            #"{"resourceSpans":[{"scopeSpans":[],"unknown":{"doubleValue":00.25}}]}"#,
+            "resourceSpans[0].value: expected a number"
+        ),
+        (
+            #"{"resourceSpans":[{"resource":{"attributes":[{"key":"r","value":{"doubleValue":1.}}]}}]}"#,
+            "expected a number"
+        ),
+        (#"{"resourceSpans":[],"x":[1e]}"#, "value: expected a number"),
+        (#"{"resourceSpans":[],"x":+1}"#, "value: expected a number"),
+        (#"{"resourceSpans":[],"x":-}"#, "value: expected a number"),
     ])
     func badDocumentsSayWhatAndWhere(text: String, expected: String) {
         #expect {
@@ -195,5 +208,13 @@ func gzip(_ path: String) throws -> String {
         let compressed = try Data(contentsOf: URL(fileURLWithPath: try gzip(path)))
         try compressed.prefix(compressed.count / 2).write(to: URL(fileURLWithPath: truncated))
         #expect(throws: TraceFiles.ReadError.self) { try TraceFiles.read([truncated], skipInvalid: true) { _ in } }
+    }
+}
+
+@Suite struct JSONNumberTests {
+    @Test(arguments: ["0", "-0", "7", "-12", "0.5", "10.25", "1e9", "1E+9", "2.5e-3", "-0.0e0"])
+    func jsonNumbersAreRead(text: String) throws {
+        let document = #"{"resourceSpans":[],"x":"# + text + "}"
+        #expect(throws: Never.self) { try OTLPJSON.decode(Data(document.utf8)) }
     }
 }

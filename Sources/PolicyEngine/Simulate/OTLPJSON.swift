@@ -337,7 +337,9 @@ public enum OTLPJSON {
                     UInt8(ascii: "e"), UInt8(ascii: "E"):
                     self.position += 1
                 default:
-                    guard self.position > start else { throw self.fieldError(field, "expected a number") }
+                    guard self.position > start,
+                        Self.isJSONNumber(UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]))
+                    else { throw self.fieldError(field, "expected a number") }
                     return String(
                         decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]),
                         as: UTF8.self
@@ -345,7 +347,40 @@ public enum OTLPJSON {
                 }
             }
             guard self.position > start else { throw self.fieldError(field, "expected a number") }
+            guard Self.isJSONNumber(UnsafeBufferPointer(rebasing: self.bytes[start..<self.position])) else {
+                throw self.fieldError(field, "expected a number")
+            }
             return String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]), as: UTF8.self)
+        }
+
+        /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Go's encoding/json
+        /// (the collector's) refuses anything else, `00.25`, `1.`, `+1` and `1e` among them, so this does too.
+        static func isJSONNumber(_ text: UnsafeBufferPointer<UInt8>) -> Bool {
+            var index = 0
+            func digits() -> Int {
+                let start = index
+                while index < text.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(text[index]) { index += 1 }
+                return index - start
+            }
+            if index < text.count, text[index] == UInt8(ascii: "-") { index += 1 }
+            guard index < text.count else { return false }
+            if text[index] == UInt8(ascii: "0") {
+                index += 1
+            } else if digits() == 0 {
+                return false
+            }
+            if index < text.count, text[index] == UInt8(ascii: ".") {
+                index += 1
+                guard digits() > 0 else { return false }
+            }
+            if index < text.count, text[index] == UInt8(ascii: "e") || text[index] == UInt8(ascii: "E") {
+                index += 1
+                if index < text.count, text[index] == UInt8(ascii: "+") || text[index] == UInt8(ascii: "-") {
+                    index += 1
+                }
+                guard digits() > 0 else { return false }
+            }
+            return index == text.count
         }
 
         // MARK: JSON

@@ -451,7 +451,7 @@ extension ControlPlaneAPI {
             ConsoleView.KeyValue(
                 key: "\(rollout.id)",
                 value:
-                    "v\(rollout.from.map(String.init) ?? "–") → v\(rollout.to): \(rollout.phase.rawValue.replacingOccurrences(of: "_", with: " ")), \(ConsolePages.time(rollout.startedAt))"
+                    "\(rollout.from.map { "v\($0)" } ?? "nothing") → v\(rollout.to): \(rollout.phase.rawValue.replacingOccurrences(of: "_", with: " ")), \(ConsolePages.time(rollout.startedAt))"
             )
         }
         return ConsoleView.RolloutPage(

@@ -279,7 +279,7 @@ enum ConsolePages {
             }
             return ConsoleView.Step(
                 label: Self.tierLabel(tier) + " tier",
-                style: Self.style(ofState: state),
+                style: state == "pending" ? "quiet" : Self.style(ofState: state),
                 current: index == rollout.tierIndex && !rollout.phase.isTerminal
             )
         }
@@ -303,7 +303,7 @@ enum ConsolePages {
             }
             return ConsoleView.Step(
                 label: label,
-                style: Self.style(ofState: state),
+                style: state == "pending" ? "quiet" : Self.style(ofState: state),
                 current: index == rollout.stageIndex && !rollout.phase.isTerminal
             )
         }

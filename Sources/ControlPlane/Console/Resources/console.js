@@ -251,7 +251,8 @@
       tabs.querySelectorAll("[role=tab]").forEach((tab) => tab.classList.toggle("has-error", withErrors.has(tab.dataset.file)));
       const errors = items.filter((item) => item.severity === "error").length;
       const warnings = items.length - errors;
-      count.textContent = errors === 0 && warnings === 0 ? "no problems" : errors + " errors, " + warnings + " warnings";
+      const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+      count.textContent = errors === 0 && warnings === 0 ? "no problems" : plural(errors, "error") + ", " + plural(warnings, "warning");
       count.className = "pill " + (errors > 0 ? "bad" : warnings > 0 ? "busy" : "good");
       drawGutter();
     }

@@ -167,28 +167,59 @@ say(
         ?? "ring change: did not converge within 60s"
 )
 
-// GET /v1/agents over HTTP with curl, five times.
-var latencies: [Double] = []
-for _ in 0..<5 {
-    let curl = Process()
-    curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    curl.arguments = ["curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", "http://127.0.0.1:\(apiPort)/v1/agents"]
-    let pipe = Pipe()
-    curl.standardOutput = pipe
-    try curl.run()
-    curl.waitUntilExit()
-    if let value = Double(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)) {
-        latencies.append(value)
+/// Fetches a path with curl five times: median and slowest time, and the size of the answer.
+func fetch(_ path: String) throws -> (median: Double, slowest: Double, bytes: Int)? {
+    var latencies: [Double] = []
+    var bytes = 0
+    for _ in 0..<5 {
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        curl.arguments = [
+            "curl", "-s", "-o", "/dev/null", "-w", "%{time_total} %{size_download}",
+            "http://127.0.0.1:\(apiPort)\(path)",
+        ]
+        let pipe = Pipe()
+        curl.standardOutput = pipe
+        try curl.run()
+        curl.waitUntilExit()
+        let fields = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(
+            separator: " "
+        )
+        if fields.count == 2, let time = Double(fields[0]), let size = Int(fields[1]) {
+            latencies.append(time)
+            bytes = size
+        }
     }
+    latencies.sort()
+    guard !latencies.isEmpty else { return nil }
+    return (latencies[latencies.count / 2], latencies.last!, bytes)
 }
-latencies.sort()
-if !latencies.isEmpty {
+
+// The API's agent list and the console's pages over HTTP, five times each.
+let someUID = await control.controller.agents().last?.instanceUID ?? ""
+let pages: [(String, String)] = [
+    ("GET /healthz (no controller call: the HTTP floor)", "/healthz"),
+    ("GET /v1/fleet (one controller call, records of the last tick)", "/v1/fleet"),
+    ("GET /v1/agents (whole fleet as JSON)", "/v1/agents"),
+    ("console fleet page, first 50 agents", "/"),
+    ("console fleet page, page 100", "/?page=100"),
+    ("console fleet page, samplers only", "/?tier=sampling"),
+    ("console fleet page, text search", "/?q=sampler-00999"),
+    ("console fleet summary fragment (live updates)", "/console/fragments/fleet-summary"),
+    ("console agent page", "/agents/\(someUID)"),
+    ("console rollout page", "/rollout"),
+    ("console policies page", "/policies"),
+]
+for (title, path) in pages {
+    guard let figures = try fetch(path) else { continue }
     say(
         String(
-            format: "GET /v1/agents (%d agents): median %.0f ms, slowest %.0f ms",
+            format: "%@ (%d agents): median %.0f ms, slowest %.0f ms, %.1f KB",
+            title,
             agentCount + 1,
-            latencies[latencies.count / 2] * 1000,
-            latencies.last! * 1000
+            figures.median * 1000,
+            figures.slowest * 1000,
+            Double(figures.bytes) / 1024
         )
     )
 }

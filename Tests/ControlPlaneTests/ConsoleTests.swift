@@ -194,6 +194,37 @@ import Testing
         #expect(ControlPlaneAPI.localPath("https://evil.example") == "/")
         #expect(ControlPlaneAPI.localPath("/\\evil.example") == "/")
         #expect(ControlPlaneAPI.localPath("/versions?x=1") == "/versions?x=1")
+        // Browsers drop tabs and newlines from URLs: `/<TAB>/evil.example` would be `//evil.example` (review).
+        #expect(ControlPlaneAPI.localPath("/\t/evil.example") == "/")
+        #expect(ControlPlaneAPI.localPath("/\n/evil.example") == "/")
+        #expect(ControlPlaneAPI.localPath("/ /evil.example") == "/")
+        let tabbed = try await self.call(port, .GET, "/login?next=/%09/evil.example")
+        #expect(tabbed.body.contains("name=\"next\" value=\"/\""))
+        // A session cookie is refused after its expiry, and when its MAC was made with another token.
+        let now = Date()
+        let fresh = ConsoleSession.cookieValue(
+            forToken: Self.reader.token,
+            expires: Int(now.timeIntervalSince1970) + 60
+        )
+        #expect(ConsoleSession.token(ofCookie: fresh, tokens: [Self.writer, Self.reader], now: now) == Self.reader)
+        #expect(ConsoleSession.token(ofCookie: fresh, tokens: [Self.writer], now: now) == nil)
+        #expect(ConsoleSession.token(ofCookie: fresh, tokens: [Self.reader], now: now.addingTimeInterval(61)) == nil)
+        let expired = ConsoleSession.cookieValue(
+            forToken: Self.writer.token,
+            expires: Int(now.timeIntervalSince1970) - 1
+        )
+        #expect(
+            try await self.call(port, .GET, "/v1/versions", headers: [("Cookie", "tailplane_session=\(expired)")])
+                .status == 401
+        )
+        let forever = ConsoleSession.cookieValue(
+            forToken: Self.writer.token,
+            expires: Int(now.timeIntervalSince1970) + 86400 * 365
+        )
+        #expect(
+            ConsoleSession.token(ofCookie: forever, tokens: [Self.writer], now: now) == nil,
+            "no longer than a session lasts"
+        )
 
         // A read session sees everything and gets no write controls; the server refuses its writes too.
         let readCookie = try await self.signIn(port, Self.reader)
@@ -291,6 +322,36 @@ import Testing
         await stack.stop()
     }
 
+    @Test func withoutTokensOnlyLoopbackNamesAreAnswered() async throws {
+        // DNS rebinding: a page on evil.example rebinds its name to 127.0.0.1; the browser then sends
+        // `Host: evil.example:PORT`. Without tokens everyone is admin, so such requests get nothing.
+        let stack = try await TestStack()
+        let port = stack.apiPort
+        let rebound = try await self.call(port, .GET, "/", headers: [("Host", "evil.example:\(port)")])
+        #expect(rebound.status == 403 && self.csrf(in: rebound.body) == nil)
+        #expect(try await self.call(port, .GET, "/v1/versions", headers: [("Host", "evil.example")]).status == 403)
+        for host in ["127.0.0.1:\(port)", "localhost:\(port)", "[::1]:\(port)", "localhost"] {
+            #expect(try await self.call(port, .GET, "/v1/versions", headers: [("Host", host)]).status == 200, "\(host)")
+        }
+        await stack.stop()
+    }
+
+    @Test func aCommandForARolloutThatIsNoLongerCurrentIsRefused() async throws {
+        var options = fastOptions()
+        options.bakeSecondsOverride = 30
+        let stack = try await TestStack(options: options)
+        let port = stack.apiPort
+        await stack.startFleet(loadBalancers: 1, samplers: 2)
+        let started = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
+        let id = try #require(started.rollout)
+        let stale = try await self.call(port, .POST, "/v1/rollouts/current/abort?rollout=\(id + 1)")
+        #expect(stale.status == 409)
+        #expect(try await stack.controller.currentRollout()?.rollout.phase == .progressing, "nothing was done")
+        let current = try await self.call(port, .POST, "/v1/rollouts/current/pause?rollout=\(id)")
+        #expect(current.status == 200)
+        await stack.stop()
+    }
+
     @Test func validateCompilesAndRendersWithoutStoring() async throws {
         let stack = try await TestStack()
         let port = stack.apiPort
@@ -344,7 +405,7 @@ import Testing
         let port = stack.apiPort
         let hostile = "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">"
         let uid = try await Self.connectHostileAgent(opampPort: stack.opampPort, text: hostile)
-        #expect(await eventually { await stack.controller.agentDetail(uid) != nil })
+        #expect(await eventually { await stack.controller.agents().contains { $0.instanceUID == uid } })
         let escaped = "&lt;script&gt;window.__xss=1&lt;/script&gt;&lt;img src=x onerror=&quot;window.__xss=2&quot;&gt;"
         for path in ["/", "/?q=script", "/agents/\(uid)"] {
             let page = try await self.call(port, .GET, path)

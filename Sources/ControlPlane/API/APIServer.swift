@@ -194,8 +194,8 @@ public struct ControlPlaneAPI: Sendable {
     let controller: Controller
     let store: any ControlPlaneStore
     let tokens: [String: APIToken]
-    /// Tokens by the console session cookie that stands for them.
-    let sessions: [String: APIToken]
+    /// The tokens, in configuration order (console session cookies are checked against each).
+    let tokenList: [APIToken]
     /// With no tokens configured, the console's CSRF token is derived from this key (new at every start).
     let anonymousKey = SymmetricKey(size: .bits256)
     /// Mark the console's cookies `Secure` (the API is served over TLS).
@@ -207,10 +207,7 @@ public struct ControlPlaneAPI: Sendable {
         self.controller = controller
         self.store = store
         self.tokens = Dictionary(tokens.map { ($0.token, $0) }, uniquingKeysWith: { first, _ in first })
-        self.sessions = Dictionary(
-            tokens.map { (ConsoleSession.cookieValue(forToken: $0.token), $0) },
-            uniquingKeysWith: { first, _ in first }
-        )
+        self.tokenList = tokens
         self.secureCookies = secureCookies
     }
 
@@ -295,6 +292,18 @@ public struct ControlPlaneAPI: Sendable {
         for command in [RolloutEngine.Command.pause, .resume, .abort] {
             v1.post("/rollouts/current/\(command.rawValue)") { request, context -> JSON<Rollout> in
                 let actor = try self.authorize(request, .write)
+                // `?rollout=ID`: only if that rollout is still the current one (a page showing rollout 4 must
+                // not abort rollout 5, which replaced it a moment ago).
+                if let expected = request.uri.queryParameters.get("rollout", as: Int.self),
+                    let current = try await self.controller.currentRollout()?.rollout.id, current != expected
+                {
+                    throw APIError(
+                        .conflict,
+                        code: "conflict",
+                        message:
+                            "rollout \(expected) is no longer the current one (rollout \(current) is); nothing was done"
+                    )
+                }
                 do {
                     return JSON(try await self.controller.command(command, actor: actor, remote: context.remote))
                 } catch {

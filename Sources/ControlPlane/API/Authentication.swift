@@ -27,9 +27,46 @@ enum ConsoleSession {
     /// A session lasts twelve hours; the token's own revocation ends it sooner.
     static let lifetimeSeconds = 12 * 3600
 
-    /// The cookie value for a token: a digest, so the browser never holds the bearer secret.
-    static func cookieValue(forToken token: String) -> String {
-        Array(SHA256.hash(data: Array("tailplane-console-session-v1:\(token)".utf8))).hexString
+    /// The cookie value for a token: `EXPIRY.MAC`, the expiry in Unix seconds and an HMAC of it keyed with the
+    /// token. The browser never holds the bearer secret; the server keeps no session table (any replica, any
+    /// restart accepts it) and refuses it after the expiry whatever the browser does with `Max-Age`.
+    static func cookieValue(forToken token: String, expires: Int) -> String {
+        "\(expires).\(Self.sessionMAC(token: token, expires: expires))"
+    }
+
+    static func sessionMAC(token: String, expires: Int) -> String {
+        let key = SymmetricKey(data: Array(token.utf8))
+        return Array(HMAC<SHA256>.authenticationCode(for: Array("tailplane-session-v1:\(expires)".utf8), using: key))
+            .hexString
+    }
+
+    /// The token a session cookie was made for, if it is one of `tokens` and has not expired.
+    static func token(ofCookie value: String, tokens: [APIToken], now: Date) -> APIToken? {
+        let parts = value.split(separator: ".", maxSplits: 1)
+        guard parts.count == 2, let expires = Int(parts[0]), Double(expires) > now.timeIntervalSince1970,
+            Double(expires) <= now.timeIntervalSince1970 + Double(Self.lifetimeSeconds) + 60
+        else { return nil }
+        let mac = String(parts[1])
+        // Every token is tried, in full, so the time taken says nothing about which one came close.
+        var found: APIToken?
+        for token in tokens where Self.constantTimeEqual(mac, Self.sessionMAC(token: token.token, expires: expires)) {
+            found = token
+        }
+        return found
+    }
+
+    /// Without tokens the API only answers requests addressed to this machine by a loopback name: a page
+    /// elsewhere that rebinds its DNS name to 127.0.0.1 (DNS rebinding) then gets nothing, not even a page
+    /// with a CSRF token.
+    static func isLoopbackHost(_ authority: String?) -> Bool {
+        guard let authority else { return true }  // HTTP/1.0 without Host: not a browser
+        var host = authority.lowercased()
+        if host.hasPrefix("[") {
+            host = String(host.dropFirst().prefix { $0 != "]" })
+        } else if let colon = host.lastIndex(of: ":") {
+            host = String(host[..<colon])
+        }
+        return host == "localhost" || host == "127.0.0.1" || host == "::1" || host.hasSuffix(".localhost")
     }
 
     /// The CSRF token for a secret (the API token, or the server's own key when there are no tokens).
@@ -65,11 +102,21 @@ extension ControlPlaneAPI {
             }
             return self.caller(token, byCookie: false)
         }
-        if let session = request.cookies[ConsoleSession.cookie]?.value, let token = self.sessions[session] {
+        if let session = request.cookies[ConsoleSession.cookie]?.value,
+            let token = ConsoleSession.token(ofCookie: session, tokens: self.tokenList, now: Date())
+        {
             return self.caller(token, byCookie: true)
         }
         guard self.tokens.isEmpty else {
             throw APIError(.unauthorized, code: "unauthorized", message: "a bearer token is required")
+        }
+        guard ConsoleSession.isLoopbackHost(request.head.authority) else {
+            throw APIError(
+                .forbidden,
+                code: "forbidden",
+                message:
+                    "without API tokens policyd answers only requests addressed to localhost, 127.0.0.1 or [::1] (configure tokens to reach it by another name)"
+            )
         }
         return Caller(
             name: "anonymous",

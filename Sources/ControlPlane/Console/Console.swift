@@ -97,6 +97,11 @@ extension ControlPlaneAPI {
     func consoleCaller(_ request: Request) -> (caller: Caller?, redirect: Response?) {
         do {
             return (try self.caller(request), nil)
+        } catch let error as APIError where error.status == .forbidden {
+            return (
+                nil,
+                self.html(ConsoleAssets.render("message", ["style": "bad", "text": error.message]), status: .forbidden)
+            )
         } catch {
             var components = URLComponents()
             components.path = "/login"
@@ -196,8 +201,7 @@ extension ControlPlaneAPI {
         }
         router.get("/console/fragments/fleet-summary") { request, _ in
             await self.fragment(request) { _ in
-                let agents = await self.controller.agents()
-                let summary = try await self.controller.summary()
+                let (agents, summary) = try await self.controller.fleet()
                 return ("fleet-summary", ConsolePages.summary(summary, agents: agents, now: Date()))
             }
         }
@@ -258,8 +262,7 @@ extension ControlPlaneAPI {
 
     func fleetPage(_ caller: Caller, filter: ConsoleView.FleetQuery) async throws -> ConsoleView.FleetPage {
         let now = Date()
-        let agents = await self.controller.agents()
-        let summary = try await self.controller.summary()
+        let (agents, summary) = try await self.controller.fleet()
         let (rows, paging) = ConsolePages.table(agents, query: filter, now: now)
         let versions = Set(agents.compactMap(\.runningVersion)).sorted(by: >)
         var chrome = self.chrome(caller, title: "Fleet")
@@ -301,12 +304,21 @@ extension ControlPlaneAPI {
             attributes.sorted { $0.key < $1.key }.map { ConsoleView.KeyValue(key: $0.key, value: $0.value) }
         }
         let effective = (detail.effectiveConfig ?? []).enumerated().map { index, file in
-            ConsoleView.File(path: file.path, text: file.text, index: index, first: index == 0)
+            ConsoleView.File(path: file.path, text: Self.clipped(file.text), index: index, first: index == 0)
         }
         var diff: ConsoleView.DiffSection?
-        if let desired = detail.desiredConfig, let files = detail.effectiveConfig {
-            // The supervisor reports the merged config under one name; a plain agent, the file it was given.
-            let reported = files.first { $0.path == "collector.yaml" } ?? files.first
+        var diffTooLarge: String?
+        // The supervisor reports the merged config under one name; a plain agent, the file it was given.
+        let reported = detail.effectiveConfig.flatMap { files in
+            files.first { $0.path == "collector.yaml" } ?? files.first
+        }
+        if let desired = detail.desiredConfig, detail.effectiveConfig != nil,
+            !Self.comparable(desired) || !Self.comparable(reported?.text ?? "")
+        {
+            // An agent decides how large a config it reports; a diff of two huge texts is for a terminal.
+            diffTooLarge =
+                "The configs are too large to compare here (over \(Self.diffLimitLines) lines or \(Self.diffLimitBytes / 1024) KiB); compare them with `policyctl agents` and a diff tool."
+        } else if let desired = detail.desiredConfig, detail.effectiveConfig != nil {
             diff = ConsolePages.diffSection(
                 title: "what it runs against what it should run",
                 leftTitle: "effective config" + (reported.map { " (\($0.path))" } ?? " (none reported)"),
@@ -336,18 +348,34 @@ extension ControlPlaneAPI {
             },
             hasComponents: !detail.components.isEmpty,
             effective: effective,
-            desired: detail.desiredConfig,
-            diff: diff
+            desiredYAML: detail.desiredConfig.map(Self.clipped),
+            diff: diff,
+            diffTooLarge: diffTooLarge
         )
+    }
+
+    static let diffLimitLines = 5000
+    static let diffLimitBytes = 512 * 1024
+    /// Shown in full up to 1 MiB.
+    static let displayLimitBytes = 1024 * 1024
+
+    static func comparable(_ text: String) -> Bool {
+        text.utf8.count <= Self.diffLimitBytes && text.utf8.lazy.filter { $0 == 0x0a }.count < Self.diffLimitLines
+    }
+
+    static func clipped(_ text: String) -> String {
+        guard text.utf8.count > Self.displayLimitBytes else { return text }
+        let head = String(decoding: text.utf8.prefix(Self.displayLimitBytes), as: UTF8.self)
+        return head + "\n… (\(text.utf8.count - Self.displayLimitBytes) more bytes not shown)"
     }
 
     func policiesPage(_ caller: Caller) async throws -> ConsoleView.PoliciesPage {
         var chrome = self.chrome(caller, title: "Policies")
         chrome.navPolicies = true
-        let summary = try await self.controller.summary()
-        // The newest version: what the fleet runs or is rolling out to.
-        let latest = try self.store.versions(limit: 1).first
-        let number = summary.rollout.flatMap { _ in latest?.number } ?? summary.currentVersion ?? latest?.number
+        // What the fleet is rolling out to (a rollback's target too), or else what it runs.
+        let active = try await self.controller.currentRollout().flatMap { $0.rollout.phase.isTerminal ? nil : $0 }
+        let current = try await self.controller.summary().currentVersion
+        let number = try active?.rollout.to ?? current ?? self.store.versions(limit: 1).first?.number
         let version = try number.flatMap { try self.store.version($0) }
         let rendered = try number.map { try self.store.rendered(version: $0) } ?? []
         let sources = version?.sources ?? [SourceText(path: "rules.policy", text: "")]
@@ -456,7 +484,7 @@ extension ControlPlaneAPI {
         }
         return ConsoleView.RolloutPage(
             chrome: chrome,
-            progress: try await report.asyncMap { report in
+            progress: await report.asyncMap { report in
                 ConsolePages.progress(
                     report,
                     agents: await self.controller.agents(),

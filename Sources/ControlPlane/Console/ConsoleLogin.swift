@@ -7,8 +7,11 @@ import NIOCore
 extension ControlPlaneAPI {
     /// Only a path on this server, never `//host` or a URL: the sign-in page must not redirect elsewhere.
     static func localPath(_ next: String?) -> String {
-        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"), !next.hasPrefix("/\\"),
-            !next.contains(where: { $0.isNewline || $0 == "\\" })
+        // Browsers drop tabs and newlines from URLs and read `\` as `/`, so `/\t/evil.example` would be
+        // `//evil.example`: no control character, space or backslash at all, and one leading slash.
+        guard let next, next.hasPrefix("/"), !next.hasPrefix("//"),
+            !next.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7f || $0 == "\\" }),
+            let components = URLComponents(string: next), components.scheme == nil, components.host == nil
         else { return "/" }
         return next
     }
@@ -72,7 +75,10 @@ extension ControlPlaneAPI {
             self.controller.metrics.consoleLogin(accepted: true)
             let session = Cookie(
                 name: ConsoleSession.cookie,
-                value: ConsoleSession.cookieValue(forToken: token.token),
+                value: ConsoleSession.cookieValue(
+                    forToken: token.token,
+                    expires: Int(Date().timeIntervalSince1970) + ConsoleSession.lifetimeSeconds
+                ),
                 maxAge: ConsoleSession.lifetimeSeconds,
                 path: "/",
                 secure: self.secureCookies,

@@ -84,6 +84,11 @@ enum ConsolePages {
         )
     }
 
+    /// Ring members listed on the fleet page (and samplers out of the ring on the rollout page).
+    static let ringMembersShown = 40
+    /// Agents listed on the rollout page, those still moving first.
+    static let rolloutAgentsShown = 100
+
     static func summary(_ summary: FleetSummary, agents: [AgentRecord], now: Date) -> ConsoleView.Summary {
         let stateOrder = ["failed", "applying", "pending", "applied", "unverified", "offline", "unmanaged"]
         let states = summary.agentsByState.sorted {
@@ -111,7 +116,9 @@ enum ConsolePages {
             ring: ConsoleView.Ring(
                 version: summary.ring.version,
                 size: summary.ring.members.count,
-                members: summary.ring.members,
+                members: Array(summary.ring.members.prefix(Self.ringMembersShown)),
+                moreMembers: summary.ring.members.count > Self.ringMembersShown
+                    ? summary.ring.members.count - Self.ringMembersShown : nil,
                 changed: Self.ago(summary.ring.changedAt, now: now),
                 reason: ConsoleView.text(summary.ring.reason),
                 convergence: summary.ring.convergenceSeconds.map { String(format: "%.1f s", $0) } ?? "not yet"
@@ -186,6 +193,8 @@ enum ConsolePages {
             rows: diff.rows.map { row in
                 ConsoleView.DiffRow(
                     kind: row.kind.rawValue,
+                    leftMark: row.kind == .removed || row.kind == .changed ? "removed: " : nil,
+                    rightMark: row.kind == .added || row.kind == .changed ? "added: " : nil,
                     leftNumber: row.leftNumber.map(String.init) ?? "",
                     rightNumber: row.rightNumber.map(String.init) ?? "",
                     left: row.left,
@@ -255,14 +264,15 @@ enum ConsolePages {
         let rollout = report.rollout
         let byUID = Dictionary(agents.map { ($0.instanceUID, $0) }, uniquingKeysWith: { first, _ in first })
         let inTiers = agents.filter { rollout.plan.tiers.contains($0.tier) && $0.connected }
-        let finished: Set<AgentStep> = [.done, .skipped]
+        let finished: Set<AgentStep> = [.done]
         let done: Int
         if rollout.phase == .succeeded {
             done = inTiers.count
         } else {
             done =
                 inTiers.filter { agent in
-                    if let step = rollout.steps[agent.instanceUID] { return finished.contains(step) }
+                    // A skipped agent was offline at its turn; it counts once it runs the new version.
+                    if let step = rollout.steps[agent.instanceUID], step != .skipped { return finished.contains(step) }
                     return agent.runningVersion == rollout.to
                 }.count
         }
@@ -273,13 +283,14 @@ enum ConsolePages {
             if rollout.phase.isTerminal {
                 state =
                     rollout.phase == .succeeded
-                    ? "done" : (index <= rollout.tierIndex ? rollout.phase.rawValue : "skipped")
+                    ? "done" : (index <= rollout.tierIndex ? rollout.phase.rawValue : "not reached")
             } else {
                 state = index < rollout.tierIndex ? "done" : (index == rollout.tierIndex ? "progressing" : "pending")
             }
             return ConsoleView.Step(
                 label: Self.tierLabel(tier) + " tier",
-                style: state == "pending" ? "quiet" : Self.style(ofState: state),
+                state: state.replacingOccurrences(of: "_", with: " "),
+                style: state == "pending" || state == "not reached" ? "quiet" : Self.style(ofState: state),
                 current: index == rollout.tierIndex && !rollout.phase.isTerminal
             )
         }
@@ -303,6 +314,7 @@ enum ConsolePages {
             }
             return ConsoleView.Step(
                 label: label,
+                state: state.replacingOccurrences(of: "_", with: " "),
                 style: state == "pending" ? "quiet" : Self.style(ofState: state),
                 current: index == rollout.stageIndex && !rollout.phase.isTerminal
             )
@@ -315,9 +327,21 @@ enum ConsolePages {
         let stepOrder: [AgentStep] = [
             .failed, .rollingBack, .draining, .settling, .applying, .waiting, .rolledBack, .done, .skipped,
         ]
-        let rows = rollout.steps.sorted {
+        let sorted = rollout.steps.sorted {
             (stepOrder.firstIndex(of: $0.value) ?? 99, $0.key) < (stepOrder.firstIndex(of: $1.value) ?? 99, $1.key)
-        }.map { uid, step in
+        }
+        var counts: [AgentStep: Int] = [:]
+        for step in rollout.steps.values { counts[step, default: 0] += 1 }
+        let stepCounts = stepOrder.compactMap { step in
+            counts[step].map {
+                ConsoleView.Count(
+                    name: step.rawValue.replacingOccurrences(of: "_", with: " "),
+                    count: $0,
+                    style: Self.style(ofState: step.rawValue)
+                )
+            }
+        }
+        let rows = sorted.prefix(Self.rolloutAgentsShown).map { uid, step in
             ConsoleView.AgentStepRow(
                 uid: uid,
                 shortUID: String(uid.suffix(12)),
@@ -348,8 +372,10 @@ enum ConsolePages {
             tiers: tiers,
             stages: stages,
             bake: bake,
+            stepCounts: stepCounts,
             agents: rows,
-            draining: draining,
+            moreAgents: sorted.count > Self.rolloutAgentsShown ? sorted.count - Self.rolloutAgentsShown : nil,
+            draining: Array(draining.prefix(Self.ringMembersShown)),
             hasDraining: !draining.isEmpty,
             events: report.events.suffix(40).reversed().map {
                 ConsoleView.Event(time: Self.time($0.time), kind: $0.kind.rawValue, message: $0.message)

@@ -38,7 +38,9 @@ enum ConsoleView {
     struct Ring: Sendable {
         var version: Int
         var size: Int
+        /// The first members (a ring of thousands is listed in full by `GET /v1/ring`).
         var members: [String]
+        var moreMembers: Int?
         var changed: String
         var reason: String?
         var convergence: String
@@ -149,6 +151,9 @@ enum ConsoleView {
 
     struct DiffRow: Sendable {
         var kind: String
+        /// "removed" / "added" in words for screen readers (the colour says it to everyone else).
+        var leftMark: String?
+        var rightMark: String?
         var leftNumber: String
         var rightNumber: String
         var left: String
@@ -191,8 +196,10 @@ enum ConsoleView {
         var components: [Component]
         var hasComponents: Bool
         var effective: [File]
-        var desired: String?
+        var desiredYAML: String?
         var diff: DiffSection?
+        /// Set when the configs are too large to compare here.
+        var diffTooLarge: String?
     }
 
     // MARK: Policies
@@ -254,6 +261,8 @@ enum ConsoleView {
 
     struct Step: Sendable {
         var label: String
+        /// In words, for screen readers (the colour says it to everyone else).
+        var state: String
         var style: String
         var current: Bool
     }
@@ -290,7 +299,11 @@ enum ConsoleView {
         var tiers: [Step]
         var stages: [Step]
         var bake: String?
+        /// Agents by step (`done 9,800`, `applying 50`, …).
+        var stepCounts: [Count]
+        /// The agents still moving first, at most ``ConsolePages/rolloutAgentsShown`` of them.
         var agents: [AgentStepRow]
+        var moreAgents: Int?
         var draining: [String]
         var hasDraining: Bool
         var events: [Event]

@@ -128,8 +128,10 @@ extension Controller {
     }
 
     /// Compiles a policy set and renders both tiers for the fleet as it stands (the current ring and sampler
-    /// count), storing nothing: what the console's editor shows as you type.
-    public func validate(sources: [SourceText], fleet: String) -> ValidationReport {
+    /// count), storing nothing: what the console's editor shows as you type. The work happens off the
+    /// controller, which only lends the ring and the sampler count, so editors never hold up rollouts.
+    public nonisolated func validate(sources: [SourceText], fleet: String) async -> ValidationReport {
+        let ring = await self.state.ring.members
         switch VersionBuilder.compile(sources: sources, fleet: fleet) {
         case .failure(let rejection):
             return ValidationReport(
@@ -140,11 +142,11 @@ extension Controller {
                 rendered: []
             )
         case .success(let set):
-            let count = self.samplerCount(fleet: set.fleet)
+            let count = await self.samplerCount(fleet: set.fleet)
             var rendered: [ValidationReport.RenderedTier] = []
             var fleetDiagnostics: [FleetDiagnostic] = []
             for tier in [AgentTier.loadBalancing, .sampling] {
-                var ring = tier == .loadBalancing ? self.state.ring.members : []
+                var ring = tier == .loadBalancing ? ring : []
                 if tier == .loadBalancing && ring.isEmpty {
                     // No sampler yet: an apply is still accepted (load balancers get their config when samplers
                     // join), so show the config with a placeholder member rather than an error.

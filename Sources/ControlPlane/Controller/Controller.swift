@@ -40,6 +40,9 @@ public actor Controller {
     private var renderProblems: Set<RenderKey> = []
     private var storedLoadBalancer: Set<Int> = []
     private var recorded: [String: AgentRecord] = [:]
+    /// The last tick's agent views, and their records once a query asked for them: the API and the console
+    /// read these instead of judging every agent again (with 10,000 agents that is most of a request's time).
+    private var lastViews: (at: Date, views: [AgentState], records: [AgentRecord]?)?
     private var lastRecord = Date.distantPast
     private var recent: [(sequence: Int, event: EngineEvent)] = []
     private var sequence = 0
@@ -132,6 +135,7 @@ public actor Controller {
         self.stepRotation(snapshot, fleet: fleet, now: now)
         self.recordAgents(views, now: now)
         self.updateMetrics(views, now: now)
+        self.lastViews = (now, views, nil)
     }
 
     private func updateMetrics(_ views: [AgentState], now: Date) {
@@ -863,16 +867,35 @@ public actor Controller {
         (self.recent.filter { $0.sequence > after }.map(\.event), self.sequence)
     }
 
-    /// Every agent's state now.
+    /// Every agent's state, as of the controller's last look at the fleet (at most two ticks ago; judged
+    /// afresh when the controller is not stepping).
     public func agents() -> [AgentRecord] {
-        let fleet = self.tieringFleet()
         let now = self.clock()
+        let tick =
+            Double(self.options.tickInterval.components.seconds)
+            + Double(self.options.tickInterval.components.attoseconds) / 1e18
+        if let last = self.lastViews, now.timeIntervalSince(last.at) <= max(0.5, 2 * tick) {
+            if let records = last.records { return records }
+            let records = last.views.map(self.record)
+            self.lastViews?.records = records
+            return records
+        }
+        let fleet = self.tieringFleet()
         return self.registry.snapshot().map { self.record(self.view($0, fleet: fleet, now: now)) }
     }
 
     /// Counts, convergence and the ring.
     public func summary() throws -> FleetSummary {
+        try self.summary(of: self.agents())
+    }
+
+    /// Every agent and the summary of the same look at the fleet (what the console's fleet page shows).
+    public func fleet() throws -> (agents: [AgentRecord], summary: FleetSummary) {
         let agents = self.agents()
+        return (agents, try self.summary(of: agents))
+    }
+
+    private func summary(of agents: [AgentRecord]) throws -> FleetSummary {
         var byTier: [String: Int] = [:]
         var byState: [String: Int] = [:]
         for agent in agents {

@@ -101,19 +101,22 @@ public struct RemoteConfigReport: Sendable, Hashable {
 /// The agent's AgentDescription with values rendered as strings.
 public struct AgentDescription: Sendable, Hashable {
     /// Identifying attributes (service.name, service.instance.id, …).
-    public var identifying: [String: String]
+    public var identifying: [String: String] { didSet { self.attributes = Self.merged(self) } }
     /// Non-identifying attributes (host.name, os.type, …).
-    public var nonIdentifying: [String: String]
+    public var nonIdentifying: [String: String] { didSet { self.attributes = Self.merged(self) } }
+    /// Both sets merged; identifying attributes win. Kept, not computed on each read: the control plane reads
+    /// it for every agent on every tick.
+    public private(set) var attributes: [String: String] = [:]
 
     /// Creates a description.
     public init(identifying: [String: String] = [:], nonIdentifying: [String: String] = [:]) {
         self.identifying = identifying
         self.nonIdentifying = nonIdentifying
+        self.attributes = Self.merged(self)
     }
 
-    /// Both sets merged; identifying attributes win.
-    public var attributes: [String: String] {
-        self.nonIdentifying.merging(self.identifying) { _, identifying in identifying }
+    private static func merged(_ description: Self) -> [String: String] {
+        description.nonIdentifying.merging(description.identifying) { _, identifying in identifying }
     }
 }
 

@@ -66,9 +66,19 @@
   });
 
   // Live regions: [data-live] holds the URL of a fragment the server renders; each event from /v1/events
-  // (Server-Sent Events) asks for it again.
+  // (Server-Sent Events) asks for it again. A page with [data-watch-rollouts] (the rollout page) moves to a
+  // rollout that starts while it is open.
   const live = Array.from(document.querySelectorAll("[data-live]"));
+  const watcher = document.querySelector("[data-watch-rollouts]");
   let pending = null;
+  let source = null;
+  let slowRefresh = null;
+
+  function stopWhenIdle() {
+    if (watcher || live.some((region) => region.dataset.live)) return;
+    if (source) source.close();
+    clearInterval(slowRefresh);
+  }
 
   async function refresh(region) {
     const url = region.dataset.live;
@@ -86,6 +96,7 @@
         const rollout = region.querySelector("[data-phase]");
         if (rollout && ["succeeded", "rolled back", "aborted", "superseded", "failed"].includes(rollout.dataset.phase)) {
           delete region.dataset.live;
+          stopWhenIdle();
         }
       }
     } catch (_) {
@@ -102,20 +113,31 @@
     pending = setTimeout(() => {
       pending = null;
       refreshAll();
-    }, 200);
+    }, 500);
   }
 
-  if (live.length > 0 && "EventSource" in window) {
-    const after = live[0].dataset.eventsAfter || "0";
-    const source = new EventSource("/v1/events?after=" + encodeURIComponent(after));
+  if ((live.length > 0 || watcher) && "EventSource" in window) {
+    const after = (live[0] || watcher).dataset.eventsAfter || "0";
+    source = new EventSource("/v1/events?after=" + encodeURIComponent(after));
     const kinds = [
       "rollout_started", "stage_started", "agent_step", "stage_passed", "rollout_failed", "rollout_ended",
       "rollout_paused", "rollout_resumed", "ring_changed", "ring_converged",
     ];
-    kinds.forEach((kind) => source.addEventListener(kind, schedule));
+    kinds.forEach((kind) =>
+      source.addEventListener(kind, (event) => {
+        if (kind === "rollout_started" && watcher) {
+          const started = JSON.parse(event.data).rollout;
+          if (started && !document.querySelector('[data-rollout="' + started + '"]')) {
+            window.location.assign("/rollout/" + started);
+            return;
+          }
+        }
+        schedule();
+      })
+    );
     source.onmessage = schedule;
     // Agents' own reports (health, convergence) are not rollout events: a slow refresh covers them.
-    setInterval(schedule, 5000);
+    if (live.length > 0) slowRefresh = setInterval(schedule, 5000);
   }
 
   // The policy editor.
@@ -258,6 +280,14 @@
     }
 
     function showRendered(report) {
+      if (!report.valid) {
+        // Nothing renders from sources with errors: say so rather than show the last good render as this one.
+        document.querySelectorAll(".rendered").forEach((box) => {
+          box.querySelector("[data-hash]").textContent = "not rendered: the sources have errors";
+          box.querySelector("[data-yaml]").textContent = "";
+        });
+        return;
+      }
       (report.rendered || []).forEach((config) => {
         const box = document.querySelector('.rendered[data-tier="' + config.tier + '"]');
         if (!box) return;
@@ -275,6 +305,8 @@
         const answer = await call("POST", "/v1/validate", { sources: policySources(), fleet: files.get("fleet.yaml") ?? "" });
         if (mine !== sequence) return; // a newer edit is being checked
         if (answer.status !== 200) {
+          count.textContent = "not checked";
+          count.className = "pill bad";
           say(errorText(answer), "bad");
           return;
         }
@@ -282,6 +314,8 @@
         showDiagnostics(lastReport);
         showRendered(lastReport);
       } catch (error) {
+        count.textContent = "not checked";
+        count.className = "pill bad";
         say("Cannot check the sources: " + error, "bad");
       }
     }

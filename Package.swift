@@ -100,6 +100,7 @@ let package = Package(
                 "ConfigRenderer",
                 "OpAMPServer",
                 "Credentials",
+                "PolicyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -249,7 +250,7 @@ let package = Package(
             dependencies: [
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 "ControlPlane", "OpAMPServer", "FleetSimulator", "PolicyEngine", "ConfigRenderer", "Credentials",
-                "OpAMPProtocol",
+                "OpAMPProtocol", "PolicyTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

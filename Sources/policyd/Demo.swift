@@ -95,6 +95,7 @@ extension Policyd {
             print("Tailplane demo")
             print("  store:  \(directory.path) (SQLite, removed on exit)")
             print("  OpAMP:  ws://127.0.0.1:\(opampPort)/v1/opamp")
+            print("  console: http://127.0.0.1:\(apiPort)/  (open it in a browser)")
             print(
                 "  API:    http://127.0.0.1:\(apiPort)/v1  (try: policyctl agents, policyctl ring, policyctl history)"
             )
@@ -162,7 +163,9 @@ extension Policyd {
 
             if !self.exitWhenDone {
                 print("")
-                print("The control plane keeps running at http://127.0.0.1:\(apiPort); Ctrl-C to stop.")
+                print(
+                    "The control plane keeps running: the console at http://127.0.0.1:\(apiPort)/, the API under /v1; Ctrl-C to stop."
+                )
             } else {
                 await group.triggerGracefulShutdown()
             }

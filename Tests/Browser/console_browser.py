@@ -40,6 +40,7 @@ def main():
     parser.add_argument("--agents", type=int, required=True, help="agents the fleet page must show")
     parser.add_argument("--hostile-uid", required=True, help="an agent whose strings are HTML and script")
     parser.add_argument("--file", required=True, help="the policy file to edit")
+    parser.add_argument("--trace-sample", required=True, help="an OTLP/JSON trace file for the estimate")
     parser.add_argument("--screenshots", required=True)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
     parser.add_argument("--chromedriver", default="/usr/bin/chromedriver")
@@ -140,6 +141,17 @@ def main():
         source.send_keys("keep console_slow when duration > 9s")
         wait.until(lambda d: count.text == "no problems" or count.text.startswith("0 errors"))
         check(not driver.find_elements(By.CSS_SELECTOR, "#gutter span.err"), "no line is marked once fixed")
+        step = "estimate the edit on a trace sample"
+        driver.find_element(By.ID, "estimate-file").send_keys(os.path.abspath(args.trace_sample))
+        driver.find_element(By.ID, "estimate-button").click()
+        table = WebDriverWait(driver, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#estimate-result table")))
+        rows = {row.find_elements(By.TAG_NAME, "td")[0].text: row for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
+        check("console_slow" in rows and rows["console_slow"].find_elements(By.TAG_NAME, "td")[6].text == "new rule",
+              "the estimate lists the new rule: %r" % list(rows))
+        check("errors" in rows, "the estimate lists the existing rules too")
+        shot("05-estimate")
+
+        step = "apply"
         driver.find_element(By.ID, "apply-message").send_keys("keep very slow requests (from the browser test)")
         driver.find_element(By.ID, "apply-button").click()
         wait.until(EC.url_contains("/rollout/"))
@@ -147,22 +159,22 @@ def main():
         step = "watch the rollout reach 100 % without a reload"
         driver.execute_script("window.__samePage = true")
         first = driver.find_element(By.CSS_SELECTOR, "[data-testid=percent]").text
-        shot("05-rollout-in-progress")
+        shot("06-rollout-in-progress")
         WebDriverWait(driver, 120).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=phase]").text == "succeeded")
         check(driver.find_element(By.CSS_SELECTOR, "[data-testid=percent]").text == "100 %", "the rollout reached 100 %")
         check(driver.execute_script("return window.__samePage === true"), "the page was not reloaded")
         check(first != "100 %", "the page opened before the rollout ended (it was %s), so it moved live" % first)
-        shot("06-rollout-done")
+        shot("07-rollout-done")
 
         step = "versions and their differences"
         driver.get(args.url + "/versions")
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "tr[data-version='2']")))
-        shot("07-versions")
+        shot("08-versions")
         driver.get(args.url + "/versions/diff?from=1&to=2")
         added = driver.find_elements(By.CSS_SELECTOR, "tr.added td.r, tr.changed td.r")
         check(any("console_slow" in cell.text for cell in added), "the diff shows the added rule")
-        shot("08-diff")
+        shot("09-diff")
 
         step = "roll back from the versions page"
         driver.get(args.url + "/versions")

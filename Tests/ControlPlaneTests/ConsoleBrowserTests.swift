@@ -1,5 +1,6 @@
 import ControlPlane
 import Foundation
+import PolicyTesting
 import Testing
 
 /// The console in headless Chromium (Debian's `chromium` and `chromium-driver`, Selenium from PyPI; `.ci/run`
@@ -42,13 +43,17 @@ import Testing
             text: "<script>window.__xss=1</script><img src=x onerror=\"window.__xss=2\">"
         )
         try? FileManager.default.removeItem(at: Self.artifacts)
+        var generator = SyntheticTraces(seed: 11)
+        let sample = stack.directory.appendingPathComponent("sample.jsonl")
+        try (0..<20).map { _ in OTLPJSONWriter.line((0..<25).map { _ in generator.next() }) }.joined(separator: "\n")
+            .write(to: sample, atomically: true, encoding: .utf8)
 
         let python = Process()
         python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         python.arguments = [
             "python3", Self.script.path, "--url", "http://127.0.0.1:\(stack.apiPort)", "--token", writer.token,
             "--read-token", reader.token, "--agents", "7", "--hostile-uid", hostile, "--file",
-            "20-reliability.policy", "--screenshots", Self.artifacts.path,
+            "20-reliability.policy", "--trace-sample", sample.path, "--screenshots", Self.artifacts.path,
         ]
         let output = Pipe()
         python.standardOutput = output
@@ -70,7 +75,9 @@ import Testing
         let audit = try stack.server.store.audit(limit: 10).map(\.action)
         #expect(audit.contains("rollback") && audit.contains("apply"))
         #expect(try await stack.controller.summary().currentVersion == 1)
-        for page in ["01-login", "02-fleet", "04-policies-with-a-typo", "05-rollout-in-progress", "08-diff"] {
+        for page in [
+            "01-login", "02-fleet", "04-policies-with-a-typo", "05-estimate", "06-rollout-in-progress", "09-diff",
+        ] {
             #expect(FileManager.default.fileExists(atPath: Self.artifacts.appendingPathComponent("\(page).png").path))
         }
         await stack.stop()

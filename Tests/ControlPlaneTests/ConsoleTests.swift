@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import OpAMPProtocol
+import PolicyTesting
 import SwiftProtobuf
 import Testing
 
@@ -397,6 +398,70 @@ import Testing
         #expect(try stack.server.store.versions(limit: 5).isEmpty, "validate stores nothing")
         let malformed = try await self.call(port, .POST, "/v1/validate", body: "{\"sources\": 3}")
         #expect(malformed.status == 400)
+        await stack.stop()
+    }
+
+    @Test func estimateComparesTheEditWithTheCurrentVersionOnATraceSample() async throws {
+        let stack = try await TestStack()
+        let port = stack.apiPort
+        await stack.startFleet(loadBalancers: 1, samplers: 2)
+        let current = try exampleApply()
+        #expect(try await stack.applyAndWait(current).phase == .succeeded)
+        var generator = SyntheticTraces(seed: 5)
+        let sample = (0..<40).map { _ in OTLPJSONWriter.line((0..<25).map { _ in generator.next() }) }.joined(
+            separator: "\n"
+        )
+        struct Body: Encodable {
+            var sources: [SourceText]
+            var fleet: String
+            var traces: String
+        }
+        // The edit: keep every trace (a catch-all before the rest).
+        var edited = current
+        edited.sources.insert(SourceText(path: "01-everything.policy", text: "keep everything\n"), at: 0)
+        let answer = try await self.call(
+            port,
+            .POST,
+            "/v1/estimate",
+            headers: [("Content-Type", "application/json")],
+            body: String(
+                decoding: try JSONEncoder().encode(Body(sources: edited.sources, fleet: edited.fleet, traces: sample)),
+                as: UTF8.self
+            )
+        )
+        #expect(answer.status == 200, "\(answer.body.prefix(400))")
+        let before = try #require(answer.json?["before"] as? [String: Any])
+        let after = try #require(answer.json?["after"] as? [String: Any])
+        #expect(answer.json?["currentVersion"] as? Int == 1)
+        #expect(after["traces"] as? Int == 1000 && before["traces"] as? Int == 1000)
+        let kept = try #require(before["keptTraces"] as? Int)
+        let keptAfter = try #require(after["keptTraces"] as? Int)
+        #expect(kept > 0 && kept < keptAfter, "the examples keep some of it; the edit keeps more")
+        // Drop rules still win over a keep (the collector's precedence), so the edit keeps all but the dropped.
+        let rules = try #require(after["rules"] as? [[String: Any]])
+        let dropped = rules.filter { $0["action"] as? String == "drop" }.compactMap { $0["decided"] as? Int }
+        #expect(keptAfter + dropped.reduce(0, +) == 1000, "\(rules)")
+        #expect(rules.contains { $0["rule"] as? String == "everything" && ($0["matched"] as? Int ?? 0) >= keptAfter })
+        #expect(try stack.server.store.versions(limit: 5).count == 1, "an estimate stores nothing")
+        // Bad samples say what is wrong.
+        let bad = try await self.call(
+            port,
+            .POST,
+            "/v1/estimate",
+            headers: [("Content-Type", "application/json")],
+            body: String(
+                decoding: try JSONEncoder().encode(
+                    Body(sources: edited.sources, fleet: edited.fleet, traces: "{\"resourceSpans\": 3}")
+                ),
+                as: UTF8.self
+            )
+        )
+        #expect(bad.status == 400)
+        #expect(
+            ((bad.json?["error"] as? [String: Any])?["message"] as? String)?.hasPrefix(
+                "the trace sample is not OTLP/JSON"
+            ) == true
+        )
         await stack.stop()
     }
 

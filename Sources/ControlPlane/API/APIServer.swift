@@ -221,6 +221,22 @@ public struct ControlPlaneAPI: Sendable {
         }.sorted()
     }
 
+    /// A JSON body: 413 over 16 MiB, 400 naming what was `expected` otherwise.
+    static func body<Body: Decodable>(
+        _ request: Request,
+        _ context: APIContext,
+        as type: Body.Type,
+        expected: String
+    ) async throws -> Body {
+        do {
+            return try await request.decode(as: type, context: context)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError(.contentTooLarge, code: "too_large", message: "the body is over 16 MiB")
+        } catch {
+            throw APIError(.badRequest, code: "bad_request", message: "expected \(expected): \(error)")
+        }
+    }
+
     /// The router: the API, and with `console` the web console at `/` (docs/console.md).
     public func router(console: Bool = true) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
@@ -406,19 +422,38 @@ public struct ControlPlaneAPI: Sendable {
         }
         v1.post("/validate") { request, context -> JSON<ValidationReport> in
             _ = try self.authorize(request, .read)
-            let body: ValidateRequest
-            do {
-                body = try await request.decode(as: ValidateRequest.self, context: context)
-            } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-                throw APIError(.contentTooLarge, code: "too_large", message: "the body is over 16 MiB")
-            } catch {
-                throw APIError(
-                    .badRequest,
-                    code: "bad_request",
-                    message: "expected {\"sources\": [{\"path\", \"text\"}], \"fleet\": TEXT}: \(error)"
-                )
-            }
+            let body = try await Self.body(
+                request,
+                context,
+                as: ValidateRequest.self,
+                expected: #"{"sources": [{"path", "text"}], "fleet": TEXT}"#
+            )
             return JSON(await self.controller.validate(sources: body.sources, fleet: body.fleet ?? ""))
+        }
+        struct EstimateRequest: Decodable {
+            var sources: [SourceText]
+            var fleet: String?
+            var traces: String
+        }
+        v1.post("/estimate") { request, context -> JSON<EstimateReport> in
+            _ = try self.authorize(request, .read)
+            let body = try await Self.body(
+                request,
+                context,
+                as: EstimateRequest.self,
+                expected: #"{"sources": [{"path", "text"}], "fleet": TEXT, "traces": OTLP_JSON}"#
+            )
+            do {
+                return JSON(
+                    try await self.controller.estimate(
+                        sources: body.sources,
+                        fleet: body.fleet ?? "",
+                        traces: body.traces
+                    )
+                )
+            } catch {
+                throw APIError.from(error)
+            }
         }
         v1.get("/agents/:uid") { request, context -> JSON<AgentDetail> in
             _ = try self.authorize(request, .read)

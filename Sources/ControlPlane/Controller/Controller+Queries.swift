@@ -3,6 +3,7 @@ import Foundation
 import OpAMPProtocol
 import OpAMPServer
 import PolicyEngine
+import PolicyTesting
 
 /// One component's health, flattened: `pipeline:traces/receiver:otlp`.
 public struct ComponentHealthRecord: Sendable, Hashable, Codable {
@@ -177,5 +178,69 @@ extension Controller {
                 rendered: failed ? [] : rendered
             )
         }
+    }
+}
+
+/// What a policy set keeps of a trace sample, next to what the fleet's current version keeps of it.
+public struct EstimateReport: Sendable, Hashable, Codable {
+    /// The version compared with (`nil`: no version yet, so no "before").
+    public var currentVersion: Int?
+    /// The current version's estimate.
+    public var before: Estimate?
+    /// The estimate of the sources sent.
+    public var after: Estimate
+    /// Spans that arrived after their trace was decided (they count for nothing, as in the collector).
+    public var lateSpans: Int
+}
+
+extension Controller {
+    /// Runs the sources sent and the current version over a trace sample (OTLP/JSON: one document, or one per
+    /// line), with the ring's sampler count, storing nothing. The simulation runs off the controller.
+    public nonisolated func estimate(
+        sources: [SourceText],
+        fleet: String,
+        traces: String
+    ) async throws(ControlPlaneError) -> EstimateReport {
+        let after: CompiledSet
+        switch VersionBuilder.compile(sources: sources, fleet: fleet) {
+        case .success(let set): after = set
+        case .failure(let rejection): throw .rejected(rejection)
+        }
+        let current = await self.state.current
+        let before: CompiledSet?
+        do {
+            before = try await current.asyncMap { try await self.compiledSet($0) }
+        } catch {
+            throw .store("\(error)")
+        }
+        let samplers = max(1, await self.state.ring.members.count)
+        var options = SimulationOptions(samplers: samplers, collectorMinorVersion: after.fleet.collectorVersion.minor)
+        options.samplers = samplers
+        var estimator = Estimator([after.policySet] + (before.map { [$0.policySet] } ?? []), options: options)
+        var assembler = estimator.assembler()
+        // One document, or JSON lines (as the collector's file exporter writes them).
+        let text = traces.trimmingCharacters(in: .whitespacesAndNewlines)
+        let documents = text.hasPrefix("{") && !text.contains("}\n{") ? [Substring(text)] : text.split(separator: "\n")
+        for (index, document) in documents.enumerated() where !document.allSatisfy(\.isWhitespace) {
+            do {
+                for batch in try OTLPJSON.decode(Data(document.utf8)) { assembler.add(batch) }
+            } catch {
+                throw .badRequest(
+                    "the trace sample is not OTLP/JSON" + (documents.count > 1 ? " (line \(index + 1))" : "")
+                        + ": \(error.message)"
+                )
+            }
+            for ready in assembler.releaseDue() { estimator.add(ready.trace, decisionTime: ready.decisionTime) }
+        }
+        for ready in assembler.finish() { estimator.add(ready.trace, decisionTime: ready.decisionTime) }
+        guard estimator.estimates[0].traces > 0 else {
+            throw .badRequest("the trace sample holds no spans")
+        }
+        return EstimateReport(
+            currentVersion: before == nil ? nil : current,
+            before: estimator.estimates.count > 1 ? estimator.estimates[1] : nil,
+            after: estimator.estimates[0],
+            lateSpans: assembler.lateSpans
+        )
     }
 }

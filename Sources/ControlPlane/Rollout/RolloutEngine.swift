@@ -289,8 +289,14 @@ public struct RolloutEngine: Sendable {
         state.ring.changedAt = now
         state.ring.convergedAt = nil
         var parts: [String] = []
-        if !joined.isEmpty { parts.append("joined: " + joined.joined(separator: ", ")) }
-        if !left.isEmpty { parts.append("left: " + left.joined(separator: ", ")) }
+        // A few names, then a count: a fleet starting up joins thousands of samplers in one change, and this
+        // text goes into the ring history, the event stream and the console.
+        func names(_ entries: [String]) -> String {
+            let shown = entries.prefix(5).joined(separator: ", ")
+            return entries.count > 5 ? "\(shown) and \(entries.count - 5) more" : shown
+        }
+        if !joined.isEmpty { parts.append("joined: " + names(joined)) }
+        if !left.isEmpty { parts.append("left: " + names(left)) }
         return [
             EngineEvent(
                 kind: .ringChanged,

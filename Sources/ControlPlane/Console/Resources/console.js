@@ -404,6 +404,76 @@
       }
     });
 
+    // Estimate: the editor's sources and the current version over a trace sample the user picks.
+    const estimateForm = document.getElementById("estimate-form");
+    estimateForm?.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      files.set(current, source.value);
+      const file = document.getElementById("estimate-file").files[0];
+      const result = document.getElementById("estimate-result");
+      if (!file) return;
+      const button = document.getElementById("estimate-button");
+      button.disabled = true;
+      result.textContent = "Estimating " + file.name + "…";
+      try {
+        const answer = await call("POST", "/v1/estimate", {
+          sources: policySources(),
+          fleet: files.get("fleet.yaml") ?? "",
+          traces: await file.text(),
+        });
+        if (answer.status === 200) {
+          showEstimate(result, answer.json, file.name);
+        } else if (answer.status === 422) {
+          result.textContent = "The sources have errors: fix them first (see Diagnostics).";
+        } else {
+          result.textContent = errorText(answer);
+        }
+      } catch (error) {
+        result.textContent = "The request failed: " + error;
+      } finally {
+        button.disabled = false;
+      }
+    });
+
+    function showEstimate(box, report, name) {
+      const after = report.after;
+      const before = report.before;
+      const share = (part, whole) => (whole === 0 ? "0 %" : ((part * 100) / whole).toFixed(1) + " %");
+      const line = (label, estimate) =>
+        label + ": keeps " + estimate.keptTraces + " of " + estimate.traces + " traces (" + share(estimate.keptTraces, estimate.traces) +
+        ") and " + estimate.keptSpans + " of " + estimate.spans + " spans (" + share(estimate.keptSpans, estimate.spans) + ")";
+      box.textContent = "";
+      const summary = document.createElement("p");
+      summary.textContent = name + " — " + line("edited", after) + (before ? "; v" + report.currentVersion + " " + line("now", before).slice(5) : "") +
+        (report.lateSpans > 0 ? "; " + report.lateSpans + " spans arrived after their trace was decided" : "");
+      box.append(summary);
+      const table = document.createElement("table");
+      const head = table.createTHead().insertRow();
+      ["Rule", "Action", "Traces now", "Spans now", "Traces edited", "Spans edited", "Change in traces"].forEach((title) => {
+        const th = document.createElement("th");
+        th.scope = "col";
+        th.textContent = title;
+        head.append(th);
+      });
+      const body = table.createTBody();
+      const old = new Map((before ? before.rules : []).map((rule) => [rule.rule, rule]));
+      const names = after.rules.map((rule) => rule.rule).concat((before ? before.rules : []).map((rule) => rule.rule).filter((n) => !after.rules.some((r) => r.rule === n)));
+      const now = new Map(after.rules.map((rule) => [rule.rule, rule]));
+      names.forEach((rule) => {
+        const a = now.get(rule);
+        const b = old.get(rule);
+        const row = body.insertRow();
+        const cells = [
+          rule, (a || b).action,
+          b ? b.decided : "–", b ? b.decidedSpans : "–",
+          a ? a.decided : "removed", a ? a.decidedSpans : "–",
+          a && b ? (a.decided - b.decided > 0 ? "+" : "") + (a.decided - b.decided) : a ? "new rule" : "removed",
+        ];
+        cells.forEach((value) => (row.insertCell().textContent = String(value)));
+      });
+      box.append(table);
+    }
+
     source.value = files.get(current) ?? "";
     drawGutter();
     validate();

@@ -108,6 +108,13 @@ import Testing
         #expect(samplers.body.contains("1–3 of 3 agents"))
         let none = try await self.call(port, .GET, "/?q=no-such-host")
         #expect(none.body.contains("No agent matches."))
+        // The API filters the same way, and pages.
+        let paged = try await self.call(port, .GET, "/v1/agents?tier=sampling&limit=2&offset=1")
+        #expect(paged.headers["x-total-count"].first == "3")
+        #expect((try JSONSerialization.jsonObject(with: Data(paged.body.utf8)) as? [Any])?.count == 2)
+        let onVersion = try await self.call(port, .GET, "/v1/agents?version=v2&q=sampler")
+        #expect(onVersion.headers["x-total-count"].first == "3")
+        #expect(try await self.call(port, .GET, "/v1/agents?state=unhealthy").headers["x-total-count"].first == "0")
 
         let agents = await stack.controller.agents()
         let sampler = try #require(agents.first { $0.tier == .sampling })

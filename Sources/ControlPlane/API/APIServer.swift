@@ -1,6 +1,7 @@
 import ConfigRenderer
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -344,18 +345,24 @@ public struct ControlPlaneAPI: Sendable {
                 throw APIError.from(error)
             }
         }
-        v1.get("/agents") { request, _ -> JSON<[AgentRecord]> in
+        v1.get("/agents") { request, context -> Response in
             _ = try self.authorize(request, .read)
             let query = request.uri.queryParameters
-            var agents = await self.controller.agents()
-            if let tier = query.get("tier") { agents = agents.filter { $0.tier.rawValue == tier } }
-            if let state = query.get("state") { agents = agents.filter { $0.configState == state } }
-            if let text = query.get("q")?.lowercased(), !text.isEmpty {
-                agents = agents.filter {
-                    $0.instanceUID.lowercased().contains(text) || ($0.hostName?.lowercased().contains(text) ?? false)
-                }
-            }
-            return JSON(agents)
+            // The same filter as the console's fleet page.
+            var filter = ConsoleView.FleetQuery()
+            filter.tier = query.get("tier") ?? ""
+            filter.state = query.get("state") ?? ""
+            filter.version = query.get("version") ?? ""
+            filter.text = query.get("q") ?? ""
+            let agents = await self.controller.agents().filter { ConsolePages.matches($0, filter) }
+            let offset = max(0, query.get("offset", as: Int.self) ?? 0)
+            let limit = max(0, query.get("limit", as: Int.self) ?? agents.count)
+            var response = try JSON(Array(agents.dropFirst(offset).prefix(limit))).response(
+                from: request,
+                context: context
+            )
+            response.headers[HTTPField.Name("X-Total-Count")!] = String(agents.count)
+            return response
         }
         v1.get("/fleet") { request, _ -> JSON<FleetSummary> in
             _ = try self.authorize(request, .read)

@@ -130,33 +130,37 @@ enum ConsolePages {
         )
     }
 
+    /// The agent filter of the fleet page and of `GET /v1/agents`: tier, state (`unhealthy` too), running
+    /// version (`3` or `v3`), and text in the UID, host name, ring entry or errors.
+    static func matches(_ agent: AgentRecord, _ query: ConsoleView.FleetQuery) -> Bool {
+        let text = query.text.lowercased()
+        let version = query.version.hasPrefix("v") ? String(query.version.dropFirst()) : query.version
+        if !query.tier.isEmpty && agent.tier.rawValue != query.tier { return false }
+        if !query.state.isEmpty {
+            if query.state == "unhealthy" {
+                if agent.healthy != false { return false }
+            } else if agent.configState != query.state {
+                return false
+            }
+        }
+        if !version.isEmpty && agent.runningVersion.map(String.init) != version { return false }
+        if !text.isEmpty {
+            let fields = [
+                agent.instanceUID, agent.hostName ?? "", agent.ringEntry ?? "", agent.configError ?? "",
+                agent.healthError ?? "",
+            ]
+            if !fields.contains(where: { $0.lowercased().contains(text) }) { return false }
+        }
+        return true
+    }
+
     /// Filters, sorts and pages the agent table.
     static func table(
         _ agents: [AgentRecord],
         query: ConsoleView.FleetQuery,
         now: Date
     ) -> (rows: [ConsoleView.AgentRow], paging: ConsoleView.Paging) {
-        let text = query.text.lowercased()
-        let version = query.version.hasPrefix("v") ? String(query.version.dropFirst()) : query.version
-        let matching = agents.filter { agent in
-            if !query.tier.isEmpty && agent.tier.rawValue != query.tier { return false }
-            if !query.state.isEmpty {
-                if query.state == "unhealthy" {
-                    if agent.healthy != false { return false }
-                } else if agent.configState != query.state {
-                    return false
-                }
-            }
-            if !version.isEmpty && agent.runningVersion.map(String.init) != version { return false }
-            if !text.isEmpty {
-                let fields = [
-                    agent.instanceUID, agent.hostName ?? "", agent.ringEntry ?? "", agent.configError ?? "",
-                    agent.healthError ?? "",
-                ]
-                if !fields.contains(where: { $0.lowercased().contains(text) }) { return false }
-            }
-            return true
-        }.sorted {
+        let matching = agents.filter { Self.matches($0, query) }.sorted {
             (Self.rank($0), $0.hostName ?? "~", $0.instanceUID) < (Self.rank($1), $1.hostName ?? "~", $1.instanceUID)
         }
         let pages = max(1, (matching.count + query.pageSize - 1) / query.pageSize)

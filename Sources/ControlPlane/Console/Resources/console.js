@@ -169,7 +169,10 @@
       files.set(current, source.value);
       current = path;
       source.value = files.get(path) ?? "";
-      tabs.querySelectorAll("[role=tab]").forEach((tab) => tab.setAttribute("aria-selected", String(tab.dataset.file === path)));
+      tabs.querySelectorAll("[role=tab]").forEach((tab) => {
+        tab.setAttribute("aria-selected", String(tab.dataset.file === path));
+        tab.tabIndex = tab.dataset.file === path ? 0 : -1;
+      });
       source.scrollTop = 0;
       showDiagnostics(lastReport);
       drawGutter();
@@ -365,6 +368,7 @@
       tab.setAttribute("role", "tab");
       tab.className = "tab";
       tab.dataset.file = name;
+      tab.setAttribute("aria-controls", "editor-panel");
       tab.textContent = name;
       tabs.insertBefore(tab, tabs.querySelector('[data-file="fleet.yaml"]'));
       select(name);

@@ -196,8 +196,9 @@
       gutter.scrollTop = source.scrollTop;
     }
 
-    // Columns in diagnostics count UTF-8 bytes; the textarea counts UTF-16 units.
-    function offsetOf(text, line, column) {
+    // The policy compiler counts columns in UTF-8 bytes, the YAML parser behind fleet.yaml in characters;
+    // the textarea counts UTF-16 units.
+    function offsetOf(text, line, column, inCharacters) {
       const lines = text.split("\n");
       let offset = 0;
       for (let index = 0; index < Math.min(line - 1, lines.length); index++) offset += lines[index].length + 1;
@@ -206,7 +207,7 @@
       let units = 0;
       for (const character of here) {
         if (bytes >= column) break;
-        bytes += new TextEncoder().encode(character).length;
+        bytes += inCharacters ? 1 : new TextEncoder().encode(character).length;
         units += character.length;
       }
       return offset + units;
@@ -220,7 +221,7 @@
     function jump(file, line, column) {
       if (!files.has(file)) return;
       if (file !== current) select(file);
-      const offset = offsetOf(source.value, line, column);
+      const offset = offsetOf(source.value, line, column, file === "fleet.yaml");
       source.focus();
       source.setSelectionRange(offset, offset);
       const lineHeight = parseFloat(getComputedStyle(source).lineHeight) || 18;

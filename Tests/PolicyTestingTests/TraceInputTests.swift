@@ -120,6 +120,20 @@ func gzip(_ path: String) throws -> String {
         (#"{"resourceSpans":[],"x":[1e]}"#, "value: expected a number"),
         (#"{"resourceSpans":[],"x":+1}"#, "value: expected a number"),
         (#"{"resourceSpans":[],"x":-}"#, "value: expected a number"),
+        // fuzz-otlp-json: a span kind beyond 32 bits trapped the reader (an integer conversion), so a trace
+        // file could crash `policyctl estimate` and the console's estimate; a wider flags value was cut.
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","kind":18446744073709551}]}]}]}"#,
+            "spans[0].kind: expected a number that fits in 32 bits"
+        ),
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","kind":"4294967297"}]}]}]}"#,
+            "spans[0].kind: unknown value `4294967297`"
+        ),
+        (
+            #"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","flags":4294967296}]}]}]}"#,
+            "spans[0].flags: expected a number that fits in 32 bits"
+        ),
     ])
     func badDocumentsSayWhatAndWhere(text: String, expected: String) {
         #expect {

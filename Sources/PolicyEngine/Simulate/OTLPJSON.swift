@@ -159,7 +159,12 @@ public enum OTLPJSON {
                 case "traceState": span.traceState = try reader.string()
                 case "startTimeUnixNano": span.startNanos = try reader.unsigned("startTimeUnixNano")
                 case "endTimeUnixNano": span.endNanos = try reader.unsigned("endTimeUnixNano")
-                case "flags": span.flags = UInt32(truncatingIfNeeded: try reader.unsigned("flags"))
+                case "flags":
+                    // fixed32: a wider value is refused, as protojson does, not cut to its low bits.
+                    guard let flags = UInt32(exactly: try reader.unsigned("flags")) else {
+                        throw reader.fieldError("flags", "expected a number that fits in 32 bits")
+                    }
+                    span.flags = flags
                 case "attributes": span.attributes = try reader.attributes("attributes")
                 case "status":
                     try reader.object { reader, key throws(DecodingError) in
@@ -318,12 +323,15 @@ public enum OTLPJSON {
             if self.peek() == UInt8(ascii: "\"") {
                 let text = try self.string()
                 if let known = names[text] { return known }
-                if let number = Int(text) { return number }
+                if let number = Int32(text) { return Int(number) }
                 throw self.fieldError(field, "unknown value `\(text)`")
             }
             let text = try self.numberText(field)
-            guard let number = Int(text) else { throw self.fieldError(field, "expected a number") }
-            return number
+            // Enums are 32-bit in protobuf, and Go's protojson refuses anything wider.
+            guard let number = Int32(text) else {
+                throw self.fieldError(field, "expected a number that fits in 32 bits, not `\(text)`")
+            }
+            return Int(number)
         }
 
         /// The text of a number, quoted or not.

@@ -475,7 +475,9 @@ extension ControlPlaneAPI {
         } else {
             report = try await self.controller.currentRollout()
         }
-        let recent = try self.store.rollouts(limit: 10).map { rollout in
+        // The rollout shown above is left out: its line here would not follow the live updates.
+        let recent = try self.store.rollouts(limit: 11).filter { $0.id != report?.rollout.id }.prefix(10).map {
+            rollout in
             ConsoleView.KeyValue(
                 key: "\(rollout.id)",
                 value:

@@ -12,16 +12,10 @@ import Testing
     static let artifacts = repositoryRoot.appendingPathComponent(".build/artifacts/console")
 
     static func browserInstalled() -> Bool {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = [
+        commandSucceeds([
             "python3", "-c",
             "import selenium, shutil, sys; sys.exit(0 if shutil.which('chromedriver') and shutil.which('chromium') else 1)",
-        ]
-        probe.standardError = FileHandle.nullDevice
-        guard (try? probe.run()) != nil else { return false }
-        probe.waitUntilExit()
-        return probe.terminationStatus == 0
+        ])
     }
 
     @Test func signInEditApplyWatchAndRollBackInChromium() async throws {

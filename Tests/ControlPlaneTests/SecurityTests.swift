@@ -609,13 +609,7 @@ struct ServerCertificates {
     }
 
     static func pythonClientInstalled() -> Bool {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import opentelemetry._opamp.agent"]
-        probe.standardError = FileHandle.nullDevice
-        guard (try? probe.run()) != nil else { return false }
-        probe.waitUntilExit()
-        return probe.terminationStatus == 0
+        commandSucceeds(["python3", "-c", "import opentelemetry._opamp.agent"])
     }
 
     @Test func thePythonClientConnectsOverTLSWithATokenAndWithAClientCertificate() async throws {

@@ -44,6 +44,17 @@ func brokenApply() throws -> ApplyRequest {
     return broken
 }
 
+/// Runs a command through `/usr/bin/env` and says whether it exited 0 (probes for optional test tools).
+func commandSucceeds(_ arguments: [String]) -> Bool {
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    probe.arguments = arguments
+    probe.standardError = FileHandle.nullDevice
+    guard (try? probe.run()) != nil else { return false }
+    probe.waitUntilExit()
+    return probe.terminationStatus == 0
+}
+
 /// A fresh temporary directory.
 func temporaryDirectory() -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("tailplane-test-\(UUID().uuidString)")

@@ -372,10 +372,7 @@ extension ControlPlaneAPI {
     func policiesPage(_ caller: Caller) async throws -> ConsoleView.PoliciesPage {
         var chrome = self.chrome(caller, title: "Policies")
         chrome.navPolicies = true
-        // What the fleet is rolling out to (a rollback's target too), or else what it runs.
-        let active = try await self.controller.currentRollout().flatMap { $0.rollout.phase.isTerminal ? nil : $0 }
-        let current = try await self.controller.summary().currentVersion
-        let number = try active?.rollout.to ?? current ?? self.store.versions(limit: 1).first?.number
+        let number = try await self.controller.targetVersion() ?? self.store.versions(limit: 1).first?.number
         let version = try number.flatMap { try self.store.version($0) }
         let rendered = try number.map { try self.store.rendered(version: $0) } ?? []
         let sources = version?.sources ?? [SourceText(path: "rules.policy", text: "")]
@@ -484,25 +481,14 @@ extension ControlPlaneAPI {
                     "\(rollout.from.map { "v\($0)" } ?? "nothing") → v\(rollout.to): \(rollout.phase.rawValue.replacingOccurrences(of: "_", with: " ")), \(ConsolePages.time(rollout.startedAt))"
             )
         }
+        let agents = report == nil ? [] : await self.controller.agents()
         return ConsoleView.RolloutPage(
             chrome: chrome,
-            progress: await report.asyncMap { report in
-                ConsolePages.progress(
-                    report,
-                    agents: await self.controller.agents(),
-                    canWrite: caller.role >= .write,
-                    now: Date()
-                )
+            progress: report.map {
+                ConsolePages.progress($0, agents: agents, canWrite: caller.role >= .write, now: Date())
             },
             recent: recent,
             eventsAfter: await self.controller.events(after: Int.max).last
         )
-    }
-}
-
-extension Optional {
-    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let value = self else { return nil }
-        return try await transform(value)
     }
 }

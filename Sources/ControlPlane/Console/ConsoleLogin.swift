@@ -22,18 +22,23 @@ extension ControlPlaneAPI {
         return try URLEncodedFormDecoder().decode(type, from: String(buffer: body))
     }
 
-    func loginPage(next: String, error: String?, status: HTTPResponse.Status = .ok) -> Response {
-        let nonce = Array((0..<16).map { _ in UInt8.random(in: 0...255) }).hexString
-        let view = ConsoleView.LoginPage(css: ConsoleAssets.cssPath, nonce: nonce, next: next, error: error)
-        let cookie = Cookie(
-            name: ConsoleSession.loginCookie,
-            value: nonce,
-            maxAge: 3600,
-            path: "/login",
+    /// A console cookie: HttpOnly, SameSite=Strict, and Secure when the API is served over TLS.
+    func consoleCookie(_ name: String, value: String, maxAge: Int, path: String) -> Cookie {
+        Cookie(
+            name: name,
+            value: value,
+            maxAge: maxAge,
+            path: path,
             secure: self.secureCookies,
             httpOnly: true,
             sameSite: .strict
         )
+    }
+
+    func loginPage(next: String, error: String?, status: HTTPResponse.Status = .ok) -> Response {
+        let nonce = Array((0..<16).map { _ in UInt8.random(in: 0...255) }).hexString
+        let view = ConsoleView.LoginPage(css: ConsoleAssets.cssPath, nonce: nonce, next: next, error: error)
+        let cookie = self.consoleCookie(ConsoleSession.loginCookie, value: nonce, maxAge: 3600, path: "/login")
         return self.html(ConsoleAssets.render("login", view), status: status, cookies: [cookie])
     }
 
@@ -73,27 +78,16 @@ extension ControlPlaneAPI {
                 return self.loginPage(next: next, error: "That token is not valid.", status: .unauthorized)
             }
             self.controller.metrics.consoleLogin(accepted: true)
-            let session = Cookie(
-                name: ConsoleSession.cookie,
+            let session = self.consoleCookie(
+                ConsoleSession.cookie,
                 value: ConsoleSession.cookieValue(
                     forToken: token.token,
                     expires: Int(Date().timeIntervalSince1970) + ConsoleSession.lifetimeSeconds
                 ),
                 maxAge: ConsoleSession.lifetimeSeconds,
-                path: "/",
-                secure: self.secureCookies,
-                httpOnly: true,
-                sameSite: .strict
+                path: "/"
             )
-            let spent = Cookie(
-                name: ConsoleSession.loginCookie,
-                value: "",
-                maxAge: 0,
-                path: "/login",
-                secure: self.secureCookies,
-                httpOnly: true,
-                sameSite: .strict
-            )
+            let spent = self.consoleCookie(ConsoleSession.loginCookie, value: "", maxAge: 0, path: "/login")
             return self.redirect(next, cookies: [session, spent])
         }
         struct LogoutForm: Decodable { var csrf: String }
@@ -101,15 +95,7 @@ extension ControlPlaneAPI {
             let caller = try self.caller(request)
             let form = try? await Self.form(request, as: LogoutForm.self)
             try self.checkBrowserRequest(request, caller: caller, formToken: form?.csrf)
-            let cleared = Cookie(
-                name: ConsoleSession.cookie,
-                value: "",
-                maxAge: 0,
-                path: "/",
-                secure: self.secureCookies,
-                httpOnly: true,
-                sameSite: .strict
-            )
+            let cleared = self.consoleCookie(ConsoleSession.cookie, value: "", maxAge: 0, path: "/")
             return self.redirect(self.tokens.isEmpty ? "/" : "/login", cookies: [cleared])
         }
     }

@@ -97,7 +97,7 @@ extension Controller {
             agent: self.record(state),
             identifyingAttributes: snapshot.description?.identifying ?? [:],
             nonIdentifyingAttributes: snapshot.description?.nonIdentifying ?? [:],
-            capabilities: Self.capabilityNames(snapshot.capabilities),
+            capabilities: snapshot.capabilities.names,
             connectedSince: snapshot.connectedSince,
             healthySince: snapshot.healthySince,
             remoteConfigStatusSince: snapshot.remoteConfigStatusSince,
@@ -110,22 +110,6 @@ extension Controller {
             },
             desiredConfig: state.desired?.yaml
         )
-    }
-
-    static func capabilityNames(_ capabilities: AgentCapabilities) -> [String] {
-        let names: [(AgentCapabilities, String)] = [
-            (.reportsStatus, "ReportsStatus"), (.acceptsRemoteConfig, "AcceptsRemoteConfig"),
-            (.reportsEffectiveConfig, "ReportsEffectiveConfig"), (.acceptsPackages, "AcceptsPackages"),
-            (.reportsPackageStatuses, "ReportsPackageStatuses"), (.reportsOwnTraces, "ReportsOwnTraces"),
-            (.reportsOwnMetrics, "ReportsOwnMetrics"), (.reportsOwnLogs, "ReportsOwnLogs"),
-            (.acceptsOpAMPConnectionSettings, "AcceptsOpAMPConnectionSettings"),
-            (.acceptsOtherConnectionSettings, "AcceptsOtherConnectionSettings"),
-            (.acceptsRestartCommand, "AcceptsRestartCommand"), (.reportsHealth, "ReportsHealth"),
-            (.reportsRemoteConfig, "ReportsRemoteConfig"), (.reportsHeartbeat, "ReportsHeartbeat"),
-            (.reportsAvailableComponents, "ReportsAvailableComponents"),
-            (.reportsConnectionSettingsStatus, "ReportsConnectionSettingsStatus"),
-        ]
-        return names.filter { capabilities.contains($0.0) }.map(\.1)
     }
 
     /// Compiles a policy set and renders both tiers for the fleet as it stands (the current ring and sampler
@@ -209,13 +193,12 @@ extension Controller {
         let current = await self.state.current
         let before: CompiledSet?
         do {
-            before = try await current.asyncMap { try await self.compiledSet($0) }
+            if let current { before = try await self.compiledSet(current) } else { before = nil }
         } catch {
             throw .store("\(error)")
         }
         let samplers = max(1, await self.state.ring.members.count)
-        var options = SimulationOptions(samplers: samplers, collectorMinorVersion: after.fleet.collectorVersion.minor)
-        options.samplers = samplers
+        let options = SimulationOptions(samplers: samplers, collectorMinorVersion: after.fleet.collectorVersion.minor)
         var estimator = Estimator([after.policySet] + (before.map { [$0.policySet] } ?? []), options: options)
         var assembler = estimator.assembler()
         // One document, or JSON lines (as the collector's file exporter writes them).

@@ -237,10 +237,12 @@ public actor Controller {
 
     /// The fleet description that sorts agents into tiers: the newest version's.
     func tieringFleet() -> Fleet {
-        let number =
-            self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to }
-            ?? self.state.current
-        return number.flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
+        self.targetVersion().flatMap { try? self.compiledSet($0).fleet } ?? Fleet()
+    }
+
+    /// The version the fleet is rolling out to (a rollback's target too), or else the one it runs.
+    public func targetVersion() -> Int? {
+        self.state.rollout.map { $0.phase.isTerminal ? (self.state.current ?? $0.to) : $0.to } ?? self.state.current
     }
 
     func tier(

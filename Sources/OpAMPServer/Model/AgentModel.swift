@@ -24,6 +24,25 @@ public struct AgentCapabilities: OptionSet, Sendable, Hashable {
     public static let reportsConnectionSettingsStatus = Self(rawValue: 0x8000)
 }
 
+extension AgentCapabilities {
+    /// The capabilities as the specification names them (`AcceptsRemoteConfig`, …), in bit order.
+    public var names: [String] {
+        let all: [(AgentCapabilities, String)] = [
+            (.reportsStatus, "ReportsStatus"), (.acceptsRemoteConfig, "AcceptsRemoteConfig"),
+            (.reportsEffectiveConfig, "ReportsEffectiveConfig"), (.acceptsPackages, "AcceptsPackages"),
+            (.reportsPackageStatuses, "ReportsPackageStatuses"), (.reportsOwnTraces, "ReportsOwnTraces"),
+            (.reportsOwnMetrics, "ReportsOwnMetrics"), (.reportsOwnLogs, "ReportsOwnLogs"),
+            (.acceptsOpAMPConnectionSettings, "AcceptsOpAMPConnectionSettings"),
+            (.acceptsOtherConnectionSettings, "AcceptsOtherConnectionSettings"),
+            (.acceptsRestartCommand, "AcceptsRestartCommand"), (.reportsHealth, "ReportsHealth"),
+            (.reportsRemoteConfig, "ReportsRemoteConfig"), (.reportsHeartbeat, "ReportsHeartbeat"),
+            (.reportsAvailableComponents, "ReportsAvailableComponents"),
+            (.reportsConnectionSettingsStatus, "ReportsConnectionSettingsStatus"),
+        ]
+        return all.filter { self.contains($0.0) }.map(\.1)
+    }
+}
+
 /// The capabilities this server offers (`ServerCapabilities`).
 struct ServerCapabilities: OptionSet, Sendable, Hashable {
     let rawValue: UInt64

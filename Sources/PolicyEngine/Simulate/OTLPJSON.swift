@@ -339,26 +339,17 @@ public enum OTLPJSON {
             self.skipWhitespace()
             if self.peek() == UInt8(ascii: "\"") { return try self.string() }
             let start = self.position
-            while self.position < self.bytes.count {
+            scan: while self.position < self.bytes.count {
                 switch self.bytes[self.position] {
                 case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "+"), UInt8(ascii: "."),
                     UInt8(ascii: "e"), UInt8(ascii: "E"):
                     self.position += 1
-                default:
-                    guard self.position > start,
-                        Self.isJSONNumber(UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]))
-                    else { throw self.fieldError(field, "expected a number") }
-                    return String(
-                        decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]),
-                        as: UTF8.self
-                    )
+                default: break scan
                 }
             }
-            guard self.position > start else { throw self.fieldError(field, "expected a number") }
-            guard Self.isJSONNumber(UnsafeBufferPointer(rebasing: self.bytes[start..<self.position])) else {
-                throw self.fieldError(field, "expected a number")
-            }
-            return String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.position]), as: UTF8.self)
+            let text = UnsafeBufferPointer(rebasing: self.bytes[start..<self.position])
+            guard Self.isJSONNumber(text) else { throw self.fieldError(field, "expected a number") }
+            return String(decoding: text, as: UTF8.self)
         }
 
         /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`. Go's encoding/json

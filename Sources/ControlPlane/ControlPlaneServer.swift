@@ -34,6 +34,7 @@ public final class ControlPlaneServer: Service, Sendable {
         port: Int = 4321,
         tls: TLSConfiguration? = nil,
         access: AgentAccess? = nil,
+        packages: PackageRepository? = nil,
         logger: Logger = Logger(label: "tailplane.control")
     ) throws {
         self.store = store
@@ -42,7 +43,8 @@ public final class ControlPlaneServer: Service, Sendable {
             registry: registry,
             options: options,
             logger: logger,
-            access: access
+            access: access,
+            packages: packages
         )
         self.api = ControlPlaneAPI(
             controller: self.controller,
@@ -94,6 +96,7 @@ public final class ControlPlaneServer: Service, Sendable {
                 )
             }
         }
+        let controller = self.controller
         let app = Application(
             router: self.api.router(),
             server: server,
@@ -102,10 +105,19 @@ public final class ControlPlaneServer: Service, Sendable {
                 let port = channel.localAddress?.port ?? self.port
                 self.logger.info("API listening", metadata: ["address": "\(self.host):\(port)"])
                 self.listening(port)
+                if controller.packages != nil {
+                    // Agents download packages from the API. A wildcard address names no host they can reach:
+                    // then only --package-base-url tells them.
+                    let wildcard = ["0.0.0.0", "::", ""].contains(self.host)
+                    let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+                    if !wildcard {
+                        let base = "\(self.tls == nil ? "http" : "https")://\(host):\(port)"
+                        Task { await controller.setPackageBaseURL(base) }
+                    }
+                }
             },
             logger: self.logger
         )
-        let controller = self.controller
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
                 await cancelWhenGracefulShutdown { await controller.run() }

@@ -1,3 +1,6 @@
+import AsyncHTTPClient
+import Credentials
+import Crypto
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -17,6 +20,14 @@ public final class FleetStatistics: Sendable {
     let sentCount = Atomic<Int>(0)
     let receivedCount = Atomic<Int>(0)
     let reconnectCount = Atomic<Int>(0)
+    let downloadCount = Atomic<Int>(0)
+    let downloadedByteCount = Atomic<Int>(0)
+    let resumeCount = Atomic<Int>(0)
+
+    /// Package downloads finished (verified or not), bytes received, and range requests that resumed one.
+    public var downloads: Int { self.downloadCount.load(ordering: .relaxed) }
+    public var downloadedBytes: Int { self.downloadedByteCount.load(ordering: .relaxed) }
+    public var resumes: Int { self.resumeCount.load(ordering: .relaxed) }
 
     /// Agents connected now.
     public var connected: Int { self.connectedCount.load(ordering: .relaxed) }
@@ -85,6 +96,17 @@ public struct FleetOptions: Sendable {
     public var acceptsConnectionSettings = false
     /// Agents without a client certificate send a CSR after connecting (the client-initiated flow).
     public var requestCertificates = false
+    /// Agents accept packages and report their statuses (download, verify, install, new `service.version`).
+    public var acceptsPackages = false
+    /// The package signing key agents pin (PEM, `policyctl packages signing-key`); nil: not checked.
+    public var packageSigningKeyPEM: String?
+    /// Package versions whose install fails, and top-level versions agents turn unhealthy on.
+    public var failingPackageVersions: Set<String> = []
+    public var unhealthyPackageVersions: Set<String> = []
+    /// Cut each first download after this many bytes and resume it with a range request.
+    public var interruptDownloadsAfterBytes: Int64?
+    /// The collector version agents start with (`service.version`).
+    public var collectorVersion = "0.150.0"
 
     public init() {}
 }
@@ -96,10 +118,13 @@ public final class FleetRunner: Sendable {
     let group: MultiThreadedEventLoopGroup
     let slots: [AgentSlot]
     let stopping = Atomic<Bool>(false)
+    /// Downloads packages (created with the first one).
+    let http = NIOLockedValueBox<HTTPClient?>(nil)
 
     public init(options: FleetOptions) {
         self.options = options
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
+        let signingKey = options.packageSigningKeyPEM.flatMap { try? PackageSignature.publicKey(pem: $0) }
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let lbCount = Int((Double(options.agents) * options.loadBalancerShare).rounded())
         self.slots = (0..<options.agents).map { index in
@@ -108,14 +133,20 @@ public final class FleetRunner: Sendable {
                 serviceName: isLB ? "otelcol-lb" : "otelcol-sampler",
                 tier: isLB ? "lb" : "sampling",
                 hostName: String(format: "%@-%05d", isLB ? "lb" : "sampler", options.firstIndex + index),
+                version: options.collectorVersion,
                 capabilities: (options.reportsRemoteConfig
                     ? AgentProfile.supervisorCapabilities : AgentProfile.supervisorCapabilities & ~0x1000)
-                    | (options.acceptsConnectionSettings ? AgentProfile.connectionSettingsCapabilities : 0),
+                    | (options.acceptsConnectionSettings ? AgentProfile.connectionSettingsCapabilities : 0)
+                    | (options.acceptsPackages ? AgentProfile.packageCapabilities : 0),
                 applyDelay: options.applyDelay,
                 failMarker: options.failMarker,
                 heartbeatSeconds: options.heartbeatSeconds
             )
             profile.rollsBackOnFailure = options.supervisorRollback
+            profile.packageSigningKey = signingKey
+            profile.failingPackageVersions = options.failingPackageVersions
+            profile.unhealthyPackageVersions = options.unhealthyPackageVersions
+            profile.interruptDownloadsAfterBytes = options.interruptDownloadsAfterBytes
             return AgentSlot(
                 agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now))
             )
@@ -154,7 +185,104 @@ public final class FleetRunner: Sendable {
     public func shutdown() async {
         self.stopping.store(true, ordering: .relaxed)
         for slot in self.slots { slot.close() }
+        if let http = self.http.withLockedValue({ client in
+            defer { client = nil }; return client
+        }) {
+            try? await http.shutdown()
+        }
         try? await self.group.shutdownGracefully()
+    }
+
+    // MARK: Package downloads
+
+    private func httpClient() -> HTTPClient {
+        self.http.withLockedValue { client in
+            if let client { return client }
+            var configuration = HTTPClient.Configuration()
+            configuration.timeout.connect = .seconds(10)
+            if let roots = self.options.tlsTrustRootsPEM,
+                let certificates = try? NIOSSLCertificate.fromPEMBytes(Array(roots.utf8))
+            {
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.trustRoots = .certificates(certificates)
+                tls.certificateVerification = .noHostnameVerification
+                configuration.tlsConfiguration = tls
+            }
+            let made = HTTPClient(eventLoopGroup: self.group, configuration: configuration)
+            client = made
+            return made
+        }
+    }
+
+    /// Downloads a package in the background, hashing as it goes (nothing is kept in memory); an interrupted
+    /// download resumes with a range request from where it stopped. The agent then verifies and installs.
+    func download(_ download: PackageDownload, for slot: AgentSlot) {
+        let client = self.httpClient()
+        Task {
+            let outcome = await Self.fetch(download, client: client, slot: slot)
+            self.statistics.downloadCount.wrappingAdd(1, ordering: .relaxed)
+            self.statistics.downloadedByteCount.wrappingAdd(Int(outcome.bytes), ordering: .relaxed)
+            self.statistics.resumeCount.wrappingAdd(outcome.resumes, ordering: .relaxed)
+            let actions = slot.state.withLockedValue { $0.downloaded(download, outcome: outcome) }
+            slot.perform(actions)
+        }
+    }
+
+    private struct Interrupted: Error {}
+
+    static func fetch(_ download: PackageDownload, client: HTTPClient, slot: AgentSlot) async -> DownloadOutcome {
+        var hasher = SHA256()
+        var received: Int64 = 0
+        var resumes = 0
+        var cut = download.interruptAfterBytes
+        var failures = 0
+        var reported = 0
+        while true {
+            var request = HTTPClientRequest(url: download.url)
+            for (name, value) in download.headers { request.headers.add(name: name, value: value) }
+            if received > 0 { request.headers.add(name: "Range", value: "bytes=\(received)-") }
+            do {
+                let response = try await client.execute(request, timeout: .minutes(10))
+                let code = Int(response.status.code)
+                guard code == 200 || (received > 0 && code == 206) else {
+                    return DownloadOutcome(sha256: nil, bytes: received, resumes: resumes, error: "HTTP \(code)")
+                }
+                if received > 0, code == 200 {
+                    // The server sent the whole file again: start over.
+                    hasher = SHA256()
+                    received = 0
+                }
+                let length = response.headers.first(name: "Content-Length").flatMap(Int64.init)
+                let total = length.map { $0 + received }
+                for try await chunk in response.body {
+                    chunk.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                    received += Int64(chunk.readableBytes)
+                    if let total, total > 0 {
+                        let percent = Int(Double(received) / Double(total) * 100)
+                        if percent / 25 > reported / 25, percent < 100 {
+                            reported = percent
+                            slot.perform(
+                                slot.state.withLockedValue { $0.downloading(download, percent: Double(percent)) }
+                            )
+                        }
+                    }
+                    if let limit = cut, received >= limit {
+                        cut = nil
+                        throw Interrupted()
+                    }
+                }
+                return DownloadOutcome(sha256: Array(hasher.finalize()), bytes: received, resumes: resumes)
+            } catch is Interrupted {
+                resumes += 1
+            } catch {
+                failures += 1
+                if failures >= 5 {
+                    return DownloadOutcome(sha256: nil, bytes: received, resumes: resumes, error: "\(error)")
+                }
+                resumes += received > 0 ? 1 : 0
+                try? await Task.sleep(for: .milliseconds(200 * failures))
+            }
+        }
     }
 
     private func churn() {
@@ -258,6 +386,20 @@ final class AgentSlot: Sendable {
         return context
     }
 
+    /// Sends messages from outside a connection handler (a download that finished) on the current connection.
+    private let outbox = NIOLockedValueBox<(@Sendable ([SimulatedAgent.Action]) -> Void)?>(nil)
+
+    func setOutbox(_ outbox: (@Sendable ([SimulatedAgent.Action]) -> Void)?) {
+        self.outbox.withLockedValue { $0 = outbox }
+    }
+
+    /// Performs actions on the current connection; without one they are dropped (the agent's state keeps
+    /// what they reported, and it reports it again when it reconnects).
+    func perform(_ actions: [SimulatedAgent.Action]) {
+        guard !actions.isEmpty, let outbox = self.outbox.withLockedValue({ $0 }) else { return }
+        outbox(actions)
+    }
+
     func attach(_ channel: any Channel) { self.channel.withLockedValue { $0 = channel } }
     func close() { self.channel.withLockedValue { $0 }?.close(promise: nil) }
 }
@@ -321,6 +463,13 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
         }
         let seconds = Int64(self.slot.state.withLockedValue { $0.profile.heartbeatSeconds })
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        self.slot.setOutbox { actions in
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                if context.channel.isActive { handler.perform(actions, context: context) }
+            }
+        }
         self.heartbeat = context.eventLoop.scheduleRepeatedTask(
             initialDelay: .seconds(seconds),
             delay: .seconds(seconds)
@@ -331,6 +480,7 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.slot.setOutbox(nil)
         self.heartbeat?.cancel()
         self.runner.statistics.connectedCount.wrappingSubtract(1, ordering: .relaxed)
         context.fireChannelInactive()
@@ -345,7 +495,10 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
             return
         }
         self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
-        let actions = self.slot.state.withLockedValue { $0.receive(message) }
+        self.perform(self.slot.state.withLockedValue { $0.receive(message) }, context: context)
+    }
+
+    func perform(_ actions: [SimulatedAgent.Action], context: ChannelHandlerContext) {
         for action in actions {
             switch action {
             case .send(let outgoing):
@@ -357,6 +510,8 @@ final class WebSocketAgentConnection: ChannelInboundHandler {
                 context.channel.flush()
                 context.close(promise: nil)
                 return
+            case .download(let download):
+                self.runner.download(download, for: self.slot)
             }
         }
     }
@@ -397,11 +552,41 @@ final class HTTPAgentConnection: ChannelInboundHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         self.runner.statistics.connectedCount.wrappingAdd(1, ordering: .relaxed)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let eventLoop = context.eventLoop
+        self.slot.setOutbox { actions in
+            eventLoop.execute {
+                let (handler, context) = loopBound.value
+                guard context.channel.isActive else { return }
+                handler.perform(actions, context: context)
+                handler.pump(context: context)
+            }
+        }
         self.enqueue(self.slot.state.withLockedValue { $0.connected() }, context: context)
         context.fireChannelActive()
     }
 
+    /// Queues what the actions send (HTTP sends one request at a time).
+    func perform(_ actions: [SimulatedAgent.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .send(let outgoing): self.queue.append(outgoing)
+            case .sendLater(let outgoing, let delay):
+                later(delay, context: context) { self.enqueue(outgoing, context: context) }
+            case .reconnect:
+                // HTTP: the next request goes out on a new connection with the new certificate, and carries the
+                // status (APPLIED) the reconnect produces.
+                self.queue.removeAll()
+                context.close(promise: nil)
+                return
+            case .download(let download):
+                self.runner.download(download, for: self.slot)
+            }
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        self.slot.setOutbox(nil)
         self.poll?.cancel()
         self.runner.statistics.connectedCount.wrappingSubtract(1, ordering: .relaxed)
         context.fireChannelInactive()
@@ -412,7 +597,7 @@ final class HTTPAgentConnection: ChannelInboundHandler {
         self.pump(context: context)
     }
 
-    private func pump(context: ChannelHandlerContext) {
+    func pump(context: ChannelHandlerContext) {
         guard !self.inFlight, !self.queue.isEmpty else { return }
         self.poll?.cancel()
         var message = self.queue.removeFirst()
@@ -451,19 +636,8 @@ final class HTTPAgentConnection: ChannelInboundHandler {
             self.body = nil
             if let message = try? OpAMP_ServerToAgent(serializedBytes: bytes) {
                 self.runner.statistics.receivedCount.wrappingAdd(1, ordering: .relaxed)
-                for action in self.slot.state.withLockedValue({ $0.receive(message) }) {
-                    switch action {
-                    case .send(let outgoing): self.queue.append(outgoing)
-                    case .sendLater(let outgoing, let delay):
-                        later(delay, context: context) { self.enqueue(outgoing, context: context) }
-                    case .reconnect:
-                        // HTTP: the next request goes out on a new connection with the new certificate, and
-                        // carries the status (APPLIED) the reconnect produces.
-                        self.queue.removeAll()
-                        context.close(promise: nil)
-                        return
-                    }
-                }
+                self.perform(self.slot.state.withLockedValue { $0.receive(message) }, context: context)
+                if !context.channel.isActive { return }
             }
             if self.queue.isEmpty {
                 let seconds = Int64(self.slot.state.withLockedValue { $0.profile.heartbeatSeconds })

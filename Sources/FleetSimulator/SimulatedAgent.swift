@@ -1,3 +1,4 @@
+import Credentials
 import Crypto
 import Foundation
 import OpAMPProtocol
@@ -25,6 +26,20 @@ public struct AgentProfile: Sendable {
     /// Like the opampsupervisor with its own rollback (contrib PR #47853): after FAILED it restores the last
     /// config that worked and reports APPLIED with that config's hash.
     public var rollsBackOnFailure = false
+    /// The public key package signatures must verify with (pinned); nil: signatures are not checked.
+    public var packageSigningKey: Curve25519.Signing.PublicKey?
+    /// Package versions whose install fails (the installer exits with an error).
+    public var failingPackageVersions: Set<String> = []
+    /// Top-level package versions the collector turns unhealthy on once installed.
+    public var unhealthyPackageVersions: Set<String> = []
+    /// Cut the first download of each package after this many bytes, then resume it with a range request.
+    public var interruptDownloadsAfterBytes: Int64?
+
+    /// AcceptsPackages and ReportsPackageStatuses.
+    public static let packageCapabilities: UInt64 = 0x8 | 0x10
+
+    /// Accepts packages (downloads, verifies and installs what the server offers).
+    public var acceptsPackages: Bool { self.capabilities & 0x8 != 0 }
 
     /// Accepts OpAMP connection settings and reports their status (the supervisor's
     /// `accepts_opamp_connection_settings`): an offered certificate makes it reconnect with it.
@@ -70,6 +85,8 @@ public struct SimulatedAgent: Sendable {
         case sendLater(OpAMP_AgentToServer, after: Duration)
         /// Close the connection and connect again (new connection settings: with ``credential``).
         case reconnect
+        /// Download a package (the transport reports back through ``downloaded(_:outcome:)``).
+        case download(PackageDownload)
     }
 
     public private(set) var uid: InstanceUID
@@ -93,6 +110,12 @@ public struct SimulatedAgent: Sendable {
     private var connectedBefore = false
     /// The last config that applied, and its hash (what a supervisor rolls back to).
     private var lastGood: (hash: Data, config: OpAMP_AgentConfigMap)?
+    /// What it reports about its packages, and what it has installed (version and `PackageAvailable.hash`).
+    private var packageStatuses = OpAMP_PackageStatuses()
+    public private(set) var installedPackages: [String: (version: String, hash: Data)] = [:]
+    /// False while it runs a package version that makes it unhealthy.
+    private var packageHealthy = true
+    private var packageError = ""
 
     /// Creates an agent with a fresh UUIDv7.
     public init(profile: AgentProfile, uid: InstanceUID) {
@@ -142,15 +165,17 @@ public struct SimulatedAgent: Sendable {
         message.health = self.health()
         message.effectiveConfig.configMap = self.effective
         if self.profile.reportsRemoteConfig { message.remoteConfigStatus = self.remoteStatus }
+        if self.profile.acceptsPackages { message.packageStatuses = self.packageStatuses }
         return message
     }
 
     private func health() -> OpAMP_ComponentHealth {
         var health = OpAMP_ComponentHealth()
-        health.healthy = self.healthy
-        health.lastError = self.lastError
+        let healthy = self.healthy && self.packageHealthy
+        health.healthy = healthy
+        health.lastError = self.lastError.isEmpty ? self.packageError : self.lastError
         health.startTimeUnixNano = self.startTime
-        health.status = self.healthy ? "StatusOK" : "StatusFatalError"
+        health.status = healthy ? "StatusOK" : "StatusFatalError"
         return health
     }
 
@@ -171,6 +196,7 @@ public struct SimulatedAgent: Sendable {
         var message = self.next()
         if let status = self.settingsStatus { message.connectionSettingsStatus = status }
         if self.profile.reportsRemoteConfig { message.remoteConfigStatus = self.remoteStatus }
+        if self.profile.acceptsPackages { message.packageStatuses = self.packageStatuses }
         message.health = self.health()
         return message
     }
@@ -236,6 +262,9 @@ public struct SimulatedAgent: Sendable {
                 restored.health = self.health()
                 actions.append(.sendLater(restored, after: self.profile.applyDelay * 2))
             }
+        }
+        if message.hasPackagesAvailable, self.profile.acceptsPackages {
+            actions += self.offered(message.packagesAvailable)
         }
         if message.hasCommand, message.command.type == .restart {
             self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)
@@ -355,8 +384,178 @@ public struct SimulatedAgent: Sendable {
         self.credential = credential
     }
 
+    // MARK: Packages
+
+    /// Like an opamp-go PackagesStateProvider: an offer with a new `all_packages_hash` is compared package by
+    /// package (`hash`); what differs is downloaded, verified and installed, and reported at every step.
+    private mutating func offered(_ offer: OpAMP_PackagesAvailable) -> [Action] {
+        guard offer.allPackagesHash != self.packageStatuses.serverProvidedAllPackagesHash else { return [] }
+        var statuses = OpAMP_PackageStatuses()
+        statuses.serverProvidedAllPackagesHash = offer.allPackagesHash
+        var actions: [Action] = []
+        for name in offer.packages.keys.sorted() {
+            let package = offer.packages[name]!
+            var status = OpAMP_PackageStatus()
+            status.name = name
+            status.serverOfferedVersion = package.version
+            status.serverOfferedHash = package.hash
+            if let have = self.installedPackages[name] {
+                status.agentHasVersion = have.version
+                status.agentHasHash = have.hash
+            }
+            if self.installedPackages[name]?.hash == package.hash {
+                status.status = .installed
+            } else {
+                status.status = .downloading
+                status.downloadDetails.downloadPercent = 0
+                actions.append(
+                    .download(
+                        PackageDownload(
+                            name: name,
+                            version: package.version,
+                            topLevel: package.type == .topLevel,
+                            url: package.file.downloadURL,
+                            headers: Dictionary(
+                                package.file.headers.headers.map { ($0.key, $0.value) },
+                                uniquingKeysWith: { _, last in last }
+                            ),
+                            contentHash: [UInt8](package.file.contentHash),
+                            signature: [UInt8](package.file.signature),
+                            hash: package.hash,
+                            offer: offer.allPackagesHash,
+                            interruptAfterBytes: self.profile.interruptDownloadsAfterBytes
+                        )
+                    )
+                )
+            }
+            statuses.packages[name] = status
+        }
+        self.packageStatuses = statuses
+        var report = self.next()
+        report.packageStatuses = statuses
+        return [.send(report)] + actions
+    }
+
+    /// Download progress of a package of the current offer.
+    public mutating func downloading(_ download: PackageDownload, percent: Double) -> [Action] {
+        guard self.isCurrent(download), var status = self.packageStatuses.packages[download.name] else { return [] }
+        status.status = .downloading
+        status.downloadDetails.downloadPercent = percent
+        self.packageStatuses.packages[download.name] = status
+        var report = self.next()
+        report.packageStatuses = self.packageStatuses
+        return [.send(report)]
+    }
+
+    /// A download ended: verify the content hash and the signature, then install (or report why not).
+    public mutating func downloaded(_ download: PackageDownload, outcome: DownloadOutcome) -> [Action] {
+        guard self.isCurrent(download), var status = self.packageStatuses.packages[download.name] else { return [] }
+        var problem: String?
+        if let error = outcome.error {
+            problem = "download failed: \(error)"
+        } else if outcome.sha256 != download.contentHash {
+            problem =
+                "content hash mismatch: the file's SHA-256 is \(Self.hex(outcome.sha256 ?? [])), the offer says \(Self.hex(download.contentHash))"
+        } else if let key = self.profile.packageSigningKey,
+            !PackageSignature.verify(
+                download.signature,
+                name: download.name,
+                version: download.version,
+                kind: download.topLevel ? "top-level" : "addon",
+                sha256: download.contentHash,
+                publicKey: key
+            )
+        {
+            problem = "the signature does not verify with the pinned package key"
+        } else if self.profile.failingPackageVersions.contains(download.version) {
+            problem = "installer exited with status 1"
+        }
+        if let problem {
+            status.status = .installFailed
+            status.errorMessage = problem
+            status.clearDownloadDetails()
+            self.packageStatuses.packages[download.name] = status
+            var report = self.next()
+            report.packageStatuses = self.packageStatuses
+            return [.send(report)]
+        }
+        status.status = .installing
+        status.clearDownloadDetails()
+        self.packageStatuses.packages[download.name] = status
+        var installing = self.next()
+        installing.packageStatuses = self.packageStatuses
+        // Installed: the collector restarts on the new binary, with the new version in its description.
+        status.status = .installed
+        status.agentHasVersion = download.version
+        status.agentHasHash = download.hash
+        status.errorMessage = ""
+        self.packageStatuses.packages[download.name] = status
+        self.installedPackages[download.name] = (download.version, download.hash)
+        var done = self.next()
+        if download.topLevel {
+            self.profile.version = download.version
+            self.startTime = UInt64(Date().timeIntervalSince1970 * 1e9)
+            let unhealthy = self.profile.unhealthyPackageVersions.contains(download.version)
+            self.packageHealthy = !unhealthy
+            self.packageError =
+                unhealthy ? "collector \(download.version) keeps crashing: tail_sampling failed to start" : ""
+            done.agentDescription = self.fullState().agentDescription
+            done.health = self.health()
+        }
+        done.packageStatuses = self.packageStatuses
+        return [.send(installing), .sendLater(done, after: self.profile.applyDelay)]
+    }
+
+    private func isCurrent(_ download: PackageDownload) -> Bool {
+        self.packageStatuses.serverProvidedAllPackagesHash == download.offer
+            && self.packageStatuses.packages[download.name]?.serverOfferedHash == download.hash
+    }
+
+    private static func hex(_ bytes: [UInt8]) -> String {
+        bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    /// What it reports about its packages now.
+    public var packageStatusReport: OpAMP_PackageStatuses { self.packageStatuses }
+
     /// The status last reported for connection settings.
     public var connectionSettingsStatus: OpAMP_ConnectionSettingsStatus? { self.settingsStatus }
+}
+
+/// A package to download, from an offer.
+public struct PackageDownload: Sendable, Hashable {
+    public var name: String
+    public var version: String
+    public var topLevel: Bool
+    public var url: String
+    /// Headers to send (the download token: never log them).
+    public var headers: [String: String]
+    public var contentHash: [UInt8]
+    public var signature: [UInt8]
+    /// `PackageAvailable.hash`, and the offer's `all_packages_hash`.
+    public var hash: Data
+    public var offer: Data
+    /// Cut the first attempt after this many bytes (then resume with a range request).
+    public var interruptAfterBytes: Int64?
+}
+
+/// How a download ended.
+public struct DownloadOutcome: Sendable, Hashable {
+    /// SHA-256 of what was received (nil when it failed).
+    public var sha256: [UInt8]?
+    /// Bytes received, and range requests used to resume.
+    public var bytes: Int64
+    public var resumes: Int
+    /// Why it failed.
+    public var error: String?
+
+    /// Creates an outcome.
+    public init(sha256: [UInt8]?, bytes: Int64, resumes: Int = 0, error: String? = nil) {
+        self.sha256 = sha256
+        self.bytes = bytes
+        self.resumes = resumes
+        self.error = error
+    }
 }
 
 /// A client certificate and its private key, PEM. Carries a secret: never log it.

@@ -96,9 +96,14 @@ struct APIClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: Array(data)))
         }
+        return try await self.send(request, timeout: .seconds(60))
+    }
+
+    /// Sends a prepared request; returns the body of a 2xx answer, throws ``ClientFailure`` otherwise.
+    func send(_ request: HTTPClientRequest, timeout: TimeAmount) async throws -> [UInt8] {
         let response: HTTPClientResponse
         do {
-            response = try await Self.client(trusting: self.options.caCertPath).execute(request, timeout: .seconds(60))
+            response = try await Self.client(trusting: self.options.caCertPath).execute(request, timeout: timeout)
         } catch {
             throw ClientFailure(
                 message: "cannot reach policyd at \(self.options.baseURL): \(Self.describe(error))",

@@ -12,7 +12,7 @@ struct Policyctl: AsyncParsableCommand {
             Validate.self, Format.self, Compile.self, Render.self, Test.self, Explain.self, Estimate.self,
             Generate.self,
             Apply.self, Diff.self, RolloutCommand.self,
-            Rollback.self, History.self, Versions.self, Agents.self, Ring.self, Tokens.self,
+            Rollback.self, History.self, Versions.self, Agents.self, Ring.self, Tokens.self, PackagesCommand.self,
         ]
     )
 

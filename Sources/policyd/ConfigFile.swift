@@ -12,7 +12,7 @@ enum ConfigFile {
         "advertised_endpoint", "heartbeat_interval", "max_message_size", "max_connections", "log_level", "drain",
         "stage_timeout", "tls_cert", "tls_key", "tls_ca", "client_ca", "require_client_cert", "ca_dir",
         "enrolment_tokens_file",
-        "cert_lifetime_days", "cert_renew_at",
+        "cert_lifetime_days", "cert_renew_at", "package_base_url", "max_package_size",
     ]
 
     /// The file as command-line arguments.

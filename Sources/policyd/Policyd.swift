@@ -117,6 +117,15 @@ extension Policyd {
         @Option(help: "File with enrolment tokens, one `TIER NAME TOKEN` per line (TIER: sampling, lb or any).")
         var enrolmentTokensFile: String?
 
+        @Option(
+            help:
+                "URL agents download packages from: this API as agents reach it (default: the API's own address; needed with a wildcard --api-bind)."
+        )
+        var packageBaseUrl: String?
+
+        @Option(help: "Largest package accepted by `policyctl packages push`, in MiB.")
+        var maxPackageSize: Int64 = 2048
+
         @Option(help: "Lifetime of agent certificates the CA issues, in days.")
         var certLifetimeDays = 30.0
 
@@ -189,6 +198,17 @@ extension Policyd {
             var options = ControlPlaneOptions()
             options.drain = self.drain
             options.stageTimeoutSeconds = self.stageTimeout
+            options.packageBaseURL = self.packageBaseUrl
+            let packages: PackageRepository
+            do {
+                packages = try PackageRepository(
+                    directory: URL(fileURLWithPath: self.dataDir).appendingPathComponent("packages"),
+                    store: store,
+                    maxPackageBytes: self.maxPackageSize * 1024 * 1024
+                )
+            } catch {
+                throw ValidationError("\(error)")
+            }
             let access: AgentAccess
             do {
                 access = try AgentAccess(
@@ -224,6 +244,7 @@ extension Policyd {
                 port: self.apiPort,
                 tls: security.apiTLS?.configuration(),
                 access: access,
+                packages: packages,
                 logger: Logger(label: "policyd.control")
             )
             let group = ServiceGroup(

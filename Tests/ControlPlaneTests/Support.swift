@@ -91,7 +91,9 @@ final class TestStack: Sendable {
     init(
         directory: URL = temporaryDirectory(),
         options: ControlPlaneOptions = fastOptions(),
-        tokens: [APIToken] = []
+        tokens: [APIToken] = [],
+        packages: Bool = false,
+        maxPackageBytes: Int64 = 64 << 20
     ) async throws {
         var configuration = OpAMPServerConfiguration()
         configuration.host = "127.0.0.1"
@@ -101,12 +103,20 @@ final class TestStack: Sendable {
         self.opampPort = try await self.opamp.start()
         self.directory = directory
         let store = try SQLiteStore(directory: directory)
+        let repository =
+            packages
+            ? try PackageRepository(
+                directory: directory.appendingPathComponent("packages"),
+                store: store,
+                maxPackageBytes: maxPackageBytes
+            ) : nil
         self.server = try ControlPlaneServer(
             store: store,
             registry: self.opamp.registry,
             options: options,
             tokens: tokens,
-            port: 0
+            port: 0,
+            packages: repository
         )
         let group = ServiceGroup(services: [self.server], logger: Logger(label: "test"))
         self.group = group
@@ -120,7 +130,8 @@ final class TestStack: Sendable {
         applyDelay: Duration = .milliseconds(30),
         reportsRemoteConfig: Bool = true,
         supervisorRollback: Bool = false,
-        firstIndex: Int = 0
+        firstIndex: Int = 0,
+        adjust: (inout FleetOptions) -> Void = { _ in }
     ) -> FleetRunner {
         var options = FleetOptions()
         options.firstIndex = firstIndex
@@ -132,6 +143,7 @@ final class TestStack: Sendable {
         options.applyDelay = applyDelay
         options.heartbeatSeconds = 30
         options.threads = 1
+        adjust(&options)
         return FleetRunner(options: options)
     }
 
@@ -142,7 +154,8 @@ final class TestStack: Sendable {
         samplers: Int,
         reportsRemoteConfig: Bool = true,
         supervisorRollback: Bool = false,
-        firstIndex: Int = 0
+        firstIndex: Int = 0,
+        adjust: (inout FleetOptions) -> Void = { _ in }
     ) async -> FleetRunner {
         let expected = self.opamp.registry.connectedCount + loadBalancers + samplers
         let fleet = self.fleet(
@@ -150,7 +163,8 @@ final class TestStack: Sendable {
             samplers: samplers,
             reportsRemoteConfig: reportsRemoteConfig,
             supervisorRollback: supervisorRollback,
-            firstIndex: firstIndex
+            firstIndex: firstIndex,
+            adjust: adjust
         )
         let task = Task { try await fleet.run() }
         self.fleets.withLockedValue { $0.append((fleet, task)) }

@@ -181,6 +181,8 @@ import Testing
                 numbers.append(message.sequenceNum)
             case .reconnect:
                 Issue.record("a config push does not make the agent reconnect")
+            case .download:
+                Issue.record("a config push downloads nothing")
             }
         }
         #expect(numbers == [0, 1, 2])

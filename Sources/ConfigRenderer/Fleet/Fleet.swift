@@ -32,6 +32,9 @@ public struct Fleet: Sendable, Hashable, Codable {
     public var telemetry = Telemetry()
     /// How the control plane rolls out a new version.
     public var rollout = RolloutStrategy()
+    /// The packages (collector builds, add-ons) each tier should run, by name and version; `nil` for a tier
+    /// the file does not mention (the control plane keeps what that tier runs).
+    public var packages = PackagePins()
 
     /// The default fleet.
     public init() {}
@@ -40,6 +43,28 @@ public struct Fleet: Sendable, Hashable, Codable {
     public var effectiveLoadBalancingExporterType: String {
         self.loadBalancingExporterType
             ?? (self.collectorVersion >= CollectorVersion(major: 0, minor: 153) ? "load_balancing" : "loadbalancing")
+    }
+}
+
+/// `packages:` in `fleet.yaml`: package name to version, per tier.
+public struct PackagePins: Sendable, Hashable, Codable {
+    /// The load-balancing tier's packages; `nil` when not declared.
+    public var loadBalancing: [String: String]?
+    /// The sampling tier's packages; `nil` when not declared.
+    public var sampling: [String: String]?
+
+    /// No packages declared.
+    public init(loadBalancing: [String: String]? = nil, sampling: [String: String]? = nil) {
+        self.loadBalancing = loadBalancing
+        self.sampling = sampling
+    }
+
+    /// One tier's packages.
+    public subscript(tier: Tier) -> [String: String]? {
+        get { tier == .loadBalancing ? self.loadBalancing : self.sampling }
+        set {
+            if tier == .loadBalancing { self.loadBalancing = newValue } else { self.sampling = newValue }
+        }
     }
 }
 

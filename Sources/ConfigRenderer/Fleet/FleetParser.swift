@@ -179,7 +179,7 @@ final class FleetReader {
 
     static let topLevelKeys = [
         "collector", "tiers", "samplers", "load_balancing", "backends", "receivers", "memory_limiter", "batch",
-        "telemetry", "rollout",
+        "telemetry", "rollout", "packages",
     ]
 
     func readFleet(_ root: Node, into fleet: inout Fleet) {
@@ -220,6 +220,7 @@ final class FleetReader {
                 )
             }
         }
+        if let node = top["packages"] { self.readPackages(node, into: &fleet.packages) }
         if let node = top["samplers"] { self.readSamplers(node, into: &fleet) }
         if let node = top["load_balancing"] { self.readLoadBalancing(node, into: &fleet.loadBalancing) }
         if let node = top["backends"] { self.readBackends(node, into: &fleet) }
@@ -390,6 +391,50 @@ final class FleetReader {
             return nil
         }
         return TierMatch(attribute: attribute, value: value)
+    }
+
+    /// `packages: {load_balancing: {NAME: VERSION}, sampling: {…}}`.
+    private func readPackages(_ node: Node, into pins: inout PackagePins) {
+        guard let tiers = self.fields(node, "packages", allowed: ["load_balancing", "sampling"]) else { return }
+        for (key, tier) in [("load_balancing", Tier.loadBalancing), ("sampling", .sampling)] {
+            guard let tierNode = tiers[key] else { continue }
+            let context = "packages.\(key)"
+            guard case .mapping(let mapping) = tierNode else {
+                if case .scalar(let scalar) = tierNode, scalar.string.isEmpty || scalar.string == "null" {
+                    pins[tier] = [:]  // declared empty: no packages managed for the tier
+                } else {
+                    self.report(.wrongType, "`\(context)` maps package names to versions", at: tierNode)
+                }
+                continue
+            }
+            var versions: [String: String] = [:]
+            for (nameNode, versionNode) in mapping {
+                guard let name = nameNode.string, let version = self.string(versionNode, "\(context).\(name)") else {
+                    continue
+                }
+                let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+                if name.isEmpty || name.count > 100 || !name.allSatisfy(allowed.contains) {
+                    self.report(
+                        .invalidValue,
+                        "`\(name)` is not a package name",
+                        at: nameNode,
+                        suggestion: "package names use letters, digits, `.`, `_` and `-`, as in `otelcol-contrib`"
+                    )
+                    continue
+                }
+                if version.isEmpty || version.count > 100 || !version.allSatisfy(allowed.union("+").contains) {
+                    self.report(
+                        .invalidValue,
+                        "`\(version)` is not a package version",
+                        at: versionNode,
+                        suggestion: "write the version as published, for example `0.150.0`"
+                    )
+                    continue
+                }
+                versions[name] = version
+            }
+            pins[tier] = versions
+        }
     }
 
     private func readSamplers(_ node: Node, into fleet: inout Fleet) {

@@ -135,6 +135,7 @@ public struct APIError: HTTPResponseError {
         case .notFound(let text): APIError(.notFound, code: "not_found", message: text)
         case .badRequest(let text): APIError(.badRequest, code: "bad_request", message: text)
         case .store(let text): APIError(.internalServerError, code: "store_error", message: text)
+        case .tooLarge(let text): APIError(.contentTooLarge, code: "too_large", message: text)
         }
     }
 }
@@ -243,6 +244,9 @@ public struct ControlPlaneAPI: Sendable {
         let router = Router(context: APIContext.self)
         let metrics = self.controller.metrics
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
+        if let repository = self.controller.packages {
+            router.add(middleware: PackageDownloadMiddleware(repository: repository))
+        }
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/metrics") { request, _ -> Response in
             _ = try self.authorize(request, .read)
@@ -471,6 +475,7 @@ public struct ControlPlaneAPI: Sendable {
             return JSON(detail)
         }
         self.addSecurityRoutes(to: v1)
+        self.addPackageRoutes(to: v1)
         v1.get("/audit") { request, _ -> JSON<[AuditEntry]> in
             _ = try self.authorize(request, .admin)
             return JSON(try self.store.audit(limit: 500))

@@ -30,6 +30,13 @@ public struct ControlPlaneOptions: Sendable {
     /// Agents offered a new certificate at once in an automatic renewal; 0: a tenth of them (at least one).
     public var rotationBatchSize = 0
 
+    /// The address agents download packages from: policyd's API as agents reach it
+    /// (`https://policyd.example:4321`). By default the API's own address once it listens.
+    public var packageBaseURL: String?
+    /// An agent that reports every offered package installed must report the top-level package's version as
+    /// its `service.version` within this many seconds (the collector restarts on the new binary first).
+    public var packageVersionGraceSeconds: Double = 30
+
     /// Defaults.
     public init() {}
 }
@@ -100,13 +107,16 @@ public enum ControlPlaneError: Error, Sendable {
     case badRequest(String)
     /// The store failed; nothing was changed.
     case store(String)
+    /// The upload is larger than policyd accepts.
+    case tooLarge(String)
 
     /// A sentence for people.
     public var message: String {
         switch self {
         case .rejected(let rejection):
             "the policy set has errors; nothing was stored\n" + rejection.summary
-        case .conflict(let text), .notFound(let text), .badRequest(let text), .store(let text): text
+        case .conflict(let text), .notFound(let text), .badRequest(let text), .store(let text), .tooLarge(let text):
+            text
         }
     }
 }

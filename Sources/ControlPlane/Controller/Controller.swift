@@ -30,6 +30,15 @@ public actor Controller {
     private var telemetryOffers: [Int: TelemetryOffer?] = [:]
     /// When certificates were last checked for renewal.
     var lastRenewalCheck = Date.distantPast
+    /// The package repository (nil: packages are not managed).
+    public nonisolated let packages: PackageRepository?
+    /// The address agents download packages from (policyd's API as they reach it).
+    var packageBaseURL: String?
+    /// Package offers by version and tier.
+    var packageOffers: [String: PackageOffer?] = [:]
+    /// When each agent first reported every offered package installed (its collector version is checked
+    /// against the package a little later: the collector restarts on the new binary first).
+    var installedAt: [String: (hash: [UInt8], at: Date)] = [:]
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -77,10 +86,13 @@ public actor Controller {
         options: ControlPlaneOptions = ControlPlaneOptions(),
         logger: Logger = Logger(label: "tailplane.control"),
         access: AgentAccess? = nil,
+        packages: PackageRepository? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.store = store
         self.access = access
+        self.packages = packages
+        self.packageBaseURL = options.packageBaseURL
         self.registry = registry
         self.options = options
         self.engine = RolloutEngine(ringLeaveGraceSeconds: options.ringLeaveGraceSeconds)
@@ -233,6 +245,10 @@ public actor Controller {
         var desired: Rendered?
         var configState: String
         var configError: String?
+        /// The packages it should have, and how it stands with them (nil: none managed).
+        var packageOffer: PackageOffer?
+        var packageState: String?
+        var packageError: String?
     }
 
     /// The fleet description that sorts agents into tiers: the newest version's.
@@ -308,6 +324,19 @@ public actor Controller {
             }
             if !snapshot.connected { configState = "offline" }
         }
+        var packageOffer: PackageOffer?
+        var packageState: String?
+        var packageError: String?
+        if let assignment = self.state.assignments[uid], tier != .unmanaged,
+            let offer = self.packageOffer(version: assignment.version, tier: tier)
+        {
+            packageOffer = offer
+            let judged = self.packageProgress(snapshot, offer: offer, now: now)
+            packageState = judged.state
+            packageError = judged.error
+            progress = Self.combine(progress, judged.progress)
+            if case .failed = judged.progress, snapshot.connected { configState = "failed" }
+        }
         return AgentState(
             view: AgentView(
                 name: attributes["host.name"],
@@ -322,7 +351,10 @@ public actor Controller {
             snapshot: snapshot,
             desired: desired,
             configState: configState,
-            configError: configError
+            configError: configError,
+            packageOffer: packageOffer,
+            packageState: packageState,
+            packageError: packageError
         )
     }
 
@@ -360,6 +392,16 @@ public actor Controller {
             if agent.snapshot.desiredTelemetry != offer { telemetry[agent.snapshot.instanceUID] = offer }
         }
         if !telemetry.isEmpty { self.registry.setDesiredTelemetry(telemetry) }
+        // Packages follow the assigned version too: an upgrade moves stage by stage, and a rollback to the
+        // previous version offers the previous packages again (the downgrade).
+        var packages: [InstanceUID: PackageOffer?] = [:]
+        for agent in views where agent.view.tier != .unmanaged {
+            guard self.state.assignments[agent.view.uid] != nil else { continue }
+            if agent.snapshot.desiredPackagesHash != agent.packageOffer?.allPackagesHash {
+                packages[agent.snapshot.instanceUID] = agent.packageOffer
+            }
+        }
+        if !packages.isEmpty { self.registry.setDesiredPackages(packages) }
     }
 
     /// The telemetry offer of a version's fleet, with `{env: NAME}` headers and CA files read now; nil when the
@@ -435,7 +477,7 @@ public actor Controller {
         guard let version = try self.store.version(number) else {
             throw ControlPlaneError.notFound("no version \(number)")
         }
-        switch VersionBuilder.compile(sources: version.sources, fleet: version.fleet) {
+        switch VersionBuilder.compile(sources: version.sources, fleet: version.fleet, packages: version.packages) {
         case .success(let set):
             self.sets[number] = set
             return set
@@ -540,7 +582,10 @@ public actor Controller {
             credential: snapshot.principal?.name,
             certificateFingerprint: snapshot.principal?.certificateFingerprint,
             connectionSettingsState: Self.connectionSettingsState(snapshot.connectionSettings),
-            connectionSettingsError: snapshot.connectionSettings.errorMessage
+            connectionSettingsError: snapshot.connectionSettings.errorMessage,
+            collectorVersion: snapshot.description?.attributes["service.version"],
+            packageState: agent.packageState,
+            packageError: agent.packageError
         )
     }
 
@@ -567,15 +612,26 @@ public actor Controller {
 
     /// Compiles, stores and starts rolling out a policy set (see ``ApplyRequest``).
     public func apply(_ request: ApplyRequest, actor: String, remote: String) throws(ControlPlaneError) -> ApplyResult {
+        try self.apply(request, actor: actor, remote: remote, packages: nil)
+    }
+
+    /// An apply; `packages` replaces what `fleet.yaml` and the current version say (a package rollout).
+    func apply(_ request: ApplyRequest, actor: String, remote: String, packages: VersionPackages?)
+        throws(ControlPlaneError) -> ApplyResult
+    {
         let started = ContinuousClock.now
         defer { self.metrics.applyDuration.record(duration: ContinuousClock.now - started) }
-        let compiled: CompiledSet
-        switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet) {
-        case .success(let set): compiled = set
-        case .failure(let rejection): throw .rejected(rejection)
-        }
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         let target = active?.to ?? self.state.current
+        let compiled: CompiledSet
+        if let packages {
+            switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet, packages: packages) {
+            case .success(let set): compiled = set
+            case .failure(let rejection): throw .rejected(rejection)
+            }
+        } else {
+            compiled = try self.compile(request.sources, fleet: request.fleet, inheriting: target)
+        }
         let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)
         let renderWarnings = try self.renderCheck(compiled)
@@ -623,7 +679,8 @@ public actor Controller {
                     author: request.author ?? actor,
                     message: request.message ?? "",
                     gitRevision: request.gitRevision,
-                    createdAt: self.clock()
+                    createdAt: self.clock(),
+                    packages: compiled.packages
                 )
             )
         } catch {
@@ -830,6 +887,8 @@ public actor Controller {
         // A new telemetry destination restarts every collector (the supervisor rewrites its config): both tiers.
         if old.fleet.telemetry.destinations != set.fleet.telemetry.destinations { return [.sampling, .loadBalancing] }
         return [AgentTier.sampling, .loadBalancing].filter { tier in
+            // New packages restart the collector like a new config (on the new binary).
+            if (old.packages?[tier] ?? []) != (set.packages?[tier] ?? []) { return true }
             let before = VersionBuilder.render(old, tier: tier, ring: ring, samplerCount: self.state.samplerCount)
             let after = VersionBuilder.render(set, tier: tier, ring: ring, samplerCount: self.state.samplerCount)
             switch (before, after) {
@@ -850,7 +909,7 @@ public actor Controller {
         }
     }
 
-    private func audit(actor: String, action: String, detail: String, remote: String) {
+    func audit(actor: String, action: String, detail: String, remote: String) {
         do {
             try self.store.appendAudit(
                 AuditEntry(time: self.clock(), actor: actor, action: action, detail: detail, remote: remote)

@@ -1,4 +1,5 @@
 import Foundation
+import OpAMPServer
 
 /// Which tier an agent belongs to, from the fleet description's `tiers` matchers.
 public enum AgentTier: String, Sendable, Hashable, Codable, CaseIterable {
@@ -71,6 +72,8 @@ public struct PolicyVersion: Sendable, Hashable, Codable {
     public var outcome: VersionOutcome
     /// Errors agents reported when it failed.
     public var failureReason: String?
+    /// The packages each tier runs with this version, pinned to their content (`nil`: none managed).
+    public var packages: VersionPackages?
 
     /// Creates a version record.
     public init(
@@ -84,7 +87,8 @@ public struct PolicyVersion: Sendable, Hashable, Codable {
         gitRevision: String?,
         createdAt: Date,
         outcome: VersionOutcome = .pending,
-        failureReason: String? = nil
+        failureReason: String? = nil,
+        packages: VersionPackages? = nil
     ) {
         self.number = number
         self.contentHash = contentHash
@@ -97,6 +101,111 @@ public struct PolicyVersion: Sendable, Hashable, Codable {
         self.createdAt = createdAt
         self.outcome = outcome
         self.failureReason = failureReason
+        self.packages = packages
+    }
+}
+
+/// A package a version pins: name, version, kind and the exact content (a version is immutable, so it
+/// names bytes, not only a version string).
+public struct PinnedPackage: Sendable, Hashable, Codable {
+    /// Package name.
+    public var name: String
+    /// Version as published.
+    public var version: String
+    /// Top-level (the collector) or add-on.
+    public var kind: PackageKind
+    /// SHA-256 of the file, hex.
+    public var sha256: String
+
+    /// Creates a pin.
+    public init(name: String, version: String, kind: PackageKind, sha256: String) {
+        self.name = name
+        self.version = version
+        self.kind = kind
+        self.sha256 = sha256
+    }
+}
+
+/// The packages of a version, per tier, sorted by name. A tier with none is not managed: its agents are
+/// never offered packages.
+public struct VersionPackages: Sendable, Hashable, Codable {
+    /// The load-balancing tier's packages.
+    public var loadBalancing: [PinnedPackage]
+    /// The sampling tier's packages.
+    public var sampling: [PinnedPackage]
+
+    /// Creates the packages of a version.
+    public init(loadBalancing: [PinnedPackage] = [], sampling: [PinnedPackage] = []) {
+        self.loadBalancing = loadBalancing.sorted { $0.name < $1.name }
+        self.sampling = sampling.sorted { $0.name < $1.name }
+    }
+
+    /// One tier's packages (none for unmanaged agents).
+    public subscript(tier: AgentTier) -> [PinnedPackage] {
+        switch tier {
+        case .loadBalancing: self.loadBalancing
+        case .sampling: self.sampling
+        case .unmanaged: []
+        }
+    }
+
+    /// No tier has packages.
+    public var isEmpty: Bool { self.loadBalancing.isEmpty && self.sampling.isEmpty }
+
+    /// The tier's collector (its top-level package), if it has one.
+    public func collector(_ tier: AgentTier) -> PinnedPackage? {
+        self[tier].first { $0.kind == .topLevel }
+    }
+
+    /// `name version` list for messages, such as `otelcol-contrib 0.150.0`.
+    public func summary(_ tier: AgentTier) -> String {
+        self[tier].map { "\($0.name) \($0.version)" }.joined(separator: ", ")
+    }
+}
+
+/// A package in policyd's repository.
+public struct PackageRecord: Sendable, Hashable, Codable {
+    /// Package name (`otelcol-contrib`).
+    public var name: String
+    /// Version as published (`0.150.0`).
+    public var version: String
+    /// Top-level (a collector build) or add-on.
+    public var kind: PackageKind
+    /// File size in bytes.
+    public var size: Int64
+    /// SHA-256 of the file, hex: where it is stored and what agents check.
+    public var sha256: String
+    /// policyd's Ed25519 signature of the package statement, base64 (docs/packages.md).
+    public var signature: String
+    /// Who pushed it (the API token's name).
+    public var uploader: String
+    /// When.
+    public var uploadedAt: Date
+
+    /// Creates a record.
+    public init(
+        name: String,
+        version: String,
+        kind: PackageKind,
+        size: Int64,
+        sha256: String,
+        signature: String,
+        uploader: String,
+        uploadedAt: Date
+    ) {
+        self.name = name
+        self.version = version
+        self.kind = kind
+        self.size = size
+        self.sha256 = sha256
+        self.signature = signature
+        self.uploader = uploader
+        self.uploadedAt = uploadedAt
+    }
+
+    /// The pin a version keeps.
+    public var pin: PinnedPackage {
+        PinnedPackage(name: self.name, version: self.version, kind: self.kind, sha256: self.sha256)
     }
 }
 
@@ -158,6 +267,13 @@ public struct AgentRecord: Sendable, Hashable, Codable {
     public var connectionSettingsState: String?
     /// The agent's error for the offered connection settings.
     public var connectionSettingsError: String?
+    /// The collector version it reports (`service.version` of its description).
+    public var collectorVersion: String?
+    /// Its packages: `installed`, `downloading 40%`, `installing`, `offered`, `failed`, or `upgrade by hand`
+    /// (it does not accept packages); nil when its version manages no packages.
+    public var packageState: String?
+    /// The agent's error for the offered packages.
+    public var packageError: String?
 }
 
 /// A ring change.

@@ -132,6 +132,19 @@ public final class SQLiteStore: ControlPlaneStore {
                     """
             )
         }
+        migrator.registerMigration("v3-packages") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE packages (
+                        name TEXT NOT NULL,
+                        version TEXT NOT NULL,
+                        record TEXT NOT NULL,
+                        PRIMARY KEY (name, version)
+                    );
+                    ALTER TABLE versions ADD COLUMN packages TEXT;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -177,13 +190,13 @@ public final class SQLiteStore: ControlPlaneStore {
                 try db.execute(
                     sql: """
                         INSERT INTO versions (number, content_hash, sources, fleet, ir, author, message, git_revision,
-                                              created_at, outcome, failure_reason)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+                                              created_at, outcome, failure_reason, packages)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)
                         """,
                     arguments: [
                         number, draft.contentHash, try self.json(draft.sources), draft.fleet, draft.ir, draft.author,
                         draft.message, draft.gitRevision, draft.createdAt.timeIntervalSince1970,
-                        VersionOutcome.pending.rawValue,
+                        VersionOutcome.pending.rawValue, try draft.packages.map { try self.json($0) },
                     ]
                 )
                 return version
@@ -203,7 +216,8 @@ public final class SQLiteStore: ControlPlaneStore {
             gitRevision: row["git_revision"],
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             outcome: VersionOutcome(rawValue: row["outcome"]) ?? .pending,
-            failureReason: row["failure_reason"]
+            failureReason: row["failure_reason"],
+            packages: try (row["packages"] as String?).map { try self.decode(VersionPackages.self, $0) }
         )
     }
 
@@ -473,6 +487,38 @@ public final class SQLiteStore: ControlPlaneStore {
                 try String.fetchAll(db, sql: "SELECT record FROM security ORDER BY kind, id").map {
                     try self.decode(SecurityRecord.self, $0)
                 }
+            }
+        }
+    }
+
+    // MARK: Packages
+
+    public func insertPackage(_ record: PackageRecord) throws {
+        let json = try self.json(record)
+        try self.run("storing package \(record.name) \(record.version)") {
+            try self.pool.write { db in
+                try db.execute(
+                    sql: "INSERT INTO packages (name, version, record) VALUES (?, ?, ?)",
+                    arguments: [record.name, record.version, json]
+                )
+            }
+        }
+    }
+
+    public func packages() throws -> [PackageRecord] {
+        try self.run("reading packages") {
+            try self.pool.read { db in
+                try String.fetchAll(db, sql: "SELECT record FROM packages").map {
+                    try self.decode(PackageRecord.self, $0)
+                }
+            }
+        }.sorted { ($0.name, $0.uploadedAt) < ($1.name, $1.uploadedAt) }
+    }
+
+    public func deletePackage(name: String, version: String) throws {
+        try self.run("deleting package \(name) \(version)") {
+            try self.pool.write { db in
+                try db.execute(sql: "DELETE FROM packages WHERE name = ? AND version = ?", arguments: [name, version])
             }
         }
     }

@@ -10,6 +10,8 @@ public struct VersionDraft: Sendable, Hashable {
     public var message: String
     public var gitRevision: String?
     public var createdAt: Date
+    /// The packages the version pins (`nil`: none).
+    public var packages: VersionPackages?
 
     /// Creates a draft.
     public init(
@@ -20,7 +22,8 @@ public struct VersionDraft: Sendable, Hashable {
         author: String,
         message: String,
         gitRevision: String?,
-        createdAt: Date
+        createdAt: Date,
+        packages: VersionPackages? = nil
     ) {
         self.contentHash = contentHash
         self.sources = sources
@@ -30,6 +33,7 @@ public struct VersionDraft: Sendable, Hashable {
         self.message = message
         self.gitRevision = gitRevision
         self.createdAt = createdAt
+        self.packages = packages
     }
 }
 
@@ -45,7 +49,8 @@ extension PolicyVersion {
             author: draft.author,
             message: draft.message,
             gitRevision: draft.gitRevision,
-            createdAt: draft.createdAt
+            createdAt: draft.createdAt,
+            packages: draft.packages
         )
     }
 }
@@ -104,4 +109,11 @@ public protocol ControlPlaneStore: Sendable {
     func saveSecurityRecords(_ records: [SecurityRecord]) throws
     /// Every security record.
     func securityRecords() throws -> [SecurityRecord]
+
+    /// Adds a package record; throws ``StoreError`` when one with the same name and version exists.
+    func insertPackage(_ record: PackageRecord) throws
+    /// Every package record, by name then upload time.
+    func packages() throws -> [PackageRecord]
+    /// Removes a package record (nothing when there is none).
+    func deletePackage(name: String, version: String) throws
 }

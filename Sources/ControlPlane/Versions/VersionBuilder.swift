@@ -1,6 +1,7 @@
 import ConfigRenderer
 import Crypto
 import Foundation
+import OpAMPServer
 import PolicyEngine
 
 /// A policy set compiled from an apply: what a version is made of, before it is stored.
@@ -19,6 +20,21 @@ public struct CompiledSet: Sendable {
     public var contentHash: String
     /// Compiler warnings.
     public var warnings: [Diagnostic]
+    /// The packages each tier runs (`nil`: none managed).
+    public var packages: VersionPackages? = nil
+
+    /// The collector version a tier's configs are rendered for: its top-level package's version when it
+    /// has one (the collector it will run), otherwise `collector.version` of `fleet.yaml`.
+    public func collectorVersion(_ tier: AgentTier) -> CollectorVersion {
+        self.packages?.collector(tier).flatMap { CollectorVersion($0.version) } ?? self.fleet.collectorVersion
+    }
+
+    /// The fleet with the tier's collector version, as its configs are rendered.
+    func fleet(for tier: AgentTier) -> Fleet {
+        var fleet = self.fleet
+        fleet.collectorVersion = self.collectorVersion(tier)
+        return fleet
+    }
 }
 
 /// Why an apply was refused: the compiler's diagnostics, the fleet description's, or the renderer's.
@@ -41,7 +57,11 @@ public struct ApplyRejection: Error, Sendable, Hashable, Codable {
 /// Compiles and renders versions with the same PolicyEngine and ConfigRenderer as `policyctl`. Pure.
 public enum VersionBuilder {
     /// Compiles sources and the fleet description; errors come back as diagnostics and nothing else happens.
-    public static func compile(sources: [SourceText], fleet fleetText: String) -> Result<CompiledSet, ApplyRejection> {
+    public static func compile(
+        sources: [SourceText],
+        fleet fleetText: String,
+        packages: VersionPackages? = nil
+    ) -> Result<CompiledSet, ApplyRejection> {
         let sorted = sources.sorted { $0.path < $1.path }
         guard !sorted.isEmpty else {
             return .failure(
@@ -81,13 +101,36 @@ public enum VersionBuilder {
         guard let policySet = result.policySet, !result.hasErrors, case .success(let fleet) = fleetResult else {
             return .failure(rejection)
         }
-        // Both tiers must render for some membership; a refusal (a feature the fleet's collectors lack, a budget
-        // share that rounds to nothing) refuses the apply.
+        let packages = packages.flatMap { $0.isEmpty ? nil : $0 }
+        // Both tiers must render for some membership, each for the collector version it will run; a refusal (a
+        // feature the collectors lack, a budget share that rounds to nothing) refuses the apply.
         let probe = Membership(samplers: ["probe:4317"], samplerCount: 1)
-        if case .failure(let problems) = ConfigRenderer.renderAll(policySet: policySet, fleet: fleet, membership: probe)
-        {
-            rejection.fleetDiagnostics = problems.diagnostics
-            return .failure(rejection)
+        for tier in [AgentTier.loadBalancing, .sampling] {
+            var tierFleet = fleet
+            if let collector = packages?.collector(tier), let version = CollectorVersion(collector.version) {
+                tierFleet.collectorVersion = version
+            }
+            let rendered = ConfigRenderer.render(
+                tier == .loadBalancing ? .loadBalancing : .sampling,
+                policySet: policySet,
+                fleet: tierFleet,
+                membership: probe
+            )
+            if case .failure(let problems) = rendered {
+                var diagnostics = problems.diagnostics
+                if let collector = packages?.collector(tier) {
+                    // Say which package set the version: the fix may be another collector, not other policies.
+                    diagnostics = diagnostics.map { diagnostic in
+                        var diagnostic = diagnostic
+                        diagnostic.message =
+                            "\(tier == .sampling ? "sampling" : "load-balancing") tier on \(collector.name) \(collector.version): "
+                            + diagnostic.message
+                        return diagnostic
+                    }
+                }
+                rejection.fleetDiagnostics = diagnostics
+                return .failure(rejection)
+            }
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
@@ -98,6 +141,18 @@ public enum VersionBuilder {
             hasher.update(data: Array("\(source.text.utf8.count):".utf8) + Array(source.text.utf8))
         }
         hasher.update(data: Array("fleet \(fleetText.utf8.count):".utf8) + Array(fleetText.utf8))
+        if let packages {
+            // Only when there are packages, so versions without any keep the hash they always had.
+            for (tier, pins) in [("lb", packages.loadBalancing), ("sampling", packages.sampling)] {
+                for pin in pins {
+                    hasher.update(
+                        data: Array(
+                            "package \(tier) \(pin.name) \(pin.version) \(pin.kind.rawValue) \(pin.sha256)\n".utf8
+                        )
+                    )
+                }
+            }
+        }
         let hash = Array(hasher.finalize()).hexString
         return .success(
             CompiledSet(
@@ -107,7 +162,8 @@ public enum VersionBuilder {
                 fleet: fleet,
                 irJSON: ir,
                 contentHash: hash,
-                warnings: result.diagnostics.filter { $0.severity == .warning }
+                warnings: result.diagnostics.filter { $0.severity == .warning },
+                packages: packages
             )
         )
     }
@@ -123,7 +179,7 @@ public enum VersionBuilder {
         return ConfigRenderer.render(
             tier == .loadBalancing ? .loadBalancing : .sampling,
             policySet: set.policySet,
-            fleet: set.fleet,
+            fleet: set.fleet(for: tier),
             membership: membership
         )
     }

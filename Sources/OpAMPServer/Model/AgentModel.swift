@@ -51,13 +51,15 @@ struct ServerCapabilities: OptionSet, Sendable, Hashable {
     static let acceptsStatus = Self(rawValue: 0x1)
     static let offersRemoteConfig = Self(rawValue: 0x2)
     static let acceptsEffectiveConfig = Self(rawValue: 0x4)
+    static let offersPackages = Self(rawValue: 0x8)
+    static let acceptsPackagesStatus = Self(rawValue: 0x10)
     static let offersConnectionSettings = Self(rawValue: 0x20)
     static let acceptsConnectionSettingsRequest = Self(rawValue: 0x40)
 
     /// What Tailplane's server does.
     static let tailplane: Self = [
-        .acceptsStatus, .offersRemoteConfig, .acceptsEffectiveConfig, .offersConnectionSettings,
-        .acceptsConnectionSettingsRequest,
+        .acceptsStatus, .offersRemoteConfig, .acceptsEffectiveConfig, .offersPackages, .acceptsPackagesStatus,
+        .offersConnectionSettings, .acceptsConnectionSettingsRequest,
     ]
 }
 
@@ -211,6 +213,10 @@ public struct AgentSnapshot: Sendable, Hashable {
     public var principal: AgentPrincipal?
     /// Where the layer above wants it to send its own telemetry.
     public var desiredTelemetry: TelemetryOffer?
+    /// The packages the layer above wants it to have (`all_packages_hash`); nil when none are managed.
+    public var desiredPackagesHash: [UInt8]?
+    /// What it last reported about its packages.
+    public var packageStatuses: PackageStatuses?
 
     /// True while a connection is open (WebSocket) or polls arrive in time (HTTP).
     public var connected: Bool { self.transport != nil }
@@ -254,6 +260,8 @@ public enum AgentEvent: Sendable, Hashable {
     case instanceUIDReassigned(old: InstanceUID, new: InstanceUID)
     /// Connection settings were offered to the agent, or it reported on them.
     case connectionSettingsChanged(InstanceUID, ConnectionSettingsState)
+    /// The agent reported on its packages (downloading, installed, failed).
+    case packageStatusesChanged(InstanceUID, PackageStatuses)
 
     /// The agent the event is about.
     public var instanceUID: InstanceUID {
@@ -261,7 +269,8 @@ public enum AgentEvent: Sendable, Hashable {
         case .connected(let uid, _), .disconnected(let uid, _), .descriptionChanged(let uid, _),
             .healthChanged(let uid, _),
             .effectiveConfigChanged(let uid, _), .remoteConfigStatusChanged(let uid, _),
-            .remoteConfigRejected(let uid, _, _, _), .connectionSettingsChanged(let uid, _):
+            .remoteConfigRejected(let uid, _, _, _), .connectionSettingsChanged(let uid, _),
+            .packageStatusesChanged(let uid, _):
             uid
         case .instanceUIDReassigned(_, let new): new
         }

@@ -552,15 +552,23 @@ public final class AgentRegistry: Sendable {
 
     /// Sets the desired config of many agents at once.
     public func setDesiredConfig(_ configs: [InstanceUID: RemoteConfig?]) {
+        self.update(configs) { session, config in session.setDesired(config) }
+    }
+
+    /// Changes many sessions (made when missing), a few agents per lock hold so the event loops' own messages
+    /// are not held up by a big batch, and pushes what each change calls for. Queued under the lock: two quick
+    /// changes reach an agent in the order they were made.
+    private func update<Value>(
+        _ values: [InstanceUID: Value],
+        _ change: (inout AgentSession, Value) -> OpAMP_ServerToAgent?
+    ) {
         let now = self.clock()
-        // A few agents per lock hold, so the event loops' own messages are not held up by a big batch.
-        let entries = Array(configs)
+        let entries = Array(values)
         for start in stride(from: 0, to: entries.count, by: 64) {
             self.state.withLockedValue { state in
-                for (uid, config) in entries[start..<min(start + 64, entries.count)] {
+                for (uid, value) in entries[start..<min(start + 64, entries.count)] {
                     var session = state.sessions.removeValue(forKey: uid) ?? AgentSession(instanceUID: uid, now: now)
-                    // Queued under the lock: two quick changes reach the agent in the order they were made.
-                    if let push = session.setDesired(config), let owner = state.owners[uid] {
+                    if let push = change(&session, value), let owner = state.owners[uid] {
                         _ = state.connections[owner]?.push(push)
                     }
                     state.sessions[uid] = session
@@ -585,6 +593,13 @@ public final class AgentRegistry: Sendable {
                 }
             }
         }
+    }
+
+    /// Sets the packages agents should have (`nil`: packages are not managed for the agent). WebSocket
+    /// agents get a changed offer at once, HTTP agents on their next poll; only agents with AcceptsPackages
+    /// are offered anything.
+    public func setDesiredPackages(_ offers: [InstanceUID: PackageOffer?]) {
+        self.update(offers) { session, offer in session.setPackages(offer) }
     }
 
     /// Sends a command; false when the agent does not accept it. Delivered at once over WebSocket, on the

@@ -33,6 +33,10 @@ struct AgentSession {
     private var heartbeat: (intervalSeconds: UInt64, endpoint: String)?
     /// The available-components hash the full list was last asked for (asked once per hash).
     private var requestedComponents: [UInt8]?
+    /// The packages the layer above wants the agent to have, and the offer's hash last sent on this
+    /// connection (for agents that do not report package statuses).
+    private(set) var desiredPackages: PackageOffer?
+    private var packagesSentOnConnection: [UInt8]?
 
     /// Messages without an answer to a ReportFullState request before it is taken as lost.
     static let fullStateWait = 3
@@ -80,6 +84,7 @@ struct AgentSession {
         self.snapshot.connectedSince = now
         self.sentOnConnection = nil
         self.telemetrySent = nil
+        self.packagesSentOnConnection = nil
         // A new connection may be a restarted agent: what it lacked before proves nothing now.
         self.answeredFullState = false
         self.awaitingFullState = nil
@@ -114,11 +119,14 @@ struct AgentSession {
             || (capabilities.contains(.reportsRemoteConfig) && self.snapshot.remoteConfigStatus == nil
                 && !message.hasRemoteConfigStatus)
             || (capabilities.contains(.reportsHealth) && self.snapshot.health == nil && !message.hasHealth)
+            || (capabilities.contains(.reportsPackageStatuses) && self.snapshot.packageStatuses == nil
+                && !message.hasPackageStatuses)
         let compressed =
             !message.hasAgentDescription
             || (capabilities.contains(.reportsEffectiveConfig) && !message.hasEffectiveConfig)
             || (capabilities.contains(.reportsRemoteConfig) && !message.hasRemoteConfigStatus)
             || (capabilities.contains(.reportsHealth) && !message.hasHealth)
+            || (capabilities.contains(.reportsPackageStatuses) && !message.hasPackageStatuses)
         var requestFullState = false
         if let waited = self.awaitingFullState {
             // A full report always carries the agent description; a message without one was on its way
@@ -184,6 +192,13 @@ struct AgentSession {
         if message.hasRemoteConfigStatus {
             events += self.absorb(ProtobufConversion.report(message.remoteConfigStatus), now: context.now)
         }
+        if message.hasPackageStatuses {
+            let statuses = PackageStatuses(message.packageStatuses)
+            if statuses != self.snapshot.packageStatuses {
+                self.snapshot.packageStatuses = statuses
+                events.append(.packageStatusesChanged(uid, statuses))
+            }
+        }
         if message.hasConnectionSettingsStatus {
             let status = message.connectionSettingsStatus
             var settings = self.snapshot.connectionSettings
@@ -216,6 +231,10 @@ struct AgentSession {
             response.remoteConfig = ProtobufConversion.remoteConfig(config)
             self.sentOnConnection = config.hash
         }
+        if let offer = self.packagesToSend() {
+            response.packagesAvailable = offer.message
+            self.packagesSentOnConnection = offer.allPackagesHash
+        }
         self.heartbeat = context.heartbeat
         if let issued = context.issuedCertificate {
             // The answer to this message's CSR first (a queued offer waits for the next poll): the signed
@@ -239,6 +258,7 @@ struct AgentSession {
         }
         let carriesOtherItems =
             response.flags != 0 || response.hasRemoteConfig || response.hasConnectionSettings
+            || response.hasPackagesAvailable
             || (message.flags & UInt64(OpAMP_AgentToServerFlags.requestInstanceUid.rawValue) != 0)
         if let command = self.pendingCommand, capabilities.contains(.acceptsRestartCommand), !carriesOtherItems {
             // A command travels alone: opamp-go ignores everything else in a message with a command.
@@ -306,7 +326,31 @@ struct AgentSession {
         return self.sentOnConnection == desired.hash ? nil : desired
     }
 
+    /// The package offer to include in the next response, if any: when the agent's last report names
+    /// another offer (or, for agents that report no package statuses, once per connection).
+    private func packagesToSend() -> PackageOffer? {
+        guard let desired = self.desiredPackages, self.snapshot.capabilities.contains(.acceptsPackages) else {
+            return nil
+        }
+        let hash = desired.allPackagesHash
+        if self.snapshot.capabilities.contains(.reportsPackageStatuses), let reported = self.snapshot.packageStatuses {
+            return reported.serverProvidedAllPackagesHash == hash ? nil : desired
+        }
+        return self.packagesSentOnConnection == hash ? nil : desired
+    }
+
     // MARK: Requests from the layer above
+
+    /// Sets the packages the agent should have. Returns a message to push now (for WebSocket agents) when
+    /// one is due; agents without AcceptsPackages are never offered packages.
+    mutating func setPackages(_ offer: PackageOffer?) -> OpAMP_ServerToAgent? {
+        guard offer != self.desiredPackages else { return nil }
+        self.desiredPackages = offer
+        self.snapshot.desiredPackagesHash = offer?.allPackagesHash
+        guard self.snapshot.transport == .webSocket, let offer = self.packagesToSend() else { return nil }
+        self.packagesSentOnConnection = offer.allPackagesHash
+        return self.push { $0.packagesAvailable = offer.message }
+    }
 
     /// Sets the desired config. Returns a message to push now (for WebSocket agents) when one is due.
     mutating func setDesired(_ config: RemoteConfig?) -> OpAMP_ServerToAgent? {

@@ -1,0 +1,265 @@
+import Credentials
+import Crypto
+import Foundation
+import NIOCore
+import OpAMPServer
+
+/// policyd's package repository: files stored by content (`packages/sha256/<hex>` in the data directory),
+/// records in the store, each signed with policyd's Ed25519 key (`packages/signing.key`). Uploads are
+/// streamed to disk and hashed on the way, so memory does not grow with the package.
+public final class PackageRepository: Sendable {
+    /// The repository's directory (`<data dir>/packages`).
+    public let directory: URL
+    let store: any ControlPlaneStore
+    let signingKey: Curve25519.Signing.PrivateKey
+    /// Keys the download tokens agents get with an offer (`packages/download.key`; kept across restarts, so
+    /// an offer made before a restart still downloads after it).
+    let downloadKey: SymmetricKey
+    /// The largest package accepted.
+    public let maxPackageBytes: Int64
+
+    /// Opens (or creates) the repository in `directory`, making the signing and download keys on first use.
+    public init(directory: URL, store: any ControlPlaneStore, maxPackageBytes: Int64 = 2 << 30) throws {
+        self.directory = directory
+        self.store = store
+        self.maxPackageBytes = maxPackageBytes
+        do {
+            try FileManager.default.createDirectory(
+                at: directory.appendingPathComponent("sha256"),
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
+            try FileManager.default.createDirectory(
+                at: directory.appendingPathComponent("incoming"),
+                withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700]
+            )
+        } catch {
+            throw StoreError("cannot create the package repository in \(directory.path): \(error.localizedDescription)")
+        }
+        do {
+            self.signingKey = try PackageSignature.loadOrCreateKey(at: directory.appendingPathComponent("signing.key"))
+        } catch {
+            throw StoreError("package signing key: \(error.description)")
+        }
+        let keyFile = directory.appendingPathComponent("download.key")
+        if let bytes = FileManager.default.contents(atPath: keyFile.path), bytes.count == 32 {
+            self.downloadKey = SymmetricKey(data: bytes)
+        } else {
+            let key = SymmetricKey(size: .bits256)
+            let bytes = key.withUnsafeBytes { Data($0) }
+            guard
+                FileManager.default.createFile(
+                    atPath: keyFile.path,
+                    contents: bytes,
+                    attributes: [.posixPermissions: 0o600]
+                )
+            else {
+                throw StoreError("cannot write \(keyFile.path)")
+            }
+            self.downloadKey = key
+        }
+        // Uploads cut short by a crash leave partial files here; none of them is a package.
+        for leftover in (try? FileManager.default.contentsOfDirectory(atPath: self.incoming.path)) ?? [] {
+            try? FileManager.default.removeItem(at: self.incoming.appendingPathComponent(leftover))
+        }
+    }
+
+    private var incoming: URL { self.directory.appendingPathComponent("incoming") }
+
+    /// Where the file with this SHA-256 (hex) is stored.
+    public func file(sha256: String) -> URL {
+        self.directory.appendingPathComponent("sha256").appendingPathComponent(sha256)
+    }
+
+    /// The folder of stored files, each named by its SHA-256 in hex.
+    public var filesDirectory: URL { self.directory.appendingPathComponent("sha256") }
+
+    /// The public key agents pin, PEM.
+    public var publicKeyPEM: String { PackageSignature.publicKeyPEM(self.signingKey.publicKey) }
+
+    /// What an upload did.
+    public struct Ingested: Sendable {
+        /// The record.
+        public var record: PackageRecord
+        /// `false` when the same name, version and content were already there.
+        public var created: Bool
+    }
+
+    /// Stores an uploaded package: streams `body` to disk while hashing it, signs the package statement and
+    /// records it. The same name, version and content again is not an error (nothing changes); the same
+    /// name and version with other content is refused: a published version never changes.
+    public func ingest<Body: AsyncSequence>(
+        name: String,
+        version: String,
+        kind: PackageKind,
+        uploader: String,
+        now: Date,
+        body: Body
+    ) async throws(ControlPlaneError) -> Ingested where Body.Element == ByteBuffer {
+        if let problem = Self.nameProblem(name) ?? Self.versionProblem(version) { throw .badRequest(problem) }
+        if let existing = self.record(name: name, version: version), existing.kind != kind {
+            throw .conflict("\(name) \(version) is stored as a \(existing.kind.rawValue) package")
+        }
+        let temporary = self.incoming.appendingPathComponent(UUID().uuidString)
+        guard
+            FileManager.default.createFile(
+                atPath: temporary.path,
+                contents: nil,
+                attributes: [.posixPermissions: 0o600]
+            ),
+            let handle = try? FileHandle(forWritingTo: temporary)
+        else {
+            throw .store("cannot write to \(self.incoming.path)")
+        }
+        var hasher = SHA256()
+        var size: Int64 = 0
+        do {
+            defer { try? handle.close() }
+            for try await buffer in body {
+                size += Int64(buffer.readableBytes)
+                if size > self.maxPackageBytes {
+                    throw ControlPlaneError.tooLarge(
+                        "the package is over \(self.maxPackageBytes) bytes (policyd serve --max-package-size)"
+                    )
+                }
+                buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
+                try handle.write(contentsOf: Data(buffer.readableBytesView))
+            }
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(at: temporary)
+            if let error = error as? ControlPlaneError { throw error }
+            throw .badRequest("the upload did not finish: \(error)")
+        }
+        guard size > 0 else {
+            try? FileManager.default.removeItem(at: temporary)
+            throw .badRequest("the package is empty")
+        }
+        let digest = Array(hasher.finalize())
+        let hex = digest.hexString
+        if let existing = self.record(name: name, version: version) {
+            try? FileManager.default.removeItem(at: temporary)
+            guard existing.sha256 == hex else {
+                throw .conflict(
+                    "\(name) \(version) is already published with other content (sha256 \(existing.sha256)); a published version never changes: push it as a new version"
+                )
+            }
+            return Ingested(record: existing, created: false)
+        }
+        let target = self.file(sha256: hex)
+        if FileManager.default.fileExists(atPath: target.path) {
+            try? FileManager.default.removeItem(at: temporary)  // the same bytes under another name: stored once
+        } else {
+            guard rename(temporary.path, target.path) == 0 else {
+                try? FileManager.default.removeItem(at: temporary)
+                throw .store("cannot move the package into \(self.filesDirectory.path)")
+            }
+        }
+        let signature: [UInt8]
+        do {
+            signature = try PackageSignature.sign(
+                name: name,
+                version: version,
+                kind: kind.rawValue,
+                sha256: digest,
+                key: self.signingKey
+            )
+        } catch {
+            throw .store("cannot sign the package: \(error)")
+        }
+        let record = PackageRecord(
+            name: name,
+            version: version,
+            kind: kind,
+            size: size,
+            sha256: hex,
+            signature: Data(signature).base64EncodedString(),
+            uploader: uploader,
+            uploadedAt: now
+        )
+        do {
+            try self.store.insertPackage(record)
+        } catch {
+            // Another upload of the same name and version won the race: the same content is that one.
+            if let winner = self.record(name: name, version: version) {
+                if winner.sha256 == hex { return Ingested(record: winner, created: false) }
+                throw .conflict("\(name) \(version) was published with other content at the same time")
+            }
+            throw .store("\(error)")
+        }
+        return Ingested(record: record, created: true)
+    }
+
+    /// Every package.
+    public func records() throws(ControlPlaneError) -> [PackageRecord] {
+        do { return try self.store.packages() } catch { throw .store("\(error)") }
+    }
+
+    /// One package.
+    public func record(name: String, version: String) -> PackageRecord? {
+        (try? self.store.packages())?.first { $0.name == name && $0.version == version }
+    }
+
+    /// Removes a package's record, and its file when no other record has the same content. The caller
+    /// checks that nothing uses it.
+    func remove(_ record: PackageRecord) throws(ControlPlaneError) {
+        do {
+            try self.store.deletePackage(name: record.name, version: record.version)
+            let others = try self.store.packages().contains { $0.sha256 == record.sha256 }
+            if !others { try? FileManager.default.removeItem(at: self.file(sha256: record.sha256)) }
+        } catch {
+            throw .store("\(error)")
+        }
+    }
+
+    /// The token an agent sends to download the file with this SHA-256 (`Authorization: Bearer …`): an HMAC
+    /// of the hash, so it opens that file only.
+    public func downloadToken(sha256: String) -> String {
+        Array(HMAC<SHA256>.authenticationCode(for: Array("download \(sha256)".utf8), using: self.downloadKey))
+            .hexString
+    }
+
+    /// True when `token` opens the file with this SHA-256.
+    func acceptsDownloadToken(_ token: String, sha256: String) -> Bool {
+        let expected = Array(self.downloadToken(sha256: sha256).utf8)
+        let given = Array(token.utf8)
+        guard expected.count == given.count else { return false }
+        return zip(expected, given).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// The offer of a pinned package, downloaded from `baseURL` (policyd's API address as agents reach it).
+    func offered(_ pin: PinnedPackage, baseURL: String) -> OfferedPackage? {
+        guard let record = self.record(name: pin.name, version: pin.version), record.sha256 == pin.sha256,
+            let signature = Data(base64Encoded: record.signature)
+        else { return nil }
+        let base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        return OfferedPackage(
+            name: pin.name,
+            kind: pin.kind,
+            version: pin.version,
+            downloadURL: "\(base)/v1/package-files/\(pin.sha256)",
+            contentHash: Array(hexBytes: pin.sha256),
+            signature: Array(signature),
+            headers: ["Authorization": "Bearer \(self.downloadToken(sha256: pin.sha256))"]
+        )
+    }
+
+    /// Why a package name is refused, if it is.
+    public static func nameProblem(_ name: String) -> String? {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if name.isEmpty || name.count > 100 || !name.allSatisfy(allowed.contains) || name.hasPrefix(".") {
+            return "`\(name)` is not a package name: use letters, digits, `.`, `_` and `-` (as in `otelcol-contrib`)"
+        }
+        return nil
+    }
+
+    /// Why a version string is refused, if it is.
+    public static func versionProblem(_ version: String) -> String? {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
+        if version.isEmpty || version.count > 100 || !version.allSatisfy(allowed.contains) {
+            return "`\(version)` is not a package version: write it as published, for example `0.150.0`"
+        }
+        return nil
+    }
+}

@@ -9,6 +9,8 @@
 #                                                 time, whichever comes first (CPU time, so a busy machine
 #                                                 does not shorten the run); figures in
 #                                                 .build-fuzz/campaign-TARGET.log
+#                                                 (TAILPLANE_FUZZ_PREBUILT=1: run the fuzzers as built, so
+#                                                 edits made since do not rebuild them mid-campaign)
 #   scripts/fuzz.sh list                          the targets
 #
 # Targets live in Fuzz/TARGET/ (Fuzz.swift, corpus/, dictionary.txt). They are package targets only when
@@ -82,7 +84,7 @@ case "${1:-}" in
         shift 2
         targets=("$@")
         [ ${#targets[@]} -gt 0 ] || targets=("${TARGETS[@]}")
-        build "${targets[@]}"
+        [ "${TAILPLANE_FUZZ_PREBUILT:-0}" = 1 ] || build "${targets[@]}"
         ticks=$(getconf CLK_TCK)
         for target in "${targets[@]}"; do
             log="$OUT/campaign-$target.log"
@@ -117,7 +119,7 @@ case "${1:-}" in
         printf '%s\n' "${TARGETS[@]}"
         ;;
     *)
-        sed -n '2,14p' "$0"
+        sed -n '2,16p' "$0"
         exit 2
         ;;
 esac

@@ -275,12 +275,13 @@ public final class FleetRunner: Sendable {
             } catch is Interrupted {
                 resumes += 1
             } catch {
+                // Retried for about 20 seconds (a server that restarts comes back), resuming where it stopped.
                 failures += 1
-                if failures >= 5 {
+                if failures >= 20 {
                     return DownloadOutcome(sha256: nil, bytes: received, resumes: resumes, error: "\(error)")
                 }
                 resumes += received > 0 ? 1 : 0
-                try? await Task.sleep(for: .milliseconds(200 * failures))
+                try? await Task.sleep(for: .milliseconds(min(200 * failures, 1000)))
             }
         }
     }

@@ -49,6 +49,15 @@ struct OpAMPFleet: AsyncParsableCommand {
     @Option(help: "Event loop threads.")
     var threads = 2
 
+    @Flag(help: "Agents accept packages: download, verify and install what the server offers, and report it.")
+    var acceptsPackages = false
+
+    @Option(help: "PEM public key package signatures must verify with (`policyctl packages signing-key`).")
+    var packageKey: String?
+
+    @Option(help: "Collector version agents start with (service.version).")
+    var collectorVersion = "0.150.0"
+
     func run() async throws {
         guard let url = URL(string: self.endpoint), let scheme = url.scheme, let host = url.host else {
             throw ValidationError("--endpoint must be a ws:// or http:// URL")
@@ -68,6 +77,14 @@ struct OpAMPFleet: AsyncParsableCommand {
         options.churnShare = self.churn
         options.churnInterval = .seconds(self.churnInterval)
         options.threads = self.threads
+        options.acceptsPackages = self.acceptsPackages
+        options.collectorVersion = self.collectorVersion
+        if let file = self.packageKey {
+            guard let pem = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw ValidationError("cannot read --package-key \(file)")
+            }
+            options.packageSigningKeyPEM = pem
+        }
         let runner = FleetRunner(options: options)
         let statistics = runner.statistics
         let task = Task { try await runner.run() }
@@ -76,7 +93,10 @@ struct OpAMPFleet: AsyncParsableCommand {
             try await Task.sleep(for: .seconds(self.statsInterval))
             let line =
                 "agents=\(self.agents) connected=\(statistics.connected) applied=\(statistics.applied) failed=\(statistics.failed) "
-                + "sent=\(statistics.sent) received=\(statistics.received) reconnects=\(statistics.reconnects)\n"
+                + "sent=\(statistics.sent) received=\(statistics.received) reconnects=\(statistics.reconnects)"
+                + (self.acceptsPackages
+                    ? " downloads=\(statistics.downloads) downloaded_mib=\(statistics.downloadedBytes >> 20)" : "")
+                + "\n"
             FileHandle.standardOutput.write(Data(line.utf8))
         }
         task.cancel()

@@ -565,6 +565,9 @@ struct AgentList: AsyncParsableCommand {
         var inRing: Bool
         var credential: String?
         var connectionSettingsState: String?
+        var collectorVersion: String?
+        var packageState: String?
+        var packageError: String?
     }
 
     func run() async throws {
@@ -579,11 +582,15 @@ struct AgentList: AsyncParsableCommand {
                     agent.desiredVersion.map(String.init) ?? "-", agent.configState,
                     agent.healthy.map { $0 ? "healthy" : "unhealthy" } ?? "-",
                     agent.tier == "sampling" ? (agent.inRing ? "yes" : "no") : "",
-                    agent.credential ?? "-", agent.configError ?? "",
+                    agent.collectorVersion ?? "-", agent.packageState ?? "-",
+                    agent.credential ?? "-", agent.configError ?? agent.packageError ?? "",
                 ]
             }
             printTable(
-                ["HOST", "UID", "TIER", "RUNS", "WANTS", "CONFIG", "HEALTH", "IN RING", "CREDENTIAL", "ERROR"],
+                [
+                    "HOST", "UID", "TIER", "RUNS", "WANTS", "CONFIG", "HEALTH", "IN RING", "COLLECTOR", "PACKAGES",
+                    "CREDENTIAL", "ERROR",
+                ],
                 rows
             )
         }

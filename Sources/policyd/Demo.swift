@@ -3,6 +3,7 @@ import ControlPlane
 import FleetSimulator
 import Foundation
 import Logging
+import NIOCore
 import OpAMPServer
 import ServiceLifecycle
 import UnixSignals
@@ -11,7 +12,7 @@ extension Policyd {
     struct Demo: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract:
-                "Run the control plane on a temporary SQLite store with a simulated fleet, roll out the example policies drain-aware, then roll back a version that fails."
+                "Run the control plane on a temporary SQLite store with a simulated fleet, roll out the example policies drain-aware, roll back a version that fails, then upgrade the collectors and downgrade a collector version that turns unhealthy."
         )
 
         @Option(help: "The policy set to apply (a directory with .policy files and fleet.yaml).")
@@ -63,11 +64,14 @@ extension Policyd {
             options.tickInterval = .milliseconds(100)
             options.bakeSecondsOverride = self.bake
             options.settleSecondsOverride = self.settle
+            let store = try SQLiteStore(directory: directory)
+            let packages = try PackageRepository(directory: directory.appendingPathComponent("packages"), store: store)
             let control = try ControlPlaneServer(
-                store: try SQLiteStore(directory: directory),
+                store: store,
                 registry: opamp.registry,
                 options: options,
-                port: self.apiPort
+                port: self.apiPort,
+                packages: packages
             )
             let group = ServiceGroup(
                 configuration: .init(
@@ -85,6 +89,11 @@ extension Policyd {
             fleetOptions.loadBalancerShare = Double(self.loadBalancers) / Double(fleetOptions.agents)
             fleetOptions.applyDelay = .milliseconds(300)
             fleetOptions.threads = 1
+            // Like opamp-go agents with a package provider: they pin policyd's signing key, and collector
+            // 0.153.0 keeps crashing on them (for the automatic downgrade at the end).
+            fleetOptions.acceptsPackages = true
+            fleetOptions.packageSigningKeyPEM = packages.publicKeyPEM
+            fleetOptions.unhealthyPackageVersions = ["0.153.0"]
             let fleet = FleetRunner(options: fleetOptions)
             let simulating = Task { try await fleet.run() }
 
@@ -161,6 +170,62 @@ extension Policyd {
                 try await self.report(controller, ended, say: say)
             }
 
+            // Collector upgrades: two stand-in builds in policyd's repository, rolled out like any version.
+            for version in ["0.150.0", "0.152.0", "0.153.0"] {
+                let build = Self.standInBuild(version)
+                let body = AsyncStream<ByteBuffer> { continuation in
+                    continuation.yield(ByteBuffer(bytes: build))
+                    continuation.finish()
+                }
+                let stored = try await packages.ingest(
+                    name: "otelcol-contrib",
+                    version: version,
+                    kind: .topLevel,
+                    uploader: "demo",
+                    now: Date(),
+                    body: body
+                )
+                print("")
+                say(
+                    "pushed otelcol-contrib \(version) (\(build.count / 1024) KiB, sha256 \(stored.record.sha256.prefix(12))...), signed with policyd's package key"
+                )
+            }
+            for (title, version) in [
+                (
+                    "pin the collector the fleet runs, 0.150.0: agents install the same version (from now on a failed upgrade has a collector to go back to)",
+                    "0.150.0"
+                ),
+                (
+                    "roll collector 0.152.0 out: agents download it, check its SHA-256 and signature, install it and restart on it (samplers drained first)",
+                    "0.152.0"
+                ),
+                (
+                    "roll collector 0.153.0 out: it crashes on the collectors, so every agent it reached goes back to 0.152.0",
+                    "0.153.0"
+                ),
+            ] {
+                print("")
+                say(title)
+                let result = try await controller.rolloutPackage(
+                    name: "otelcol-contrib",
+                    version: version,
+                    tiers: [],
+                    message: nil,
+                    supersede: false,
+                    dryRun: false,
+                    actor: "demo",
+                    remote: "local"
+                )
+                guard let rollout = result.rollout else { continue }
+                let ended = try await follow(rollout)
+                try await self.report(controller, ended, say: say)
+                let versions = Dictionary(grouping: fleet.agents(), by: { $0.profile.version }).mapValues(\.count)
+                say(
+                    "collectors run "
+                        + versions.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+                )
+            }
+
             if !self.exitWhenDone {
                 print("")
                 print(
@@ -187,6 +252,17 @@ extension Policyd {
                 "rollout \(rollout.id) \(rollout.phase.rawValue); fleet on version \(summary.currentVersion.map(String.init) ?? "none"): \(states.joined(separator: ", ")); ring \(summary.ring.version) has \(summary.ring.members.count) samplers"
             )
             if let failure = rollout.failure { say("why: \(failure)") }
+        }
+
+        /// A stand-in collector build: 2 MiB of deterministic bytes.
+        static func standInBuild(_ version: String) -> [UInt8] {
+            var bytes = Array("#!/bin/sh\necho otelcol-contrib \(version)\n".utf8)
+            var state: UInt32 = version.utf8.reduce(2_166_136_261) { ($0 ^ UInt32($1)) &* 16_777_619 }
+            while bytes.count < 2 << 20 {
+                state = state &* 1_664_525 &+ 1_013_904_223
+                bytes.append(UInt8(truncatingIfNeeded: state >> 24))
+            }
+            return bytes
         }
 
         /// The policy files and `fleet.yaml` of a directory.

@@ -187,6 +187,13 @@ import Testing
         for route in routes {
             #expect(documented.contains(route), "\(route) is not in docs/openapi.yaml")
         }
-        #expect(documented == Set(routes), "documented but not served: \(documented.subtracting(routes))")
+        // Package files are served by a middleware (Hummingbird's file middleware behind the download token), not a
+        // route.
+        let middleware: Set = ["GET /v1/package-files/{sha256}"]
+        #expect(middleware.isSubset(of: documented))
+        #expect(
+            documented.subtracting(middleware) == Set(routes),
+            "documented but not served: \(documented.subtracting(middleware).subtracting(routes))"
+        )
     }
 }

@@ -55,6 +55,14 @@ import Testing
         return (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any]
     }
 
+    func getArray(_ port: Int, _ path: String) async -> [[String: Any]] {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+            let body = try? await response.body.collect(upTo: 16 * 1024 * 1024)
+        else { return [] }
+        return ((try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [[String: Any]]) ?? []
+    }
+
     @Test func killNineInTheMiddleOfARolloutLosesNothing() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -120,6 +128,103 @@ import Testing
                     && (fleet?["agentsByState"] as? [String: Int])?["applied"] == 4
             }
         )
+        kill(policyd.processIdentifier, SIGTERM)
+        policyd.waitUntilExit()
+        #expect(policyd.terminationStatus == 0)
+    }
+
+    @Test func killNineInTheMiddleOfAPackageRolloutResumesIt() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let opampPort = Self.freePort()
+        let apiPort = Self.freePort()
+        var policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        defer { if policyd.isRunning { kill(policyd.processIdentifier, SIGKILL) } }
+        #expect(await eventually { await self.get(apiPort, "/v1/fleet") != nil })
+
+        var push = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/packages/otelcol-contrib/0.152.0")
+        push.method = .PUT
+        push.body = .bytes(ByteBuffer(bytes: Array(repeating: 0x5A, count: 3_000_000)))
+        #expect(try await HTTPClient.shared.execute(push, timeout: .seconds(30)).status == .created)
+        let keyResponse = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/packages/signing-key"),
+            timeout: .seconds(5)
+        )
+        let key = String(buffer: try await keyResponse.body.collect(upTo: 4096))
+
+        var options = FleetOptions()
+        options.port = opampPort
+        options.agents = 4
+        options.loadBalancerShare = 0.25
+        options.applyDelay = .milliseconds(50)
+        options.reconnectDelay = .milliseconds(200)
+        options.threads = 1
+        options.acceptsPackages = true
+        options.packageSigningKeyPEM = key
+        // The first pin must be the collector the tier runs (so a failed upgrade has one to go back to).
+        options.collectorVersion = "0.152.0"
+        let fleet = FleetRunner(options: options)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(
+            await eventually {
+                (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3
+            }
+        )
+
+        // The examples with collector 0.152.0 on both tiers, stages of two seconds each.
+        var request = try exampleApply { $0 }
+        request.fleet = request.fleet.replacingOccurrences(of: "bake_time: 5m", with: "bake_time: 2s")
+        request.fleet +=
+            "\npackages:\n  load_balancing: {otelcol-contrib: 0.152.0}\n  sampling: {otelcol-contrib: 0.152.0}\n"
+        var post = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/apply")
+        post.method = .POST
+        post.headers.add(name: "Content-Type", value: "application/json")
+        post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(request))))
+        #expect(try await HTTPClient.shared.execute(post, timeout: .seconds(30)).status == .created)
+        #expect(
+            await eventually(timeout: 30) {
+                let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+                return (rollout?["stageIndex"] as? Int ?? 0) >= 1 && rollout?["phase"] as? String == "progressing"
+            }
+        )
+        let before = fleet.agents().filter { $0.installedPackages["otelcol-contrib"] != nil }.count
+        kill(policyd.processIdentifier, SIGKILL)
+        policyd.waitUntilExit()
+
+        // Restarted on the same data directory: the package, its key and the rollout are there, and every
+        // agent ends on the new collector.
+        policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        #expect(await eventually { await self.get(apiPort, "/v1/versions/1") != nil })
+        let finished = await eventually(timeout: 60) {
+            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return rollout?["id"] as? Int == 1 && rollout?["phase"] as? String == "succeeded"
+        }
+        #expect(finished)
+        #expect(before >= 1 && before < 4, "the kill landed in the middle (\(before) of 4 installed)")
+        // Agents that were reconnecting when their stage came catch up right after, drained like any update.
+        let caughtUp = await eventually(timeout: 30) {
+            fleet.agents().allSatisfy {
+                $0.installedPackages["otelcol-contrib"]?.version == "0.152.0" && $0.profile.version == "0.152.0"
+            }
+        }
+        let states = await self.getArray(apiPort, "/v1/agents").map {
+            "\($0["hostName"] ?? "-"): \($0["packageState"] ?? "-") \($0["packageError"] ?? "") \($0["configState"] ?? "-")"
+        }
+        #expect(caughtUp, "\(states)")
+        #expect(
+            await eventually {
+                await self.getArray(apiPort, "/v1/agents").allSatisfy { $0["packageState"] as? String == "installed" }
+            }
+        )
+        let restartedKey = try await HTTPClient.shared.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/packages/signing-key"),
+            timeout: .seconds(5)
+        )
+        #expect(String(buffer: try await restartedKey.body.collect(upTo: 4096)) == key)
         kill(policyd.processIdentifier, SIGTERM)
         policyd.waitUntilExit()
         #expect(policyd.terminationStatus == 0)

@@ -141,6 +141,23 @@ import Testing
         #expect(part.status == 206)
         #expect(part.body == Array(bytes[1_000_000...]))
         #expect(part.headers.first(name: "Content-Range") == "bytes 1000000-\(bytes.count - 1)/\(bytes.count)")
+        // A download that already has everything resumes past the end: 416, with the size.
+        let past = try await self.call(
+            port,
+            .GET,
+            path,
+            headers: [("Authorization", "Bearer \(token)"), ("Range", "bytes=\(bytes.count)-")]
+        )
+        #expect(past.status == 416)
+        #expect(past.headers.first(name: "Content-Range") == "bytes */\(bytes.count)")
+        let tail = try await self.call(
+            port,
+            .GET,
+            path,
+            headers: [("Authorization", "Bearer \(token)"), ("Range", "bytes=-100")]
+        )
+        #expect(tail.status == 206)
+        #expect(tail.body == Array(bytes.suffix(100)))
         let missing = String(repeating: "a", count: 64)
         #expect(
             try await self.call(
@@ -214,6 +231,8 @@ import Testing
         #expect(records.allSatisfy { $0.collectorVersion == "0.152.0" && $0.packageState == "installed" })
         let stored = try #require(try stack.server.store.version(upgrade.version))
         #expect(stored.packages?.sampling.first?.version == "0.152.0")
+        // While agents move to 0.152.0, configs are rendered for the older collector, so either binary starts.
+        #expect(stored.packages?.renderedFor == ["lb": "0.150.0", "sampling": "0.150.0"])
         #expect(stored.sources == (try stack.server.store.version(1))?.sources)
 
         // The version in use cannot be deleted.
@@ -232,6 +251,9 @@ import Testing
             actor: "test",
             remote: "local"
         )
+        // 0.153.0 renames the load-balancing exporter; configs for the move keep 0.152's name.
+        let badVersion = try #require(try stack.server.store.version(bad.version))
+        #expect(badVersion.packages?.renderedFor == ["sampling": "0.152.0"])
         let failed = try await self.waitForEnd(stack, bad.rollout)
         #expect(failed.phase == .rolledBack)
         #expect(failed.failure?.contains("unhealthy") == true)
@@ -327,5 +349,111 @@ import Testing
             #expect(error.message.contains("otelcol-contrib 0.199.0 is not in policyd's package repository"))
         }
         #expect(try stack.server.store.versions(limit: 10).count == before)
+    }
+
+    @Test func collectorChangesThatCouldNotBeUndoneOrLeaveAgentsBehindAreRefused() async throws {
+        let stack = try await TestStack(packages: true)
+        defer { Task { await stack.stop() } }
+        let port = stack.apiPort
+        for version in ["0.150.0", "0.152.0"] { #expect(try await self.push(port, version).status == 201) }
+        // Package-capable samplers on 0.150.0, and two load balancers the supervisor runs (no AcceptsPackages).
+        await stack.startFleet(loadBalancers: 0, samplers: 2) { $0.acceptsPackages = true }
+        await stack.startFleet(loadBalancers: 2, samplers: 0, firstIndex: 10)
+        _ = try await stack.applyAndWait(try exampleApply())
+        let before = try stack.server.store.versions(limit: 10).count
+
+        // The first pin is not what the samplers run: a failure would have nothing to go back to.
+        do {
+            _ = try await stack.controller.rolloutPackage(
+                name: "otelcol-contrib",
+                version: "0.152.0",
+                tiers: [.sampling],
+                message: nil,
+                supersede: false,
+                dryRun: false,
+                actor: "test",
+                remote: "local"
+            )
+            Issue.record("a first pin other than the running collector was accepted")
+        } catch {
+            #expect(error.message.contains("no collector pinned yet"), "\(error.message)")
+            #expect(error.message.contains("0.150.0 ×2"), "\(error.message)")
+        }
+        // The load balancers cannot take packages: pinning another collector for them is refused.
+        do {
+            _ = try await stack.controller.rolloutPackage(
+                name: "otelcol-contrib",
+                version: "0.150.0",
+                tiers: [.loadBalancing, .sampling],
+                message: nil,
+                supersede: false,
+                dryRun: false,
+                actor: "test",
+                remote: "local"
+            )
+        } catch {
+            Issue.record("pinning the collector everyone runs was refused: \(error.message)")
+        }
+        #expect(try stack.server.store.versions(limit: 10).count == before + 1)
+        _ = await eventually {
+            (try? await stack.controller.currentRollout())?.rollout.phase.isTerminal == true
+        }
+        do {
+            _ = try await stack.controller.rolloutPackage(
+                name: "otelcol-contrib",
+                version: "0.152.0",
+                tiers: [.loadBalancing],
+                message: nil,
+                supersede: false,
+                dryRun: false,
+                actor: "test",
+                remote: "local"
+            )
+            Issue.record("an upgrade of agents that cannot take packages was accepted")
+        } catch {
+            #expect(
+                error.message.contains("2 agents of the load-balancing tier cannot take packages"),
+                "\(error.message)"
+            )
+        }
+        #expect(try stack.server.store.versions(limit: 10).count == before + 1)
+        let records = await stack.controller.agents()
+        #expect(records.filter { $0.tier == .loadBalancing }.allSatisfy { $0.packageState == "upgrade by hand" })
+    }
+
+    @Test func aFailedInstallIsRolledBack() async throws {
+        let stack = try await TestStack(packages: true)
+        defer { Task { await stack.stop() } }
+        let port = stack.apiPort
+        for version in ["0.150.0", "0.152.0"] { #expect(try await self.push(port, version).status == 201) }
+        let fleet = await stack.startFleet(loadBalancers: 1, samplers: 3) { options in
+            options.acceptsPackages = true
+            options.failingPackageVersions = ["0.152.0"]
+        }
+        #expect(try await stack.applyAndWait(try Self.withPackages("0.150.0")).phase == .succeeded)
+        let result = try await stack.controller.rolloutPackage(
+            name: "otelcol-contrib",
+            version: "0.152.0",
+            tiers: [],
+            message: nil,
+            supersede: false,
+            dryRun: false,
+            actor: "test",
+            remote: "local"
+        )
+        let rollout = try await self.waitForEnd(stack, result.rollout)
+        #expect(rollout.phase == .rolledBack)
+        #expect(
+            rollout.failure?.contains("install failed: installer exited with status 1") == true,
+            "\(rollout.failure ?? "")"
+        )
+        #expect(fleet.agents().allSatisfy { $0.installedPackages["otelcol-contrib"]?.version == "0.150.0" })
+        #expect(
+            await eventually {
+                await stack.controller.agents().allSatisfy {
+                    $0.packageState == "installed" && $0.configState == "applied"
+                }
+            }
+        )
     }
 }

@@ -45,6 +45,28 @@ struct PackageDownloadMiddleware: RouterMiddleware {
                 message: "a package download needs the token offered with it (DownloadableFile.headers)"
             )
         }
+        var request = request
+        if let range = request.headers[.range] {
+            // Ranges the file middleware would answer wrongly: one that starts at or past the end (416, so an
+            // agent that has everything knows it), and a suffix (`bytes=-N`, the last N bytes).
+            let size =
+                (try? FileManager.default.attributesOfItem(atPath: self.repository.file(sha256: hash).path))?[
+                    .size
+                ] as? Int
+            if let size, range.hasPrefix("bytes="), !range.contains(",") {
+                let spec = range.dropFirst(6)
+                if spec.hasPrefix("-"), let suffix = Int(spec.dropFirst()), suffix > 0 {
+                    var head = request.head
+                    head.headerFields[.range] = "bytes=\(max(0, size - suffix))-"
+                    request = Request(head: head, body: request.body)
+                } else if let start = Int(spec.prefix { $0 != "-" }), start >= size {
+                    return Response(
+                        status: .rangeNotSatisfiable,
+                        headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes"]
+                    )
+                }
+            }
+        }
         return try await self.files.handle(request, context: context) { _, _ in
             throw HTTPError(.notFound)
         }

@@ -7,18 +7,78 @@ import OpAMPServer
 /// Packages: the versions pin them per tier, agents are offered their version's packages with their
 /// config, and the rollout engine judges an agent done only when it runs both.
 extension Controller {
-    /// Compiles an apply's sources; the packages come from `fleet.yaml` for the tiers it declares and from
-    /// `inheriting` (the version the fleet runs or rolls out to) for the others.
-    func compile(_ sources: [SourceText], fleet: String, inheriting: Int?) throws(ControlPlaneError) -> CompiledSet {
-        var packages: VersionPackages?
-        if case .success(let parsed) = FleetParser.parse(fleet, path: "fleet.yaml") {
-            let inherited = inheriting.flatMap { try? self.store.version($0) }?.packages
-            packages = try self.resolve(parsed.packages, inherited: inherited)
+    /// The packages a new version pins: `override` (a package rollout), or `fleet.yaml`'s for the tiers it
+    /// declares and `base`'s (the version the fleet runs or rolls out to) for the others. A tier whose
+    /// collector moves up renders for the older of the two while agents move over; the change must leave the
+    /// fleet a collector to go back to, and no agent that cannot take packages behind.
+    func packages(fleet: String, override: VersionPackages?, base: VersionPackages?) throws(ControlPlaneError)
+        -> VersionPackages?
+    {
+        var pins = override
+        if pins == nil, case .success(let parsed) = FleetParser.parse(fleet, path: "fleet.yaml") {
+            pins = try self.resolve(parsed.packages, inherited: base)
         }
-        switch VersionBuilder.compile(sources: sources, fleet: fleet, packages: packages) {
-        case .success(let set): return set
-        case .failure(let rejection): throw .rejected(rejection)
+        guard var pins, !pins.isEmpty else { return nil }
+        var renderedFor: [String: String] = [:]
+        for tier in [AgentTier.loadBalancing, .sampling] {
+            guard let new = pins.collector(tier), let old = base?.collector(tier), old.version != new.version,
+                let from = VersionPackages.collectorVersion(old.version),
+                let to = VersionPackages.collectorVersion(new.version), from < to
+            else { continue }
+            renderedFor[tier.rawValue] = old.version
         }
+        pins.renderedFor = renderedFor.isEmpty ? nil : renderedFor
+        try self.checkCollectorChange(from: base, to: pins)
+        return pins
+    }
+
+    /// Refuses a collector change that could not be undone or would leave agents behind.
+    func checkCollectorChange(from base: VersionPackages?, to pins: VersionPackages) throws(ControlPlaneError) {
+        var problems: [FleetDiagnostic] = []
+        let fleet = self.tieringFleet()
+        let snapshot = self.registry.snapshot().filter { $0.connected }
+        func version(_ agent: AgentSnapshot) -> String {
+            agent.description?.attributes["service.version"] ?? "unknown"
+        }
+        func counted(_ agents: [AgentSnapshot]) -> String {
+            Dictionary(grouping: agents, by: version).map { "\($0.key) ×\($0.value.count)" }.sorted()
+                .joined(separator: ", ")
+        }
+        for tier in [AgentTier.loadBalancing, .sampling] {
+            guard let new = pins.collector(tier), base?.collector(tier) != new else { continue }
+            let name = tier == .sampling ? "sampling" : "load-balancing"
+            let agents = snapshot.filter { self.tier(of: $0, fleet: fleet) == tier }
+            if base?.collector(tier) == nil {
+                // Nothing pinned yet: a failed upgrade would have no collector to go back to. The first pin must
+                // be the collector the tier runs.
+                let others = agents.filter { version($0) != new.version }
+                if !others.isEmpty {
+                    problems.append(
+                        FleetDiagnostic(
+                            code: .invalidValue,
+                            message:
+                                "the \(name) tier has no collector pinned yet and \(others.count) of its agents run another version (\(counted(others))): a failed upgrade would have nothing to go back to",
+                            suggestion:
+                                "first pin the collector they run (push its build and roll it out: it installs the same version), then upgrade"
+                        )
+                    )
+                    continue
+                }
+            }
+            let byHand = agents.filter { !$0.capabilities.contains(.acceptsPackages) && version($0) != new.version }
+            if !byHand.isEmpty {
+                problems.append(
+                    FleetDiagnostic(
+                        code: .invalidValue,
+                        message:
+                            "\(byHand.count) agents of the \(name) tier cannot take packages (no AcceptsPackages; the opampsupervisor does not offer it yet) and run \(counted(byHand)), not \(new.name) \(new.version)",
+                        suggestion:
+                            "upgrade them by hand to \(new.version) first, or leave the tier's collector as it is"
+                    )
+                )
+            }
+        }
+        if !problems.isEmpty { throw .rejected(ApplyRejection(diagnostics: [], fleetDiagnostics: problems)) }
     }
 
     /// The pins of `fleet.yaml` `packages:` checked against the repository, tiers it does not declare taken from
@@ -48,6 +108,16 @@ extension Controller {
                 }
                 resolved.append(record.pin)
             }
+            for pin in resolved where pin.kind == .topLevel && VersionPackages.collectorVersion(pin.version) == nil {
+                problems.append(
+                    FleetDiagnostic(
+                        code: .invalidValue,
+                        message:
+                            "packages.\(key): the top-level package \(pin.name) \(pin.version) has no MAJOR.MINOR version to render configs for",
+                        suggestion: "publish collector builds with their otelcol version (0.152.0, 0.152.0-acme)"
+                    )
+                )
+            }
             if resolved.filter({ $0.kind == .topLevel }).count > 1 {
                 problems.append(
                     FleetDiagnostic(
@@ -71,29 +141,46 @@ extension Controller {
         self.packageOffers = [:]
     }
 
-    /// What an agent of `tier` on `version` is offered: the version's packages for the tier (nil: none).
-    func packageOffer(version: Int, tier: AgentTier) -> PackageOffer? {
+    /// What an agent of `tier` on `version` should have.
+    enum PackageWant {
+        /// The version pins no package for the tier.
+        case none
+        /// The offer.
+        case offer(PackageOffer)
+        /// It pins packages that cannot be offered now (the download address is not known yet, or a file is
+        /// missing): the agent is not done until they can.
+        case unavailable(String)
+    }
+
+    /// What an agent of `tier` on `version` should have: the version's packages for the tier.
+    func packageWant(version: Int, tier: AgentTier) -> PackageWant {
         let key = "\(version)/\(tier.rawValue)"
         if let cached = self.packageOffers[key] { return cached }
-        guard let repository = self.packages, let base = self.packageBaseURL,
-            let pins = (try? self.compiledSet(version))?.packages?[tier], !pins.isEmpty
+        guard let pins = (try? self.compiledSet(version))?.packages?[tier], !pins.isEmpty,
+            let repository = self.packages
         else {
-            // Not cached while the address is unknown: the server sets it once it listens.
-            if self.packageBaseURL != nil { self.packageOffers[key] = .some(nil) }
-            return nil
+            self.packageOffers[key] = PackageWant.none
+            return .none
+        }
+        // Not cached while the address is unknown: the server sets it once it listens.
+        guard let base = self.packageBaseURL else {
+            return .unavailable("waiting for the package download address (--package-base-url)")
         }
         let offered = pins.compactMap { repository.offered($0, baseURL: base) }
         guard offered.count == pins.count else {
+            let missing = pins.filter { pin in !offered.contains { $0.name == pin.name } }
+            let names = missing.map { "\($0.name) \($0.version)" }.joined(separator: ", ")
             self.logger.error(
-                "a version's package is missing from the repository; its agents are not offered packages",
-                metadata: ["version": "\(version)", "tier": "\(tier.rawValue)"]
+                "a version's package is missing from the repository; its agents cannot be offered packages",
+                metadata: ["version": "\(version)", "tier": "\(tier.rawValue)", "missing": "\(names)"]
             )
-            self.packageOffers[key] = .some(nil)
-            return nil
+            let want = PackageWant.unavailable("\(names) missing from the package repository")
+            self.packageOffers[key] = want
+            return want
         }
-        let offer = PackageOffer(offered)
-        self.packageOffers[key] = offer
-        return offer
+        let want = PackageWant.offer(PackageOffer(offered))
+        self.packageOffers[key] = want
+        return want
     }
 
     /// How an agent stands with the packages offered to it.
@@ -101,12 +188,13 @@ extension Controller {
         progress: ConfigProgress, state: String, error: String?
     ) {
         let uid = snapshot.instanceUID.description
-        guard snapshot.capabilities.contains(.acceptsPackages) else {
-            // Never offered anything; the console and the API list it to be upgraded by hand.
-            return (.applied, "upgrade by hand", nil)
-        }
         let reported = snapshot.description?.attributes["service.version"]
         let collector = offer.packages.values.first { $0.kind == .topLevel }
+        guard snapshot.capabilities.contains(.acceptsPackages) else {
+            // Never offered anything; listed to be upgraded by hand, and done once it runs the collector.
+            if let collector, reported != collector.version { return (.pending, "upgrade by hand", nil) }
+            return (.applied, "upgrade by hand", nil)
+        }
         var installed = true
         if snapshot.capabilities.contains(.reportsPackageStatuses) {
             guard let statuses = snapshot.packageStatuses,
@@ -128,6 +216,11 @@ extension Controller {
                         + (status.errorMessage.isEmpty ? "" : ": \(status.errorMessage)")
                     return (.failed(message), "failed", message)
                 case .installed where status.agentHasHash == package.hash: continue
+                case .installed where status.serverOfferedHash == package.hash:
+                    // It says it installed the offer, but has something else.
+                    let message =
+                        "\(name) \(package.version): installed a package whose hash is not the offered one (\(status.agentHasVersion))"
+                    return (.failed(message), "failed", message)
                 case .downloading:
                     installed = false
                     downloading.append(status.downloadPercent.map { "downloading \(Int($0))%" } ?? "downloading")
@@ -204,7 +297,7 @@ extension Controller {
                 pins = VersionPackages(loadBalancing: list, sampling: pins.sampling)
             }
         }
-        if pins == base.packages {
+        if pins.loadBalancing == base.packages?.loadBalancing ?? [], pins.sampling == base.packages?.sampling ?? [] {
             return ApplyResult(
                 result: "unchanged",
                 version: target,

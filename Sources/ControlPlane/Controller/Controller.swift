@@ -35,7 +35,7 @@ public actor Controller {
     /// The address agents download packages from (policyd's API as they reach it).
     var packageBaseURL: String?
     /// Package offers by version and tier.
-    var packageOffers: [String: PackageOffer?] = [:]
+    var packageOffers: [String: PackageWant] = [:]
     /// When each agent first reported every offered package installed (its collector version is checked
     /// against the package a little later: the collector restarts on the new binary first).
     var installedAt: [String: (hash: [UInt8], at: Date)] = [:]
@@ -327,15 +327,22 @@ public actor Controller {
         var packageOffer: PackageOffer?
         var packageState: String?
         var packageError: String?
-        if let assignment = self.state.assignments[uid], tier != .unmanaged,
-            let offer = self.packageOffer(version: assignment.version, tier: tier)
-        {
-            packageOffer = offer
-            let judged = self.packageProgress(snapshot, offer: offer, now: now)
-            packageState = judged.state
-            packageError = judged.error
-            progress = Self.combine(progress, judged.progress)
-            if case .failed = judged.progress, snapshot.connected { configState = "failed" }
+        if let assignment = self.state.assignments[uid], tier != .unmanaged {
+            switch self.packageWant(version: assignment.version, tier: tier) {
+            case .none: break
+            case .offer(let offer):
+                packageOffer = offer
+                let judged = self.packageProgress(snapshot, offer: offer, now: now)
+                packageState = judged.state
+                packageError = judged.error
+                progress = Self.combine(progress, judged.progress)
+                if case .failed = judged.progress, snapshot.connected { configState = "failed" }
+            case .unavailable(let reason):
+                // Never judged done without its packages.
+                packageState = "waiting"
+                packageError = reason
+                progress = Self.combine(progress, .pending)
+            }
         }
         return AgentState(
             view: AgentView(
@@ -396,7 +403,8 @@ public actor Controller {
         // previous version offers the previous packages again (the downgrade).
         var packages: [InstanceUID: PackageOffer?] = [:]
         for agent in views where agent.view.tier != .unmanaged {
-            guard self.state.assignments[agent.view.uid] != nil else { continue }
+            // Packages that cannot be offered yet leave whatever the agent was offered before.
+            guard self.state.assignments[agent.view.uid] != nil, agent.packageState != "waiting" else { continue }
             if agent.snapshot.desiredPackagesHash != agent.packageOffer?.allPackagesHash {
                 packages[agent.snapshot.instanceUID] = agent.packageOffer
             }
@@ -623,14 +631,12 @@ public actor Controller {
         defer { self.metrics.applyDuration.record(duration: ContinuousClock.now - started) }
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         let target = active?.to ?? self.state.current
+        let base = target.flatMap { try? self.store.version($0) }?.packages
+        let pins = try self.packages(fleet: request.fleet, override: packages, base: base)
         let compiled: CompiledSet
-        if let packages {
-            switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet, packages: packages) {
-            case .success(let set): compiled = set
-            case .failure(let rejection): throw .rejected(rejection)
-            }
-        } else {
-            compiled = try self.compile(request.sources, fleet: request.fleet, inheriting: target)
+        switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet, packages: pins) {
+        case .success(let set): compiled = set
+        case .failure(let rejection): throw .rejected(rejection)
         }
         let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)

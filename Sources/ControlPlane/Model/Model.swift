@@ -1,3 +1,4 @@
+import ConfigRenderer
 import Foundation
 import OpAMPServer
 
@@ -134,10 +135,32 @@ public struct VersionPackages: Sendable, Hashable, Codable {
     /// The sampling tier's packages.
     public var sampling: [PinnedPackage]
 
+    /// Tiers (`lb`, `sampling`) whose configs this version renders for another collector version than its
+    /// top-level package's: a version that changes a tier's collector renders for the older of the two, so
+    /// the config it sends starts on either binary while agents move over.
+    public var renderedFor: [String: String]?
+
     /// Creates the packages of a version.
-    public init(loadBalancing: [PinnedPackage] = [], sampling: [PinnedPackage] = []) {
+    public init(
+        loadBalancing: [PinnedPackage] = [],
+        sampling: [PinnedPackage] = [],
+        renderedFor: [String: String]? = nil
+    ) {
         self.loadBalancing = loadBalancing.sorted { $0.name < $1.name }
         self.sampling = sampling.sorted { $0.name < $1.name }
+        self.renderedFor = renderedFor.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The collector version a tier's configs are rendered for, when its packages decide it.
+    public func renderVersion(_ tier: AgentTier) -> CollectorVersion? {
+        if let text = self.renderedFor?[tier.rawValue] { return Self.collectorVersion(text) }
+        return self.collector(tier).flatMap { Self.collectorVersion($0.version) }
+    }
+
+    /// `0.152.0`, `v0.152.1`, `0.152.0-rc.1` or `0.152.0+acme` as a collector version (major and minor).
+    public static func collectorVersion(_ text: String) -> CollectorVersion? {
+        let release = text.split(whereSeparator: { $0 == "-" || $0 == "+" }).first.map(String.init) ?? text
+        return CollectorVersion(release)
     }
 
     /// One tier's packages (none for unmanaged agents).

@@ -26,7 +26,7 @@ public struct CompiledSet: Sendable {
     /// The collector version a tier's configs are rendered for: its top-level package's version when it
     /// has one (the collector it will run), otherwise `collector.version` of `fleet.yaml`.
     public func collectorVersion(_ tier: AgentTier) -> CollectorVersion {
-        self.packages?.collector(tier).flatMap { CollectorVersion($0.version) } ?? self.fleet.collectorVersion
+        self.packages?.renderVersion(tier) ?? self.fleet.collectorVersion
     }
 
     /// The fleet with the tier's collector version, as its configs are rendered.
@@ -106,17 +106,25 @@ public enum VersionBuilder {
         // feature the collectors lack, a budget share that rounds to nothing) refuses the apply.
         let probe = Membership(samplers: ["probe:4317"], samplerCount: 1)
         for tier in [AgentTier.loadBalancing, .sampling] {
-            var tierFleet = fleet
-            if let collector = packages?.collector(tier), let version = CollectorVersion(collector.version) {
-                tierFleet.collectorVersion = version
+            // The collector the configs are rendered for, and, while a tier moves to another collector, the one
+            // it moves to: the policies must run on both.
+            var targets: [CollectorVersion] = []
+            if let version = packages?.renderVersion(tier) { targets.append(version) }
+            if let pinned = packages?.collector(tier).flatMap({ VersionPackages.collectorVersion($0.version) }),
+                !targets.contains(pinned)
+            {
+                targets.append(pinned)
             }
-            let rendered = ConfigRenderer.render(
-                tier == .loadBalancing ? .loadBalancing : .sampling,
-                policySet: policySet,
-                fleet: tierFleet,
-                membership: probe
-            )
-            if case .failure(let problems) = rendered {
+            for target in targets.isEmpty ? [fleet.collectorVersion] : targets {
+                var tierFleet = fleet
+                tierFleet.collectorVersion = target
+                let rendered = ConfigRenderer.render(
+                    tier == .loadBalancing ? .loadBalancing : .sampling,
+                    policySet: policySet,
+                    fleet: tierFleet,
+                    membership: probe
+                )
+                guard case .failure(let problems) = rendered else { continue }
                 var diagnostics = problems.diagnostics
                 if let collector = packages?.collector(tier) {
                     // Say which package set the version: the fix may be another collector, not other policies.
@@ -151,6 +159,9 @@ public enum VersionBuilder {
                         )
                     )
                 }
+            }
+            for (tier, version) in (packages.renderedFor ?? [:]).sorted(by: { $0.key < $1.key }) {
+                hasher.update(data: Array("rendered-for \(tier) \(version)\n".utf8))
             }
         }
         let hash = Array(hasher.finalize()).hexString

@@ -200,6 +200,8 @@ public final class FleetRunner: Sendable {
             if let client { return client }
             var configuration = HTTPClient.Configuration()
             configuration.timeout.connect = .seconds(10)
+            // Every agent downloads at once, as separate collectors would (the default pool keeps 8 per host).
+            configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = max(8, self.options.agents)
             if let roots = self.options.tlsTrustRootsPEM,
                 let certificates = try? NIOSSLCertificate.fromPEMBytes(Array(roots.utf8))
             {

@@ -198,7 +198,18 @@ extension Policyd {
             var options = ControlPlaneOptions()
             options.drain = self.drain
             options.stageTimeoutSeconds = self.stageTimeout
-            options.packageBaseURL = self.packageBaseUrl
+            options.packageBaseURL =
+                self.packageBaseUrl
+                ?? Self.packageBaseURL(
+                    advertised: self.advertisedEndpoint,
+                    apiPort: self.apiPort,
+                    tls: self.tlsCert != nil
+                )
+            if options.packageBaseURL == nil {
+                logger.warning(
+                    "packages are offered at the API's own address (\(self.apiBind)); agents on other machines cannot download them: set --package-base-url (or --advertised-endpoint)"
+                )
+            }
             let packages: PackageRepository
             do {
                 packages = try PackageRepository(
@@ -259,6 +270,15 @@ extension Policyd {
             )
             try await group.run()
             logger.info("stopped")
+        }
+
+        /// Where agents download packages, from the address they reach OpAMP at: the same host, the API port.
+        static func packageBaseURL(advertised: String?, apiPort: Int, tls: Bool) -> String? {
+            guard let advertised, let url = URL(string: advertised), let host = url.host, !host.isEmpty else {
+                return nil
+            }
+            let bracketed = host.contains(":") ? "[\(host)]" : host
+            return "\(tls ? "https" : "http")://\(bracketed):\(apiPort)"
         }
 
         /// The CA (when there is one) and the ports' TLS material.

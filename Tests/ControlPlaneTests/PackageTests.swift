@@ -141,6 +141,11 @@ import Testing
         #expect(part.status == 206)
         #expect(part.body == Array(bytes[1_000_000...]))
         #expect(part.headers.first(name: "Content-Range") == "bytes 1000000-\(bytes.count - 1)/\(bytes.count)")
+        // Agents that do not send the offer's headers use the token in the offered URL.
+        let byQuery = try await self.call(port, .GET, path + "?token=\(token)", headers: [("Range", "bytes=0-99")])
+        #expect(byQuery.status == 206)
+        #expect(byQuery.body == Array(bytes.prefix(100)))
+        #expect(try await self.call(port, .GET, path + "?token=\(wrong)").status == 401)
         // A download that already has everything resumes past the end: 416, with the size.
         let past = try await self.call(
             port,

@@ -30,14 +30,15 @@ struct PackageDownloadMiddleware: RouterMiddleware {
         let path = request.uri.path
         guard path.hasPrefix(Self.prefix + "/") else { return try await next(request, context) }
         let hash = String(path.dropFirst(Self.prefix.count + 1))
-        guard hash.count == 64, hash.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+        guard hash.count == 64, hash.allSatisfy({ "0123456789abcdef".contains($0) }) else {
             throw APIError(.notFound, code: "not_found", message: "no such package file")
         }
         guard request.method == .get || request.method == .head else {
             throw APIError(.methodNotAllowed, code: "method_not_allowed", message: "package files are read with GET")
         }
         let header = request.headers[.authorization] ?? ""
-        let token = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        let token =
+            header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : request.uri.queryParameters.get("token") ?? ""
         guard self.repository.acceptsDownloadToken(token, sha256: hash) else {
             throw APIError(
                 .unauthorized,

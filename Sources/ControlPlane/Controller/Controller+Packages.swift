@@ -331,11 +331,15 @@ extension Controller {
                     return (set.packages?.loadBalancing ?? []).contains(record.pin)
                         || (set.packages?.sampling ?? []).contains(record.pin)
                 } ?? false
+            // Has it, whatever it is doing now (an agent downloading another version still runs this one).
             let hasIt =
-                snapshot.packageStatuses?.packages[record.name].map {
-                    $0.agentHasVersion == record.version && $0.state == .installed
-                } ?? false
-            if offered || hasIt { uids.append(uid) }
+                snapshot.packageStatuses?.packages[record.name].map { $0.agentHasVersion == record.version } ?? false
+            // Agents that report no package statuses tell only by the collector version they run.
+            let runsIt =
+                record.kind == .topLevel && !snapshot.capabilities.contains(.reportsPackageStatuses)
+                && snapshot.description?.attributes["service.version"] == record.version
+                && snapshot.capabilities.contains(.acceptsPackages)
+            if offered || hasIt || runsIt { uids.append(uid) }
         }
         return uids.sorted()
     }

@@ -1,6 +1,7 @@
 import Credentials
 import Crypto
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import OpAMPServer
 
@@ -17,6 +18,9 @@ public final class PackageRepository: Sendable {
     let downloadKey: SymmetricKey
     /// The largest package accepted.
     public let maxPackageBytes: Int64
+    /// Held while a file and its record change together (an upload's last step, a delete), so a file is never
+    /// removed under a record that a concurrent upload of the same bytes is adding.
+    private let mutation = NIOLock()
 
     /// Opens (or creates) the repository in `directory`, making the signing and download keys on first use.
     public init(directory: URL, store: any ControlPlaneStore, maxPackageBytes: Int64 = 2 << 30) throws {
@@ -62,6 +66,13 @@ public final class PackageRepository: Sendable {
         // Uploads cut short by a crash leave partial files here; none of them is a package.
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: self.incoming.path)) ?? [] {
             try? FileManager.default.removeItem(at: self.incoming.appendingPathComponent(leftover))
+        }
+        // A crash between moving a file in and recording it leaves a file no record names.
+        let recorded = Set(((try? store.packages()) ?? []).map(\.sha256))
+        let files = directory.appendingPathComponent("sha256")
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: files.path)) ?? []
+        where !recorded.contains(name) {
+            try? FileManager.default.removeItem(at: files.appendingPathComponent(name))
         }
     }
 
@@ -137,25 +148,6 @@ public final class PackageRepository: Sendable {
             throw .badRequest("the package is empty")
         }
         let digest = Array(hasher.finalize())
-        let hex = digest.hexString
-        if let existing = self.record(name: name, version: version) {
-            try? FileManager.default.removeItem(at: temporary)
-            guard existing.sha256 == hex else {
-                throw .conflict(
-                    "\(name) \(version) is already published with other content (sha256 \(existing.sha256)); a published version never changes: push it as a new version"
-                )
-            }
-            return Ingested(record: existing, created: false)
-        }
-        let target = self.file(sha256: hex)
-        if FileManager.default.fileExists(atPath: target.path) {
-            try? FileManager.default.removeItem(at: temporary)  // the same bytes under another name: stored once
-        } else {
-            guard rename(temporary.path, target.path) == 0 else {
-                try? FileManager.default.removeItem(at: temporary)
-                throw .store("cannot move the package into \(self.filesDirectory.path)")
-            }
-        }
         let signature: [UInt8]
         do {
             signature = try PackageSignature.sign(
@@ -166,6 +158,7 @@ public final class PackageRepository: Sendable {
                 key: self.signingKey
             )
         } catch {
+            try? FileManager.default.removeItem(at: temporary)
             throw .store("cannot sign the package: \(error)")
         }
         let record = PackageRecord(
@@ -173,19 +166,40 @@ public final class PackageRepository: Sendable {
             version: version,
             kind: kind,
             size: size,
-            sha256: hex,
+            sha256: digest.hexString,
             signature: Data(signature).base64EncodedString(),
             uploader: uploader,
             uploadedAt: now
         )
+        self.mutation.lock()
+        defer { self.mutation.unlock() }
+        return try self.commit(record, from: temporary)
+    }
+
+    /// The last step of an upload: the file moves in (or is dropped, when the same bytes are stored already) and
+    /// the record is added. Under ``mutation``.
+    private func commit(_ record: PackageRecord, from temporary: URL) throws(ControlPlaneError) -> Ingested {
+        defer { try? FileManager.default.removeItem(at: temporary) }
+        if let existing = self.record(name: record.name, version: record.version) {
+            guard existing.sha256 == record.sha256 else {
+                throw .conflict(
+                    "\(record.name) \(record.version) is already published with other content (sha256 \(existing.sha256)); a published version never changes: push it as a new version"
+                )
+            }
+            return Ingested(record: existing, created: false)
+        }
+        let target = self.file(sha256: record.sha256)
+        var moved = false
+        if !FileManager.default.fileExists(atPath: target.path) {
+            guard rename(temporary.path, target.path) == 0 else {
+                throw .store("cannot move the package into \(self.filesDirectory.path)")
+            }
+            moved = true
+        }
         do {
             try self.store.insertPackage(record)
         } catch {
-            // Another upload of the same name and version won the race: the same content is that one.
-            if let winner = self.record(name: name, version: version) {
-                if winner.sha256 == hex { return Ingested(record: winner, created: false) }
-                throw .conflict("\(name) \(version) was published with other content at the same time")
-            }
+            if moved { try? FileManager.default.removeItem(at: target) }
             throw .store("\(error)")
         }
         return Ingested(record: record, created: true)
@@ -204,6 +218,8 @@ public final class PackageRepository: Sendable {
     /// Removes a package's record, and its file when no other record has the same content. The caller
     /// checks that nothing uses it.
     func remove(_ record: PackageRecord) throws(ControlPlaneError) {
+        self.mutation.lock()
+        defer { self.mutation.unlock() }
         do {
             try self.store.deletePackage(name: record.name, version: record.version)
             let others = try self.store.packages().contains { $0.sha256 == record.sha256 }
@@ -238,7 +254,9 @@ public final class PackageRepository: Sendable {
             name: pin.name,
             kind: pin.kind,
             version: pin.version,
-            downloadURL: "\(base)/v1/package-files/\(pin.sha256)",
+            // The token also rides in the URL, for agents that do not send `DownloadableFile.headers` (a field
+            // the specification still calls in development).
+            downloadURL: "\(base)/v1/package-files/\(pin.sha256)?token=\(self.downloadToken(sha256: pin.sha256))",
             contentHash: Array(hexBytes: pin.sha256),
             signature: Array(signature),
             headers: ["Authorization": "Bearer \(self.downloadToken(sha256: pin.sha256))"]

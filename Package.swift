@@ -112,6 +112,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Mustache", package: "swift-mustache"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
             ],
             // The web console's templates, stylesheet and script, compiled into the binary.
             resources: [

@@ -82,7 +82,10 @@ fleet.arguments = [
     "--endpoint", "ws://127.0.0.1:\(opampPort)/v1/opamp", "--agents", String(agentCount), "--lb-share", "0.2",
     "--connect-rate", "4000", "--heartbeat", "600", "--apply-delay-ms", "0", "--stats-interval", "3600",
     "--threads", "1", "--accepts-packages", "--package-key", keyFile.path,
+    // The first package is the collector they run (a tier's first pin must be), the next ones upgrades.
+    "--collector-version", "0.160.0",
 ]
+fleet.standardOutput = FileHandle.nullDevice
 try fleet.run()
 let connectStart = ContinuousClock.now
 while opamp.registry.connectedCount < agentCount {

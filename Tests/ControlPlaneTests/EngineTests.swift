@@ -26,6 +26,8 @@ import Testing
         /// Agents that fail one version only.
         var failingAgent: [String: Int] = [:]
         var rings: [Int: [String]] = [:]
+        /// Agents that do not take new assignments yet (a package still downloading).
+        var holding: Set<String> = []
         var log: [EngineEvent] = []
         var violations: [String] = []
 
@@ -68,7 +70,7 @@ import Testing
                 guard var agent = self.agents[uid], agent.connected else { continue }
                 agent.lastSeen = self.now
                 self.agents[uid] = agent
-                guard let assignment = self.state.assignments[uid] else { continue }
+                guard let assignment = self.state.assignments[uid], !self.holding.contains(uid) else { continue }
                 if agent.applied == assignment, agent.failed != nil {
                     agent.failed = nil  // back on what it ran: the supervisor restarts it healthy
                 }
@@ -107,13 +109,20 @@ import Testing
             return condition(self)
         }
 
-        mutating func start(_ version: Int, bake: Double = 1, timeout: Double = 300) {
+        mutating func start(
+            _ version: Int,
+            bake: Double = 1,
+            timeout: Double = 300,
+            stages: [RolloutPlan.Stage] = [.canary(1), .percent(25), .percent(100)],
+            maxUnavailable: Int = 1,
+            drain: Bool = true
+        ) {
             let plan = RolloutPlan(
-                stages: [.canary(1), .percent(25), .percent(100)],
-                maxUnavailable: 1,
+                stages: stages,
+                maxUnavailable: maxUnavailable,
                 bakeSeconds: bake,
                 stageTimeoutSeconds: timeout,
-                drain: true,
+                drain: drain,
                 settleSeconds: 2,
                 tiers: [.sampling, .loadBalancing]
             )
@@ -128,6 +137,24 @@ import Testing
         }
 
         var phase: RolloutPhase? { self.state.rollout?.phase }
+    }
+
+    @Test func theRingNeverEmptiesWhenEverySamplerRestartsAtOnce() {
+        // Without drain, one batch of the whole tier: every sampler is busy installing at the same time. An empty
+        // ring cannot be rendered, so it would never converge and nobody could join again.
+        var harness = Harness(loadBalancers: 2, samplers: 3)
+        harness.start(1)
+        #expect(harness.run { $0.phase == .succeeded })
+        harness.holding = ["s-0", "s-1", "s-2"]
+        harness.start(2, stages: [.percent(100)], maxUnavailable: 3, drain: false)
+        for _ in 0..<50 {
+            harness.tick()
+            #expect(!harness.state.ring.members.isEmpty)
+        }
+        harness.holding = []
+        #expect(harness.run { $0.phase == .succeeded })
+        #expect(harness.state.ring.members.count == 3)
+        #expect(harness.agents.values.allSatisfy { $0.applied?.version == 2 })
     }
 
     @Test func stagesRollInOrderAndNobodyRestartsWhileRoutedTo() {

@@ -204,7 +204,18 @@ import Testing
             options.interruptDownloadsAfterBytes = 200_000
         }
         // Version 1 pins 0.150.0 (what the agents say they run): each downloads and installs it.
-        let first = try await stack.applyAndWait(try Self.withPackages("0.150.0"))
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
+        let pin = try await stack.controller.rolloutPackage(
+            name: "otelcol-contrib",
+            version: "0.150.0",
+            tiers: [],
+            message: nil,
+            supersede: false,
+            dryRun: false,
+            actor: "test",
+            remote: "local"
+        )
+        let first = try await self.waitForEnd(stack, pin.rollout)
         #expect(first.phase == .succeeded, "\(first.failure ?? "")")
         for agent in fleet.agents() {
             #expect(agent.installedPackages["otelcol-contrib"]?.version == "0.150.0")
@@ -239,6 +250,7 @@ import Testing
         // While agents move to 0.152.0, configs are rendered for the older collector, so either binary starts.
         #expect(stored.packages?.renderedFor == ["lb": "0.150.0", "sampling": "0.150.0"])
         #expect(stored.sources == (try stack.server.store.version(1))?.sources)
+        #expect(stored.fleet == (try stack.server.store.version(1))?.fleet)
 
         // The version in use cannot be deleted.
         let refused = try await self.call(port, .DELETE, "/v1/packages/otelcol-contrib/0.152.0")
@@ -332,7 +344,20 @@ import Testing
         let port = stack.apiPort
         #expect(try await self.push(port, "0.150.0").status == 201)
         #expect(try await self.push(port, "0.120.0").status == 201)
+        // Packages that fleet.yaml declares are changed there, not behind its back.
         _ = try await stack.controller.apply(try Self.withPackages("0.150.0"), actor: "test", remote: "local")
+        let declared = try await self.call(
+            port,
+            .POST,
+            "/v1/packages/otelcol-contrib/0.120.0/rollout",
+            body: Array(#"{"tiers": ["lb"]}"#.utf8)
+        )
+        #expect(declared.status == 409)
+        #expect(declared.errorMessage.contains("fleet.yaml declares the packages of load_balancing"))
+        // Pinned from the command line instead.
+        var plain = try exampleApply(message: "no packages: in fleet.yaml, so they are inherited")
+        plain.supersede = true
+        _ = try await stack.controller.apply(plain, actor: "test", remote: "local")
         let before = try stack.server.store.versions(limit: 10).count
         let body = Array(#"{"tiers": ["sampling"]}"#.utf8)
         let answer = try await self.call(port, .POST, "/v1/packages/otelcol-contrib/0.120.0/rollout", body: body)
@@ -435,7 +460,18 @@ import Testing
             options.acceptsPackages = true
             options.failingPackageVersions = ["0.152.0"]
         }
-        #expect(try await stack.applyAndWait(try Self.withPackages("0.150.0")).phase == .succeeded)
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
+        let pin = try await stack.controller.rolloutPackage(
+            name: "otelcol-contrib",
+            version: "0.150.0",
+            tiers: [],
+            message: nil,
+            supersede: false,
+            dryRun: false,
+            actor: "test",
+            remote: "local"
+        )
+        #expect(try await self.waitForEnd(stack, pin.rollout).phase == .succeeded)
         let result = try await stack.controller.rolloutPackage(
             name: "otelcol-contrib",
             version: "0.152.0",

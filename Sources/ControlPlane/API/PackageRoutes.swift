@@ -4,25 +4,21 @@ import Hummingbird
 import Logging
 import NIOCore
 import OpAMPServer
+import _NIOFileSystem
 
 /// Serves package files to agents at `/v1/package-files/<sha256>`: the download token of the offer
-/// (`Authorization: Bearer …`) opens that one file. Hummingbird's file middleware does the rest: ranges
-/// (an interrupted download resumes), `Content-Length`, `ETag` and `If-Range`, streamed from disk.
+/// (`Authorization: Bearer …`, or `?token=`) opens that one file. One range per request (`bytes=A-B`,
+/// `bytes=A-`, `bytes=-N`), so an interrupted download resumes; `If-Range` against the `ETag` (the hash);
+/// `Content-Length` always. The file is read one chunk at a time and the next chunk only once the connection
+/// took the last one, so memory per download is a few chunks whatever the package's size. Chunks are small:
+/// with a thousand agents downloading at once, memory is the number of downloads times a few chunks (with
+/// Hummingbird's file middleware, 128 KiB chunks, a thousand downloads held 2.2 GB; docs/performance.md).
 struct PackageDownloadMiddleware: RouterMiddleware {
     typealias Context = APIContext
     static let prefix = "/v1/package-files"
+    /// Bytes read and written at a time (measured: 256 KiB held 2 GB for a thousand downloads, 64 KiB 1 GB).
+    static let chunk = 64 * 1024
     let repository: PackageRepository
-    let files: FileMiddleware<APIContext, LocalFileSystem>
-
-    init(repository: PackageRepository) {
-        self.repository = repository
-        self.files = FileMiddleware(
-            repository.filesDirectory.path,
-            urlBasePath: Self.prefix,
-            searchForIndexHtml: false,
-            logger: Logger(label: "tailplane.packages")
-        )
-    }
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
         async throws -> Response
@@ -46,31 +42,80 @@ struct PackageDownloadMiddleware: RouterMiddleware {
                 message: "a package download needs the token offered with it (DownloadableFile.headers)"
             )
         }
-        var request = request
-        if let range = request.headers[.range] {
-            // Ranges the file middleware would answer wrongly: one that starts at or past the end (416, so an
-            // agent that has everything knows it), and a suffix (`bytes=-N`, the last N bytes).
-            let size =
-                (try? FileManager.default.attributesOfItem(atPath: self.repository.file(sha256: hash).path))?[
-                    .size
-                ] as? Int
-            if let size, range.hasPrefix("bytes="), !range.contains(",") {
-                let spec = range.dropFirst(6)
-                if spec.hasPrefix("-"), let suffix = Int(spec.dropFirst()), suffix > 0 {
-                    var head = request.head
-                    head.headerFields[.range] = "bytes=\(max(0, size - suffix))-"
-                    request = Request(head: head, body: request.body)
-                } else if let start = Int(spec.prefix { $0 != "-" }), start >= size {
-                    return Response(
-                        status: .rangeNotSatisfiable,
-                        headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes"]
-                    )
-                }
+        let file = self.repository.file(sha256: hash).path
+        guard let size = (try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int else {
+            throw APIError(.notFound, code: "not_found", message: "no such package file")
+        }
+        let etag = "\"\(hash)\""
+        var headers: HTTPFields = [
+            .contentType: "application/octet-stream", .acceptRanges: "bytes", .eTag: etag,
+            .cacheControl: "private, max-age=31536000, immutable",
+        ]
+        var range = 0..<size
+        var status = HTTPResponse.Status.ok
+        // A range that does not match the ETag in If-Range asks for the whole file.
+        if let text = request.headers[.range], request.headers[.ifRange].map({ $0 == etag }) ?? true {
+            switch Self.range(text, size: size) {
+            case .whole: break
+            case .part(let part):
+                range = part
+                status = .partialContent
+                headers[.contentRange] = "bytes \(part.lowerBound)-\(part.upperBound - 1)/\(size)"
+            case .unsatisfiable:
+                return Response(
+                    status: .rangeNotSatisfiable,
+                    headers: [.contentRange: "bytes */\(size)", .acceptRanges: "bytes"]
+                )
             }
         }
-        return try await self.files.handle(request, context: context) { _, _ in
-            throw HTTPError(.notFound)
+        headers[.contentLength] = String(range.count)
+        if request.method == .head || range.isEmpty { return Response(status: status, headers: headers) }
+        let bounds = range
+        return Response(
+            status: status,
+            headers: headers,
+            body: ResponseBody(contentLength: bounds.count) { writer in
+                try await FileSystem.shared.withFileHandle(forReadingAt: FilePath(file)) { handle in
+                    var offset = bounds.lowerBound
+                    while offset < bounds.upperBound {
+                        let length = min(Self.chunk, bounds.upperBound - offset)
+                        let chunk = try await handle.readChunk(
+                            fromAbsoluteOffset: Int64(offset),
+                            length: .bytes(Int64(length))
+                        )
+                        guard chunk.readableBytes > 0 else { break }
+                        offset += chunk.readableBytes
+                        // Suspends while the connection cannot take more: the next read waits for it.
+                        try await writer.write(chunk)
+                    }
+                }
+                try await writer.finish(nil)
+            }
+        )
+    }
+
+    enum RangeAnswer: Equatable {
+        case whole
+        case part(Range<Int>)
+        case unsatisfiable
+    }
+
+    /// One `bytes=` range of a file of `size` bytes. Several ranges, or a header that is not a byte range, get
+    /// the whole file (RFC 9110 lets a server ignore Range).
+    static func range(_ text: String, size: Int) -> RangeAnswer {
+        guard text.hasPrefix("bytes="), !text.contains(",") else { return .whole }
+        let spec = text.dropFirst(6).trimmingCharacters(in: .whitespaces)
+        let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return .whole }
+        if parts[0].isEmpty {
+            guard let suffix = Int(parts[1]), suffix > 0 else { return .whole }
+            return size == 0 ? .unsatisfiable : .part(max(0, size - suffix)..<size)
         }
+        guard let start = Int(parts[0]), start >= 0 else { return .whole }
+        guard start < size else { return .unsatisfiable }
+        if parts[1].isEmpty { return .part(start..<size) }
+        guard let end = Int(parts[1]), end >= start else { return .whole }
+        return .part(start..<min(end + 1, size))
     }
 }
 

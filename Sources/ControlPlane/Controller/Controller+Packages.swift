@@ -285,6 +285,16 @@ extension Controller {
             throw .conflict("there is no version yet: apply policies first, then roll packages out")
         }
         let tiers = requested.isEmpty ? [AgentTier.sampling, .loadBalancing] : requested
+        // A tier whose packages fleet.yaml declares is changed there: the next apply from Git would undo this.
+        if case .success(let fleet) = FleetParser.parse(base.fleet, path: "fleet.yaml") {
+            let declared = tiers.filter { fleet.packages[$0 == .sampling ? .sampling : .loadBalancing] != nil }
+            if !declared.isEmpty {
+                let names = declared.map { $0 == .sampling ? "sampling" : "load_balancing" }.joined(separator: ", ")
+                throw .conflict(
+                    "fleet.yaml declares the packages of \(names) (packages.\(names)): change them there and apply, or the next apply would undo this rollout"
+                )
+            }
+        }
         var pins = base.packages ?? VersionPackages()
         for tier in tiers {
             var list = pins[tier].filter { $0.name != name }

@@ -109,8 +109,11 @@ public final class PackageRepository: Sendable {
         body: Body
     ) async throws(ControlPlaneError) -> Ingested where Body.Element == ByteBuffer {
         if let problem = Self.nameProblem(name) ?? Self.versionProblem(version) { throw .badRequest(problem) }
-        if let existing = self.record(name: name, version: version), existing.kind != kind {
-            throw .conflict("\(name) \(version) is stored as a \(existing.kind.rawValue) package")
+        if let existing = (try? self.store.packages())?.first(where: { $0.name == name && $0.kind != kind }) {
+            // A name is one thing: a collector build, or an add-on (a rollout of one replaces the other).
+            throw .conflict(
+                "\(name) is published as a \(existing.kind.rawValue) package (\(existing.version)); use another name for a \(kind.rawValue) package"
+            )
         }
         let temporary = self.incoming.appendingPathComponent(UUID().uuidString)
         guard

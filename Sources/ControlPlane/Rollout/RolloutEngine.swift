@@ -277,9 +277,14 @@ public struct RolloutEngine: Sendable {
         }
         state.leftRing = state.leftRing.filter { now.timeIntervalSince($0.value) < 3600 }
         guard members != current else { return [] }
+        // Never an empty ring: the load balancers could not even be given a config for it, so the ring could
+        // never converge and no sampler could join again (every sampler restarting at once, without drain, for
+        // a package install). The last members stay until one is ready.
+        if members.isEmpty { return [] }
         // Joins wait until the load balancers run the current ring, so samplers that become ready together
         // join in one change (each change rewrites every load balancer's config). Departures go out at once.
-        if !converged, current.isSubset(of: members) { return [] }
+        // An empty ring (none yet) has nothing to wait for.
+        if !converged, current.isSubset(of: members), !current.isEmpty { return [] }
         let sorted = members.sorted()
         let joined = sorted.filter { !current.contains($0) }
         let left = state.ring.members.filter { !members.contains($0) }

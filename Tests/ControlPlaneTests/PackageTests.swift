@@ -205,16 +205,7 @@ import Testing
         }
         // Version 1 pins 0.150.0 (what the agents say they run): each downloads and installs it.
         #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
-        let pin = try await stack.controller.rolloutPackage(
-            name: "otelcol-contrib",
-            version: "0.150.0",
-            tiers: [],
-            message: nil,
-            supersede: false,
-            dryRun: false,
-            actor: "test",
-            remote: "local"
-        )
+        let pin = try await Self.rollOut(stack, "0.150.0")
         let first = try await self.waitForEnd(stack, pin.rollout)
         #expect(first.phase == .succeeded, "\(first.failure ?? "")")
         for agent in fleet.agents() {
@@ -224,16 +215,7 @@ import Testing
         #expect(fleet.statistics.resumes >= 5)
 
         // An upgrade through `packages rollout`: a new version with the same policies, staged and drain-aware.
-        let upgrade = try await stack.controller.rolloutPackage(
-            name: "otelcol-contrib",
-            version: "0.152.0",
-            tiers: [],
-            message: nil,
-            supersede: false,
-            dryRun: false,
-            actor: "test",
-            remote: "local"
-        )
+        let upgrade = try await Self.rollOut(stack, "0.152.0")
         #expect(upgrade.result == "created")
         #expect(Set(upgrade.tiers) == [.sampling, .loadBalancing])
         let upgraded = try await self.waitForEnd(stack, upgrade.rollout)
@@ -258,16 +240,7 @@ import Testing
 
         // 0.153.0 makes the collector unhealthy: the rollout fails and offers 0.152.0 again to every agent it
         // reached, tracked until they all run it.
-        let bad = try await stack.controller.rolloutPackage(
-            name: "otelcol-contrib",
-            version: "0.153.0",
-            tiers: [.sampling],
-            message: "try 0.153",
-            supersede: false,
-            dryRun: false,
-            actor: "test",
-            remote: "local"
-        )
+        let bad = try await Self.rollOut(stack, "0.153.0", tiers: [.sampling], message: "try 0.153")
         // 0.153.0 renames the load-balancing exporter; configs for the move keep 0.152's name.
         let badVersion = try #require(try stack.server.store.version(bad.version))
         #expect(badVersion.packages?.renderedFor == ["sampling": "0.152.0"])
@@ -286,6 +259,22 @@ import Testing
             await eventually {
                 (try? await self.call(port, .DELETE, "/v1/packages/otelcol-contrib/0.153.0").status) == 204
             }
+        )
+    }
+
+    /// `policyctl packages rollout otelcol-contrib VERSION`.
+    static func rollOut(_ stack: TestStack, _ version: String, tiers: [AgentTier] = [], message: String? = nil)
+        async throws(ControlPlaneError) -> ApplyResult
+    {
+        try await stack.controller.rolloutPackage(
+            name: "otelcol-contrib",
+            version: version,
+            tiers: tiers,
+            message: message,
+            supersede: false,
+            dryRun: false,
+            actor: "test",
+            remote: "local"
         )
     }
 
@@ -394,16 +383,7 @@ import Testing
 
         // The first pin is not what the samplers run: a failure would have nothing to go back to.
         do {
-            _ = try await stack.controller.rolloutPackage(
-                name: "otelcol-contrib",
-                version: "0.152.0",
-                tiers: [.sampling],
-                message: nil,
-                supersede: false,
-                dryRun: false,
-                actor: "test",
-                remote: "local"
-            )
+            _ = try await Self.rollOut(stack, "0.152.0", tiers: [.sampling])
             Issue.record("a first pin other than the running collector was accepted")
         } catch {
             #expect(error.message.contains("no collector pinned yet"), "\(error.message)")
@@ -411,16 +391,7 @@ import Testing
         }
         // The load balancers cannot take packages: pinning another collector for them is refused.
         do {
-            _ = try await stack.controller.rolloutPackage(
-                name: "otelcol-contrib",
-                version: "0.150.0",
-                tiers: [.loadBalancing, .sampling],
-                message: nil,
-                supersede: false,
-                dryRun: false,
-                actor: "test",
-                remote: "local"
-            )
+            _ = try await Self.rollOut(stack, "0.150.0", tiers: [.loadBalancing, .sampling])
         } catch {
             Issue.record("pinning the collector everyone runs was refused: \(error.message)")
         }
@@ -429,16 +400,7 @@ import Testing
             (try? await stack.controller.currentRollout())?.rollout.phase.isTerminal == true
         }
         do {
-            _ = try await stack.controller.rolloutPackage(
-                name: "otelcol-contrib",
-                version: "0.152.0",
-                tiers: [.loadBalancing],
-                message: nil,
-                supersede: false,
-                dryRun: false,
-                actor: "test",
-                remote: "local"
-            )
+            _ = try await Self.rollOut(stack, "0.152.0", tiers: [.loadBalancing])
             Issue.record("an upgrade of agents that cannot take packages was accepted")
         } catch {
             #expect(
@@ -461,27 +423,9 @@ import Testing
             options.failingPackageVersions = ["0.152.0"]
         }
         #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
-        let pin = try await stack.controller.rolloutPackage(
-            name: "otelcol-contrib",
-            version: "0.150.0",
-            tiers: [],
-            message: nil,
-            supersede: false,
-            dryRun: false,
-            actor: "test",
-            remote: "local"
-        )
+        let pin = try await Self.rollOut(stack, "0.150.0")
         #expect(try await self.waitForEnd(stack, pin.rollout).phase == .succeeded)
-        let result = try await stack.controller.rolloutPackage(
-            name: "otelcol-contrib",
-            version: "0.152.0",
-            tiers: [],
-            message: nil,
-            supersede: false,
-            dryRun: false,
-            actor: "test",
-            remote: "local"
-        )
+        let result = try await Self.rollOut(stack, "0.152.0")
         let rollout = try await self.waitForEnd(stack, result.rollout)
         #expect(rollout.phase == .rolledBack)
         #expect(

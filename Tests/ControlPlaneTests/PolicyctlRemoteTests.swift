@@ -1,4 +1,5 @@
 import ControlPlane
+import FleetSimulator
 import Foundation
 import Testing
 
@@ -100,5 +101,58 @@ import Testing
         #expect(run.status == 2)
         #expect(run.stderr.hasPrefix("policyctl: cannot reach policyd at http://127.0.0.1:1"))
         #expect(run.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func packagesPushListShowRolloutAndDeleteFromTheCommandLine() async throws {
+        let stack = try await TestStack(packages: true)
+        defer { Task { await stack.stop() } }
+        let key = try self.policyctl(["packages", "signing-key", "--server", "http://127.0.0.1:\(stack.apiPort)"])
+        #expect(key.stdout.hasPrefix("-----BEGIN PUBLIC KEY-----"))
+        await stack.startFleet(loadBalancers: 1, samplers: 2) { options in
+            options.acceptsPackages = true
+            options.packageSigningKeyPEM = key.stdout
+        }
+        let server = "http://127.0.0.1:\(stack.apiPort)"
+        let policies = try self.directory(try exampleApply())
+        defer { try? FileManager.default.removeItem(at: policies) }
+        #expect(try self.policyctl(["apply", policies.path, "--wait", "--server", server]).status == 0)
+
+        let build = temporaryDirectory().appendingPathComponent("otelcol-contrib")
+        defer { try? FileManager.default.removeItem(at: build.deletingLastPathComponent()) }
+        try Data(repeating: 0x42, count: 3_000_000).write(to: build)
+        let pushed = try self.policyctl([
+            "packages", "push", build.path, "--name", "otelcol-contrib", "--version", "0.150.0", "--server", server,
+        ])
+        #expect(pushed.status == 0, "\(pushed.stderr)")
+        #expect(pushed.stdout.contains("otelcol-contrib 0.150.0 (top-level, 3000000 bytes) sha256 "))
+        let list = try self.policyctl(["packages", "list", "--server", server])
+        #expect(list.stdout.contains("otelcol-contrib") && list.stdout.contains("0.150.0"))
+
+        // A version the agents do not run cannot be the first pin: exit 1, the reason, nothing stored.
+        try Data(repeating: 0x43, count: 1000).write(to: build)
+        _ = try self.policyctl([
+            "packages", "push", build.path, "--name", "otelcol-contrib", "--version", "0.152.0", "--server", server,
+        ])
+        let refused = try self.policyctl(["packages", "rollout", "otelcol-contrib", "0.152.0", "--server", server])
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("no collector pinned yet"), "\(refused.stderr)")
+
+        let rolled = try self.policyctl([
+            "packages", "rollout", "otelcol-contrib", "0.150.0", "--wait", "--server", server,
+        ])
+        #expect(rolled.status == 0, "\(rolled.stdout)\(rolled.stderr)")
+        #expect(rolled.stdout.contains("version 2 stored with otelcol-contrib 0.150.0"))
+        #expect(rolled.stdout.contains("succeeded"))
+        let agents = try self.policyctl(["agents", "--server", server])
+        #expect(agents.stdout.contains("COLLECTOR") && agents.stdout.contains("installed"))
+        let show = try self.policyctl(["packages", "show", "otelcol-contrib", "0.150.0", "--server", server])
+        #expect(show.stdout.contains("versions: 2") && show.stdout.contains("agents:   3"), "\(show.stdout)")
+        // In use: refused, exit 2 with the reason.
+        let delete = try self.policyctl(["packages", "delete", "otelcol-contrib", "0.150.0", "--server", server])
+        #expect(delete.status == 2)
+        #expect(delete.stderr.contains("pins otelcol-contrib 0.150.0"), "\(delete.stderr)")
+        #expect(
+            try self.policyctl(["packages", "delete", "otelcol-contrib", "0.152.0", "--server", server]).status == 0
+        )
     }
 }

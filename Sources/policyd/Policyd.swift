@@ -274,7 +274,9 @@ extension Policyd {
 
         /// Where agents download packages, from the address they reach OpAMP at: the same host, the API port.
         static func packageBaseURL(advertised: String?, apiPort: Int, tls: Bool) -> String? {
-            guard let advertised, let url = URL(string: advertised), let host = url.host, !host.isEmpty else {
+            // With --api-port 0 the port is known only once it listens: the server sets the address then.
+            guard apiPort != 0, let advertised, let url = URL(string: advertised), let host = url.host, !host.isEmpty
+            else {
                 return nil
             }
             let bracketed = host.contains(":") ? "[\(host)]" : host

@@ -146,6 +146,25 @@ import Testing
         #expect(byQuery.status == 206)
         #expect(byQuery.body == Array(bytes.prefix(100)))
         #expect(try await self.call(port, .GET, path + "?token=\(wrong)").status == 401)
+        // A range that ends anywhere up to Int.max is served to the end of the file (it once overflowed and
+        // took policyd down).
+        let huge = try await self.call(
+            port,
+            .GET,
+            path,
+            headers: [("Authorization", "Bearer \(token)"), ("Range", "bytes=1000-9223372036854775807")]
+        )
+        #expect(huge.status == 206)
+        #expect(huge.body == Array(bytes[1000...]))
+        // HEAD ignores Range and says how big the file is.
+        let head = try await self.call(
+            port,
+            .HEAD,
+            path,
+            headers: [("Authorization", "Bearer \(token)"), ("Range", "bytes=0-9")]
+        )
+        #expect(head.status == 200)
+        #expect(head.headers.first(name: "Content-Length") == String(bytes.count))
         // A download that already has everything resumes past the end: 416, with the size.
         let past = try await self.call(
             port,

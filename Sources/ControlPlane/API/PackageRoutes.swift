@@ -54,7 +54,10 @@ struct PackageDownloadMiddleware: RouterMiddleware {
         var range = 0..<size
         var status = HTTPResponse.Status.ok
         // A range that does not match the ETag in If-Range asks for the whole file.
-        if let text = request.headers[.range], request.headers[.ifRange].map({ $0 == etag }) ?? true {
+        // Range applies to GET only (RFC 9110 §14.2).
+        if request.method == .get, let text = request.headers[.range],
+            request.headers[.ifRange].map({ $0 == etag }) ?? true
+        {
             switch Self.range(text, size: size) {
             case .whole: break
             case .part(let part):
@@ -83,7 +86,14 @@ struct PackageDownloadMiddleware: RouterMiddleware {
                             fromAbsoluteOffset: Int64(offset),
                             length: .bytes(Int64(length))
                         )
-                        guard chunk.readableBytes > 0 else { break }
+                        // The file shrank under us: fail the response rather than send less than Content-Length.
+                        guard chunk.readableBytes > 0 else {
+                            throw APIError(
+                                .internalServerError,
+                                code: "short_read",
+                                message: "the package file is shorter than expected"
+                            )
+                        }
                         offset += chunk.readableBytes
                         // Suspends while the connection cannot take more: the next read waits for it.
                         try await writer.write(chunk)
@@ -115,7 +125,8 @@ struct PackageDownloadMiddleware: RouterMiddleware {
         guard start < size else { return .unsatisfiable }
         if parts[1].isEmpty { return .part(start..<size) }
         guard let end = Int(parts[1]), end >= start else { return .whole }
-        return .part(start..<min(end + 1, size))
+        // `end` may be anything up to Int.max: compared, never incremented past the file.
+        return .part(start..<(end >= size - 1 ? size : end + 1))
     }
 }
 

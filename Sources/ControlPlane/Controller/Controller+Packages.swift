@@ -47,7 +47,10 @@ extension Controller {
         for tier in [AgentTier.loadBalancing, .sampling] {
             guard let new = pins.collector(tier), base?.collector(tier) != new else { continue }
             let name = tier == .sampling ? "sampling" : "load-balancing"
-            let agents = snapshot.filter { self.tier(of: $0, fleet: fleet) == tier }
+            // Agents that do not say which collector they run (no `service.version`) cannot be judged either way.
+            let agents = snapshot.filter {
+                self.tier(of: $0, fleet: fleet) == tier && $0.description?.attributes["service.version"] != nil
+            }
             if base?.collector(tier) == nil {
                 // Nothing pinned yet: a failed upgrade would have no collector to go back to. The first pin must
                 // be the collector the tier runs.
@@ -192,8 +195,7 @@ extension Controller {
         let collector = offer.packages.values.first { $0.kind == .topLevel }
         guard snapshot.capabilities.contains(.acceptsPackages) else {
             // Never offered anything; listed to be upgraded by hand, and done once it runs the collector.
-            if let collector, reported != collector.version { return (.pending, "upgrade by hand", nil) }
-            return (.applied, "upgrade by hand", nil)
+            return (self.byHand(snapshot, collector: collector?.version), "upgrade by hand", nil)
         }
         var installed = true
         if snapshot.capabilities.contains(.reportsPackageStatuses) {
@@ -254,6 +256,14 @@ extension Controller {
         return (.applying, "restarting", nil)
     }
 
+    /// An agent that cannot take packages: done once it reports the pinned collector (upgraded by hand). While
+    /// a rollout rolls back, either collector of the move will do: it was never offered one.
+    func byHand(_ snapshot: AgentSnapshot, collector: String?) -> ConfigProgress {
+        let reported = snapshot.description?.attributes["service.version"]
+        if let collector, reported != collector, self.state.rollout?.rollingBack != true { return .pending }
+        return .applied
+    }
+
     /// Config and packages together: failed if either failed, applied when both are.
     static func combine(_ config: ConfigProgress, _ packages: ConfigProgress) -> ConfigProgress {
         if case .failed = config { return config }
@@ -281,7 +291,10 @@ extension Controller {
             throw .notFound("no package \(name) \(version); push it first (policyctl packages push)")
         }
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
-        guard let target = active?.to ?? self.state.current, let base = try? self.store.version(target) else {
+        // While a rollout rolls back, the fleet is going back to its `from`: that is what a new one builds on.
+        guard let target = (active?.rollingBack == true ? active?.from : active?.to) ?? self.state.current,
+            let base = try? self.store.version(target)
+        else {
             throw .conflict("there is no version yet: apply policies first, then roll packages out")
         }
         let tiers = requested.isEmpty ? [AgentTier.sampling, .loadBalancing] : requested
@@ -380,6 +393,8 @@ extension Controller {
 
     /// Records an upload in the audit log.
     func auditUpload(_ record: PackageRecord, created: Bool, actor: String, remote: String) {
+        // A package that was missing may be back: offers are worked out again.
+        if created { self.packageOffers = [:] }
         self.audit(
             actor: actor,
             action: "packages.push",

@@ -338,10 +338,17 @@ public actor Controller {
                 progress = Self.combine(progress, judged.progress)
                 if case .failed = judged.progress, snapshot.connected { configState = "failed" }
             case .unavailable(let reason):
-                // Never judged done without its packages.
-                packageState = "waiting"
-                packageError = reason
-                progress = Self.combine(progress, .pending)
+                if snapshot.capabilities.contains(.acceptsPackages) {
+                    // Never judged done without its packages.
+                    packageState = "waiting"
+                    packageError = reason
+                    progress = Self.combine(progress, .pending)
+                } else {
+                    // Never offered anything anyway: judged on the collector it reports.
+                    let collector = (try? self.compiledSet(assignment.version))?.packages?.collector(tier)
+                    packageState = "upgrade by hand"
+                    progress = Self.combine(progress, self.byHand(snapshot, collector: collector?.version))
+                }
             }
         }
         return AgentState(
@@ -630,7 +637,8 @@ public actor Controller {
         let started = ContinuousClock.now
         defer { self.metrics.applyDuration.record(duration: ContinuousClock.now - started) }
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
-        let target = active?.to ?? self.state.current
+        // While a rollout rolls back, the fleet is going back to its `from`: inherit from that, not the failure.
+        let target = (active?.rollingBack == true ? active?.from : active?.to) ?? self.state.current
         let base = target.flatMap { try? self.store.version($0) }?.packages
         let pins = try self.packages(fleet: request.fleet, override: packages, base: base)
         let compiled: CompiledSet

@@ -68,11 +68,14 @@ public final class PackageRepository: Sendable {
             try? FileManager.default.removeItem(at: self.incoming.appendingPathComponent(leftover))
         }
         // A crash between moving a file in and recording it leaves a file no record names.
-        let recorded = Set(((try? store.packages()) ?? []).map(\.sha256))
-        let files = directory.appendingPathComponent("sha256")
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: files.path)) ?? []
-        where !recorded.contains(name) {
-            try? FileManager.default.removeItem(at: files.appendingPathComponent(name))
+        // Only when the records could be read: a store that fails to answer must not cost every package file.
+        if let records = try? store.packages() {
+            let recorded = Set(records.map(\.sha256))
+            let files = directory.appendingPathComponent("sha256")
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: files.path)) ?? []
+            where !recorded.contains(name) {
+                try? FileManager.default.removeItem(at: files.appendingPathComponent(name))
+            }
         }
     }
 
@@ -183,6 +186,13 @@ public final class PackageRepository: Sendable {
     /// the record is added. Under ``mutation``.
     private func commit(_ record: PackageRecord, from temporary: URL) throws(ControlPlaneError) -> Ingested {
         defer { try? FileManager.default.removeItem(at: temporary) }
+        // Again under the lock: two pushes of one name with different kinds may have raced past the first check.
+        if let other = (try? self.store.packages())?.first(where: { $0.name == record.name && $0.kind != record.kind })
+        {
+            throw .conflict(
+                "\(record.name) is published as a \(other.kind.rawValue) package (\(other.version)); use another name for a \(record.kind.rawValue) package"
+            )
+        }
         if let existing = self.record(name: record.name, version: record.version) {
             guard existing.sha256 == record.sha256 else {
                 throw .conflict(

@@ -279,8 +279,14 @@ public struct RolloutEngine: Sendable {
         guard members != current else { return [] }
         // Never an empty ring: the load balancers could not even be given a config for it, so the ring could
         // never converge and no sampler could join again (every sampler restarting at once, without drain, for
-        // a package install). The last members stay until one is ready.
-        if members.isEmpty { return [] }
+        // a package install). The last members stay until one is ready, except samplers held out to be drained:
+        // they must leave, or they could never be updated.
+        if members.isEmpty {
+            let held = Set(state.heldOut.keys.compactMap { agents[$0]?.ringEntry })
+            let survivors = current.subtracting(held)
+            guard !survivors.isEmpty, survivors != current else { return [] }
+            members = survivors
+        }
         // Joins wait until the load balancers run the current ring, so samplers that become ready together
         // join in one change (each change rewrites every load balancer's config). Departures go out at once.
         // An empty ring (none yet) has nothing to wait for.
@@ -383,7 +389,9 @@ public struct RolloutEngine: Sendable {
             }
             if agent.tier == .sampling {
                 if state.heldOut[agent.uid] == nil, let entry = agent.ringEntry, tick.ring.contains(entry),
-                    tick.ring.count > 1
+                    tick.ring.count > 1,
+                    // One member not held out stays in the ring, as in a rollout's batches.
+                    tick.ring.subtracting(state.heldOut.keys.compactMap { tick.agents[$0]?.ringEntry }).count > 1
                 {
                     guard draining < limit else { continue }
                     state.heldOut[agent.uid] = tick.now

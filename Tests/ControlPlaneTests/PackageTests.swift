@@ -460,4 +460,32 @@ import Testing
             }
         )
     }
+
+    @Test func aMoveSupersededHalfwayRendersForTheOldestCollectorAgentsMayRun() async throws {
+        let stack = try await TestStack(packages: true)
+        defer { Task { await stack.stop() } }
+        for version in ["0.150.0", "0.152.0", "0.153.0"] {
+            #expect(try await self.push(stack.apiPort, version).status == 201)
+        }
+        await stack.startFleet(loadBalancers: 0, samplers: 2) { $0.acceptsPackages = true }
+        #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
+        let pin = try await Self.rollOut(stack, "0.150.0", tiers: [.sampling])
+        #expect(try await self.waitForEnd(stack, pin.rollout).phase == .succeeded)
+        // The move to 0.152.0 starts and is paused after its first batch: agents run 0.150.0 or 0.152.0.
+        let move = try await Self.rollOut(stack, "0.152.0", tiers: [.sampling])
+        _ = try await stack.controller.command(.pause, actor: "test", remote: "local")
+        // Superseded by 0.153.0 halfway: its configs must still start on 0.150.0, not only on 0.152.0.
+        let jump = try await stack.controller.rolloutPackage(
+            name: "otelcol-contrib",
+            version: "0.153.0",
+            tiers: [.sampling],
+            message: nil,
+            supersede: true,
+            dryRun: false,
+            actor: "test",
+            remote: "local"
+        )
+        #expect(try stack.server.store.version(move.version)?.packages?.renderedFor == ["sampling": "0.150.0"])
+        #expect(try stack.server.store.version(jump.version)?.packages?.renderedFor == ["sampling": "0.150.0"])
+    }
 }

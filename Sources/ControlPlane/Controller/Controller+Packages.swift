@@ -19,13 +19,25 @@ extension Controller {
             pins = try self.resolve(parsed.packages, inherited: base)
         }
         guard var pins, !pins.isEmpty else { return nil }
+        // With no rollout in progress every agent runs the base's collector. In the middle of one (superseded,
+        // say, halfway through a move) agents may run the collector of the version the fleet ran before it, or
+        // of the one it moves to, or what either rendered for: the oldest of them all.
+        let moving = self.state.rollout.map { !$0.phase.isTerminal } ?? false
+        let current = moving ? self.state.current.flatMap { try? self.store.version($0) }?.packages : nil
         var renderedFor: [String: String] = [:]
         for tier in [AgentTier.loadBalancing, .sampling] {
-            guard let new = pins.collector(tier), let old = base?.collector(tier), old.version != new.version,
-                let from = VersionPackages.collectorVersion(old.version),
-                let to = VersionPackages.collectorVersion(new.version), from < to
-            else { continue }
-            renderedFor[tier.rawValue] = old.version
+            guard let new = pins.collector(tier), let to = VersionPackages.collectorVersion(new.version) else {
+                continue
+            }
+            let candidates = [base, current].compactMap { pins in
+                pins.flatMap {
+                    moving
+                        ? ($0.renderedFor?[tier.rawValue] ?? $0.collector(tier)?.version) : $0.collector(tier)?.version
+                }
+            }
+            let oldest = candidates.compactMap { text in VersionPackages.collectorVersion(text).map { (text, $0) } }
+                .min { $0.1 < $1.1 }
+            if let (text, version) = oldest, version < to { renderedFor[tier.rawValue] = text }
         }
         pins.renderedFor = renderedFor.isEmpty ? nil : renderedFor
         try self.checkCollectorChange(from: base, to: pins)

@@ -1,4 +1,5 @@
 import ConfigRenderer
+import Foundation
 import Testing
 import Yams
 
@@ -34,6 +35,25 @@ import Yams
         let tooShort = self.problems("rollout:\n  stage_timeout: 10ms\n")
         #expect(tooShort.map(\.code) == [.invalidRollout])
         #expect(tooShort.first?.line == 2)
+    }
+
+    @Test func durationsTooLongForMillisecondsAreRefusedNotTrapped() throws {
+        // fuzz-fleet-render: seconds beyond Int64 milliseconds trapped the parser (Fuzz/fleet-render/corpus/
+        // finding-duration-overflow replays the exact input).
+        let found = self.problems("load_balancing:\n  timeout: 4099276460824344804s\n")
+        #expect(found.first?.code == .invalidValue)
+        #expect(found.first?.message.contains("longer than ten years") == true)
+        #expect(self.problems("rollout:\n  bake_time: 9223372036854775807h\n").first?.code == .invalidValue)
+        let input = try String(
+            contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent(
+                    "Fuzz/fleet-render/corpus/finding-duration-overflow"
+                ),
+            encoding: .isoLatin1
+        )
+        if case .success = FleetParser.parse(input) { Issue.record("the fuzzer's input parsed") }
+        // What is still fine.
+        #expect(self.problems("load_balancing:\n  timeout: 30s\n").isEmpty)
     }
 
     @Test func unknownKeysAreLocatedWithSuggestions() {

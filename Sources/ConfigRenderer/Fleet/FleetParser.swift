@@ -156,7 +156,18 @@ final class FleetReader {
         for (unit, factor) in units where text.hasSuffix(unit) {
             let number = text.dropLast(unit.count)
             if let value = Int64(number), value >= 0, !(unit == "m" && number.hasSuffix("m")) {
-                return value * factor
+                // A number of seconds past Int64's milliseconds once trapped here (found by fuzz-fleet-render).
+                let (milliseconds, overflow) = value.multipliedReportingOverflow(by: factor)
+                guard !overflow, milliseconds <= 10 * 365 * 86_400_000 else {
+                    self.report(
+                        .invalidValue,
+                        "`\(what)` is longer than ten years (`\(text)`)",
+                        at: node,
+                        suggestion: "write a duration such as `10s` or `5m`"
+                    )
+                    return nil
+                }
+                return milliseconds
             }
         }
         self.report(.invalidValue, "`\(what)` must be a duration such as `10s` or `500ms`, not `\(text)`", at: node)

@@ -515,9 +515,6 @@ public struct SimulatedAgent: Sendable {
         bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
-    /// What it reports about its packages now.
-    public var packageStatusReport: OpAMP_PackageStatuses { self.packageStatuses }
-
     /// The status last reported for connection settings.
     public var connectionSettingsStatus: OpAMP_ConnectionSettingsStatus? { self.settingsStatus }
 }

@@ -146,10 +146,6 @@ for (index, mebibytes) in sizes.enumerated() {
     let result = try await controller.rolloutPackage(
         name: "otelcol-contrib",
         version: version,
-        tiers: [],
-        message: nil,
-        supersede: false,
-        dryRun: false,
         actor: "bench",
         remote: "local"
     )

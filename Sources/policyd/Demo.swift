@@ -209,10 +209,6 @@ extension Policyd {
                 let result = try await controller.rolloutPackage(
                     name: "otelcol-contrib",
                     version: version,
-                    tiers: [],
-                    message: nil,
-                    supersede: false,
-                    dryRun: false,
                     actor: "demo",
                     remote: "local"
                 )

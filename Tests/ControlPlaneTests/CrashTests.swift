@@ -46,21 +46,68 @@ import Testing
         return process
     }
 
-    func get(_ port: Int, _ path: String) async -> [String: Any]? {
+    /// A GET's JSON body (nil for anything but 200 with JSON).
+    func json(_ port: Int, _ path: String) async -> Any? {
         let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
         guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
             response.status == .ok,
             let body = try? await response.body.collect(upTo: 16 * 1024 * 1024)
         else { return nil }
-        return (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [String: Any]
+        return try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))
+    }
+
+    func get(_ port: Int, _ path: String) async -> [String: Any]? {
+        await self.json(port, path) as? [String: Any]
     }
 
     func getArray(_ port: Int, _ path: String) async -> [[String: Any]] {
-        let request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
-        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
-            let body = try? await response.body.collect(upTo: 16 * 1024 * 1024)
-        else { return [] }
-        return ((try? JSONSerialization.jsonObject(with: Data(body.readableBytesView))) as? [[String: Any]]) ?? []
+        await self.json(port, path) as? [[String: Any]] ?? []
+    }
+
+    /// Four simulated collectors (one load balancer, three samplers) that reconnect quickly.
+    func fleetOptions(opampPort: Int) -> FleetOptions {
+        var options = FleetOptions()
+        options.port = opampPort
+        options.agents = 4
+        options.loadBalancerShare = 0.25
+        options.applyDelay = .milliseconds(50)
+        options.reconnectDelay = .milliseconds(200)
+        options.threads = 1
+        return options
+    }
+
+    /// Whether policyd sees the fleet's three samplers.
+    func samplersSeen(_ apiPort: Int) async -> Bool {
+        await eventually {
+            (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3
+        }
+    }
+
+    /// Applies with stages of two seconds each (so a kill lands in the middle); the answer's status.
+    func applySlowly(_ request: ApplyRequest, apiPort: Int) async throws -> HTTPResponseStatus {
+        var slow = request
+        slow.fleet = request.fleet.replacingOccurrences(of: "bake_time: 5m", with: "bake_time: 2s")
+        var post = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/apply")
+        post.method = .POST
+        post.headers.add(name: "Content-Type", value: "application/json")
+        post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(slow))))
+        return try await HTTPClient.shared.execute(post, timeout: .seconds(30)).status
+    }
+
+    /// Waits until rollout 1 has passed its first stage and is still going.
+    func firstStagePassed(_ apiPort: Int) async -> Bool {
+        await eventually(timeout: 30) {
+            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return (rollout?["stageIndex"] as? Int ?? 0) >= 1 && rollout?["phase"] as? String == "progressing"
+        }
+    }
+
+    /// Waits until rollout 1 has succeeded.
+    func firstRolloutSucceeded(_ apiPort: Int) async -> Bool {
+        await eventually(timeout: 60) {
+            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return rollout?["id"] as? Int == 1 && rollout?["phase"] as? String == "succeeded"
+        }
     }
 
     @Test func killNineInTheMiddleOfARolloutLosesNothing() async throws {
@@ -72,43 +119,19 @@ import Testing
         defer { if policyd.isRunning { kill(policyd.processIdentifier, SIGKILL) } }
         #expect(await eventually { await self.get(apiPort, "/v1/fleet") != nil })
 
-        var options = FleetOptions()
-        options.port = opampPort
-        options.agents = 4
-        options.loadBalancerShare = 0.25
-        options.applyDelay = .milliseconds(50)
-        options.reconnectDelay = .milliseconds(200)
-        options.threads = 1
-        let fleet = FleetRunner(options: options)
+        let fleet = FleetRunner(options: self.fleetOptions(opampPort: opampPort))
         let fleetTask = Task { try await fleet.run() }
         defer {
             fleetTask.cancel()
             Task { await fleet.shutdown() }
         }
-        #expect(
-            await eventually {
-                (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3
-            }
-        )
+        #expect(await self.samplersSeen(apiPort))
 
         // Stages of two seconds each, so the kill lands in the middle.
-        let request = try exampleApply { $0 }
-        var slow = request
-        slow.fleet = request.fleet.replacingOccurrences(of: "bake_time: 5m", with: "bake_time: 2s")
-        var post = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/apply")
-        post.method = .POST
-        post.headers.add(name: "Content-Type", value: "application/json")
-        post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(slow))))
-        let applied = try await HTTPClient.shared.execute(post, timeout: .seconds(30))
-        #expect(applied.status == .created)
+        #expect(try await self.applySlowly(try exampleApply { $0 }, apiPort: apiPort) == .created)
 
         // Wait until the first stage has passed, then kill -9.
-        #expect(
-            await eventually(timeout: 30) {
-                let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-                return (rollout?["stageIndex"] as? Int ?? 0) >= 1 && rollout?["phase"] as? String == "progressing"
-            }
-        )
+        #expect(await self.firstStagePassed(apiPort))
         kill(policyd.processIdentifier, SIGKILL)
         policyd.waitUntilExit()
         #expect(policyd.terminationReason == .uncaughtSignal)
@@ -116,11 +139,7 @@ import Testing
         // Same data directory: the version and the rollout are there, and the rollout finishes.
         policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
         #expect(await eventually { await self.get(apiPort, "/v1/versions/1") != nil })
-        let finished = await eventually(timeout: 60) {
-            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-            return rollout?["id"] as? Int == 1 && rollout?["phase"] as? String == "succeeded"
-        }
-        #expect(finished)
+        #expect(await self.firstRolloutSucceeded(apiPort))
         #expect(
             await eventually {
                 let fleet = await self.get(apiPort, "/v1/fleet")
@@ -152,13 +171,7 @@ import Testing
         )
         let key = String(buffer: try await keyResponse.body.collect(upTo: 4096))
 
-        var options = FleetOptions()
-        options.port = opampPort
-        options.agents = 4
-        options.loadBalancerShare = 0.25
-        options.applyDelay = .milliseconds(50)
-        options.reconnectDelay = .milliseconds(200)
-        options.threads = 1
+        var options = self.fleetOptions(opampPort: opampPort)
         options.acceptsPackages = true
         options.packageSigningKeyPEM = key
         // The first pin must be the collector the tier runs (so a failed upgrade has one to go back to).
@@ -169,28 +182,14 @@ import Testing
             fleetTask.cancel()
             Task { await fleet.shutdown() }
         }
-        #expect(
-            await eventually {
-                (await self.get(apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 3
-            }
-        )
+        #expect(await self.samplersSeen(apiPort))
 
         // The examples with collector 0.152.0 on both tiers, stages of two seconds each.
         var request = try exampleApply { $0 }
-        request.fleet = request.fleet.replacingOccurrences(of: "bake_time: 5m", with: "bake_time: 2s")
         request.fleet +=
             "\npackages:\n  load_balancing: {otelcol-contrib: 0.152.0}\n  sampling: {otelcol-contrib: 0.152.0}\n"
-        var post = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/v1/apply")
-        post.method = .POST
-        post.headers.add(name: "Content-Type", value: "application/json")
-        post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(request))))
-        #expect(try await HTTPClient.shared.execute(post, timeout: .seconds(30)).status == .created)
-        #expect(
-            await eventually(timeout: 30) {
-                let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-                return (rollout?["stageIndex"] as? Int ?? 0) >= 1 && rollout?["phase"] as? String == "progressing"
-            }
-        )
+        #expect(try await self.applySlowly(request, apiPort: apiPort) == .created)
+        #expect(await self.firstStagePassed(apiPort))
         let before = fleet.agents().filter { $0.installedPackages["otelcol-contrib"] != nil }.count
         kill(policyd.processIdentifier, SIGKILL)
         policyd.waitUntilExit()
@@ -199,11 +198,7 @@ import Testing
         // agent ends on the new collector.
         policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
         #expect(await eventually { await self.get(apiPort, "/v1/versions/1") != nil })
-        let finished = await eventually(timeout: 60) {
-            let rollout = await self.get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-            return rollout?["id"] as? Int == 1 && rollout?["phase"] as? String == "succeeded"
-        }
-        #expect(finished)
+        #expect(await self.firstRolloutSucceeded(apiPort))
         #expect(before >= 1 && before < 4, "the kill landed in the middle (\(before) of 4 installed)")
         // Agents that were reconnecting when their stage came catch up right after, drained like any update.
         let caughtUp = await eventually(timeout: 30) {

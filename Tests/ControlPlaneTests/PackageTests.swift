@@ -290,8 +290,6 @@ import Testing
             version: version,
             tiers: tiers,
             message: message,
-            supersede: false,
-            dryRun: false,
             actor: "test",
             remote: "local"
         )
@@ -479,9 +477,7 @@ import Testing
             name: "otelcol-contrib",
             version: "0.153.0",
             tiers: [.sampling],
-            message: nil,
             supersede: true,
-            dryRun: false,
             actor: "test",
             remote: "local"
         )

@@ -292,10 +292,10 @@ extension Controller {
     public func rolloutPackage(
         name: String,
         version: String,
-        tiers requested: [AgentTier],
-        message: String?,
-        supersede: Bool,
-        dryRun: Bool,
+        tiers requested: [AgentTier] = [],
+        message: String? = nil,
+        supersede: Bool = false,
+        dryRun: Bool = false,
         actor: String,
         remote: String
     ) throws(ControlPlaneError) -> ApplyResult {

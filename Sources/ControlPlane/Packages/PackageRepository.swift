@@ -83,11 +83,11 @@ public final class PackageRepository: Sendable {
 
     /// Where the file with this SHA-256 (hex) is stored.
     public func file(sha256: String) -> URL {
-        self.directory.appendingPathComponent("sha256").appendingPathComponent(sha256)
+        self.filesDirectory.appendingPathComponent(sha256)
     }
 
     /// The folder of stored files, each named by its SHA-256 in hex.
-    public var filesDirectory: URL { self.directory.appendingPathComponent("sha256") }
+    var filesDirectory: URL { self.directory.appendingPathComponent("sha256") }
 
     /// The public key agents pin, PEM.
     public var publicKeyPEM: String { PackageSignature.publicKeyPEM(self.signingKey.publicKey) }
@@ -112,11 +112,9 @@ public final class PackageRepository: Sendable {
         body: Body
     ) async throws(ControlPlaneError) -> Ingested where Body.Element == ByteBuffer {
         if let problem = Self.nameProblem(name) ?? Self.versionProblem(version) { throw .badRequest(problem) }
-        if let existing = (try? self.store.packages())?.first(where: { $0.name == name && $0.kind != kind }) {
-            // A name is one thing: a collector build, or an add-on (a rollout of one replaces the other).
-            throw .conflict(
-                "\(name) is published as a \(existing.kind.rawValue) package (\(existing.version)); use another name for a \(kind.rawValue) package"
-            )
+        // Before the body streams in, so a wrong kind is refused without reading gigabytes.
+        if let conflict = Self.kindConflict(name: name, kind: kind, (try? self.store.packages()) ?? []) {
+            throw conflict
         }
         let temporary = self.incoming.appendingPathComponent(UUID().uuidString)
         guard
@@ -186,14 +184,11 @@ public final class PackageRepository: Sendable {
     /// the record is added. Under ``mutation``.
     private func commit(_ record: PackageRecord, from temporary: URL) throws(ControlPlaneError) -> Ingested {
         defer { try? FileManager.default.removeItem(at: temporary) }
+        let records: [PackageRecord]
+        do { records = try self.store.packages() } catch { throw .store("\(error)") }
         // Again under the lock: two pushes of one name with different kinds may have raced past the first check.
-        if let other = (try? self.store.packages())?.first(where: { $0.name == record.name && $0.kind != record.kind })
-        {
-            throw .conflict(
-                "\(record.name) is published as a \(other.kind.rawValue) package (\(other.version)); use another name for a \(record.kind.rawValue) package"
-            )
-        }
-        if let existing = self.record(name: record.name, version: record.version) {
+        if let conflict = Self.kindConflict(name: record.name, kind: record.kind, records) { throw conflict }
+        if let existing = records.first(where: { $0.name == record.name && $0.version == record.version }) {
             guard existing.sha256 == record.sha256 else {
                 throw .conflict(
                     "\(record.name) \(record.version) is already published with other content (sha256 \(existing.sha256)); a published version never changes: push it as a new version"
@@ -216,6 +211,16 @@ public final class PackageRepository: Sendable {
             throw .store("\(error)")
         }
         return Ingested(record: record, created: true)
+    }
+
+    /// A name is one thing, a collector build or an add-on (a rollout of one replaces the other): the refusal
+    /// when `records` publish `name` as the other kind.
+    private static func kindConflict(name: String, kind: PackageKind, _ records: [PackageRecord]) -> ControlPlaneError?
+    {
+        guard let other = records.first(where: { $0.name == name && $0.kind != kind }) else { return nil }
+        return .conflict(
+            "\(name) is published as a \(other.kind.rawValue) package (\(other.version)); use another name for a \(kind.rawValue) package"
+        )
     }
 
     /// Every package.

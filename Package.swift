@@ -35,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // DSL -> checked IR, diagnostics, formatter. Pure: Foundation only, no I/O.
@@ -91,7 +92,7 @@ let package = Package(
             ],
             swiftSettings: upcoming
         ),
-        // Versions, the store (GRDB), the rollout engine (pure), the ring, the controller and the HTTP API.
+        // Versions, the store (GRDB for SQLite, postgres-nio for PostgreSQL), the rollout engine (pure), the ring, the controller and the HTTP API.
         .target(
             name: "ControlPlane",
             dependencies: [
@@ -102,6 +103,7 @@ let package = Package(
                 "Credentials",
                 "PolicyTesting",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

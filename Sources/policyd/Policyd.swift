@@ -52,8 +52,17 @@ extension Policyd {
         @Option(help: "Address to bind for the API (without API tokens only loopback is allowed).")
         var apiBind = "127.0.0.1"
 
-        @Option(help: "Where the store lives (SQLite, one policyd per directory).")
+        @Option(
+            help:
+                "Where the store lives (SQLite, one policyd per directory) and, with --database, the files (packages, keys)."
+        )
         var dataDir = "./tailplane-data"
+
+        @Option(
+            help:
+                "PostgreSQL store instead of SQLite: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=FILE]; the password may come from PGPASSWORD (docs/ha.md)."
+        )
+        var database: String?
 
         @Option(
             help:
@@ -189,9 +198,18 @@ extension Policyd {
             if apiTokens.isEmpty {
                 logger.warning("no API tokens configured: anyone on this machine may use the API (loopback only)")
             }
-            let store: SQLiteStore
+            let store: any ControlPlaneStore
+            var dataDirectoryLock: DataDirectoryLock?
             do {
-                store = try SQLiteStore(directory: URL(fileURLWithPath: self.dataDir))
+                if let database = self.database {
+                    // The files (packages, keys) stay in the data directory: one policyd per directory still.
+                    dataDirectoryLock = try DataDirectoryLock(directory: URL(fileURLWithPath: self.dataDir))
+                    let postgres = try PostgresStoreConfiguration(url: database)
+                    store = try PostgresStore(configuration: postgres, logger: Logger(label: "policyd.store"))
+                    logger.info("store: PostgreSQL \(postgres.summary)")
+                } else {
+                    store = try SQLiteStore(directory: URL(fileURLWithPath: self.dataDir))
+                }
             } catch {
                 throw ValidationError("\(error)")
             }
@@ -269,6 +287,7 @@ extension Policyd {
                 )
             )
             try await group.run()
+            withExtendedLifetime(dataDirectoryLock) {}
             logger.info("stopped")
         }
 

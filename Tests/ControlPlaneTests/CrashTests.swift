@@ -33,13 +33,14 @@ import Testing
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    func start(directory: URL, opampPort: Int, apiPort: Int) throws -> Process {
+    func start(directory: URL, opampPort: Int, apiPort: Int, database: String? = nil) throws -> Process {
         let process = Process()
         process.executableURL = Self.binary
-        process.arguments = [
-            "serve", "--data-dir", directory.path, "--bind", "127.0.0.1", "--opamp-port", String(opampPort),
-            "--api-port", String(apiPort), "--log-level", "warning",
-        ]
+        process.arguments =
+            [
+                "serve", "--data-dir", directory.path, "--bind", "127.0.0.1", "--opamp-port", String(opampPort),
+                "--api-port", String(apiPort), "--log-level", "warning",
+            ] + (database.map { ["--database", $0] } ?? [])
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
@@ -110,12 +111,15 @@ import Testing
         }
     }
 
-    @Test func killNineInTheMiddleOfARolloutLosesNothing() async throws {
+    /// With SQLite, and with PostgreSQL through `policyd serve --database`.
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func killNineInTheMiddleOfARolloutLosesNothing(_ backend: StoreFixture.Backend) async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let opampPort = Self.freePort()
         let apiPort = Self.freePort()
-        var policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        let database = try backend.database()
+        var policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort, database: database)
         defer { if policyd.isRunning { kill(policyd.processIdentifier, SIGKILL) } }
         #expect(await eventually { await self.get(apiPort, "/v1/fleet") != nil })
 
@@ -136,8 +140,8 @@ import Testing
         policyd.waitUntilExit()
         #expect(policyd.terminationReason == .uncaughtSignal)
 
-        // Same data directory: the version and the rollout are there, and the rollout finishes.
-        policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort)
+        // Same data directory (and database): the version and the rollout are there, and the rollout finishes.
+        policyd = try self.start(directory: directory, opampPort: opampPort, apiPort: apiPort, database: database)
         #expect(await eventually { await self.get(apiPort, "/v1/versions/1") != nil })
         #expect(await self.firstRolloutSucceeded(apiPort))
         #expect(

@@ -6,11 +6,12 @@ import OpAMPServer
 import PolicyEngine
 import Testing
 
-/// Whole rollouts: a real OpAMP server, the control plane on a real SQLite file, simulated collectors over
-/// WebSockets on 127.0.0.1.
+/// Whole rollouts: a real OpAMP server, the control plane on a real SQLite file (or a real PostgreSQL
+/// database), simulated collectors over WebSockets on 127.0.0.1.
 @Suite(.serialized) struct RolloutTests {
-    @Test func anApplyRollsOutDrainAwareUntilEveryAgentRunsIt() async throws {
-        let stack = try await TestStack()
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func anApplyRollsOutDrainAwareUntilEveryAgentRunsIt(_ backend: StoreFixture.Backend) async throws {
+        let stack = try await TestStack(database: backend.database())
         await stack.startFleet(loadBalancers: 2, samplers: 4)
         let result = try await stack.controller.apply(try exampleApply(), actor: "test", remote: "local")
         #expect(result.result == "created" && result.version == 1)
@@ -60,8 +61,9 @@ import Testing
         await stack.stop()
     }
 
-    @Test func aVersionTheSamplersFailIsRolledBackEverywhere() async throws {
-        let stack = try await TestStack()
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func aVersionTheSamplersFailIsRolledBackEverywhere(_ backend: StoreFixture.Backend) async throws {
+        let stack = try await TestStack(database: backend.database())
         await stack.startFleet(loadBalancers: 2, samplers: 4)
         #expect(try await stack.applyAndWait(try exampleApply()).phase == .succeeded)
         let rollout = try await stack.applyAndWait(try brokenApply())

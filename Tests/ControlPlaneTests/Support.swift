@@ -93,7 +93,8 @@ final class TestStack: Sendable {
         options: ControlPlaneOptions = fastOptions(),
         tokens: [APIToken] = [],
         packages: Bool = false,
-        maxPackageBytes: Int64 = 64 << 20
+        maxPackageBytes: Int64 = 64 << 20,
+        database: String? = nil
     ) async throws {
         var configuration = OpAMPServerConfiguration()
         configuration.host = "127.0.0.1"
@@ -102,7 +103,9 @@ final class TestStack: Sendable {
         self.opamp = OpAMPServer(configuration: configuration)
         self.opampPort = try await self.opamp.start()
         self.directory = directory
-        let store = try SQLiteStore(directory: directory)
+        let store: any ControlPlaneStore =
+            try database.map { try PostgresStore(configuration: try PostgresStoreConfiguration(url: $0)) }
+            ?? SQLiteStore(directory: directory)
         let repository =
             packages
             ? try PackageRepository(

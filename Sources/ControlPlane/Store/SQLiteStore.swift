@@ -1,29 +1,17 @@
 import Foundation
 import GRDB
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// The control plane's store on SQLite through GRDB: one file in the data directory, WAL journal, named
 /// migrations that are never edited once shipped. The process holds an exclusive lock on the directory,
 /// so two policyd never share one store.
 public final class SQLiteStore: ControlPlaneStore {
     private let pool: DatabasePool
-    private let lockDescriptor: Int32
+    private let lock: DataDirectoryLock
 
     /// Opens (or creates) the store in `directory`.
     /// - Throws: ``StoreError`` when the directory cannot be used or another process holds it.
     public init(directory: URL) throws {
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let lockPath = directory.appendingPathComponent("policyd.lock").path
-        let descriptor = open(lockPath, O_CREAT | O_RDWR, 0o600)
-        guard descriptor >= 0 else { throw StoreError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
-            throw StoreError("another policyd is using \(directory.path) (\(lockPath) is locked)")
-        }
-        self.lockDescriptor = descriptor
+        self.lock = try DataDirectoryLock(directory: directory)
         var configuration = Configuration()
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
@@ -37,14 +25,8 @@ public final class SQLiteStore: ControlPlaneStore {
             )
             try Self.migrator.migrate(self.pool)
         } catch {
-            close(descriptor)
             throw StoreError("cannot open the store in \(directory.path): \(error)")
         }
-    }
-
-    deinit {
-        flock(self.lockDescriptor, LOCK_UN)
-        close(self.lockDescriptor)
     }
 
     static var migrator: DatabaseMigrator {
@@ -150,25 +132,9 @@ public final class SQLiteStore: ControlPlaneStore {
 
     // MARK: Coding
 
-    static let encoder: JSONEncoder = {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
-        return encoder
-    }()
+    private func json(_ value: some Encodable) throws -> String { try StoreJSON.encode(value) }
 
-    static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
-        return decoder
-    }()
-
-    private func json(_ value: some Encodable) throws -> String {
-        String(decoding: try Self.encoder.encode(value), as: UTF8.self)
-    }
-
-    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
-        try Self.decoder.decode(type, from: Data(text.utf8))
-    }
+    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T { try StoreJSON.decode(type, text) }
 
     private func run<T>(_ what: String, _ body: () throws -> T) throws -> T {
         do {

@@ -55,6 +55,31 @@ extension PolicyVersion {
     }
 }
 
+/// How every store writes records as JSON text: dates as seconds since 1970, so a record reads back exactly.
+enum StoreJSON {
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        return encoder
+    }()
+
+    private static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        return decoder
+    }()
+
+    /// The value as JSON text (U+0000 escaped, so it fits any text column).
+    static func encode(_ value: some Encodable) throws -> String {
+        String(decoding: try Self.encoder.encode(value), as: UTF8.self)
+    }
+
+    /// A value from JSON text.
+    static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try Self.decoder.decode(type, from: Data(text.utf8))
+    }
+}
+
 /// A store problem, with what was being done.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// What failed and why.

@@ -1,0 +1,730 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import PostgresNIO
+
+/// The control plane's store on PostgreSQL through postgres-nio, for several policyd sharing one database
+/// (docs/ha.md). The same tables and intents as ``SQLiteStore``; named migrations, never edited once shipped,
+/// applied under an advisory lock so replicas starting together do not race.
+///
+/// ``ControlPlaneStore`` is synchronous on purpose: the controller is an actor whose steps must not
+/// interleave, and an `await` inside a step would let another step in. So every call here blocks its caller
+/// on postgres-nio's futures, which run on the store's own event loop thread: never the caller's, whether the
+/// caller is a Swift concurrency thread or one of the OpAMP server's event loops. Every call is one
+/// transaction on one pooled connection.
+public final class PostgresStore: ControlPlaneStore {
+    private let configuration: PostgresStoreConfiguration
+    private let pool: BlockingConnectionPool
+    private let group: MultiThreadedEventLoopGroup
+    private let logger: Logger
+
+    /// Connects, applies migrations and keeps up to `poolSize` connections.
+    /// - Throws: ``StoreError`` when the database cannot be reached, refuses the login, or carries migrations
+    ///   newer than this policyd.
+    public init(configuration: PostgresStoreConfiguration, logger: Logger = Logger(label: "tailplane.store")) throws {
+        let connection = try configuration.connectionConfiguration()
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.pool = BlockingConnectionPool(
+            size: configuration.poolSize,
+            connection: connection,
+            eventLoop: self.group.next(),
+            logger: logger
+        )
+        do {
+            try self.migrate()
+        } catch {
+            self.shutDown()
+            if let error = error as? StoreError { throw error }
+            throw StoreError("cannot open the store at \(configuration.summary): \(Self.describe(error))")
+        }
+    }
+
+    deinit {
+        self.shutDown()
+    }
+
+    private let isShutDown = NIOLockedValueBox(false)
+
+    /// Closes the connections, then stops the event loop they run on (in that order: a close needs the loop).
+    private func shutDown() {
+        let already = self.isShutDown.withLockedValue { value in
+            defer { value = true }
+            return value
+        }
+        guard !already else { return }
+        self.pool.closeAll()
+        try? self.group.syncShutdownGracefully()
+    }
+
+    // MARK: Migrations
+
+    /// The migrations, in order. Shipped ones are never edited: a change is a new migration.
+    static let migrations: [(name: String, sql: [String])] = [
+        (
+            "v1-initial",
+            [
+                """
+                CREATE TABLE versions (
+                    number BIGINT PRIMARY KEY,
+                    content_hash TEXT NOT NULL,
+                    sources TEXT NOT NULL,
+                    fleet TEXT NOT NULL,
+                    ir TEXT NOT NULL,
+                    author TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    git_revision TEXT,
+                    created_at TIMESTAMPTZ NOT NULL,
+                    outcome TEXT NOT NULL,
+                    failure_reason TEXT
+                )
+                """,
+                """
+                CREATE TABLE rendered (
+                    version BIGINT NOT NULL REFERENCES versions(number),
+                    tier TEXT NOT NULL,
+                    sampler_count BIGINT NOT NULL,
+                    ring_version BIGINT NOT NULL,
+                    yaml TEXT NOT NULL,
+                    hash TEXT NOT NULL,
+                    PRIMARY KEY (version, tier, sampler_count, ring_version)
+                )
+                """,
+                """
+                CREATE TABLE control_state (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    state TEXT NOT NULL,
+                    updated_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE rollouts (
+                    id BIGINT PRIMARY KEY,
+                    from_version BIGINT,
+                    to_version BIGINT NOT NULL,
+                    phase TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    started_at TIMESTAMPTZ NOT NULL,
+                    ended_at TIMESTAMPTZ
+                )
+                """,
+                """
+                CREATE TABLE rollout_events (
+                    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    rollout BIGINT,
+                    kind TEXT NOT NULL,
+                    agent TEXT,
+                    message TEXT NOT NULL,
+                    time TIMESTAMPTZ NOT NULL
+                )
+                """,
+                "CREATE INDEX rollout_events_by_rollout ON rollout_events(rollout, seq)",
+                """
+                CREATE TABLE agents (
+                    uid TEXT PRIMARY KEY,
+                    record TEXT NOT NULL,
+                    last_seen TIMESTAMPTZ NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE ring_history (
+                    version BIGINT PRIMARY KEY,
+                    members TEXT NOT NULL,
+                    changed_at TIMESTAMPTZ NOT NULL,
+                    reason TEXT NOT NULL,
+                    convergence_seconds DOUBLE PRECISION
+                )
+                """,
+                """
+                CREATE TABLE audit (
+                    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    time TIMESTAMPTZ NOT NULL,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    detail TEXT NOT NULL,
+                    remote TEXT NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE security (
+                    kind TEXT NOT NULL,
+                    id TEXT NOT NULL,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (kind, id)
+                )
+                """,
+                """
+                CREATE TABLE packages (
+                    name TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    record TEXT NOT NULL,
+                    PRIMARY KEY (name, version)
+                )
+                """,
+                "ALTER TABLE versions ADD COLUMN packages TEXT",
+            ]
+        )
+    ]
+
+    /// Any number, the same in every policyd: the advisory lock migrations run under.
+    private static let migrationLock: Int64 = 0x7461_696c_706c_616e  // "tailplan"
+
+    private func migrate() throws {
+        try self.transaction("applying migrations") { session in
+            _ = try session.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))")
+            _ = try session.query(
+                """
+                CREATE TABLE IF NOT EXISTS tailplane_migrations (
+                    name TEXT PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL
+                )
+                """
+            )
+            var applied = Set<String>()
+            for row in try session.query("SELECT name FROM tailplane_migrations") {
+                applied.insert(try row.decode(String.self))
+            }
+            let known = Set(Self.migrations.map(\.name))
+            let unknown = applied.subtracting(known).sorted()
+            guard unknown.isEmpty else {
+                throw StoreError(
+                    "the database at \(self.configuration.summary) has migrations this policyd does not know "
+                        + "(\(unknown.joined(separator: ", "))): a newer policyd wrote it; run that version"
+                )
+            }
+            for migration in Self.migrations where !applied.contains(migration.name) {
+                for statement in migration.sql {
+                    _ = try session.query(PostgresQuery(unsafeSQL: statement))
+                }
+                _ = try session.query(
+                    "INSERT INTO tailplane_migrations (name, applied_at) VALUES (\(migration.name), \(Date()))"
+                )
+                self.logger.info("applied migration \(migration.name)")
+            }
+        }
+    }
+
+    // MARK: Plumbing
+
+    private func json(_ value: some Encodable) throws -> String { try StoreJSON.encode(value) }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T { try StoreJSON.decode(type, text) }
+
+    /// PostgreSQL text cannot hold U+0000, which SQLite keeps: refuse it with the field's name rather than
+    /// with the server's encoding error.
+    private func text(_ value: String, _ field: String) throws -> String {
+        guard !value.utf8.contains(0) else { throw StoreError("\(field) contains a NUL character") }
+        return value
+    }
+
+    private func text(_ value: String?, _ field: String) throws -> String? {
+        try value.map { try self.text($0, field) }
+    }
+
+    /// Runs `body` in one transaction: all of it is committed or none.
+    private func transaction<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
+        try self.pool.withConnection(what) { connection in
+            let session = Session(connection: connection, logger: self.logger)
+            _ = try session.query("BEGIN")
+            do {
+                let result = try body(session)
+                _ = try session.query("COMMIT")
+                return result
+            } catch {
+                _ = try? session.query("ROLLBACK")
+                throw error
+            }
+        }
+    }
+
+    /// Runs one statement outside a transaction (a read).
+    private func read<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
+        try self.pool.withConnection(what) { connection in
+            try body(Session(connection: connection, logger: self.logger))
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] {
+                let state = error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? ""
+                let detail = error.serverInfo?[.detail].map { ": \($0)" } ?? ""
+                return "\(message)\(detail)\(state)"
+            }
+            if let underlying = error.underlying { return "\(error.code): \(underlying)" }
+            return "\(error.code)"
+        }
+        return "\(error)"
+    }
+
+    // MARK: Versions
+
+    public func appendVersion(_ draft: VersionDraft) throws -> PolicyVersion {
+        let sources = try self.json(draft.sources)
+        let packages = try draft.packages.map { try self.json($0) }
+        let fleet = try self.text(draft.fleet, "fleet.yaml")
+        let author = try self.text(draft.author, "author")
+        let message = try self.text(draft.message, "message")
+        let gitRevision = try self.text(draft.gitRevision, "git revision")
+        return try self.transaction("storing a version") { session in
+            // Numbers are consecutive across every policyd sharing the database.
+            _ = try session.query("LOCK TABLE versions IN EXCLUSIVE MODE")
+            var number = 1
+            for row in try session.query("SELECT COALESCE(MAX(number), 0) + 1 FROM versions") {
+                number = try row.decode(Int.self)
+            }
+            _ = try session.query(
+                """
+                INSERT INTO versions (number, content_hash, sources, fleet, ir, author, message, git_revision,
+                                      created_at, outcome, failure_reason, packages)
+                VALUES (\(number), \(draft.contentHash), \(sources), \(fleet), \(draft.ir), \(author), \(message),
+                        \(gitRevision), \(draft.createdAt), \(VersionOutcome.pending.rawValue), NULL, \(packages))
+                """
+            )
+            return PolicyVersion(number: number, draft: draft)
+        }
+    }
+
+    private static let versionColumns =
+        "number, content_hash, sources, fleet, ir, author, message, git_revision, created_at, outcome, failure_reason, packages"
+
+    private func version(from row: PostgresRow) throws -> PolicyVersion {
+        let (
+            number, contentHash, sources, fleet, ir, author, message, gitRevision, createdAt, outcome, failureReason,
+            packages
+        ) = try row.decode(
+            (Int, String, String, String, String, String, String, String?, Date, String, String?, String?).self
+        )
+        return PolicyVersion(
+            number: number,
+            contentHash: contentHash,
+            sources: try self.decode([SourceText].self, sources),
+            fleet: fleet,
+            ir: ir,
+            author: author,
+            message: message,
+            gitRevision: gitRevision,
+            createdAt: createdAt,
+            outcome: VersionOutcome(rawValue: outcome) ?? .pending,
+            failureReason: failureReason,
+            packages: try packages.map { try self.decode(VersionPackages.self, $0) }
+        )
+    }
+
+    public func version(_ number: Int) throws -> PolicyVersion? {
+        try self.read("reading version \(number)") { session in
+            try session.query(
+                "SELECT \(unescaped: Self.versionColumns) FROM versions WHERE number = \(number)"
+            ).first.map(self.version(from:))
+        }
+    }
+
+    public func versions(limit: Int) throws -> [PolicyVersion] {
+        try self.read("reading versions") { session in
+            try session.query(
+                "SELECT \(unescaped: Self.versionColumns) FROM versions ORDER BY number DESC LIMIT \(limit)"
+            ).map(self.version(from:))
+        }
+    }
+
+    public func setOutcome(of version: Int, _ outcome: VersionOutcome, reason: String?) throws {
+        let reason = try self.text(reason, "failure reason")
+        try self.transaction("recording the outcome of version \(version)") { session in
+            _ = try session.query(
+                "UPDATE versions SET outcome = \(outcome.rawValue), failure_reason = \(reason) WHERE number = \(version)"
+            )
+        }
+    }
+
+    public func saveRendered(_ records: [RenderedRecord]) throws {
+        guard !records.isEmpty else { return }
+        try self.transaction("storing rendered configs") { session in
+            for record in records {
+                _ = try session.query(
+                    """
+                    INSERT INTO rendered (version, tier, sampler_count, ring_version, yaml, hash)
+                    VALUES (\(record.version), \(record.tier.rawValue), \(record.samplerCount), \(record.ringVersion),
+                            \(try self.text(record.yaml, "rendered config")), \(record.hash))
+                    ON CONFLICT DO NOTHING
+                    """
+                )
+            }
+        }
+    }
+
+    public func rendered(version: Int) throws -> [RenderedRecord] {
+        try self.read("reading rendered configs") { session in
+            try session.query(
+                """
+                SELECT version, tier, sampler_count, ring_version, yaml, hash FROM rendered
+                WHERE version = \(version) ORDER BY tier, ring_version DESC
+                """
+            ).map { row in
+                let (version, tier, samplerCount, ringVersion, yaml, hash) = try row.decode(
+                    (Int, String, Int, Int, String, String).self
+                )
+                return RenderedRecord(
+                    version: version,
+                    tier: AgentTier(rawValue: tier) ?? .unmanaged,
+                    samplerCount: samplerCount,
+                    ringVersion: ringVersion,
+                    yaml: yaml,
+                    hash: hash
+                )
+            }
+        }
+    }
+
+    // MARK: Engine state and rollouts
+
+    public func loadControlState() throws -> ControlState? {
+        try self.read("reading the control state") { session in
+            try session.query("SELECT state FROM control_state WHERE id = 1").first.map {
+                try self.decode(ControlState.self, try $0.decode(String.self))
+            }
+        }
+    }
+
+    public func saveControlState(_ state: ControlState, events: [EngineEvent]) throws {
+        let stateJSON = try self.json(state)
+        let rolloutJSON = try state.rollout.map { try self.json($0) }
+        let ring = state.ring
+        let members = try self.json(ring.members)
+        let reason = try self.text(
+            events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)",
+            "ring change reason"
+        )
+        let eventRows = try events.map { event in
+            (event, try self.text(event.message, "event message"), try self.text(event.agent, "event agent"))
+        }
+        try self.transaction("saving the control state") { session in
+            _ = try session.query(
+                """
+                INSERT INTO control_state (id, state, updated_at) VALUES (1, \(stateJSON), \(Date()))
+                ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+                """
+            )
+            if let rollout = state.rollout, let rolloutJSON {
+                _ = try session.query(
+                    """
+                    INSERT INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
+                    VALUES (\(rollout.id), \(rollout.from), \(rollout.to), \(rollout.phase.rawValue), \(rolloutJSON),
+                            \(rollout.startedAt), \(rollout.endedAt))
+                    ON CONFLICT (id) DO UPDATE SET from_version = excluded.from_version,
+                        to_version = excluded.to_version, phase = excluded.phase, state = excluded.state,
+                        started_at = excluded.started_at, ended_at = excluded.ended_at
+                    """
+                )
+            }
+            for (event, message, agent) in eventRows {
+                _ = try session.query(
+                    """
+                    INSERT INTO rollout_events (rollout, kind, agent, message, time)
+                    VALUES (\(event.rollout), \(event.kind.rawValue), \(agent), \(message), \(event.time))
+                    """
+                )
+            }
+            let convergence = ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) }
+            _ = try session.query(
+                """
+                INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
+                VALUES (\(ring.version), \(members), \(ring.changedAt), \(reason), \(convergence))
+                ON CONFLICT (version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                """
+            )
+        }
+    }
+
+    public func rollouts(limit: Int) throws -> [Rollout] {
+        try self.read("reading rollouts") { session in
+            try session.query("SELECT state FROM rollouts ORDER BY id DESC LIMIT \(limit)").map {
+                try self.decode(Rollout.self, try $0.decode(String.self))
+            }
+        }
+    }
+
+    public func rollout(_ id: Int) throws -> Rollout? {
+        try self.read("reading rollout \(id)") { session in
+            try session.query("SELECT state FROM rollouts WHERE id = \(id)").first.map {
+                try self.decode(Rollout.self, try $0.decode(String.self))
+            }
+        }
+    }
+
+    public func events(ofRollout id: Int) throws -> [EngineEvent] {
+        try self.read("reading the steps of rollout \(id)") { session in
+            try session.query(
+                "SELECT kind, message, rollout, agent, time FROM rollout_events WHERE rollout = \(id) ORDER BY seq"
+            ).map { row in
+                let (kind, message, rollout, agent, time) = try row.decode((String, String, Int?, String?, Date).self)
+                return EngineEvent(
+                    kind: EngineEvent.Kind(rawValue: kind) ?? .agentStep,
+                    message: message,
+                    rollout: rollout,
+                    agent: agent,
+                    time: time
+                )
+            }
+        }
+    }
+
+    // MARK: Agents, ring, audit
+
+    public func recordAgents(_ records: [AgentRecord]) throws {
+        guard !records.isEmpty else { return }
+        // The last record of an agent wins, as row-by-row upserts would have it; one statement for all.
+        var latest: [String: Int] = [:]
+        for (index, record) in records.enumerated() { latest[record.instanceUID] = index }
+        let chosen = latest.values.sorted().map { records[$0] }
+        let uids = try chosen.map { try self.text($0.instanceUID, "agent instance UID") }
+        let json = try chosen.map { try self.json($0) }
+        let lastSeen = chosen.map(\.lastSeen)
+        try self.transaction("recording agent state") { session in
+            _ = try session.query(
+                """
+                INSERT INTO agents (uid, record, last_seen)
+                SELECT * FROM unnest(\(uids)::text[], \(json)::text[], \(lastSeen)::timestamptz[])
+                ON CONFLICT (uid) DO UPDATE SET record = excluded.record, last_seen = excluded.last_seen
+                """
+            )
+        }
+    }
+
+    public func agents() throws -> [AgentRecord] {
+        try self.read("reading agents") { session in
+            try session.query("SELECT record FROM agents ORDER BY uid").map {
+                try self.decode(AgentRecord.self, try $0.decode(String.self))
+            }
+        }
+    }
+
+    public func ringHistory(limit: Int) throws -> [RingRecord] {
+        try self.read("reading the ring history") { session in
+            try session.query(
+                """
+                SELECT version, members, changed_at, reason, convergence_seconds FROM ring_history
+                ORDER BY version DESC LIMIT \(limit)
+                """
+            ).map { row in
+                let (version, members, changedAt, reason, convergence) = try row.decode(
+                    (Int, String, Date, String, Double?).self
+                )
+                return RingRecord(
+                    version: version,
+                    members: try self.decode([String].self, members),
+                    changedAt: changedAt,
+                    reason: reason,
+                    convergenceSeconds: convergence
+                )
+            }
+        }
+    }
+
+    public func appendAudit(_ entry: AuditEntry) throws {
+        let actor = try self.text(entry.actor, "audit actor")
+        let action = try self.text(entry.action, "audit action")
+        let detail = try self.text(entry.detail, "audit detail")
+        let remote = try self.text(entry.remote, "audit remote")
+        try self.transaction("writing the audit log") { session in
+            _ = try session.query(
+                """
+                INSERT INTO audit (time, actor, action, detail, remote)
+                VALUES (\(entry.time), \(actor), \(action), \(detail), \(remote))
+                """
+            )
+        }
+    }
+
+    public func audit(limit: Int) throws -> [AuditEntry] {
+        try self.read("reading the audit log") { session in
+            try session.query(
+                "SELECT time, actor, action, detail, remote FROM audit ORDER BY seq DESC LIMIT \(limit)"
+            ).map { row in
+                let (time, actor, action, detail, remote) = try row.decode((Date, String, String, String, String).self)
+                return AuditEntry(time: time, actor: actor, action: action, detail: detail, remote: remote)
+            }
+        }
+    }
+
+    public func saveSecurityRecords(_ records: [SecurityRecord]) throws {
+        guard !records.isEmpty else { return }
+        let rows = try records.map {
+            (
+                try self.text($0.key.kind, "security record kind"), try self.text($0.key.id, "security record id"),
+                try self.json($0)
+            )
+        }
+        try self.transaction("saving security records") { session in
+            for (kind, id, record) in rows {
+                _ = try session.query(
+                    """
+                    INSERT INTO security (kind, id, record) VALUES (\(kind), \(id), \(record))
+                    ON CONFLICT (kind, id) DO UPDATE SET record = excluded.record
+                    """
+                )
+            }
+        }
+    }
+
+    public func securityRecords() throws -> [SecurityRecord] {
+        try self.read("reading security records") { session in
+            try session.query("SELECT record FROM security ORDER BY kind, id").map {
+                try self.decode(SecurityRecord.self, try $0.decode(String.self))
+            }
+        }
+    }
+
+    // MARK: Packages
+
+    public func insertPackage(_ record: PackageRecord) throws {
+        let json = try self.json(record)
+        let name = try self.text(record.name, "package name")
+        let version = try self.text(record.version, "package version")
+        try self.transaction("storing package \(record.name) \(record.version)") { session in
+            _ = try session.query(
+                "INSERT INTO packages (name, version, record) VALUES (\(name), \(version), \(json))"
+            )
+        }
+    }
+
+    public func packages() throws -> [PackageRecord] {
+        try self.read("reading packages") { session in
+            try session.query("SELECT record FROM packages").map {
+                try self.decode(PackageRecord.self, try $0.decode(String.self))
+            }
+        }.sorted { ($0.name, $0.uploadedAt) < ($1.name, $1.uploadedAt) }
+    }
+
+    public func deletePackage(name: String, version: String) throws {
+        try self.transaction("deleting package \(name) \(version)") { session in
+            _ = try session.query("DELETE FROM packages WHERE name = \(name) AND version = \(version)")
+        }
+    }
+}
+
+/// One connection lent to one store call.
+private struct Session {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    func query(_ query: PostgresQuery) throws -> PostgresQueryResult {
+        try self.connection.query(query, logger: self.logger).wait()
+    }
+}
+
+/// A fixed number of connections shared by blocking callers. postgres-nio's own pool (`PostgresClient`) is
+/// async only: borrowing from it would park a Swift concurrency thread on a task that needs one of those
+/// very threads, which deadlocks once every thread waits. This pool only ever waits on event loop futures.
+/// A broken connection is dropped and replaced on the next call.
+final class BlockingConnectionPool: Sendable {
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var lent = 0
+        var closed = false
+        var nextID = 0
+    }
+
+    private let size: Int
+    private let configuration: PostgresConnection.Configuration
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+    private let free: DispatchSemaphore
+
+    init(size: Int, connection: PostgresConnection.Configuration, eventLoop: any EventLoop, logger: Logger) {
+        self.size = size
+        self.configuration = connection
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.free = DispatchSemaphore(value: size)
+    }
+
+    /// How long a call waits for a connection when all are lent.
+    static let checkoutTimeout: TimeInterval = 30
+
+    func withConnection<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
+        guard self.free.wait(timeout: .now() + Self.checkoutTimeout) == .success else {
+            throw StoreError("\(what): all \(self.size) database connections stayed busy for 30 s")
+        }
+        var connection: PostgresConnection?
+        defer {
+            self.state.withLockedValue { state in
+                state.lent -= 1
+                if let connection, !connection.isClosed, !state.closed {
+                    state.idle.append(connection)
+                } else if let connection {
+                    connection.closeInBackground()
+                }
+            }
+            self.free.signal()
+        }
+        let reused: PostgresConnection?? = self.state.withLockedValue { state in
+            if state.closed { return .some(nil) }
+            state.lent += 1
+            while let candidate = state.idle.popLast() {
+                if !candidate.isClosed { return .some(candidate) }
+            }
+            return .none
+        }
+        switch reused {
+        case .some(nil):
+            throw StoreError("\(what): the store is closed")
+        case .some(let existing?):
+            connection = existing
+        case .none:
+            let id = self.state.withLockedValue { state in
+                state.nextID += 1
+                return state.nextID
+            }
+            do {
+                connection = try PostgresConnection.connect(
+                    on: self.eventLoop,
+                    configuration: self.configuration,
+                    id: id,
+                    logger: self.logger
+                ).wait()
+            } catch {
+                throw StoreError("\(what): cannot connect to the database: \(PostgresStore.describe(error))")
+            }
+        }
+        do {
+            return try body(connection!)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            if connection?.isClosed == false, Self.breaksConnection(error) {
+                connection?.closeInBackground()
+            }
+            throw StoreError("\(what): \(PostgresStore.describe(error))")
+        }
+    }
+
+    /// Errors after which the connection cannot be trusted (a server error leaves it usable).
+    private static func breaksConnection(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError else { return true }
+        return error.code != .server
+    }
+
+    func closeAll() {
+        let connections = self.state.withLockedValue { state in
+            state.closed = true
+            defer { state.idle = [] }
+            return state.idle
+        }
+        for connection in connections {
+            let closed: EventLoopFuture<Void> = connection.close()
+            try? closed.wait()
+        }
+    }
+}
+
+extension PostgresConnection {
+    /// Closes without waiting (the future form: the async one would need a task).
+    fileprivate func closeInBackground() {
+        let closed: EventLoopFuture<Void> = self.close()
+        closed.whenComplete { _ in }
+    }
+}

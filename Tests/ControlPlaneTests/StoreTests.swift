@@ -1,0 +1,430 @@
+import Foundation
+import NIOConcurrencyHelpers
+import OpAMPServer
+import Testing
+
+@testable import ControlPlane
+
+/// A store under test and how to open it again (a restart of policyd).
+struct StoreFixture: CustomTestStringConvertible {
+    enum Backend: String, CaseIterable, Sendable {
+        case sqlite
+        case postgres
+
+        /// A new PostgreSQL database's URL (`nil` for SQLite: the stack's own directory).
+        func database() throws -> String? {
+            self == .postgres ? try PostgresTestServer.shared.get().makeDatabase() : nil
+        }
+    }
+
+    let backend: Backend
+    /// SQLite: the data directory; PostgreSQL: the database URL.
+    let location: String
+
+    var testDescription: String { self.backend.rawValue }
+
+    init(_ backend: Backend) throws {
+        self.backend = backend
+        switch backend {
+        case .sqlite: self.location = temporaryDirectory().path
+        case .postgres: self.location = try PostgresTestServer.shared.get().makeDatabase()
+        }
+    }
+
+    func open() throws -> any ControlPlaneStore {
+        switch self.backend {
+        case .sqlite: try SQLiteStore(directory: URL(fileURLWithPath: self.location))
+        case .postgres: try PostgresStore(configuration: try PostgresStoreConfiguration(url: self.location))
+        }
+    }
+}
+
+/// Dates as a store keeps them: PostgreSQL to the microsecond, so tests use whole milliseconds.
+private func date(_ seconds: Double) -> Date { Date(timeIntervalSince1970: (seconds * 1000).rounded() / 1000) }
+
+private func sameInstant(_ a: Date, _ b: Date) -> Bool { abs(a.timeIntervalSince(b)) < 0.000_01 }
+
+private func draft(_ n: Int, packages: VersionPackages? = nil, revision: String? = nil) -> VersionDraft {
+    VersionDraft(
+        contentHash: "hash-\(n)",
+        sources: [SourceText(path: "a.policy", text: "keep errors \(n) \"quoted\" ünïcode")],
+        fleet: "tiers: {}\n# \(n)",
+        ir: "{\"n\":\(n)}",
+        author: "alice",
+        message: "change \(n)",
+        gitRevision: revision,
+        createdAt: date(1_764_000_000.123 + Double(n)),
+        packages: packages
+    )
+}
+
+private func agent(_ uid: String, seen: Double, state: String = "applied") -> AgentRecord {
+    AgentRecord(
+        instanceUID: uid,
+        tier: .sampling,
+        transport: "websocket",
+        connected: true,
+        hostName: "host-\(uid)",
+        ringEntry: "\(uid):4317",
+        desiredVersion: 2,
+        desiredHash: "d",
+        reportedHash: "d",
+        runningVersion: 2,
+        configState: state,
+        configError: nil,
+        healthy: true,
+        healthError: nil,
+        inRing: true,
+        lastSeen: date(seen),
+        collectorVersion: "0.150.0"
+    )
+}
+
+/// The store protocol's contract, run against SQLite and a real PostgreSQL server alike: what the controller,
+/// the API and the security and package layers rely on.
+@Suite struct StoreContractTests {
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func versionsAreNumberedInOrderAndReadBackAsWritten(_ backend: StoreFixture.Backend) throws {
+        let fixture = try StoreFixture(backend)
+        let store = try fixture.open()
+        #expect(try store.versions(limit: 10).isEmpty)
+        #expect(try store.version(1) == nil)
+        let pins = VersionPackages(
+            loadBalancing: [],
+            sampling: [PinnedPackage(name: "otelcol-contrib", version: "0.150.0", kind: .topLevel, sha256: "ab")]
+        )
+        let drafts = [draft(1), draft(2, packages: pins, revision: "abc123"), draft(3)]
+        let stored = try drafts.map { try store.appendVersion($0) }
+        #expect(stored.map(\.number) == [1, 2, 3])
+        for (number, original) in zip(1..., drafts) {
+            let read = try #require(try store.version(number))
+            #expect(read.number == number)
+            #expect(read.contentHash == original.contentHash)
+            #expect(read.sources == original.sources)
+            #expect(read.fleet == original.fleet)
+            #expect(read.ir == original.ir)
+            #expect(read.author == original.author)
+            #expect(read.message == original.message)
+            #expect(read.gitRevision == original.gitRevision)
+            #expect(read.packages == original.packages)
+            #expect(sameInstant(read.createdAt, original.createdAt))
+            #expect(read.outcome == .pending)
+            #expect(read.failureReason == nil)
+        }
+        #expect(try store.versions(limit: 2).map(\.number) == [3, 2])
+        try store.setOutcome(of: 2, .failed, reason: "sampler-1 unhealthy")
+        try store.setOutcome(of: 3, .deployed, reason: nil)
+        #expect(try store.version(2)?.outcome == .failed)
+        #expect(try store.version(2)?.failureReason == "sampler-1 unhealthy")
+        #expect(try store.version(3)?.outcome == .deployed)
+        #expect(try store.version(1)?.outcome == .pending)
+    }
+
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func renderedConfigsAreWrittenOnceAndListedByTierThenNewestRing(_ backend: StoreFixture.Backend) throws {
+        let store = try StoreFixture(backend).open()
+        _ = try store.appendVersion(draft(1))
+        let first = [
+            RenderedRecord(version: 1, tier: .sampling, samplerCount: 2, ringVersion: 1, yaml: "s: 1", hash: "h1"),
+            RenderedRecord(version: 1, tier: .loadBalancing, samplerCount: 2, ringVersion: 1, yaml: "l: 1", hash: "h2"),
+            RenderedRecord(version: 1, tier: .loadBalancing, samplerCount: 3, ringVersion: 2, yaml: "l: 2", hash: "h3"),
+        ]
+        try store.saveRendered(first)
+        // The same key again with other content: the first write stands (configs are immutable).
+        try store.saveRendered([
+            RenderedRecord(version: 1, tier: .sampling, samplerCount: 2, ringVersion: 1, yaml: "changed", hash: "x")
+        ])
+        let read = try store.rendered(version: 1)
+        #expect(read.map(\.hash) == ["h3", "h2", "h1"])
+        #expect(read.first { $0.tier == .sampling }?.yaml == "s: 1")
+        #expect(try store.rendered(version: 2).isEmpty)
+    }
+
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func controlStateRolloutsStepsAndRingHistorySurviveAReopen(_ backend: StoreFixture.Backend) throws {
+        let fixture = try StoreFixture(backend)
+        var store: (any ControlPlaneStore)? = try fixture.open()
+        #expect(try store?.loadControlState() == nil)
+        _ = try store?.appendVersion(draft(1))
+        var state = ControlState(now: date(1_764_000_000))
+        state.ring.version = 3
+        state.ring.members = ["sampler-0:4317", "sampler-1:4317"]
+        state.ring.changedAt = date(1_764_000_100)
+        state.assignments["a"] = Assignment(version: 1, ring: 3, samplerCount: 2)
+        let plan = RolloutPlan(
+            stages: [.canary(1), .percent(100)],
+            maxUnavailable: 1,
+            bakeSeconds: 5,
+            stageTimeoutSeconds: 600,
+            drain: true,
+            settleSeconds: 2,
+            tiers: [.sampling]
+        )
+        state.rollout = Rollout(
+            id: 1,
+            from: nil,
+            to: 1,
+            phase: .progressing,
+            plan: plan,
+            stageStartedAt: date(1_764_000_100),
+            startedAt: date(1_764_000_100)
+        )
+        let events = [
+            EngineEvent(
+                kind: .rolloutStarted,
+                message: "rollout 1 to version 1",
+                rollout: 1,
+                time: date(1_764_000_100)
+            ),
+            EngineEvent(kind: .agentStep, message: "a applied", rollout: 1, agent: "a", time: date(1_764_000_101)),
+            EngineEvent(kind: .ringChanged, message: "sampler-1 joined", time: date(1_764_000_102)),
+        ]
+        try store?.saveControlState(state, events: events)
+        // The ring converges: the same ring version again updates only its convergence time.
+        state.ring.convergedAt = date(1_764_000_104.5)
+        state.rollout?.phase = .succeeded
+        state.rollout?.endedAt = date(1_764_000_110)
+        try store?.saveControlState(
+            state,
+            events: [EngineEvent(kind: .rolloutEnded, message: "done", rollout: 1, time: date(1_764_000_110))]
+        )
+        store = nil
+        let reopened = try fixture.open()
+        #expect(try reopened.loadControlState() == state)
+        #expect(try reopened.rollouts(limit: 10).map(\.phase) == [.succeeded])
+        #expect(try reopened.rollout(1)?.endedAt == date(1_764_000_110))
+        #expect(try reopened.rollout(2) == nil)
+        let steps = try reopened.events(ofRollout: 1)
+        #expect(steps.map(\.kind) == [.rolloutStarted, .agentStep, .rolloutEnded])
+        #expect(steps[1].agent == "a")
+        #expect(sameInstant(steps[1].time, date(1_764_000_101)))
+        let ring = try reopened.ringHistory(limit: 10)
+        #expect(ring.count == 1)
+        #expect(ring.first?.members == ["sampler-0:4317", "sampler-1:4317"])
+        #expect(ring.first?.reason == "sampler-1 joined")
+        #expect(ring.first.map { abs(($0.convergenceSeconds ?? 0) - 4.5) < 0.001 } == true)
+    }
+
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func agentsAuditSecurityRecordsAndPackagesKeepTheirRules(_ backend: StoreFixture.Backend) throws {
+        let store = try StoreFixture(backend).open()
+        // Agents: a later record of the same agent replaces the earlier one, also within one batch.
+        try store.recordAgents([agent("b", seen: 1_764_000_000), agent("a", seen: 1_764_000_001)])
+        try store.recordAgents([
+            agent("a", seen: 1_764_000_002, state: "applying"), agent("a", seen: 1_764_000_003, state: "failed"),
+        ])
+        let agents = try store.agents()
+        #expect(agents.map(\.instanceUID) == ["a", "b"])
+        #expect(agents.first?.configState == "failed")
+        #expect(agents.first.map { sameInstant($0.lastSeen, date(1_764_000_003)) } == true)
+        #expect(agents.last == agent("b", seen: 1_764_000_000))
+
+        // Audit: newest first, limited.
+        for n in 1...5 {
+            try store.appendAudit(
+                AuditEntry(
+                    time: date(1_764_000_000 + Double(n)),
+                    actor: "ci",
+                    action: "apply",
+                    detail: "\(n)",
+                    remote: "::1"
+                )
+            )
+        }
+        #expect(try store.audit(limit: 3).map(\.detail) == ["5", "4", "3"])
+
+        // Security records: the same kind and id replaces.
+        let revoked = RevocationRecord(
+            instanceUID: "u1",
+            revokedAt: date(1_764_000_000),
+            revokedBy: "ops",
+            reason: "lost"
+        )
+        try store.saveSecurityRecords([.revocation(revoked)])
+        var again = revoked
+        again.reason = "stolen"
+        try store.saveSecurityRecords([.revocation(again)])
+        #expect(try store.securityRecords() == [.revocation(again)])
+
+        // Packages: one record per name and version, listed by name then upload time.
+        func package(_ name: String, _ version: String, at seconds: Double) -> PackageRecord {
+            PackageRecord(
+                name: name,
+                version: version,
+                kind: .topLevel,
+                size: 10,
+                sha256: "\(name)-\(version)",
+                signature: "sig",
+                uploader: "ci",
+                uploadedAt: date(seconds)
+            )
+        }
+        try store.insertPackage(package("otelcol-contrib", "0.152.0", at: 1_764_000_002))
+        try store.insertPackage(package("otelcol-contrib", "0.150.0", at: 1_764_000_001))
+        try store.insertPackage(package("addon", "1.0.0", at: 1_764_000_003))
+        #expect(throws: StoreError.self) { try store.insertPackage(package("addon", "1.0.0", at: 1_764_000_004)) }
+        #expect(try store.packages().map(\.version) == ["1.0.0", "0.150.0", "0.152.0"])
+        try store.deletePackage(name: "otelcol-contrib", version: "0.150.0")
+        try store.deletePackage(name: "nothing", version: "0")
+        #expect(try store.packages().map(\.version) == ["1.0.0", "0.152.0"])
+    }
+
+    /// Several writers at once (threads here; replicas with PostgreSQL): numbers stay unique and consecutive.
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func concurrentAppendsGetConsecutiveNumbers(_ backend: StoreFixture.Backend) throws {
+        let fixture = try StoreFixture(backend)
+        let first = try fixture.open()
+        // PostgreSQL: a second store stands for a second policyd; SQLite allows one process per directory.
+        let second = backend == .postgres ? try fixture.open() : first
+        let numbers = NIOLockedValueBox<[Int]>([])
+        let failures = NIOLockedValueBox<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            let store = worker.isMultiple(of: 2) ? first : second
+            for n in 0..<5 {
+                do {
+                    let version = try store.appendVersion(draft(worker * 10 + n))
+                    numbers.withLockedValue { $0.append(version.number) }
+                } catch {
+                    failures.withLockedValue { $0.append("\(error)") }
+                }
+            }
+        }
+        #expect(failures.withLockedValue { $0 } == [])
+        #expect(numbers.withLockedValue { $0.sorted() } == Array(1...40))
+        #expect(try first.versions(limit: 100).count == 40)
+    }
+}
+
+/// What only the PostgreSQL store has: URLs, TLS, several policyd on one database, a restarting server.
+@Suite struct PostgresStoreTests {
+    @Test func urlsAreReadAsLibpqReadsThemAndMistakesAreNamed() throws {
+        let full = try PostgresStoreConfiguration(
+            url: "postgresql://tail%40plane:p%3Ass@db.example:6543/tail?sslmode=verify-full&sslrootcert=/ca.pem"
+                + "&connect_timeout=3&pool_size=8",
+            environment: [:]
+        )
+        #expect(full.username == "tail@plane")
+        #expect(full.password == "p:ss")
+        #expect(full.host == "db.example")
+        #expect(full.port == 6543)
+        #expect(full.database == "tail")
+        #expect(full.tlsMode == .verifyFull)
+        #expect(full.rootCertificatePath == "/ca.pem")
+        #expect(full.connectTimeoutSeconds == 3)
+        #expect(full.poolSize == 8)
+        let defaults = try PostgresStoreConfiguration(url: "postgres://u@[::1]/d", environment: ["PGPASSWORD": "env"])
+        #expect(defaults.host == "::1")
+        #expect(defaults.port == 5432)
+        #expect(defaults.password == "env")
+        #expect(defaults.tlsMode == .prefer)
+        #expect(defaults.poolSize == 4)
+
+        func refusal(_ url: String) -> String {
+            do {
+                _ = try PostgresStoreConfiguration(url: url, environment: [:])
+                return "accepted"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(refusal("mysql://u@h/d").contains("expected postgres://"))
+        #expect(refusal("postgres://h/d").contains("no user"))
+        #expect(refusal("postgres://u@h").contains("no database"))
+        #expect(refusal("postgres://u@h/d?sslmode=always").contains("verify-full"))
+        #expect(refusal("postgres://u@h/d?pool_size=0").contains("pool_size"))
+        #expect(refusal("postgres://u@h/d?sslcert=/c.pem").contains("go together"))
+        #expect(refusal("postgres://u@h/d?search_path=x").contains("unknown parameter search_path"))
+        // A password never shows in an error.
+        #expect(!refusal("postgres://u:secret@h/d?sslmode=x").contains("secret"))
+        #expect(PostgresStoreConfiguration.redacted("postgres://u:secret@h/d") == "postgres://u:xxxxx@h/d")
+    }
+
+    @Test func tlsIsVerifiedAgainstTheGivenCAAndHostAndAWrongCAIsRefused() throws {
+        let server = try PostgresTestServer.shared.get()
+        let database = try server.makeDatabase()
+        let name = String(database.split(separator: "/").last!.split(separator: "?").first!)
+        let caFile = server.directory.appendingPathComponent("ca-\(UUID().uuidString).pem")
+        try Data(server.certificates.caPEM.utf8).write(to: caFile)
+        let verified = try PostgresStore(
+            configuration: try PostgresStoreConfiguration(
+                url: server.url(database: name, parameters: "sslmode=verify-full&sslrootcert=\(caFile.path)")
+            )
+        )
+        _ = try verified.appendVersion(draft(1))
+        #expect(try verified.version(1)?.contentHash == "hash-1")
+
+        let other = try ServerCertificates(directory: temporaryDirectory(), name: "other")
+        let otherCA = server.directory.appendingPathComponent("other-\(UUID().uuidString).pem")
+        try Data(other.caPEM.utf8).write(to: otherCA)
+        let refused = #expect(throws: StoreError.self) {
+            _ = try PostgresStore(
+                configuration: try PostgresStoreConfiguration(
+                    url: server.url(database: name, parameters: "sslmode=verify-full&sslrootcert=\(otherCA.path)")
+                )
+            )
+        }
+        #expect(refused?.description.contains("cannot connect to the database") == true)
+    }
+
+    @Test func aWrongPasswordAndAnUnreachableServerAreNamedWithoutThePassword() throws {
+        let server = try PostgresTestServer.shared.get()
+        let wrong = #expect(throws: StoreError.self) {
+            _ = try PostgresStore(
+                configuration: try PostgresStoreConfiguration(
+                    url: server.url(database: "postgres", password: "not-the-password")
+                )
+            )
+        }
+        #expect(wrong?.description.contains("password authentication failed") == true)
+        #expect(wrong?.description.contains("not-the-password") == false)
+        let unreachable = #expect(throws: StoreError.self) {
+            _ = try PostgresStore(
+                configuration: try PostgresStoreConfiguration(
+                    url: "postgres://u:p@127.0.0.1:\(CrashTests.freePort())/d?sslmode=disable&connect_timeout=2"
+                )
+            )
+        }
+        #expect(unreachable?.description.contains("127.0.0.1") == true)
+    }
+
+    @Test func aDatabaseFromANewerPolicydIsRefusedAndNulCharactersAreNamed() throws {
+        let server = try PostgresTestServer.shared.get()
+        let url = try server.makeDatabase()
+        let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        var bad = draft(1)
+        bad.message = "a\u{0}b"
+        let nul = #expect(throws: StoreError.self) { _ = try store.appendVersion(bad) }
+        #expect(nul?.description.contains("message contains a NUL character") == true)
+        #expect(try store.versions(limit: 10).isEmpty)
+        // Nothing half-written: the next version is still 1.
+        #expect(try store.appendVersion(draft(1)).number == 1)
+
+        let name = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        try server.psql(
+            "INSERT INTO tailplane_migrations (name, applied_at) VALUES ('v99-future', now())",
+            database: name
+        )
+        let newer = #expect(throws: StoreError.self) {
+            _ = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        }
+        #expect(newer?.description.contains("v99-future") == true)
+        #expect(newer?.description.contains("newer policyd") == true)
+    }
+
+    /// The database restarts under a running store: calls fail while it is down, with the reason, and work
+    /// again once it is back, on new connections; nothing committed is lost.
+    @Test func aRestartedDatabaseIsRiddenOut() throws {
+        let server = try PostgresTestServer()
+        defer { server.remove() }
+        let url = try server.makeDatabase()
+        let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        _ = try store.appendVersion(draft(1))
+        server.stop()
+        let down = #expect(throws: StoreError.self) { _ = try store.versions(limit: 1) }
+        #expect(down?.description.contains("reading versions") == true)
+        try server.start()
+        // The pooled connections died with the server: the pool drops them and connects anew.
+        #expect(try store.version(1)?.contentHash == "hash-1")
+        #expect(try store.appendVersion(draft(2)).number == 2)
+    }
+}

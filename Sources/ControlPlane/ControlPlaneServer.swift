@@ -35,6 +35,7 @@ public final class ControlPlaneServer: Service, Sendable {
         tls: TLSConfiguration? = nil,
         access: AgentAccess? = nil,
         packages: PackageRepository? = nil,
+        leadership: Leadership? = nil,
         logger: Logger = Logger(label: "tailplane.control")
     ) throws {
         self.store = store
@@ -44,7 +45,8 @@ public final class ControlPlaneServer: Service, Sendable {
             options: options,
             logger: logger,
             access: access,
-            packages: packages
+            packages: packages,
+            leadership: leadership
         )
         self.api = ControlPlaneAPI(
             controller: self.controller,

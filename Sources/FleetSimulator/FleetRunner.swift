@@ -107,6 +107,9 @@ public struct FleetOptions: Sendable {
     public var interruptDownloadsAfterBytes: Int64?
     /// The collector version agents start with (`service.version`).
     public var collectorVersion = "0.150.0"
+    /// Several servers on `host` (replicas behind one address): agent `i` connects to `ports[i % count]`
+    /// first, and to the next one after a connection attempt fails, keeping its identity. Empty: `port` only.
+    public var ports: [Int] = []
 
     public init() {}
 }
@@ -148,7 +151,8 @@ public final class FleetRunner: Sendable {
             profile.unhealthyPackageVersions = options.unhealthyPackageVersions
             profile.interruptDownloadsAfterBytes = options.interruptDownloadsAfterBytes
             return AgentSlot(
-                agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now))
+                agent: SimulatedAgent(profile: profile, uid: .version7(unixMilliseconds: now)),
+                server: index
             )
         }
     }
@@ -331,12 +335,16 @@ public final class FleetRunner: Sendable {
                     }
                 }
             }
-        bootstrap.connect(host: options.host, port: options.port).whenComplete { result in
+        let ports = options.ports
+        let port = ports.isEmpty ? options.port : ports[slot.server.withLockedValue { $0 } % ports.count]
+        bootstrap.connect(host: options.host, port: port).whenComplete { result in
             switch result {
             case .success(let channel):
                 slot.attach(channel)
                 channel.closeFuture.whenComplete { _ in runner.reconnectLater(slot) }
             case .failure:
+                // Behind several servers, the next one.
+                slot.server.withLockedValue { $0 += 1 }
                 runner.reconnectLater(slot)
             }
         }
@@ -363,8 +371,12 @@ final class AgentSlot: Sendable {
     /// The TLS context for the credential it was made with (remade when the agent's certificate changes).
     private let tls = NIOLockedValueBox<(credential: ClientCredential?, context: NIOSSLContext)?>(nil)
 
-    init(agent: SimulatedAgent) {
+    /// Which of several servers it connects to (``FleetOptions/ports``).
+    let server: NIOLockedValueBox<Int>
+
+    init(agent: SimulatedAgent, server: Int = 0) {
         self.state = NIOLockedValueBox(agent)
+        self.server = NIOLockedValueBox(server)
     }
 
     /// The TLS client context for the agent's current certificate; nil without TLS.

@@ -8,7 +8,8 @@ import Yams
 enum ConfigFile {
     /// The keys a config file may hold (the `serve` flags, with `_` for `-`).
     static let keys: Set<String> = [
-        "opamp_port", "bind", "api_port", "api_bind", "data_dir", "database", "api_tokens_file", "agent_tokens_file",
+        "opamp_port", "bind", "api_port", "api_bind", "data_dir", "database", "replica_name", "advertised_api_url",
+        "api_tokens_file", "agent_tokens_file",
         "advertised_endpoint", "heartbeat_interval", "max_message_size", "max_connections", "log_level", "drain",
         "stage_timeout", "tls_cert", "tls_key", "tls_ca", "client_ca", "require_client_cert", "ca_dir",
         "enrolment_tokens_file",

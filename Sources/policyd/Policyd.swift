@@ -66,6 +66,18 @@ extension Policyd {
 
         @Option(
             help:
+                "With --database: this replica's name in the lease and in logs (default: host name and a random number)."
+        )
+        var replicaName: String?
+
+        @Option(
+            help:
+                "With --database: the URL other replicas reach this API at, where followers forward writes (default: from --api-bind and --api-port)."
+        )
+        var advertisedApiUrl: String?
+
+        @Option(
+            help:
                 "File with API tokens, one `ROLE NAME TOKEN` per line (also: POLICYD_API_TOKENS, `role:name:token,…`)."
         )
         var apiTokensFile: String?
@@ -200,13 +212,31 @@ extension Policyd {
             }
             let store: any ControlPlaneStore
             var dataDirectoryLock: DataDirectoryLock?
+            var leadership: Leadership?
             do {
                 if let database = self.database {
                     // The files (packages, keys) stay in the data directory: one policyd per directory still.
                     dataDirectoryLock = try DataDirectoryLock(directory: URL(fileURLWithPath: self.dataDir))
                     let postgres = try PostgresStoreConfiguration(url: database)
-                    store = try PostgresStore(configuration: postgres, logger: Logger(label: "policyd.store"))
-                    logger.info("store: PostgreSQL \(postgres.summary)")
+                    let postgresStore = try PostgresStore(
+                        configuration: postgres,
+                        logger: Logger(label: "policyd.store")
+                    )
+                    store = postgresStore
+                    let api =
+                        self.advertisedApiUrl
+                        ?? Self.apiURL(bind: self.apiBind, port: self.apiPort, tls: self.tlsCert != nil)
+                    if api == nil {
+                        logger.warning(
+                            "other replicas cannot forward API writes here: set --advertised-api-url (the API binds \(self.apiBind):\(self.apiPort))"
+                        )
+                    }
+                    leadership = Leadership(
+                        replica: self.replicaName ?? Leadership.defaultReplicaName(),
+                        api: api,
+                        coordination: postgresStore
+                    )
+                    logger.info("store: PostgreSQL \(postgres.summary); replica \(leadership?.replica ?? "")")
                 } else {
                     store = try SQLiteStore(directory: URL(fileURLWithPath: self.dataDir))
                 }
@@ -274,11 +304,18 @@ extension Policyd {
                 tls: security.apiTLS?.configuration(),
                 access: access,
                 packages: packages,
+                leadership: leadership,
                 logger: Logger(label: "policyd.control")
             )
+            // Services stop in reverse order: the elector last, so the lease is given up after the last step.
+            let elector: [ServiceGroupConfiguration.ServiceConfiguration] =
+                leadership.map {
+                    [.init(service: LeaderElector(leadership: $0, logger: Logger(label: "policyd.leader")))]
+                }
+                ?? []
             let group = ServiceGroup(
                 configuration: .init(
-                    services: [
+                    services: elector + [
                         .init(service: server), .init(service: control),
                         .init(service: AgentEventLog(registry: server.registry)),
                     ],
@@ -289,6 +326,13 @@ extension Policyd {
             try await group.run()
             withExtendedLifetime(dataDirectoryLock) {}
             logger.info("stopped")
+        }
+
+        /// This API's address for the other replicas, when the bind address and port name one.
+        static func apiURL(bind: String, port: Int, tls: Bool) -> String? {
+            guard port != 0, !["0.0.0.0", "::", ""].contains(bind) else { return nil }
+            let host = bind.contains(":") ? "[\(bind)]" : bind
+            return "\(tls ? "https" : "http")://\(host):\(port)"
         }
 
         /// Where agents download packages, from the address they reach OpAMP at: the same host, the API port.

@@ -411,6 +411,45 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         #expect(newer?.description.contains("newer policyd") == true)
     }
 
+    /// The lease moves only when it expired or was given up, its epoch grows with every holder, and a leader
+    /// that lost it (paused, partitioned) cannot save a step any more: the database refuses it (fencing).
+    @Test func theLeaseFencesADeposedLeader() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let a = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let b = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let first = try a.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 1, api: "http://a")
+        #expect(first == LeaseState(holder: "a", epoch: 1, holderAPI: "http://a"))
+        a.fence(replica: "a", epoch: 1)
+        // Held and fresh: b cannot take it, and learns who leads.
+        #expect(try b.acquireOrRenewLease(replica: "b", epoch: nil, leaseSeconds: 1, api: "http://b").holder == "a")
+        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").epoch == 1)
+        try a.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
+
+        // a stops renewing (paused); after the lease b takes over with a higher epoch.
+        Thread.sleep(forTimeInterval: 1.3)
+        let taken = try b.acquireOrRenewLease(replica: "b", epoch: nil, leaseSeconds: 1, api: "http://b")
+        #expect(taken == LeaseState(holder: "b", epoch: 2, holderAPI: "http://b"))
+        b.fence(replica: "b", epoch: 2)
+        var state = ControlState(now: date(1_764_000_001))
+        state.current = 7
+        let fenced = #expect(throws: StoreError.self) { try a.saveControlState(state, events: []) }
+        #expect(fenced?.description.contains("fenced") == true)
+        #expect(try b.loadControlState()?.current == nil)
+        try b.saveControlState(state, events: [])
+        #expect(try a.loadControlState()?.current == 7)
+        // a's renewal with its old epoch does not take the lease back.
+        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").holder == "b")
+
+        // Followers see the saved state once, then only when it changes.
+        let saved = try #require(try a.controlState(savedAfter: nil))
+        #expect(saved.state.current == 7)
+        #expect(try a.controlState(savedAfter: saved.savedAt) == nil)
+
+        // A release hands over at once, with the next epoch.
+        try b.releaseLease(replica: "b", epoch: 2)
+        #expect(try a.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 60, api: "http://a").epoch == 3)
+    }
+
     /// The database restarts under a running store: calls fail while it is down, with the reason, and work
     /// again once it is back, on new connections; nothing committed is lost.
     @Test func aRestartedDatabaseIsRiddenOut() throws {

@@ -136,6 +136,7 @@ public struct APIError: HTTPResponseError {
         case .badRequest(let text): APIError(.badRequest, code: "bad_request", message: text)
         case .store(let text): APIError(.internalServerError, code: "store_error", message: text)
         case .tooLarge(let text): APIError(.contentTooLarge, code: "too_large", message: text)
+        case .notLeader(let text): APIError(.serviceUnavailable, code: "not_leader", message: text)
         }
     }
 }
@@ -244,6 +245,9 @@ public struct ControlPlaneAPI: Sendable {
         let router = Router(context: APIContext.self)
         let metrics = self.controller.metrics
         router.add(middleware: RequestMetricsMiddleware(metrics: metrics))
+        if let leadership = self.controller.leadership {
+            router.add(middleware: LeaderForwardingMiddleware(leadership: leadership))
+        }
         if let repository = self.controller.packages {
             router.add(middleware: PackageDownloadMiddleware(repository: repository))
         }

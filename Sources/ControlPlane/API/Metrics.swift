@@ -16,6 +16,10 @@ public final class ControlPlaneMetrics: Sendable {
     let ringConvergence: Metrics.Gauge
     let rolloutStage: Metrics.Gauge
     let rolloutActive: Metrics.Gauge
+    /// With several replicas: 1 while this one leads, the lease epoch it knows, times it became leader.
+    let leader: Metrics.Gauge
+    let leaderEpoch: Metrics.Gauge
+    let leaderTransitions: Metrics.Gauge
     let applyDuration: Metrics.Timer
     /// Console sign-ins accepted and refused (a wrong token): `tailplane_console_logins_total{outcome}`.
     let consoleLoginsAccepted: Metrics.Counter
@@ -34,6 +38,9 @@ public final class ControlPlaneMetrics: Sendable {
         self.ringConvergence = Metrics.Gauge(label: "tailplane_ring_convergence_seconds", factory: factory)
         self.rolloutStage = Metrics.Gauge(label: "tailplane_rollout_stage", factory: factory)
         self.rolloutActive = Metrics.Gauge(label: "tailplane_rollout_active", factory: factory)
+        self.leader = Metrics.Gauge(label: "tailplane_leader", factory: factory)
+        self.leaderEpoch = Metrics.Gauge(label: "tailplane_leader_epoch", factory: factory)
+        self.leaderTransitions = Metrics.Gauge(label: "tailplane_leader_transitions", factory: factory)
         self.applyDuration = Metrics.Timer(label: "tailplane_apply_duration_seconds", factory: factory)
         self.consoleLoginsAccepted = Metrics.Counter(
             label: "tailplane_console_logins_total",

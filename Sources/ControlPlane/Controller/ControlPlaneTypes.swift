@@ -109,13 +109,16 @@ public enum ControlPlaneError: Error, Sendable {
     case store(String)
     /// The upload is larger than policyd accepts.
     case tooLarge(String)
+    /// Another replica drives rollouts (several policyd on one database); retry there or in a moment.
+    case notLeader(String)
 
     /// A sentence for people.
     public var message: String {
         switch self {
         case .rejected(let rejection):
             "the policy set has errors; nothing was stored\n" + rejection.summary
-        case .conflict(let text), .notFound(let text), .badRequest(let text), .store(let text), .tooLarge(let text):
+        case .conflict(let text), .notFound(let text), .badRequest(let text), .store(let text), .tooLarge(let text),
+            .notLeader(let text):
             text
         }
     }

@@ -299,6 +299,7 @@ extension Controller {
         actor: String,
         remote: String
     ) throws(ControlPlaneError) -> ApplyResult {
+        try self.requireLeading()
         guard let record = self.packages?.record(name: name, version: version) else {
             throw .notFound("no package \(name) \(version); push it first (policyctl packages push)")
         }

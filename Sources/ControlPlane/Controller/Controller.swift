@@ -40,6 +40,18 @@ public actor Controller {
     /// against the package a little later: the collector restarts on the new binary first).
     var installedAt: [String: (hash: [UInt8], at: Date)] = [:]
 
+    /// Several policyd on one database (nil: this one is alone and always steps).
+    public nonisolated let leadership: Leadership?
+    /// The epoch this controller last took over with (nil while following).
+    private var ledEpoch: Int?
+    /// While following: when the state followed was saved.
+    private var followedSavedAt: Date?
+    /// While following: the views last published, and when all were last published.
+    private var published: [String: PublishedView] = [:]
+    private var lastFullPublish = Date.distantPast
+    /// While leading: agents other replicas published at the last tick.
+    private var remote: [String: PublishedView] = [:]
+
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
     private var renders: [RenderKey: Rendered] = [:]
@@ -87,9 +99,11 @@ public actor Controller {
         logger: Logger = Logger(label: "tailplane.control"),
         access: AgentAccess? = nil,
         packages: PackageRepository? = nil,
+        leadership: Leadership? = nil,
         clock: @escaping @Sendable () -> Date = { Date() }
     ) throws {
         self.store = store
+        self.leadership = leadership
         self.access = access
         self.packages = packages
         self.packageBaseURL = options.packageBaseURL
@@ -139,12 +153,31 @@ public actor Controller {
                 self.logger.warning("cannot save security records; retried next tick", metadata: ["error": "\(error)"])
             }
         }
+        if let leadership = self.leadership {
+            switch leadership.role {
+            case .follower:
+                self.follow(snapshot, fleet: fleet, replica: leadership.replica, now: now)
+                return
+            case .leader(let epoch):
+                if self.ledEpoch != epoch, !self.takeOver(epoch: epoch, now: now) { return }
+            }
+        }
         self.maybeRecount(now: now)
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
+        let remote = self.remoteViews(now: now)
+        // An agent that moved to another replica is judged there; this replica's stale session does not count.
+        let local = views.map(\.view).filter { $0.connected || remote[$0.uid] == nil }
+        let present = snapshot.filter { $0.connected || remote[$0.instanceUID.description] == nil }
         let before = self.state
-        let events = self.engine.step(&self.state, view: views.map(\.view) + self.absent(snapshot, now: now), now: now)
+        let events = self.engine.step(
+            &self.state,
+            view: local + remote.values.map(\.view) + self.absent(present, also: Set(remote.keys), now: now),
+            now: now
+        )
         self.commit(before: before, events: events)
         self.push(views, now: now)
+        // The other replicas show the leader's agents too.
+        if let leadership = self.leadership { self.publish(views, replica: leadership.replica, now: now) }
         self.stepRotation(snapshot, fleet: fleet, now: now)
         self.recordAgents(views, now: now)
         self.updateMetrics(views, now: now)
@@ -168,13 +201,18 @@ public actor Controller {
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         self.metrics.rolloutActive.record(active == nil ? 0 : 1)
         self.metrics.rolloutStage.record(active.map { $0.stageIndex + 1 } ?? 0)
+        if let leadership = self.leadership {
+            self.metrics.leader.record(leadership.leaderEpoch == nil ? 0 : 1)
+            self.metrics.leaderEpoch.record(leadership.leaderEpoch ?? self.ledEpoch ?? 0)
+            self.metrics.leaderTransitions.record(leadership.transitions)
+        }
     }
 
     /// Agents with an assignment that the OpAMP server does not know (yet): after a restart they count as
     /// seen at start, so the ring keeps them for its grace period and a load balancer holds convergence up
     /// until it reconnects or goes stale. Those still absent ten minutes after start are forgotten.
-    private func absent(_ snapshot: [AgentSnapshot], now: Date) -> [AgentView] {
-        let present = Set(snapshot.map { $0.instanceUID.description })
+    private func absent(_ snapshot: [AgentSnapshot], also elsewhere: Set<String> = [], now: Date) -> [AgentView] {
+        let present = Set(snapshot.map { $0.instanceUID.description }).union(elsewhere)
         var views: [AgentView] = []
         let forget = now.timeIntervalSince(self.startedAt) > 600
         for (uid, assignment) in self.state.assignments where !present.contains(uid) {
@@ -201,10 +239,129 @@ public actor Controller {
         return views
     }
 
+    // MARK: Several replicas
+
+    /// A follower: the leader's last saved state, this replica's agents judged against it, given their
+    /// configs, and published for the leader.
+    private func follow(_ snapshot: [AgentSnapshot], fleet: Fleet, replica: String, now: Date) {
+        if self.ledEpoch != nil {
+            self.ledEpoch = nil
+            self.followedSavedAt = nil
+            self.remote = [:]
+        }
+        do {
+            if let coordination = self.leadership?.coordination,
+                let saved = try coordination.controlState(savedAfter: self.followedSavedAt)
+            {
+                self.state = saved.state
+                self.followedSavedAt = saved.savedAt
+            }
+        } catch {
+            self.logger.warning("cannot read the leader's state", metadata: ["error": "\(error)"])
+        }
+        let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
+        self.push(views, now: now)
+        self.publish(views, replica: replica, now: now)
+        self.recordAgents(views, now: now)
+        self.updateMetrics(views, now: now)
+        self.lastViews = (now, views, nil)
+    }
+
+    /// Publishes connected agents whose view changed, and every one of them every two seconds (the leader
+    /// forgets views older than ``publishedViewMaxAge``).
+    private func publish(_ views: [AgentState], replica: String, now: Date) {
+        guard let coordination = self.leadership?.coordination else { return }
+        let full = now.timeIntervalSince(self.lastFullPublish) >= 2
+        var changed: [PublishedView] = []
+        var current: [String: PublishedView] = [:]
+        for agent in views where agent.view.connected {
+            let view = PublishedView(
+                view: agent.view,
+                assignment: self.state.assignments[agent.view.uid],
+                replica: replica
+            )
+            current[agent.view.uid] = view
+            if full || self.published[agent.view.uid] != view { changed.append(view) }
+        }
+        do {
+            try coordination.publishViews(changed)
+            self.published = current
+            if full { self.lastFullPublish = now }
+        } catch {
+            self.logger.warning("cannot publish agent views", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// How long a published view counts: a replica that stopped publishing has lost its agents.
+    static let publishedViewMaxAge = 10.0
+
+    /// The leader: agents connected to other replicas, judged there. A judgement made against another
+    /// assignment than this one's (the follower has not read the latest state yet) counts as pending.
+    private func remoteViews(now: Date) -> [String: PublishedView] {
+        guard let leadership = self.leadership else { return [:] }
+        do {
+            let published = try leadership.coordination.publishedViews(
+                excluding: leadership.replica,
+                maxAgeSeconds: Self.publishedViewMaxAge
+            )
+            var views: [String: PublishedView] = [:]
+            for var entry in published {
+                if entry.assignment != self.state.assignments[entry.view.uid] { entry.view.progress = .pending }
+                views[entry.view.uid] = entry
+            }
+            self.remote = views
+        } catch {
+            // Keep the last known views for this step rather than take every remote agent for gone.
+            self.logger.warning("cannot read other replicas' agents", metadata: ["error": "\(error)"])
+        }
+        return self.remote
+    }
+
+    /// The replica became leader: the state as the last leader saved it, and the rollout resumed where it
+    /// stood (time spent without a leader does not count against the stage).
+    private func takeOver(epoch: Int, now: Date) -> Bool {
+        do {
+            if var loaded = try self.store.loadControlState() {
+                if var rollout = loaded.rollout, !rollout.phase.isTerminal {
+                    rollout.progressAt = now
+                    loaded.rollout = rollout
+                    self.logger.notice(
+                        "taking over rollout \(rollout.id)",
+                        metadata: ["epoch": "\(epoch)", "phase": "\(rollout.phase.rawValue)"]
+                    )
+                }
+                self.state = loaded
+            }
+            self.ledEpoch = epoch
+            self.followedSavedAt = nil
+            return true
+        } catch {
+            self.logger.error("cannot read the state to take over; retried", metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// With several replicas, only the leader changes the engine state (its API forwards writes there).
+    func requireLeading() throws(ControlPlaneError) {
+        guard let leadership = self.leadership, self.ledEpoch == nil || leadership.leaderEpoch != self.ledEpoch else {
+            return
+        }
+        if case .follower(let api?) = leadership.role {
+            throw .notLeader("this replica (\(leadership.replica)) does not drive rollouts: the leader is at \(api)")
+        }
+        throw .notLeader("no replica drives rollouts right now: retry in a few seconds")
+    }
+
     /// Saves the state if it changed; on failure the step is undone (nothing is pushed that is not stored).
+    /// A replica that does not lead never saves (the database would refuse it too: fencing).
     @discardableResult
     private func commit(before: ControlState, events: [EngineEvent]) -> Bool {
         guard self.state != before || !events.isEmpty else { return true }
+        if let leadership = self.leadership, self.ledEpoch == nil || leadership.leaderEpoch != self.ledEpoch {
+            self.logger.warning("not the leader: the step is not saved")
+            self.state = before
+            return false
+        }
         do {
             try self.store.saveControlState(self.state, events: events)
         } catch {
@@ -634,6 +791,7 @@ public actor Controller {
     func apply(_ request: ApplyRequest, actor: String, remote: String, packages: VersionPackages?)
         throws(ControlPlaneError) -> ApplyResult
     {
+        try self.requireLeading()
         let started = ContinuousClock.now
         defer { self.metrics.applyDuration.record(duration: ContinuousClock.now - started) }
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
@@ -720,6 +878,7 @@ public actor Controller {
 
     /// Rolls the fleet back to an earlier version; itself a staged rollout.
     public func rollback(to number: Int, actor: String, remote: String) throws(ControlPlaneError) -> Int {
+        try self.requireLeading()
         let set: CompiledSet
         do {
             set = try self.compiledSet(number)
@@ -744,6 +903,7 @@ public actor Controller {
     public func command(_ command: RolloutEngine.Command, actor: String, remote: String) throws(ControlPlaneError)
         -> Rollout
     {
+        try self.requireLeading()
         let before = self.state
         let now = self.clock()
         let events: [EngineEvent]
@@ -964,12 +1124,33 @@ public actor Controller {
             + Double(self.options.tickInterval.components.attoseconds) / 1e18
         if let last = self.lastViews, now.timeIntervalSince(last.at) <= max(0.5, 2 * tick) {
             if let records = last.records { return records }
-            let records = last.views.map(self.record)
+            let records = self.withOtherReplicas(last.views.map(self.record))
             self.lastViews?.records = records
             return records
         }
         let fleet = self.tieringFleet()
-        return self.registry.snapshot().map { self.record(self.view($0, fleet: fleet, now: now)) }
+        return self.withOtherReplicas(
+            self.registry.snapshot().map { self.record(self.view($0, fleet: fleet, now: now)) }
+        )
+    }
+
+    /// With several replicas: this one's agents, and those connected to the others as they last recorded
+    /// them.
+    private func withOtherReplicas(_ local: [AgentRecord]) -> [AgentRecord] {
+        guard let leadership = self.leadership,
+            let published = try? leadership.coordination.publishedViews(
+                excluding: leadership.replica,
+                maxAgeSeconds: Self.publishedViewMaxAge
+            ),
+            !published.isEmpty
+        else { return local }
+        let elsewhere = Set(published.map(\.view.uid))
+        let here = local.filter { $0.connected || !elsewhere.contains($0.instanceUID) }
+        let mine = Set(here.map(\.instanceUID))
+        let others = ((try? self.store.agents()) ?? []).filter {
+            elsewhere.contains($0.instanceUID) && !mine.contains($0.instanceUID)
+        }
+        return (here + others).sorted { $0.instanceUID < $1.instanceUID }
     }
 
     /// Counts, convergence and the ring.

@@ -32,7 +32,7 @@ public enum ConfigProgress: Sendable, Hashable, Codable {
 }
 
 /// One agent as the engine sees it at a step.
-public struct AgentView: Sendable, Hashable {
+public struct AgentView: Sendable, Hashable, Codable {
     /// Canonical UID text.
     public var uid: String
     /// Tier.

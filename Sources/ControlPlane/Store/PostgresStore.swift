@@ -48,6 +48,8 @@ public final class PostgresStore: ControlPlaneStore {
     }
 
     private let isShutDown = NIOLockedValueBox(false)
+    /// Set while this replica leads: engine state is saved only under this lease holder and epoch.
+    let fencing = NIOLockedValueBox<(replica: String, epoch: Int)?>(nil)
 
     /// Closes the connections, then stops the event loop they run on (in that order: a close needs the loop).
     private func shutDown() {
@@ -166,7 +168,30 @@ public final class PostgresStore: ControlPlaneStore {
                 """,
                 "ALTER TABLE versions ADD COLUMN packages TEXT",
             ]
-        )
+        ),
+        (
+            "v2-replicas",
+            [
+                """
+                CREATE TABLE leader_lease (
+                    name TEXT PRIMARY KEY,
+                    holder TEXT,
+                    epoch BIGINT NOT NULL,
+                    renewed_at TIMESTAMPTZ,
+                    holder_api TEXT
+                )
+                """,
+                "INSERT INTO leader_lease (name, epoch) VALUES ('controller', 0)",
+                """
+                CREATE TABLE agent_views (
+                    uid TEXT PRIMARY KEY,
+                    replica TEXT NOT NULL,
+                    view TEXT NOT NULL,
+                    written_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+            ]
+        ),
     ]
 
     /// Any number, the same in every policyd: the advisory lock migrations run under.
@@ -400,10 +425,25 @@ public final class PostgresStore: ControlPlaneStore {
         let eventRows = try events.map { event in
             (event, try self.text(event.message, "event message"), try self.text(event.agent, "event agent"))
         }
+        let fence = self.fencing.withLockedValue { $0 }
         try self.transaction("saving the control state") { session in
+            if let fence {
+                // The row lock orders this step against a takeover: a deposed leader cannot commit.
+                let held = try session.query(
+                    """
+                    SELECT 1 FROM leader_lease
+                    WHERE name = 'controller' AND holder = \(fence.replica) AND epoch = \(fence.epoch) FOR SHARE
+                    """
+                )
+                guard !held.isEmpty else {
+                    throw StoreError(
+                        "this replica no longer holds the lease of epoch \(fence.epoch): another leads (fenced)"
+                    )
+                }
+            }
             _ = try session.query(
                 """
-                INSERT INTO control_state (id, state, updated_at) VALUES (1, \(stateJSON), \(Date()))
+                INSERT INTO control_state (id, state, updated_at) VALUES (1, \(stateJSON), now())
                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
                 """
             )
@@ -726,5 +766,90 @@ extension PostgresConnection {
     fileprivate func closeInBackground() {
         let closed: EventLoopFuture<Void> = self.close()
         closed.whenComplete { _ in }
+    }
+}
+
+extension PostgresStore: ReplicaCoordination {
+    public func acquireOrRenewLease(replica: String, epoch: Int?, leaseSeconds: Double, api: String?) throws
+        -> LeaseState
+    {
+        try self.transaction("taking or renewing the lease") { session in
+            let taken = try session.query(
+                """
+                UPDATE leader_lease SET holder = \(replica), holder_api = \(api), renewed_at = now(),
+                    epoch = CASE WHEN holder = \(replica) AND epoch = \(epoch) THEN epoch ELSE epoch + 1 END
+                WHERE name = 'controller' AND (
+                    (holder = \(replica) AND epoch = \(epoch))
+                    OR holder IS NULL
+                    OR renewed_at < now() - make_interval(secs => \(leaseSeconds)))
+                RETURNING holder, epoch, holder_api
+                """
+            )
+            let rows =
+                taken.isEmpty
+                ? try session.query("SELECT holder, epoch, holder_api FROM leader_lease WHERE name = 'controller'")
+                : taken
+            guard let row = rows.first else { throw StoreError("the lease row is missing") }
+            let (holder, epoch, holderAPI) = try row.decode((String?, Int, String?).self)
+            return LeaseState(holder: holder, epoch: epoch, holderAPI: holderAPI)
+        }
+    }
+
+    public func releaseLease(replica: String, epoch: Int) throws {
+        self.fence(replica: replica, epoch: nil)
+        try self.transaction("releasing the lease") { session in
+            _ = try session.query(
+                """
+                UPDATE leader_lease SET holder = NULL, renewed_at = NULL
+                WHERE name = 'controller' AND holder = \(replica) AND epoch = \(epoch)
+                """
+            )
+        }
+    }
+
+    public func fence(replica: String, epoch: Int?) {
+        self.fencing.withLockedValue { $0 = epoch.map { (replica, $0) } }
+    }
+
+    public func publishViews(_ views: [PublishedView]) throws {
+        guard !views.isEmpty else { return }
+        let uids = try views.map { try self.text($0.view.uid, "agent instance UID") }
+        let replicas = views.map(\.replica)
+        let json = try views.map { try self.json($0) }
+        try self.transaction("publishing agent views") { session in
+            _ = try session.query(
+                """
+                INSERT INTO agent_views (uid, replica, view, written_at)
+                SELECT u, r, v, now() FROM unnest(\(uids)::text[], \(replicas)::text[], \(json)::text[]) AS t(u, r, v)
+                ON CONFLICT (uid) DO UPDATE SET replica = excluded.replica, view = excluded.view,
+                    written_at = excluded.written_at
+                """
+            )
+        }
+    }
+
+    public func publishedViews(excluding replica: String, maxAgeSeconds: Double) throws -> [PublishedView] {
+        try self.read("reading agent views") { session in
+            try session.query(
+                """
+                SELECT view FROM agent_views
+                WHERE replica <> \(replica) AND written_at > now() - make_interval(secs => \(maxAgeSeconds))
+                """
+            ).map { try self.decode(PublishedView.self, try $0.decode(String.self)) }
+        }
+    }
+
+    public func controlState(savedAfter since: Date?) throws -> (state: ControlState, savedAt: Date)? {
+        try self.read("reading the control state") { session in
+            try session.query(
+                """
+                SELECT state, updated_at FROM control_state
+                WHERE id = 1 AND (\(since)::timestamptz IS NULL OR updated_at > \(since))
+                """
+            ).first.map { row in
+                let (state, savedAt) = try row.decode((String, Date).self)
+                return (try self.decode(ControlState.self, state), savedAt)
+            }
+        }
     }
 }

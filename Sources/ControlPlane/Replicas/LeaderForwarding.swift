@@ -1,0 +1,81 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import NIOHTTP1
+
+/// On a follower, API writes go to the leader: the request as it came (method, path, query, headers with the
+/// caller's token, body streamed), the leader's answer as it comes. Reads stay here: they see the database.
+/// With no leader known yet the answer is 503 with `Retry-After`.
+struct LeaderForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
+    let leadership: Leadership
+
+    /// Marks a forwarded request, so a replica that is not the leader (leadership moving) does not send it on.
+    static var forwardedHeader: HTTPField.Name { HTTPField.Name("Tailplane-Forwarded-By")! }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
+        async throws -> Response
+    {
+        guard request.method != .get, request.method != .head, request.uri.path.hasPrefix("/v1/"),
+            case .follower(let leaderAPI) = self.leadership.role
+        else {
+            return try await next(request, context)
+        }
+        guard let leaderAPI, request.headers[Self.forwardedHeader] == nil else {
+            var refusal = try APIError(
+                .serviceUnavailable,
+                code: "no_leader",
+                message: request.headers[Self.forwardedHeader] == nil
+                    ? "no replica leads yet: retry in a few seconds"
+                    : "leadership is moving between replicas: retry in a few seconds"
+            ).response(from: request, context: context)
+            refusal.headers[.retryAfter] = "2"
+            return refusal
+        }
+        var forwarded = HTTPClientRequest(url: leaderAPI + request.uri.description)
+        forwarded.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers
+        where !["host", "connection", "transfer-encoding"].contains(field.name.canonicalName) {
+            forwarded.headers.add(name: field.name.rawName, value: field.value)
+        }
+        forwarded.headers.add(name: Self.forwardedHeader.rawName, value: self.leadership.replica)
+        if let length = request.headers[.contentLength].flatMap(Int64.init) {
+            forwarded.body = .stream(request.body, length: .known(length))
+        } else {
+            forwarded.body = .stream(request.body, length: .unknown)
+        }
+        let response: HTTPClientResponse
+        do {
+            response = try await HTTPClient.shared.execute(forwarded, timeout: .seconds(600))
+        } catch {
+            var refusal = try APIError(
+                .serviceUnavailable,
+                code: "no_leader",
+                message: "the leader (\(leaderAPI)) did not answer: \(error); retry in a few seconds"
+            ).response(from: request, context: context)
+            refusal.headers[.retryAfter] = "2"
+            return refusal
+        }
+        var headers = HTTPFields()
+        for (name, value) in response.headers
+        where !["connection", "transfer-encoding", "content-length"].contains(name.lowercased()) {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
+        if let length = response.headers.first(name: "content-length").flatMap(Int.init) {
+            return Response(
+                status: .init(code: Int(response.status.code)),
+                headers: headers,
+                body: ResponseBody(contentLength: length) { writer in
+                    for try await chunk in response.body { try await writer.write(chunk) }
+                    try await writer.finish(nil)
+                }
+            )
+        }
+        return Response(
+            status: .init(code: Int(response.status.code)),
+            headers: headers,
+            body: ResponseBody(asyncSequence: response.body)
+        )
+    }
+}

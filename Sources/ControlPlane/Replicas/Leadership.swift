@@ -1,0 +1,193 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+
+/// What the database says about the lease when a replica asks for it.
+public struct LeaseState: Sendable, Hashable {
+    /// The replica holding the lease (`nil`: nobody, for example after a graceful release).
+    public var holder: String?
+    /// Increases with every change of holder: the fencing token.
+    public var epoch: Int
+    /// The holder's API address, where followers forward writes.
+    public var holderAPI: String?
+
+    /// Creates a lease state.
+    public init(holder: String?, epoch: Int, holderAPI: String?) {
+        self.holder = holder
+        self.epoch = epoch
+        self.holderAPI = holderAPI
+    }
+}
+
+/// An agent as the replica it is connected to judged it, for the leader: its view, and the assignment the
+/// judgement was made against (a judgement against an older assignment does not count).
+public struct PublishedView: Sendable, Hashable, Codable {
+    /// The engine's view of the agent.
+    public var view: AgentView
+    /// The assignment the replica judged the agent's progress against.
+    public var assignment: Assignment?
+    /// The replica the agent is connected to.
+    public var replica: String
+
+    /// Creates a published view.
+    public init(view: AgentView, assignment: Assignment?, replica: String) {
+        self.view = view
+        self.assignment = assignment
+        self.replica = replica
+    }
+}
+
+/// What several policyd on one database share besides the store: the leader's lease, the agents each
+/// replica sees, and the engine state as the leader last saved it. ``PostgresStore`` implements it.
+public protocol ReplicaCoordination: Sendable {
+    /// Takes the lease when it is free or expired, or renews it when `replica` holds it with `epoch`.
+    /// Times are the database's own, so replicas' clocks do not matter.
+    func acquireOrRenewLease(replica: String, epoch: Int?, leaseSeconds: Double, api: String?) throws -> LeaseState
+    /// Gives the lease up (a graceful stop), so another replica takes over at once.
+    func releaseLease(replica: String, epoch: Int) throws
+    /// From now on, engine state is saved only while `replica` holds the lease with `epoch` (`nil`: no check).
+    func fence(replica: String, epoch: Int?)
+    /// Publishes agents connected to this replica.
+    func publishViews(_ views: [PublishedView]) throws
+    /// Agents other replicas published within `maxAgeSeconds`.
+    func publishedViews(excluding replica: String, maxAgeSeconds: Double) throws -> [PublishedView]
+    /// The engine state when it was saved after `since` (with the time it was saved).
+    func controlState(savedAfter since: Date?) throws -> (state: ControlState, savedAt: Date)?
+}
+
+/// This replica's role, as its elector last learned it.
+public final class Leadership: Sendable {
+    /// The role.
+    public enum Role: Sendable, Hashable {
+        /// Drives rollouts, holding the lease with this epoch.
+        case leader(epoch: Int)
+        /// Follows; the leader's API address when there is a leader.
+        case follower(leaderAPI: String?)
+    }
+
+    /// A stable name for this replica (host name and a random suffix by default).
+    public let replica: String
+    /// Where this replica's API is reached by the other replicas.
+    public let api: String?
+    /// Shared state with the other replicas.
+    public let coordination: any ReplicaCoordination
+    /// Lease timing.
+    public let leaseSeconds: Double
+    /// How often the lease is renewed (or tried for).
+    public let retrySeconds: Double
+    /// How long the leader goes on without a successful renewal before it steps down.
+    public let renewDeadlineSeconds: Double
+    private let state = NIOLockedValueBox<(role: Role, transitions: Int)>((.follower(leaderAPI: nil), 0))
+
+    /// Creates the leadership of one replica; it follows until its elector wins the lease.
+    public init(
+        replica: String,
+        api: String?,
+        coordination: any ReplicaCoordination,
+        leaseSeconds: Double = 6,
+        retrySeconds: Double = 1,
+        renewDeadlineSeconds: Double = 4
+    ) {
+        precondition(leaseSeconds > renewDeadlineSeconds && renewDeadlineSeconds > retrySeconds * 1.2)
+        self.replica = replica
+        self.api = api
+        self.coordination = coordination
+        self.leaseSeconds = leaseSeconds
+        self.retrySeconds = retrySeconds
+        self.renewDeadlineSeconds = renewDeadlineSeconds
+    }
+
+    /// The current role.
+    public var role: Role { self.state.withLockedValue { $0.role } }
+
+    /// The epoch when leading.
+    public var leaderEpoch: Int? {
+        if case .leader(let epoch) = self.role { return epoch }
+        return nil
+    }
+
+    /// How many times this replica became leader.
+    public var transitions: Int { self.state.withLockedValue { $0.transitions } }
+
+    func set(_ role: Role) {
+        self.state.withLockedValue { state in
+            if case .leader = role, state.role != role { state.transitions += 1 }
+            state.role = role
+        }
+    }
+
+    /// A replica name: the host name and a random suffix.
+    public static func defaultReplicaName() -> String {
+        "\(ProcessInfo.processInfo.hostName)-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
+    }
+}
+
+/// Keeps this replica's lease: renews it while leading, tries for it while following, and steps down when
+/// a renewal has not succeeded within the deadline. Safety does not rest on this timing: every step the
+/// leader saves checks the epoch in the database (``ReplicaCoordination/fence(replica:epoch:)``).
+public struct LeaderElector: Service {
+    let leadership: Leadership
+    let logger: Logger
+
+    /// Creates the elector.
+    public init(leadership: Leadership, logger: Logger = Logger(label: "tailplane.leader")) {
+        self.leadership = leadership
+        self.logger = logger
+    }
+
+    /// Runs until the service group shuts down, then gives the lease up.
+    public func run() async throws {
+        var epoch: Int?
+        var lastRenewal = Date.distantPast
+        let leadership = self.leadership
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let now = Date()
+            do {
+                let lease = try leadership.coordination.acquireOrRenewLease(
+                    replica: leadership.replica,
+                    epoch: epoch,
+                    leaseSeconds: leadership.leaseSeconds,
+                    api: leadership.api
+                )
+                if lease.holder == leadership.replica {
+                    if epoch != lease.epoch {
+                        leadership.coordination.fence(replica: leadership.replica, epoch: lease.epoch)
+                        self.logger.notice("this replica leads", metadata: ["epoch": "\(lease.epoch)"])
+                    }
+                    epoch = lease.epoch
+                    lastRenewal = now
+                    leadership.set(.leader(epoch: lease.epoch))
+                } else {
+                    if epoch != nil {
+                        self.logger.warning(
+                            "another replica leads now",
+                            metadata: ["leader": "\(lease.holder ?? "none")", "epoch": "\(lease.epoch)"]
+                        )
+                    }
+                    epoch = nil
+                    leadership.set(.follower(leaderAPI: lease.holder == nil ? nil : lease.holderAPI))
+                }
+            } catch {
+                self.logger.warning("cannot reach the lease", metadata: ["error": "\(error)"])
+                if epoch != nil, now.timeIntervalSince(lastRenewal) > leadership.renewDeadlineSeconds {
+                    self.logger.error("the lease was not renewed in time: stepping down")
+                    epoch = nil
+                    leadership.set(.follower(leaderAPI: nil))
+                }
+            }
+            try? await cancelWhenGracefulShutdown {
+                try await Task.sleep(for: .milliseconds(Int(leadership.retrySeconds * 1000)))
+            }
+        }
+        if let epoch {
+            leadership.set(.follower(leaderAPI: nil))
+            do {
+                try leadership.coordination.releaseLease(replica: leadership.replica, epoch: epoch)
+                self.logger.notice("lease released")
+            } catch {
+                self.logger.warning("cannot release the lease; it expires by itself", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

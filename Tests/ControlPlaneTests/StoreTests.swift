@@ -450,6 +450,46 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         #expect(try a.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 60, api: "http://a").epoch == 3)
     }
 
+    /// Replicas publish the agents connected to them; an agent that moved stays with its new replica when
+    /// the old one withdraws it; reads after a time return only what was written since.
+    @Test func publishedViewsFollowAgentsBetweenReplicas() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        func view(_ uid: String, on replica: String, version: Int = 1) -> PublishedView {
+            PublishedView(
+                view: AgentView(
+                    uid: uid,
+                    tier: .sampling,
+                    connected: true,
+                    lastSeen: date(1_764_000_000),
+                    ringEntry: "\(uid):4317",
+                    progress: .applied,
+                    healthy: true
+                ),
+                assignment: Assignment(version: version, samplerCount: 2),
+                replica: replica
+            )
+        }
+        try store.heartbeat(replica: "a", api: "http://a")
+        try store.publishViews(replica: "a", changed: [view("x", on: "a"), view("y", on: "a")], gone: [])
+        let all = try store.publishedViews(writtenAfter: nil)
+        #expect(Set(all.views.map(\.uid)) == ["x", "y"])
+        #expect(all.views.allSatisfy { $0.view?.replica == "a" })
+        let since = try #require(all.newest)
+        #expect(try store.publishedViews(writtenAfter: since).views.isEmpty)
+
+        // x moves to b; then a withdraws x and y: x stays with b, y is gone.
+        try store.publishViews(replica: "b", changed: [view("x", on: "b", version: 2)], gone: [])
+        try store.publishViews(replica: "a", changed: [], gone: ["x", "y"])
+        let after = Dictionary(
+            uniqueKeysWithValues: try store.publishedViews(writtenAfter: since).views.map { ($0.uid, $0.view) }
+        )
+        #expect(after["x"]??.replica == "b")
+        #expect(after["x"]??.assignment?.version == 2)
+        #expect(after.keys.contains("y") && after["y"]! == nil)
+        #expect(try store.liveReplicas(maxAgeSeconds: 10) == ["a"])
+    }
+
     /// The database restarts under a running store: calls fail while it is down, with the reason, and work
     /// again once it is back, on new connections; nothing committed is lost.
     @Test func aRestartedDatabaseIsRiddenOut() throws {

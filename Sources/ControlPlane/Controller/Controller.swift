@@ -46,11 +46,14 @@ public actor Controller {
     private var ledEpoch: Int?
     /// While following: when the state followed was saved.
     private var followedSavedAt: Date?
-    /// While following: the views last published, and when all were last published.
+    /// The views this replica last published, and its last heartbeat.
     private var published: [String: PublishedView] = [:]
-    private var lastFullPublish = Date.distantPast
-    /// While leading: agents other replicas published at the last tick.
+    private var lastHeartbeat = Date.distantPast
+    /// Agents other live replicas published, as of the last read; every view read, withdrawn ones as nil;
+    /// the newest write time read.
     private var remote: [String: PublishedView] = [:]
+    private var remoteCache: [String: PublishedView?] = [:]
+    private var remoteReadUpTo: Date?
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -247,7 +250,6 @@ public actor Controller {
         if self.ledEpoch != nil {
             self.ledEpoch = nil
             self.followedSavedAt = nil
-            self.remote = [:]
         }
         do {
             if let coordination = self.leadership?.coordination,
@@ -267,11 +269,18 @@ public actor Controller {
         self.lastViews = (now, views, nil)
     }
 
-    /// Publishes connected agents whose view changed, and every one of them every two seconds (the leader
-    /// forgets views older than ``publishedViewMaxAge``).
+    /// Publishes connected agents whose view changed and withdraws those no longer connected here; says
+    /// this replica is alive once a second.
     private func publish(_ views: [AgentState], replica: String, now: Date) {
-        guard let coordination = self.leadership?.coordination else { return }
-        let full = now.timeIntervalSince(self.lastFullPublish) >= 2
+        guard let leadership = self.leadership else { return }
+        if now.timeIntervalSince(self.lastHeartbeat) >= 1 {
+            do {
+                try leadership.coordination.heartbeat(replica: replica, api: leadership.api)
+                self.lastHeartbeat = now
+            } catch {
+                self.logger.warning("cannot record this replica's heartbeat", metadata: ["error": "\(error)"])
+            }
+        }
         var changed: [PublishedView] = []
         var current: [String: PublishedView] = [:]
         for agent in views where agent.view.connected {
@@ -281,33 +290,40 @@ public actor Controller {
                 replica: replica
             )
             current[agent.view.uid] = view
-            if full || self.published[agent.view.uid] != view { changed.append(view) }
+            if self.published[agent.view.uid] != view { changed.append(view) }
         }
+        let gone = self.published.keys.filter { current[$0] == nil }
         do {
-            try coordination.publishViews(changed)
+            try leadership.coordination.publishViews(replica: replica, changed: changed, gone: gone)
             self.published = current
-            if full { self.lastFullPublish = now }
         } catch {
             self.logger.warning("cannot publish agent views", metadata: ["error": "\(error)"])
         }
     }
 
-    /// How long a published view counts: a replica that stopped publishing has lost its agents.
-    static let publishedViewMaxAge = 10.0
+    /// A replica without a heartbeat for this long has lost its agents.
+    static let replicaMaxAge = 10.0
 
-    /// The leader: agents connected to other replicas, judged there. A judgement made against another
-    /// assignment than this one's (the follower has not read the latest state yet) counts as pending.
+    /// Agents connected to other replicas, judged there, kept up to date by reading only the views written
+    /// since the last read (a little before it: a write committed late with an earlier time is not missed).
+    /// For the leader, a judgement made against another assignment than its own (the follower has not read
+    /// the latest state yet) counts as pending.
     private func remoteViews(now: Date) -> [String: PublishedView] {
         guard let leadership = self.leadership else { return [:] }
         do {
-            let published = try leadership.coordination.publishedViews(
-                excluding: leadership.replica,
-                maxAgeSeconds: Self.publishedViewMaxAge
+            let read = try leadership.coordination.publishedViews(
+                writtenAfter: self.remoteReadUpTo.map { $0.addingTimeInterval(-2) }
             )
+            for (uid, view) in read.views { self.remoteCache[uid] = view }
+            if let newest = read.newest { self.remoteReadUpTo = max(self.remoteReadUpTo ?? newest, newest) }
+            let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
             var views: [String: PublishedView] = [:]
-            for var entry in published {
-                if entry.assignment != self.state.assignments[entry.view.uid] { entry.view.progress = .pending }
-                views[entry.view.uid] = entry
+            for (uid, cached) in self.remoteCache {
+                guard var entry = cached, entry.replica != leadership.replica, live.contains(entry.replica) else {
+                    continue
+                }
+                if entry.assignment != self.state.assignments[uid] { entry.view.progress = .pending }
+                views[uid] = entry
             }
             self.remote = views
         } catch {
@@ -1137,13 +1153,9 @@ public actor Controller {
     /// With several replicas: this one's agents, and those connected to the others as they last recorded
     /// them.
     private func withOtherReplicas(_ local: [AgentRecord]) -> [AgentRecord] {
-        guard let leadership = self.leadership,
-            let published = try? leadership.coordination.publishedViews(
-                excluding: leadership.replica,
-                maxAgeSeconds: Self.publishedViewMaxAge
-            ),
-            !published.isEmpty
-        else { return local }
+        guard self.leadership != nil else { return local }
+        let published = self.remoteViews(now: self.clock()).values
+        guard !published.isEmpty else { return local }
         let elsewhere = Set(published.map(\.view.uid))
         let here = local.filter { $0.connected || !elsewhere.contains($0.instanceUID) }
         let mine = Set(here.map(\.instanceUID))

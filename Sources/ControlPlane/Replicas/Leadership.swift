@@ -48,10 +48,18 @@ public protocol ReplicaCoordination: Sendable {
     func releaseLease(replica: String, epoch: Int) throws
     /// From now on, engine state is saved only while `replica` holds the lease with `epoch` (`nil`: no check).
     func fence(replica: String, epoch: Int?)
-    /// Publishes agents connected to this replica.
-    func publishViews(_ views: [PublishedView]) throws
-    /// Agents other replicas published within `maxAgeSeconds`.
-    func publishedViews(excluding replica: String, maxAgeSeconds: Double) throws -> [PublishedView]
+    /// Says this replica is alive (the leader ignores agents of replicas that stopped saying so).
+    func heartbeat(replica: String, api: String?) throws
+    /// Publishes agents connected to `replica` whose view changed (a later write of the same agent, from any
+    /// replica, replaces it), and withdraws those no longer connected here (only where this replica wrote
+    /// them last: an agent that moved stays with its new replica).
+    func publishViews(replica: String, changed: [PublishedView], gone: [String]) throws
+    /// Views written or withdrawn after `since` (all when `nil`): a withdrawn agent comes with no view.
+    func publishedViews(writtenAfter since: Date?) throws -> (
+        views: [(uid: String, view: PublishedView?)], newest: Date?
+    )
+    /// Replicas whose last heartbeat is at most `maxAgeSeconds` old.
+    func liveReplicas(maxAgeSeconds: Double) throws -> Set<String>
     /// The engine state when it was saved after `since` (with the time it was saved).
     func controlState(savedAfter since: Date?) throws -> (state: ControlState, savedAt: Date)?
 }

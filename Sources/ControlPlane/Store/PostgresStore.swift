@@ -183,13 +183,21 @@ public final class PostgresStore: ControlPlaneStore {
                 """,
                 "INSERT INTO leader_lease (name, epoch) VALUES ('controller', 0)",
                 """
+                CREATE TABLE replicas (
+                    name TEXT PRIMARY KEY,
+                    api TEXT,
+                    heartbeat_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                """
                 CREATE TABLE agent_views (
                     uid TEXT PRIMARY KEY,
                     replica TEXT NOT NULL,
-                    view TEXT NOT NULL,
+                    view TEXT,
                     written_at TIMESTAMPTZ NOT NULL
                 )
                 """,
+                "CREATE INDEX agent_views_by_time ON agent_views(written_at)",
             ]
         ),
     ]
@@ -811,31 +819,69 @@ extension PostgresStore: ReplicaCoordination {
         self.fencing.withLockedValue { $0 = epoch.map { (replica, $0) } }
     }
 
-    public func publishViews(_ views: [PublishedView]) throws {
-        guard !views.isEmpty else { return }
-        let uids = try views.map { try self.text($0.view.uid, "agent instance UID") }
-        let replicas = views.map(\.replica)
-        let json = try views.map { try self.json($0) }
-        try self.transaction("publishing agent views") { session in
+    public func heartbeat(replica: String, api: String?) throws {
+        try self.transaction("recording this replica's heartbeat") { session in
             _ = try session.query(
                 """
-                INSERT INTO agent_views (uid, replica, view, written_at)
-                SELECT u, r, v, now() FROM unnest(\(uids)::text[], \(replicas)::text[], \(json)::text[]) AS t(u, r, v)
-                ON CONFLICT (uid) DO UPDATE SET replica = excluded.replica, view = excluded.view,
-                    written_at = excluded.written_at
+                INSERT INTO replicas (name, api, heartbeat_at) VALUES (\(replica), \(api), now())
+                ON CONFLICT (name) DO UPDATE SET api = excluded.api, heartbeat_at = excluded.heartbeat_at
                 """
             )
         }
     }
 
-    public func publishedViews(excluding replica: String, maxAgeSeconds: Double) throws -> [PublishedView] {
+    public func publishViews(replica: String, changed: [PublishedView], gone: [String]) throws {
+        guard !changed.isEmpty || !gone.isEmpty else { return }
+        let uids = try changed.map { try self.text($0.view.uid, "agent instance UID") }
+        let json = try changed.map { try self.json($0) }
+        try self.transaction("publishing agent views") { session in
+            if !changed.isEmpty {
+                _ = try session.query(
+                    """
+                    INSERT INTO agent_views (uid, replica, view, written_at)
+                    SELECT u, \(replica), v, now() FROM unnest(\(uids)::text[], \(json)::text[]) AS t(u, v)
+                    ON CONFLICT (uid) DO UPDATE SET replica = excluded.replica, view = excluded.view,
+                        written_at = excluded.written_at
+                    """
+                )
+            }
+            if !gone.isEmpty {
+                _ = try session.query(
+                    """
+                    UPDATE agent_views SET view = NULL, written_at = now()
+                    WHERE replica = \(replica) AND uid = ANY(\(gone)::text[])
+                    """
+                )
+            }
+        }
+    }
+
+    public func publishedViews(writtenAfter since: Date?) throws
+        -> (views: [(uid: String, view: PublishedView?)], newest: Date?)
+    {
         try self.read("reading agent views") { session in
-            try session.query(
+            var newest: Date?
+            let views = try session.query(
                 """
-                SELECT view FROM agent_views
-                WHERE replica <> \(replica) AND written_at > now() - make_interval(secs => \(maxAgeSeconds))
+                SELECT uid, view, written_at FROM agent_views
+                WHERE \(since)::timestamptz IS NULL OR written_at > \(since)
                 """
-            ).map { try self.decode(PublishedView.self, try $0.decode(String.self)) }
+            ).map { row -> (uid: String, view: PublishedView?) in
+                let (uid, view, writtenAt) = try row.decode((String, String?, Date).self)
+                newest = max(newest ?? writtenAt, writtenAt)
+                return (uid, try view.map { try self.decode(PublishedView.self, $0) })
+            }
+            return (views, newest)
+        }
+    }
+
+    public func liveReplicas(maxAgeSeconds: Double) throws -> Set<String> {
+        try self.read("reading replicas") { session in
+            Set(
+                try session.query(
+                    "SELECT name FROM replicas WHERE heartbeat_at > now() - make_interval(secs => \(maxAgeSeconds))"
+                ).map { try $0.decode(String.self) }
+            )
         }
     }
 

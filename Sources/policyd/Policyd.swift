@@ -226,6 +226,11 @@ extension Policyd {
                     let api =
                         self.advertisedApiUrl
                         ?? Self.apiURL(bind: self.apiBind, port: self.apiPort, tls: self.tlsCert != nil)
+                    if self.advertisedApiUrl == nil, ["127.0.0.1", "::1", "localhost"].contains(self.apiBind) {
+                        logger.warning(
+                            "the API's address for other replicas is loopback (\(api ?? "")): replicas on other hosts cannot forward writes here; set --api-bind and --advertised-api-url"
+                        )
+                    }
                     if api == nil {
                         logger.warning(
                             "other replicas cannot forward API writes here: set --advertised-api-url (the API binds \(self.apiBind):\(self.apiPort))"

@@ -412,41 +412,59 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
     }
 
     /// The lease moves only when it expired or was given up, its epoch grows with every holder, and a leader
-    /// that lost it (paused, partitioned) cannot save a step any more: the database refuses it (fencing).
+    /// that lost it (paused, partitioned) cannot write any more: the database refuses its steps, versions and
+    /// outcomes (fencing). A replica that follows writes none of them either.
     @Test func theLeaseFencesADeposedLeader() throws {
         let url = try PostgresTestServer.shared.get().makeDatabase()
         let a = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
         let b = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        // Both follow at first: leader-only writes are refused.
+        a.fence(replica: "a", epoch: nil)
+        b.fence(replica: "b", epoch: nil)
+        let following = #expect(throws: StoreError.self) { _ = try b.appendVersion(draft(1)) }
+        #expect(following?.description.contains("does not lead") == true)
+
         let first = try a.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 1, api: "http://a")
-        #expect(first == LeaseState(holder: "a", epoch: 1, holderAPI: "http://a"))
+        #expect(first == LeaseState(holder: "a", epoch: 1, holderAPI: "http://a", held: true))
         a.fence(replica: "a", epoch: 1)
         // Held and fresh: b cannot take it, and learns who leads.
-        #expect(try b.acquireOrRenewLease(replica: "b", epoch: nil, leaseSeconds: 1, api: "http://b").holder == "a")
-        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").epoch == 1)
+        let refused = try b.acquireOrRenewLease(replica: "b", epoch: nil, leaseSeconds: 1, api: "http://b")
+        #expect(refused == LeaseState(holder: "a", epoch: 1, holderAPI: "http://a", held: false))
+        // A second process under a's name, without a's epoch, does not lead with it.
+        #expect(try b.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 1, api: "http://b").held == false)
+        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").held)
         try a.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
+        #expect(try a.appendVersion(draft(1)).number == 1)
 
         // a stops renewing (paused); after the lease b takes over with a higher epoch.
         Thread.sleep(forTimeInterval: 1.3)
         let taken = try b.acquireOrRenewLease(replica: "b", epoch: nil, leaseSeconds: 1, api: "http://b")
-        #expect(taken == LeaseState(holder: "b", epoch: 2, holderAPI: "http://b"))
+        #expect(taken == LeaseState(holder: "b", epoch: 2, holderAPI: "http://b", held: true))
         b.fence(replica: "b", epoch: 2)
         var state = ControlState(now: date(1_764_000_001))
         state.current = 7
         let fenced = #expect(throws: StoreError.self) { try a.saveControlState(state, events: []) }
         #expect(fenced?.description.contains("fenced") == true)
+        #expect(throws: StoreError.self) { _ = try a.appendVersion(draft(2)) }
+        #expect(throws: StoreError.self) { try a.setOutcome(of: 1, .superseded, reason: nil) }
+        #expect(try b.version(1)?.outcome == .pending)
+        #expect(try b.versions(limit: 10).count == 1)
         #expect(try b.loadControlState()?.current == nil)
         try b.saveControlState(state, events: [])
         #expect(try a.loadControlState()?.current == 7)
         // a's renewal with its old epoch does not take the lease back.
-        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").holder == "b")
+        #expect(try a.acquireOrRenewLease(replica: "a", epoch: 1, leaseSeconds: 1, api: "http://a").held == false)
 
-        // Followers see the saved state once, then only when it changes.
-        let saved = try #require(try a.controlState(savedAfter: nil))
+        // Followers see the saved state once, then only when it is saved again.
+        let saved = try #require(try a.controlState(after: nil))
         #expect(saved.state.current == 7)
-        #expect(try a.controlState(savedAfter: saved.savedAt) == nil)
+        #expect(try a.controlState(after: saved.generation) == nil)
+        try b.saveControlState(state, events: [])
+        #expect(try a.controlState(after: saved.generation)?.generation == saved.generation + 1)
 
-        // A release hands over at once, with the next epoch.
+        // A release hands over at once, with the next epoch; the releaser writes nothing more.
         try b.releaseLease(replica: "b", epoch: 2)
+        #expect(throws: StoreError.self) { try b.saveControlState(state, events: []) }
         #expect(try a.acquireOrRenewLease(replica: "a", epoch: nil, leaseSeconds: 60, api: "http://a").epoch == 3)
     }
 

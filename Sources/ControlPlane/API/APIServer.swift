@@ -240,6 +240,15 @@ public struct ControlPlaneAPI: Sendable {
         }
     }
 
+    /// Who made a request, for the audit log: the peer, and for a write a follower forwarded, the caller it
+    /// names first (`10.0.0.5 via 10.0.0.12`; the header alone proves nothing, so the peer stays).
+    func caller(_ request: Request, _ context: APIContext) -> String {
+        guard request.headers[LeaderForwardingMiddleware.forwardedHeader] != nil,
+            let forwarded = request.headers[HTTPField.Name("X-Forwarded-For")!], !forwarded.isEmpty
+        else { return context.remote }
+        return "\(forwarded.prefix(100)) via \(context.remote)"
+    }
+
     /// The router: the API, and with `console` the web console at `/` (docs/console.md).
     public func router(console: Bool = true) -> Router<APIContext> {
         let router = Router(context: APIContext.self)
@@ -273,7 +282,7 @@ public struct ControlPlaneAPI: Sendable {
                 throw APIError(.badRequest, code: "bad_request", message: "the body is not an apply request: \(error)")
             }
             do {
-                let result = try await self.controller.apply(body, actor: actor, remote: context.remote)
+                let result = try await self.controller.apply(body, actor: actor, remote: self.caller(request, context))
                 return JSON(result, status: result.result == "created" ? .created : .ok)
             } catch {
                 throw APIError.from(error)
@@ -330,7 +339,9 @@ public struct ControlPlaneAPI: Sendable {
                     )
                 }
                 do {
-                    return JSON(try await self.controller.command(command, actor: actor, remote: context.remote))
+                    return JSON(
+                        try await self.controller.command(command, actor: actor, remote: self.caller(request, context))
+                    )
                 } catch {
                     throw APIError.from(error)
                 }
@@ -347,7 +358,11 @@ public struct ControlPlaneAPI: Sendable {
                 throw APIError(.badRequest, code: "bad_request", message: "expected {\"to\": VERSION}")
             }
             do {
-                let id = try await self.controller.rollback(to: body.to, actor: actor, remote: context.remote)
+                let id = try await self.controller.rollback(
+                    to: body.to,
+                    actor: actor,
+                    remote: self.caller(request, context)
+                )
                 return JSON(RollbackResult(rollout: id), status: .created)
             } catch {
                 throw APIError.from(error)

@@ -187,7 +187,7 @@ extension ControlPlaneAPI {
                     ingested.record,
                     created: ingested.created,
                     actor: actor,
-                    remote: context.remote
+                    remote: self.caller(request, context)
                 )
                 return JSON(ingested.record, status: ingested.created ? .created : .ok)
             } catch {
@@ -216,7 +216,7 @@ extension ControlPlaneAPI {
                     name: context.parameters.get("name") ?? "",
                     version: context.parameters.get("version") ?? "",
                     actor: actor,
-                    remote: context.remote
+                    remote: self.caller(request, context)
                 )
             } catch {
                 throw APIError.from(error)
@@ -258,7 +258,7 @@ extension ControlPlaneAPI {
                     supersede: body.supersede ?? false,
                     dryRun: body.dryRun ?? false,
                     actor: actor,
-                    remote: context.remote
+                    remote: self.caller(request, context)
                 )
                 return JSON(result, status: result.result == "created" ? .created : .ok)
             } catch {

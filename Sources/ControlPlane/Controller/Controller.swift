@@ -44,8 +44,10 @@ public actor Controller {
     public nonisolated let leadership: Leadership?
     /// The epoch this controller last took over with (nil while following).
     private var ledEpoch: Int?
-    /// While following: when the state followed was saved.
-    private var followedSavedAt: Date?
+    /// Whether the store refuses leader-only writes because this replica follows.
+    private var fencedAsFollower = false
+    /// While following: the generation of the state followed (nil: read it whole).
+    private var followedGeneration: Int?
     /// The views this replica last published, and its last heartbeat.
     private var published: [String: PublishedView] = [:]
     private var lastHeartbeat = Date.distantPast
@@ -81,7 +83,7 @@ public actor Controller {
     }
     /// When this controller started: agents it had assignments for count as last seen then, so a restart
     /// does not empty the ring before they reconnect.
-    private let startedAt: Date
+    private var startedAt: Date
     /// What the store knew of each agent at start (tier, ring entry, name), for agents not connected yet.
     private var known: [String: AgentRecord] = [:]
 
@@ -169,12 +171,26 @@ public actor Controller {
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         let remote = self.remoteViews(now: now)
         // An agent that moved to another replica is judged there; this replica's stale session does not count.
-        let local = views.map(\.view).filter { $0.connected || remote[$0.uid] == nil }
-        let present = snapshot.filter { $0.connected || remote[$0.instanceUID.description] == nil }
+        // Connected here and there (a half-open session here): the fresher report wins.
+        func elsewhere(_ uid: String, connected: Bool, lastSeen: Date) -> Bool {
+            guard let other = remote[uid] else { return false }
+            return !connected || other.view.lastSeen > lastSeen
+        }
+        let local = views.map(\.view).filter { !elsewhere($0.uid, connected: $0.connected, lastSeen: $0.lastSeen) }
+        let present = snapshot.filter {
+            !elsewhere($0.instanceUID.description, connected: $0.connected, lastSeen: $0.lastSeen)
+        }
+        let connectedHere = Dictionary(
+            views.lazy.filter { $0.view.connected }.map { ($0.view.uid, $0.view.lastSeen) },
+            uniquingKeysWith: { first, _ in first }
+        )
+        let others = remote.values.filter { entry in
+            connectedHere[entry.view.uid].map { $0 < entry.view.lastSeen } ?? true
+        }
         let before = self.state
         let events = self.engine.step(
             &self.state,
-            view: local + remote.values.map(\.view) + self.absent(present, also: Set(remote.keys), now: now),
+            view: local + others.map(\.view) + self.absent(present, also: Set(remote.keys), now: now),
             now: now
         )
         self.commit(before: before, events: events)
@@ -247,16 +263,19 @@ public actor Controller {
     /// A follower: the leader's last saved state, this replica's agents judged against it, given their
     /// configs, and published for the leader.
     private func follow(_ snapshot: [AgentSnapshot], fleet: Fleet, replica: String, now: Date) {
-        if self.ledEpoch != nil {
+        if self.ledEpoch != nil || !self.fencedAsFollower {
+            // Leader-only writes are refused from now on, in the database too.
+            self.leadership?.coordination.fence(replica: replica, epoch: nil)
+            self.fencedAsFollower = true
             self.ledEpoch = nil
-            self.followedSavedAt = nil
+            self.followedGeneration = nil
         }
         do {
             if let coordination = self.leadership?.coordination,
-                let saved = try coordination.controlState(savedAfter: self.followedSavedAt)
+                let saved = try coordination.controlState(after: self.followedGeneration)
             {
                 self.state = saved.state
-                self.followedSavedAt = saved.savedAt
+                self.followedGeneration = saved.generation
             }
         } catch {
             self.logger.warning("cannot read the leader's state", metadata: ["error": "\(error)"])
@@ -336,7 +355,18 @@ public actor Controller {
     /// The replica became leader: the state as the last leader saved it, and the rollout resumed where it
     /// stood (time spent without a leader does not count against the stage).
     private func takeOver(epoch: Int, now: Date) -> Bool {
+        guard let leadership = self.leadership else { return false }
         do {
+            // The epoch this state is built under is the one every write of this leader carries.
+            leadership.coordination.fence(replica: leadership.replica, epoch: epoch)
+            self.fencedAsFollower = false
+            // Agents of a replica that died count as seen now, with what the store knew of them, so the ring
+            // keeps them for its grace period while they reconnect elsewhere.
+            self.known = Dictionary(
+                (try self.store.agents()).map { ($0.instanceUID, $0) },
+                uniquingKeysWith: { first, _ in first }
+            )
+            self.startedAt = now
             if var loaded = try self.store.loadControlState() {
                 if var rollout = loaded.rollout, !rollout.phase.isTerminal {
                     rollout.progressAt = now
@@ -349,9 +379,10 @@ public actor Controller {
                 self.state = loaded
             }
             self.ledEpoch = epoch
-            self.followedSavedAt = nil
+            self.followedGeneration = nil
             return true
         } catch {
+            leadership.coordination.fence(replica: leadership.replica, epoch: nil)
             self.logger.error("cannot read the state to take over; retried", metadata: ["error": "\(error)"])
             return false
         }

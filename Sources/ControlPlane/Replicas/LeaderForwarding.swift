@@ -8,8 +8,16 @@ import NIOHTTP1
 /// On a follower, API writes go to the leader: the request as it came (method, path, query, headers with the
 /// caller's token, body streamed), the leader's answer as it comes. Reads stay here: they see the database.
 /// With no leader known yet the answer is 503 with `Retry-After`.
-struct LeaderForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
+struct LeaderForwardingMiddleware: RouterMiddleware {
+    typealias Context = APIContext
+
     let leadership: Leadership
+
+    /// Headers that belong to one connection, not to the request.
+    static let hopByHop: Set<String> = [
+        "host", "connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "expect",
+        "proxy-authorization", "proxy-connection",
+    ]
 
     /// Marks a forwarded request, so a replica that is not the leader (leadership moving) does not send it on.
     static var forwardedHeader: HTTPField.Name { HTTPField.Name("Tailplane-Forwarded-By")! }
@@ -35,11 +43,12 @@ struct LeaderForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         var forwarded = HTTPClientRequest(url: leaderAPI + request.uri.description)
         forwarded.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers
-        where !["host", "connection", "transfer-encoding"].contains(field.name.canonicalName) {
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             forwarded.headers.add(name: field.name.rawName, value: field.value)
         }
         forwarded.headers.add(name: Self.forwardedHeader.rawName, value: self.leadership.replica)
+        // The leader's audit log names the caller, not this replica.
+        forwarded.headers.add(name: "X-Forwarded-For", value: context.remote)
         if let length = request.headers[.contentLength].flatMap(Int64.init) {
             forwarded.body = .stream(request.body, length: .known(length))
         } else {
@@ -59,7 +68,7 @@ struct LeaderForwardingMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         var headers = HTTPFields()
         for (name, value) in response.headers
-        where !["connection", "transfer-encoding", "content-length"].contains(name.lowercased()) {
+        where !Self.hopByHop.contains(name.lowercased()) && name.lowercased() != "content-length" {
             if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
         }
         if let length = response.headers.first(name: "content-length").flatMap(Int.init) {

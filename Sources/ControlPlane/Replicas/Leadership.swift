@@ -11,12 +11,15 @@ public struct LeaseState: Sendable, Hashable {
     public var epoch: Int
     /// The holder's API address, where followers forward writes.
     public var holderAPI: String?
+    /// Whether this very call took or renewed it (only then does the caller lead).
+    public var held: Bool
 
     /// Creates a lease state.
-    public init(holder: String?, epoch: Int, holderAPI: String?) {
+    public init(holder: String?, epoch: Int, holderAPI: String?, held: Bool) {
         self.holder = holder
         self.epoch = epoch
         self.holderAPI = holderAPI
+        self.held = held
     }
 }
 
@@ -46,7 +49,8 @@ public protocol ReplicaCoordination: Sendable {
     func acquireOrRenewLease(replica: String, epoch: Int?, leaseSeconds: Double, api: String?) throws -> LeaseState
     /// Gives the lease up (a graceful stop), so another replica takes over at once.
     func releaseLease(replica: String, epoch: Int) throws
-    /// From now on, engine state is saved only while `replica` holds the lease with `epoch` (`nil`: no check).
+    /// From now on, leader-only writes go through only while `replica` holds the lease with `epoch`
+    /// (`nil`: none go through).
     func fence(replica: String, epoch: Int?)
     /// Says this replica is alive (the leader ignores agents of replicas that stopped saying so).
     func heartbeat(replica: String, api: String?) throws
@@ -60,8 +64,8 @@ public protocol ReplicaCoordination: Sendable {
     )
     /// Replicas whose last heartbeat is at most `maxAgeSeconds` old.
     func liveReplicas(maxAgeSeconds: Double) throws -> Set<String>
-    /// The engine state when it was saved after `since` (with the time it was saved).
-    func controlState(savedAfter since: Date?) throws -> (state: ControlState, savedAt: Date)?
+    /// The engine state when it was saved after `generation` (all when `nil`), with its generation.
+    func controlState(after generation: Int?) throws -> (state: ControlState, generation: Int)?
 }
 
 /// This replica's role, as its elector last learned it.
@@ -74,7 +78,11 @@ public final class Leadership: Sendable {
         case follower(leaderAPI: String?)
     }
 
-    /// A stable name for this replica (host name and a random suffix by default).
+    /// This replica's name as people gave it (logs, metrics).
+    public let name: String
+    /// This process's identity in the lease and in published views: the name and a random suffix, so two
+    /// processes given one name (a copied config, a pod restarted while the old one is cut off) never share
+    /// an epoch.
     public let replica: String
     /// Where this replica's API is reached by the other replicas.
     public let api: String?
@@ -86,7 +94,9 @@ public final class Leadership: Sendable {
     public let retrySeconds: Double
     /// How long the leader goes on without a successful renewal before it steps down.
     public let renewDeadlineSeconds: Double
-    private let state = NIOLockedValueBox<(role: Role, transitions: Int)>((.follower(leaderAPI: nil), 0))
+    private let state = NIOLockedValueBox<(role: Role, transitions: Int, renewedAt: ContinuousClock.Instant)>(
+        (.follower(leaderAPI: nil), 0, .now)
+    )
 
     /// Creates the leadership of one replica; it follows until its elector wins the lease.
     public init(
@@ -98,7 +108,8 @@ public final class Leadership: Sendable {
         renewDeadlineSeconds: Double = 4
     ) {
         precondition(leaseSeconds > renewDeadlineSeconds && renewDeadlineSeconds > retrySeconds * 1.2)
-        self.replica = replica
+        self.name = replica
+        self.replica = "\(replica)#\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         self.api = api
         self.coordination = coordination
         self.leaseSeconds = leaseSeconds
@@ -106,8 +117,18 @@ public final class Leadership: Sendable {
         self.renewDeadlineSeconds = renewDeadlineSeconds
     }
 
-    /// The current role.
-    public var role: Role { self.state.withLockedValue { $0.role } }
+    /// The current role. A leader whose last renewal is older than the renew deadline follows, whether or
+    /// not its elector has noticed yet (a renewal may hang).
+    public var role: Role {
+        self.state.withLockedValue { state in
+            if case .leader = state.role,
+                ContinuousClock.now - state.renewedAt > .milliseconds(Int(self.renewDeadlineSeconds * 1000))
+            {
+                return .follower(leaderAPI: nil)
+            }
+            return state.role
+        }
+    }
 
     /// The epoch when leading.
     public var leaderEpoch: Int? {
@@ -118,10 +139,11 @@ public final class Leadership: Sendable {
     /// How many times this replica became leader.
     public var transitions: Int { self.state.withLockedValue { $0.transitions } }
 
-    func set(_ role: Role) {
+    func set(_ role: Role, renewedAt: ContinuousClock.Instant = .now) {
         self.state.withLockedValue { state in
             if case .leader = role, state.role != role { state.transitions += 1 }
             state.role = role
+            state.renewedAt = renewedAt
         }
     }
 
@@ -147,10 +169,11 @@ public struct LeaderElector: Service {
     /// Runs until the service group shuts down, then gives the lease up.
     public func run() async throws {
         var epoch: Int?
-        var lastRenewal = Date.distantPast
+        var lastRenewal = ContinuousClock.now
         let leadership = self.leadership
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            let now = Date()
+            // Taken before asking: a renewal counts from when it was asked for.
+            let now = ContinuousClock.now
             do {
                 let lease = try leadership.coordination.acquireOrRenewLease(
                     replica: leadership.replica,
@@ -158,14 +181,13 @@ public struct LeaderElector: Service {
                     leaseSeconds: leadership.leaseSeconds,
                     api: leadership.api
                 )
-                if lease.holder == leadership.replica {
+                if lease.held {
                     if epoch != lease.epoch {
-                        leadership.coordination.fence(replica: leadership.replica, epoch: lease.epoch)
                         self.logger.notice("this replica leads", metadata: ["epoch": "\(lease.epoch)"])
                     }
                     epoch = lease.epoch
                     lastRenewal = now
-                    leadership.set(.leader(epoch: lease.epoch))
+                    leadership.set(.leader(epoch: lease.epoch), renewedAt: now)
                 } else {
                     if epoch != nil {
                         self.logger.warning(
@@ -178,7 +200,7 @@ public struct LeaderElector: Service {
                 }
             } catch {
                 self.logger.warning("cannot reach the lease", metadata: ["error": "\(error)"])
-                if epoch != nil, now.timeIntervalSince(lastRenewal) > leadership.renewDeadlineSeconds {
+                if epoch != nil, now - lastRenewal > .milliseconds(Int(leadership.renewDeadlineSeconds * 1000)) {
                     self.logger.error("the lease was not renewed in time: stepping down")
                     epoch = nil
                     leadership.set(.follower(leaderAPI: nil))

@@ -196,6 +196,12 @@ public struct PostgresStoreConfiguration: Sendable {
             tls: tls
         )
         configuration.options.connectTimeout = .seconds(Int64(self.connectTimeoutSeconds))
+        // A policyd that stops mid-transaction (paused, cut off) must not hold row locks, the lease's among
+        // them, until the server notices on its own: its session ends within seconds, so failover does too.
+        configuration.options.additionalStartupParameters = [
+            ("statement_timeout", "15s"), ("lock_timeout", "5s"), ("idle_in_transaction_session_timeout", "5s"),
+            ("tcp_keepalives_idle", "5"), ("tcp_keepalives_interval", "2"), ("tcp_keepalives_count", "3"),
+        ]
         // postgres-nio sends a host name as SNI and NIOSSL checks it against the certificate; an address goes
         // without SNI and NIOSSL checks it against the certificate's IP addresses.
         return configuration

@@ -48,8 +48,37 @@ public final class PostgresStore: ControlPlaneStore {
     }
 
     private let isShutDown = NIOLockedValueBox(false)
-    /// Set while this replica leads: engine state is saved only under this lease holder and epoch.
-    let fencing = NIOLockedValueBox<(replica: String, epoch: Int)?>(nil)
+    /// Whether leader-only writes (engine state, versions, outcomes, rendered configs) are checked against
+    /// the lease. A store used without replicas is never fenced; with replicas it refuses them until the
+    /// controller takes over with an epoch.
+    enum Fence {
+        case unfenced
+        case refuse
+        case epoch(replica: String, epoch: Int)
+    }
+
+    let fencing = NIOLockedValueBox(Fence.unfenced)
+
+    /// Refuses the transaction unless this replica holds the lease with its epoch. The row lock orders the
+    /// write against a takeover: a deposed leader cannot commit.
+    private func checkFence(_ session: Session) throws {
+        switch self.fencing.withLockedValue({ $0 }) {
+        case .unfenced:
+            return
+        case .refuse:
+            throw StoreError("this replica does not lead: only the leader writes this (fenced)")
+        case .epoch(let replica, let epoch):
+            let held = try session.query(
+                """
+                SELECT 1 FROM leader_lease
+                WHERE name = 'controller' AND holder = \(replica) AND epoch = \(epoch) FOR SHARE
+                """
+            )
+            guard !held.isEmpty else {
+                throw StoreError("this replica no longer holds the lease of epoch \(epoch): another leads (fenced)")
+            }
+        }
+    }
 
     /// Closes the connections, then stops the event loop they run on (in that order: a close needs the loop).
     private func shutDown() {
@@ -182,6 +211,8 @@ public final class PostgresStore: ControlPlaneStore {
                 )
                 """,
                 "INSERT INTO leader_lease (name, epoch) VALUES ('controller', 0)",
+                // Followers read the state when this grows (a counter: the database's clock may step back).
+                "ALTER TABLE control_state ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
                 """
                 CREATE TABLE replicas (
                     name TEXT PRIMARY KEY,
@@ -303,6 +334,7 @@ public final class PostgresStore: ControlPlaneStore {
         let message = try self.text(draft.message, "message")
         let gitRevision = try self.text(draft.gitRevision, "git revision")
         return try self.transaction("storing a version") { session in
+            try self.checkFence(session)
             // Numbers are consecutive across every policyd sharing the database.
             _ = try session.query("LOCK TABLE versions IN EXCLUSIVE MODE")
             var number = 1
@@ -366,6 +398,7 @@ public final class PostgresStore: ControlPlaneStore {
     public func setOutcome(of version: Int, _ outcome: VersionOutcome, reason: String?) throws {
         let reason = try self.text(reason, "failure reason")
         try self.transaction("recording the outcome of version \(version)") { session in
+            try self.checkFence(session)
             _ = try session.query(
                 "UPDATE versions SET outcome = \(outcome.rawValue), failure_reason = \(reason) WHERE number = \(version)"
             )
@@ -375,6 +408,7 @@ public final class PostgresStore: ControlPlaneStore {
     public func saveRendered(_ records: [RenderedRecord]) throws {
         guard !records.isEmpty else { return }
         try self.transaction("storing rendered configs") { session in
+            try self.checkFence(session)
             for record in records {
                 _ = try session.query(
                     """
@@ -433,26 +467,13 @@ public final class PostgresStore: ControlPlaneStore {
         let eventRows = try events.map { event in
             (event, try self.text(event.message, "event message"), try self.text(event.agent, "event agent"))
         }
-        let fence = self.fencing.withLockedValue { $0 }
         try self.transaction("saving the control state") { session in
-            if let fence {
-                // The row lock orders this step against a takeover: a deposed leader cannot commit.
-                let held = try session.query(
-                    """
-                    SELECT 1 FROM leader_lease
-                    WHERE name = 'controller' AND holder = \(fence.replica) AND epoch = \(fence.epoch) FOR SHARE
-                    """
-                )
-                guard !held.isEmpty else {
-                    throw StoreError(
-                        "this replica no longer holds the lease of epoch \(fence.epoch): another leads (fenced)"
-                    )
-                }
-            }
+            try self.checkFence(session)
             _ = try session.query(
                 """
-                INSERT INTO control_state (id, state, updated_at) VALUES (1, \(stateJSON), now())
-                ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+                INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, \(stateJSON), now(), 1)
+                ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                    generation = control_state.generation + 1
                 """
             )
             if let rollout = state.rollout, let rolloutJSON {
@@ -536,6 +557,8 @@ public final class PostgresStore: ControlPlaneStore {
                 INSERT INTO agents (uid, record, last_seen)
                 SELECT * FROM unnest(\(uids)::text[], \(json)::text[], \(lastSeen)::timestamptz[])
                 ON CONFLICT (uid) DO UPDATE SET record = excluded.record, last_seen = excluded.last_seen
+                -- An agent that moved: the replica it left does not overwrite what the new one saw later.
+                WHERE agents.last_seen <= excluded.last_seen
                 """
             )
         }
@@ -793,13 +816,16 @@ extension PostgresStore: ReplicaCoordination {
                 RETURNING holder, epoch, holder_api
                 """
             )
-            let rows =
-                taken.isEmpty
-                ? try session.query("SELECT holder, epoch, holder_api FROM leader_lease WHERE name = 'controller'")
-                : taken
-            guard let row = rows.first else { throw StoreError("the lease row is missing") }
+            if let row = taken.first {
+                let (holder, epoch, holderAPI) = try row.decode((String?, Int, String?).self)
+                return LeaseState(holder: holder, epoch: epoch, holderAPI: holderAPI, held: true)
+            }
+            let current = try session.query(
+                "SELECT holder, epoch, holder_api FROM leader_lease WHERE name = 'controller'"
+            )
+            guard let row = current.first else { throw StoreError("the lease row is missing") }
             let (holder, epoch, holderAPI) = try row.decode((String?, Int, String?).self)
-            return LeaseState(holder: holder, epoch: epoch, holderAPI: holderAPI)
+            return LeaseState(holder: holder, epoch: epoch, holderAPI: holderAPI, held: false)
         }
     }
 
@@ -816,7 +842,7 @@ extension PostgresStore: ReplicaCoordination {
     }
 
     public func fence(replica: String, epoch: Int?) {
-        self.fencing.withLockedValue { $0 = epoch.map { (replica, $0) } }
+        self.fencing.withLockedValue { $0 = epoch.map { .epoch(replica: replica, epoch: $0) } ?? .refuse }
     }
 
     public func heartbeat(replica: String, api: String?) throws {
@@ -866,11 +892,14 @@ extension PostgresStore: ReplicaCoordination {
                 SELECT uid, view, written_at FROM agent_views
                 WHERE \(since)::timestamptz IS NULL OR written_at > \(since)
                 """
-            ).map { row -> (uid: String, view: PublishedView?) in
+            ).map { row -> (uid: String, view: PublishedView?)? in
                 let (uid, view, writtenAt) = try row.decode((String, String?, Date).self)
                 newest = max(newest ?? writtenAt, writtenAt)
-                return (uid, try view.map { try self.decode(PublishedView.self, $0) })
-            }
+                guard let view else { return (uid, nil) }
+                // One view a newer policyd wrote in a shape this one does not read stops no one else's.
+                guard let decoded = try? self.decode(PublishedView.self, view) else { return nil }
+                return (uid, decoded)
+            }.compactMap { $0 }
             return (views, newest)
         }
     }
@@ -885,16 +914,16 @@ extension PostgresStore: ReplicaCoordination {
         }
     }
 
-    public func controlState(savedAfter since: Date?) throws -> (state: ControlState, savedAt: Date)? {
+    public func controlState(after generation: Int?) throws -> (state: ControlState, generation: Int)? {
         try self.read("reading the control state") { session in
             try session.query(
                 """
-                SELECT state, updated_at FROM control_state
-                WHERE id = 1 AND (\(since)::timestamptz IS NULL OR updated_at > \(since))
+                SELECT state, generation FROM control_state
+                WHERE id = 1 AND (\(generation)::bigint IS NULL OR generation > \(generation))
                 """
             ).first.map { row in
-                let (state, savedAt) = try row.decode((String, Date).self)
-                return (try self.decode(ControlState.self, state), savedAt)
+                let (state, generation) = try row.decode((String, Int).self)
+                return (try self.decode(ControlState.self, state), generation)
             }
         }
     }

@@ -15,7 +15,7 @@ import sys
 import time
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -54,7 +54,8 @@ def main():
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
     driver.set_page_load_timeout(30)
-    wait = WebDriverWait(driver, 30)
+    # The rollout page refreshes itself: an element read between two refreshes is gone; read it again.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=[StaleElementReferenceException])
     step = "start"
 
     def shot(name):
@@ -144,7 +145,7 @@ def main():
         step = "estimate the edit on a trace sample"
         driver.find_element(By.ID, "estimate-file").send_keys(os.path.abspath(args.trace_sample))
         driver.find_element(By.ID, "estimate-button").click()
-        table = WebDriverWait(driver, 60).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#estimate-result table")))
+        table = WebDriverWait(driver, 60, ignored_exceptions=[StaleElementReferenceException]).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#estimate-result table")))
         rows = {row.find_elements(By.TAG_NAME, "td")[0].text: row for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
         check("console_slow" in rows and rows["console_slow"].find_elements(By.TAG_NAME, "td")[6].text == "new rule",
               "the estimate lists the new rule: %r" % list(rows))
@@ -160,7 +161,7 @@ def main():
         driver.execute_script("window.__samePage = true")
         first = driver.find_element(By.CSS_SELECTOR, "[data-testid=percent]").text
         shot("06-rollout-in-progress")
-        WebDriverWait(driver, 120).until(
+        WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException]).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=phase]").text == "succeeded")
         check(driver.find_element(By.CSS_SELECTOR, "[data-testid=percent]").text == "100 %", "the rollout reached 100 %")
         check(driver.execute_script("return window.__samePage === true"), "the page was not reloaded")
@@ -184,7 +185,7 @@ def main():
         WebDriverWait(driver, 5).until(EC.alert_is_present()).accept()
         wait.until(EC.url_contains("/rollout/"))
         driver.execute_script("window.__samePage = true")
-        WebDriverWait(driver, 120).until(
+        WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException]).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=phase]").text == "succeeded")
         check(driver.execute_script("return window.__samePage === true"), "the page was not reloaded")
         driver.get(args.url + "/")

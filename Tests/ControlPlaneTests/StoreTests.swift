@@ -508,6 +508,27 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         #expect(try store.liveReplicas(maxAgeSeconds: 10) == ["a"])
     }
 
+    /// LISTEN/NOTIFY: a saved state and published views reach a listening replica as they commit, with the
+    /// sender's time; a listener says when it (re)connected.
+    @Test func savesAndPublishedViewsAreNotified() async throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let follower = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let leader = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let heard = NIOLockedValueBox<[(String, Double?)]>([])
+        follower.listen { channel, sentAt in heard.withLockedValue { $0.append((channel, sentAt)) } }
+        #expect(await eventually(timeout: 10) { heard.withLockedValue { $0.contains { $0.0.isEmpty } } })
+        try leader.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
+        try leader.publishViews(replica: "l", changed: [], gone: ["nobody"])
+        #expect(
+            await eventually(timeout: 10) {
+                let channels = heard.withLockedValue { $0.map(\.0) }
+                return channels.contains("tailplane_state") && channels.contains("tailplane_views")
+            }
+        )
+        let sent = heard.withLockedValue { $0.first { $0.0 == "tailplane_state" }?.1 }
+        #expect(sent.map { abs($0 - Date().timeIntervalSince1970) < 60 } == true)
+    }
+
     /// The database restarts under a running store: calls fail while it is down, with the reason, and work
     /// again once it is back, on new connections; nothing committed is lost.
     @Test func aRestartedDatabaseIsRiddenOut() throws {

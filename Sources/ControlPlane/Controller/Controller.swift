@@ -56,6 +56,8 @@ public actor Controller {
     private var remote: [String: PublishedView] = [:]
     private var remoteCache: [String: PublishedView?] = [:]
     private var remoteReadUpTo: Date?
+    private var lastViewRead = Date.distantPast
+    private var lastStatePoll = Date.distantPast
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -224,6 +226,7 @@ public actor Controller {
             self.metrics.leader.record(leadership.leaderEpoch == nil ? 0 : 1)
             self.metrics.leaderEpoch.record(leadership.leaderEpoch ?? self.ledEpoch ?? 0)
             self.metrics.leaderTransitions.record(leadership.transitions)
+            if let lag = leadership.notificationLag { self.metrics.notificationLag.record(lag) }
         }
     }
 
@@ -270,13 +273,16 @@ public actor Controller {
             self.ledEpoch = nil
             self.followedGeneration = nil
         }
+        // Read when the leader said it saved (NOTIFY), and once a second anyway (the safety net).
+        let due = self.leadership?.takeStateNews() == true || now.timeIntervalSince(self.lastStatePoll) >= 1
         do {
-            if let coordination = self.leadership?.coordination,
+            if due, let coordination = self.leadership?.coordination,
                 let saved = try coordination.controlState(after: self.followedGeneration)
             {
                 self.state = saved.state
                 self.followedGeneration = saved.generation
             }
+            if due { self.lastStatePoll = now }
         } catch {
             self.logger.warning("cannot read the leader's state", metadata: ["error": "\(error)"])
         }
@@ -329,6 +335,9 @@ public actor Controller {
     /// the latest state yet) counts as pending.
     private func remoteViews(now: Date) -> [String: PublishedView] {
         guard let leadership = self.leadership else { return [:] }
+        // Read when a replica said it published (NOTIFY), and once a second anyway (heartbeats expire).
+        guard leadership.takeViewNews() || now.timeIntervalSince(self.lastViewRead) >= 1 else { return self.remote }
+        self.lastViewRead = now
         do {
             let read = try leadership.coordination.publishedViews(
                 writtenAfter: self.remoteReadUpTo.map { $0.addingTimeInterval(-2) }

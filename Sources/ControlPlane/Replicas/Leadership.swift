@@ -62,6 +62,10 @@ public protocol ReplicaCoordination: Sendable {
     func publishedViews(writtenAfter since: Date?) throws -> (
         views: [(uid: String, view: PublishedView?)], newest: Date?
     )
+    /// Listens for news from the other replicas (LISTEN/NOTIFY), reconnecting after a loss: `handler` gets
+    /// the channel (`tailplane_state`, `tailplane_views`; empty after each (re)connection) and the sender's
+    /// database time.
+    func listen(_ handler: @escaping @Sendable (_ channel: String, _ sentAt: Double?) -> Void)
     /// Replicas whose last heartbeat is at most `maxAgeSeconds` old.
     func liveReplicas(maxAgeSeconds: Double) throws -> Set<String>
     /// The engine state when it was saved after `generation` (all when `nil`), with its generation.
@@ -136,6 +140,44 @@ public final class Leadership: Sendable {
         return nil
     }
 
+    /// News from the other replicas since the controller last asked: the state was saved, views were
+    /// published (both set after a reconnection, as news may have been missed).
+    private let news = NIOLockedValueBox<(state: Bool, views: Bool, lag: Double?)>((true, true, nil))
+
+    /// Called by the listener.
+    func heard(_ channel: String, sentAt: Double?) {
+        let lag = sentAt.map { max(0, Date().timeIntervalSince1970 - $0) }
+        self.news.withLockedValue { news in
+            switch channel {
+            case "tailplane_state": news.state = true
+            case "tailplane_views": news.views = true
+            default:
+                news.state = true
+                news.views = true
+            }
+            if let lag { news.lag = lag }
+        }
+    }
+
+    /// Whether the state was saved since the last call (and clears it).
+    func takeStateNews() -> Bool {
+        self.news.withLockedValue { news in
+            defer { news.state = false }
+            return news.state
+        }
+    }
+
+    /// Whether views were published since the last call (and clears it).
+    func takeViewNews() -> Bool {
+        self.news.withLockedValue { news in
+            defer { news.views = false }
+            return news.views
+        }
+    }
+
+    /// How late the last notification arrived (the sender's database clock against this replica's).
+    public var notificationLag: Double? { self.news.withLockedValue { $0.lag } }
+
     /// How many times this replica became leader.
     public var transitions: Int { self.state.withLockedValue { $0.transitions } }
 
@@ -168,6 +210,8 @@ public struct LeaderElector: Service {
 
     /// Runs until the service group shuts down, then gives the lease up.
     public func run() async throws {
+        let listening = self.leadership
+        listening.coordination.listen { channel, sentAt in listening.heard(channel, sentAt: sentAt) }
         var epoch: Int?
         var lastRenewal = ContinuousClock.now
         let leadership = self.leadership

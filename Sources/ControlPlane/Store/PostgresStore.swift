@@ -17,6 +17,9 @@ import PostgresNIO
 public final class PostgresStore: ControlPlaneStore {
     private let configuration: PostgresStoreConfiguration
     private let pool: BlockingConnectionPool
+    private let connectionConfiguration: PostgresConnection.Configuration
+    /// The connection notifications arrive on (not pooled: it only listens).
+    private let listener = NIOLockedValueBox<PostgresConnection?>(nil)
     private let group: MultiThreadedEventLoopGroup
     private let logger: Logger
 
@@ -25,6 +28,7 @@ public final class PostgresStore: ControlPlaneStore {
     ///   newer than this policyd.
     public init(configuration: PostgresStoreConfiguration, logger: Logger = Logger(label: "tailplane.store")) throws {
         let connection = try configuration.connectionConfiguration()
+        self.connectionConfiguration = connection
         self.configuration = configuration
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -87,6 +91,10 @@ public final class PostgresStore: ControlPlaneStore {
             return value
         }
         guard !already else { return }
+        if let listener = self.listener.withLockedValue({ $0 }) {
+            let closed: EventLoopFuture<Void> = listener.close()
+            try? closed.wait()
+        }
         self.pool.closeAll()
         try? self.group.syncShutdownGracefully()
     }
@@ -476,6 +484,10 @@ public final class PostgresStore: ControlPlaneStore {
                     generation = control_state.generation + 1
                 """
             )
+            // Delivered at commit to every replica listening: the followers read the new state at once.
+            _ = try session.query(
+                "SELECT pg_notify(\(Self.stateChannel), extract(epoch FROM clock_timestamp())::text)"
+            )
             if let rollout = state.rollout, let rolloutJSON {
                 _ = try session.query(
                     """
@@ -841,6 +853,41 @@ extension PostgresStore: ReplicaCoordination {
         }
     }
 
+    /// Channels: the engine state was saved; agent views were published. The payload is the sender's
+    /// database time (seconds since 1970), so a listener can tell how late the news came.
+    static let stateChannel = "tailplane_state"
+    static let viewsChannel = "tailplane_views"
+
+    public func listen(_ handler: @escaping @Sendable (_ channel: String, _ sentAt: Double?) -> Void) {
+        let loop = self.group.next()
+        let reconnect: @Sendable () -> Void = { [weak self] in
+            loop.scheduleTask(in: .seconds(1)) { self?.listen(handler) }
+        }
+        guard !self.isShutDown.withLockedValue({ $0 }) else { return }
+        PostgresConnection.connect(on: loop, configuration: self.connectionConfiguration, id: 0, logger: self.logger)
+            .whenComplete { [weak self] result in
+                switch result {
+                case .failure:
+                    reconnect()
+                case .success(let connection):
+                    guard let self, !self.isShutDown.withLockedValue({ $0 }) else {
+                        let closed: EventLoopFuture<Void> = connection.close()
+                        closed.whenComplete { _ in }
+                        return
+                    }
+                    self.listener.withLockedValue { $0 = connection }
+                    for channel in [Self.stateChannel, Self.viewsChannel] {
+                        connection.addListener(channel: channel) { _, notification in
+                            handler(notification.channel, Double(notification.payload))
+                        }
+                    }
+                    // Whatever was sent while not listening is read by the caller's next full poll.
+                    handler("", nil)
+                    connection.closeFuture.whenComplete { _ in reconnect() }
+                }
+            }
+    }
+
     public func fence(replica: String, epoch: Int?) {
         self.fencing.withLockedValue { $0 = epoch.map { .epoch(replica: replica, epoch: $0) } ?? .refuse }
     }
@@ -871,6 +918,9 @@ extension PostgresStore: ReplicaCoordination {
                     """
                 )
             }
+            _ = try session.query(
+                "SELECT pg_notify(\(Self.viewsChannel), extract(epoch FROM clock_timestamp())::text)"
+            )
             if !gone.isEmpty {
                 _ = try session.query(
                     """

@@ -152,12 +152,36 @@ import Testing
         let ring = await crash.get(api, "/v1/ring")?["current"] as? [String: Any]
         #expect((ring?["members"] as? [String])?.count == 4)
 
+        // Revocations sent to a follower hold on every replica: each agent, wherever it is connected (every
+        // survivor has some), is cut off and refused when it comes back.
+        let last = try #require(survivors.first { $0.name != next })
+        let uids = agents.compactMap { $0["instanceUID"] as? String }
+        for uid in uids {
+            var revoke = HTTPClientRequest(url: "http://127.0.0.1:\(last.apiPort)/v1/agents/\(uid)/revoke")
+            revoke.method = .POST
+            revoke.headers.add(name: "Content-Type", value: "application/json")
+            revoke.body = .bytes(ByteBuffer(string: #"{"reason":"test"}"#))
+            #expect(try await HTTPClient.shared.execute(revoke, timeout: .seconds(10)).status == .ok)
+        }
+        @Sendable func connectedAnywhere() async -> Int {
+            var connected = Set<String>()
+            for replica in survivors {
+                for agent in await crash.getArray(replica.apiPort, "/v1/agents")
+                where agent["connected"] as? Bool == true {
+                    if let uid = agent["instanceUID"] as? String { connected.insert(uid) }
+                }
+            }
+            return connected.count
+        }
+        #expect(await eventually(timeout: 30) { await connectedAnywhere() == 0 })
+        try await Task.sleep(for: .seconds(3))
+        #expect(await connectedAnywhere() == 0, "revoked agents stay out")
+
         // A graceful stop gives the lease up: the last follower takes over at once.
         let current = try #require(survivors.first { $0.name == next })
         current.process.terminate()
         current.process.waitUntilExit()
         #expect(current.process.terminationStatus == 0)
-        let last = try #require(survivors.first { $0.name != next })
         #expect(await eventually(timeout: 30) { await self.leads(last.apiPort) })
     }
 }

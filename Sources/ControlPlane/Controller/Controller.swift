@@ -58,6 +58,7 @@ public actor Controller {
     private var remoteReadUpTo: Date?
     private var lastViewRead = Date.distantPast
     private var lastStatePoll = Date.distantPast
+    private var lastSecurityReload = Date.distantPast
 
     private(set) var state: ControlState
     private var sets: [Int: CompiledSet] = [:]
@@ -158,6 +159,19 @@ public actor Controller {
                 try access.flush()
             } catch {
                 self.logger.warning("cannot save security records; retried next tick", metadata: ["error": "\(error)"])
+            }
+            // Several replicas: what the others stored (a revocation on any replica holds on every one).
+            if self.leadership != nil, now.timeIntervalSince(self.lastSecurityReload) >= 2 {
+                do {
+                    for uid in try access.reload() {
+                        if let instance = InstanceUID(uuidString: uid) {
+                            self.registry.disconnect(instance, reason: "credentials revoked")
+                        }
+                    }
+                    self.lastSecurityReload = now
+                } catch {
+                    self.logger.warning("cannot read security records", metadata: ["error": "\(error)"])
+                }
             }
         }
         if let leadership = self.leadership {

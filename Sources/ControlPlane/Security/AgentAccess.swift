@@ -341,6 +341,30 @@ public final class AgentAccess: AgentAccessPolicy {
         }
     }
 
+    /// Reads what other replicas stored since (several policyd on one database): enrolment tokens new or
+    /// revoked, agents revoked, certificates issued. Returns the agents newly revoked, so their sessions here
+    /// can be closed. Records not yet saved here are kept.
+    public func reload() throws -> [String] {
+        let records = try self.store.securityRecords()
+        return self.state.withLockedValue { state in
+            var newlyRevoked: [String] = []
+            let pending = Set(state.unsaved.map { "\($0.key.kind)|\($0.key.id)" })
+            for record in records where !pending.contains("\(record.key.kind)|\(record.key.id)") {
+                switch record {
+                case .enrolmentToken(let token): state.add(token)
+                case .revocation(let revocation):
+                    if state.revoked[revocation.instanceUID] == nil { newlyRevoked.append(revocation.instanceUID) }
+                    state.revoked[revocation.instanceUID] = revocation
+                case .certificate(let certificate): state.certificates[certificate.fingerprint] = certificate
+                case .certificateRequest, .rotation:
+                    // Decided and carried out by the replica the agent is connected to (docs/ha.md).
+                    break
+                }
+            }
+            return newlyRevoked
+        }
+    }
+
     /// Makes an enrolment token; the secret is returned here only.
     public func createEnrolmentToken(name: String, tier: AgentTier?, expiresIn: TimeInterval?, actor: String) throws
         -> (token: EnrolmentToken, secret: String)

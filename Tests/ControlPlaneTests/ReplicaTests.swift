@@ -56,7 +56,10 @@ import Testing
         let database = try PostgresTestServer.shared.get().makeDatabase()
         var replicas: [Replica] = []
         defer {
-            for replica in replicas where replica.process.isRunning { kill(replica.process.processIdentifier, SIGKILL) }
+            for replica in replicas where replica.process.isRunning {
+                kill(replica.process.processIdentifier, SIGKILL)
+                replica.process.waitUntilExit()
+            }
         }
         for index in 0..<3 {
             let directory = temporaryDirectory()

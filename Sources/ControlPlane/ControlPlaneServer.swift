@@ -60,6 +60,13 @@ public final class ControlPlaneServer: Service, Sendable {
         self.logger = logger
     }
 
+    /// `http(s)://HOST:PORT` for an address others can use: nil for a wildcard host (it names no host to reach)
+    /// or port 0 (not known before listening). An IPv6 address is bracketed.
+    public static func url(host: String, port: Int, tls: Bool) -> String? {
+        guard port != 0, !["0.0.0.0", "::", ""].contains(host) else { return nil }
+        return "\(tls ? "https" : "http")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+    }
+
     /// Every API route as `METHOD /path/{parameter}`.
     public func routes() -> [String] { self.api.routes() }
 
@@ -110,10 +117,7 @@ public final class ControlPlaneServer: Service, Sendable {
                 if controller.packages != nil {
                     // Agents download packages from the API. A wildcard address names no host they can reach:
                     // then only --package-base-url tells them.
-                    let wildcard = ["0.0.0.0", "::", ""].contains(self.host)
-                    let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-                    if !wildcard {
-                        let base = "\(self.tls == nil ? "http" : "https")://\(host):\(port)"
+                    if let base = Self.url(host: self.host, port: port, tls: self.tls != nil) {
                         Task { await controller.setPackageBaseURL(base) }
                     }
                 }

@@ -66,7 +66,7 @@ extension Policyd {
 
         @Option(
             help:
-                "With --database: this replica's name in the lease and in logs (default: host name and a random number)."
+                "With --database: this replica's name in the lease and in logs (default: the host name; each process adds a random suffix of its own)."
         )
         var replicaName: String?
 
@@ -225,7 +225,7 @@ extension Policyd {
                     store = postgresStore
                     let api =
                         self.advertisedApiUrl
-                        ?? Self.apiURL(bind: self.apiBind, port: self.apiPort, tls: self.tlsCert != nil)
+                        ?? ControlPlaneServer.url(host: self.apiBind, port: self.apiPort, tls: self.tlsCert != nil)
                     if self.advertisedApiUrl == nil, ["127.0.0.1", "::1", "localhost"].contains(self.apiBind) {
                         logger.warning(
                             "the API's address for other replicas is loopback (\(api ?? "")): replicas on other hosts cannot forward writes here; set --api-bind and --advertised-api-url"
@@ -333,22 +333,11 @@ extension Policyd {
             logger.info("stopped")
         }
 
-        /// This API's address for the other replicas, when the bind address and port name one.
-        static func apiURL(bind: String, port: Int, tls: Bool) -> String? {
-            guard port != 0, !["0.0.0.0", "::", ""].contains(bind) else { return nil }
-            let host = bind.contains(":") ? "[\(bind)]" : bind
-            return "\(tls ? "https" : "http")://\(host):\(port)"
-        }
-
         /// Where agents download packages, from the address they reach OpAMP at: the same host, the API port.
         static func packageBaseURL(advertised: String?, apiPort: Int, tls: Bool) -> String? {
             // With --api-port 0 the port is known only once it listens: the server sets the address then.
-            guard apiPort != 0, let advertised, let url = URL(string: advertised), let host = url.host, !host.isEmpty
-            else {
-                return nil
-            }
-            let bracketed = host.contains(":") ? "[\(host)]" : host
-            return "\(tls ? "https" : "http")://\(bracketed):\(apiPort)"
+            guard let advertised, let host = URL(string: advertised)?.host, !host.isEmpty else { return nil }
+            return ControlPlaneServer.url(host: host, port: apiPort, tls: tls)
         }
 
         /// The CA (when there is one) and the ports' TLS material.

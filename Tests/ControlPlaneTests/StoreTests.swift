@@ -514,18 +514,18 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         let url = try PostgresTestServer.shared.get().makeDatabase()
         let follower = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
         let leader = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
-        let heard = NIOLockedValueBox<[(String, Double?)]>([])
-        follower.listen { channel, sentAt in heard.withLockedValue { $0.append((channel, sentAt)) } }
-        #expect(await eventually(timeout: 10) { heard.withLockedValue { $0.contains { $0.0.isEmpty } } })
+        let heard = NIOLockedValueBox<[(ReplicaNews, Double?)]>([])
+        follower.listen { news, sentAt in heard.withLockedValue { $0.append((news, sentAt)) } }
+        #expect(await eventually(timeout: 10) { heard.withLockedValue { $0.contains { $0.0 == .listening } } })
         try leader.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
         try leader.publishViews(replica: "l", changed: [], gone: ["nobody"])
         #expect(
             await eventually(timeout: 10) {
-                let channels = heard.withLockedValue { $0.map(\.0) }
-                return channels.contains("tailplane_state") && channels.contains("tailplane_views")
+                let news = heard.withLockedValue { $0.map(\.0) }
+                return news.contains(.stateSaved) && news.contains(.viewsPublished)
             }
         )
-        let sent = heard.withLockedValue { $0.first { $0.0 == "tailplane_state" }?.1 }
+        let sent = heard.withLockedValue { $0.first { $0.0 == .stateSaved }?.1 }
         #expect(sent.map { abs($0 - Date().timeIntervalSince1970) < 60 } == true)
     }
 

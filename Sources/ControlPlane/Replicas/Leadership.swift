@@ -63,13 +63,22 @@ public protocol ReplicaCoordination: Sendable {
         views: [(uid: String, view: PublishedView?)], newest: Date?
     )
     /// Listens for news from the other replicas (LISTEN/NOTIFY), reconnecting after a loss: `handler` gets
-    /// the channel (`tailplane_state`, `tailplane_views`; empty after each (re)connection) and the sender's
-    /// database time.
-    func listen(_ handler: @escaping @Sendable (_ channel: String, _ sentAt: Double?) -> Void)
+    /// what happened and the sender's database time.
+    func listen(_ handler: @escaping @Sendable (_ news: ReplicaNews, _ sentAt: Double?) -> Void)
     /// Replicas whose last heartbeat is at most `maxAgeSeconds` old.
     func liveReplicas(maxAgeSeconds: Double) throws -> Set<String>
     /// The engine state when it was saved after `generation` (all when `nil`), with its generation.
     func controlState(after generation: Int?) throws -> (state: ControlState, generation: Int)?
+}
+
+/// What a replica hears from the others.
+public enum ReplicaNews: Sendable, Hashable {
+    /// The leader saved the engine state.
+    case stateSaved
+    /// A replica published agent views.
+    case viewsPublished
+    /// Listening (again): news sent before may have been missed.
+    case listening
 }
 
 /// This replica's role, as its elector last learned it.
@@ -145,13 +154,13 @@ public final class Leadership: Sendable {
     private let news = NIOLockedValueBox<(state: Bool, views: Bool, lag: Double?)>((true, true, nil))
 
     /// Called by the listener.
-    func heard(_ channel: String, sentAt: Double?) {
+    func heard(_ heard: ReplicaNews, sentAt: Double?) {
         let lag = sentAt.map { max(0, Date().timeIntervalSince1970 - $0) }
         self.news.withLockedValue { news in
-            switch channel {
-            case "tailplane_state": news.state = true
-            case "tailplane_views": news.views = true
-            default:
+            switch heard {
+            case .stateSaved: news.state = true
+            case .viewsPublished: news.views = true
+            case .listening:
                 news.state = true
                 news.views = true
             }
@@ -189,10 +198,8 @@ public final class Leadership: Sendable {
         }
     }
 
-    /// A replica name: the host name and a random suffix.
-    public static func defaultReplicaName() -> String {
-        "\(ProcessInfo.processInfo.hostName)-\(UInt32.random(in: 0...UInt32.max) % 1_000_000)"
-    }
+    /// The default replica name: the host name (``replica`` adds the per-process suffix).
+    public static func defaultReplicaName() -> String { ProcessInfo.processInfo.hostName }
 }
 
 /// Keeps this replica's lease: renews it while leading, tries for it while following, and steps down when
@@ -211,7 +218,7 @@ public struct LeaderElector: Service {
     /// Runs until the service group shuts down, then gives the lease up.
     public func run() async throws {
         let listening = self.leadership
-        listening.coordination.listen { channel, sentAt in listening.heard(channel, sentAt: sentAt) }
+        listening.coordination.listen { news, sentAt in listening.heard(news, sentAt: sentAt) }
         var epoch: Int?
         var lastRenewal = ContinuousClock.now
         let leadership = self.leadership

@@ -705,7 +705,6 @@ private struct Session {
 final class BlockingConnectionPool: Sendable {
     private struct State {
         var idle: [PostgresConnection] = []
-        var lent = 0
         var closed = false
         var nextID = 0
     }
@@ -732,57 +731,54 @@ final class BlockingConnectionPool: Sendable {
         guard self.free.wait(timeout: .now() + Self.checkoutTimeout) == .success else {
             throw StoreError("\(what): all \(self.size) database connections stayed busy for 30 s")
         }
-        var connection: PostgresConnection?
-        defer {
-            self.state.withLockedValue { state in
-                state.lent -= 1
-                if let connection, !connection.isClosed, !state.closed {
-                    state.idle.append(connection)
-                } else if let connection {
-                    connection.closeInBackground()
-                }
-            }
-            self.free.signal()
-        }
-        let reused: PostgresConnection?? = self.state.withLockedValue { state in
-            if state.closed { return .some(nil) }
-            state.lent += 1
-            while let candidate = state.idle.popLast() {
-                if !candidate.isClosed { return .some(candidate) }
-            }
-            return .none
-        }
-        switch reused {
-        case .some(nil):
-            throw StoreError("\(what): the store is closed")
-        case .some(let existing?):
-            connection = existing
-        case .none:
-            let id = self.state.withLockedValue { state in
-                state.nextID += 1
-                return state.nextID
-            }
-            do {
-                connection = try PostgresConnection.connect(
-                    on: self.eventLoop,
-                    configuration: self.configuration,
-                    id: id,
-                    logger: self.logger
-                ).wait()
-            } catch {
-                throw StoreError("\(what): cannot connect to the database: \(PostgresStore.describe(error))")
-            }
-        }
+        defer { self.free.signal() }
+        let connection = try self.checkOut(what)
+        var healthy = true
+        defer { self.checkIn(connection, healthy: healthy) }
         do {
-            return try body(connection!)
+            return try body(connection)
         } catch let error as StoreError {
             throw error
         } catch {
-            if connection?.isClosed == false, Self.breaksConnection(error) {
-                connection?.closeInBackground()
-            }
+            healthy = !Self.breaksConnection(error)
             throw StoreError("\(what): \(PostgresStore.describe(error))")
         }
+    }
+
+    /// An idle connection that is still open, or a new one.
+    private func checkOut(_ what: String) throws -> PostgresConnection {
+        let (closed, idle, id) = self.state.withLockedValue { state -> (Bool, PostgresConnection?, Int) in
+            if state.closed { return (true, nil, 0) }
+            while let candidate = state.idle.popLast() {
+                if !candidate.isClosed { return (false, candidate, 0) }
+            }
+            state.nextID += 1
+            return (false, nil, state.nextID)
+        }
+        if closed { throw StoreError("\(what): the store is closed") }
+        if let idle { return idle }
+        do {
+            return try PostgresConnection.connect(
+                on: self.eventLoop,
+                configuration: self.configuration,
+                id: id,
+                logger: self.logger
+            ).wait()
+        } catch {
+            throw StoreError("\(what): cannot connect to the database: \(PostgresStore.describe(error))")
+        }
+    }
+
+    /// Back to the idle list, or closed when it broke or the store closed.
+    private func checkIn(_ connection: PostgresConnection, healthy: Bool) {
+        let kept =
+            healthy && !connection.isClosed
+            && self.state.withLockedValue { state in
+                guard !state.closed else { return false }
+                state.idle.append(connection)
+                return true
+            }
+        if !kept { connection.closeInBackground() }
     }
 
     /// Errors after which the connection cannot be trusted (a server error leaves it usable).
@@ -858,7 +854,7 @@ extension PostgresStore: ReplicaCoordination {
     static let stateChannel = "tailplane_state"
     static let viewsChannel = "tailplane_views"
 
-    public func listen(_ handler: @escaping @Sendable (_ channel: String, _ sentAt: Double?) -> Void) {
+    public func listen(_ handler: @escaping @Sendable (_ news: ReplicaNews, _ sentAt: Double?) -> Void) {
         let loop = self.group.next()
         let reconnect: @Sendable () -> Void = { [weak self] in
             loop.scheduleTask(in: .seconds(1)) { self?.listen(handler) }
@@ -876,13 +872,15 @@ extension PostgresStore: ReplicaCoordination {
                         return
                     }
                     self.listener.withLockedValue { $0 = connection }
-                    for channel in [Self.stateChannel, Self.viewsChannel] {
+                    for (channel, news) in [
+                        (Self.stateChannel, ReplicaNews.stateSaved), (Self.viewsChannel, .viewsPublished),
+                    ] {
                         connection.addListener(channel: channel) { _, notification in
-                            handler(notification.channel, Double(notification.payload))
+                            handler(news, Double(notification.payload))
                         }
                     }
                     // Whatever was sent while not listening is read by the caller's next full poll.
-                    handler("", nil)
+                    handler(.listening, nil)
                     connection.closeFuture.whenComplete { _ in reconnect() }
                 }
             }

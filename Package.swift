@@ -216,6 +216,15 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "ha-bench",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "credentials-bench",
             dependencies: [
                 "ControlPlane", "Credentials", "OpAMPServer", "OpAMPProtocol", "FleetSimulator",

@@ -49,6 +49,13 @@ struct OpAMPFleet: AsyncParsableCommand {
     @Option(help: "Event loop threads.")
     var threads = 2
 
+    @Option(
+        name: .customLong("also-port"),
+        help:
+            "Another server on the endpoint's host (a replica); repeat it. Agents spread over the endpoint's port and these, and move to the next after a failed connection."
+    )
+    var alsoPorts: [Int] = []
+
     @Flag(help: "Agents accept packages: download, verify and install what the server offers, and report it.")
     var acceptsPackages = false
 
@@ -77,6 +84,7 @@ struct OpAMPFleet: AsyncParsableCommand {
         options.churnShare = self.churn
         options.churnInterval = .seconds(self.churnInterval)
         options.threads = self.threads
+        if !self.alsoPorts.isEmpty { options.ports = [options.port] + self.alsoPorts }
         options.acceptsPackages = self.acceptsPackages
         options.collectorVersion = self.collectorVersion
         if let file = self.packageKey {

@@ -273,6 +273,11 @@ extension Policyd {
             } catch {
                 throw ValidationError("\(error)")
             }
+            if packages.localSigningKeySet {
+                logger.warning(
+                    "this data directory's package signing key (packages/signing.key) is not the one the replicas share: packages are signed with the shared key; agents that pinned this one must pin `policyctl packages signing-key` again"
+                )
+            }
             let access: AgentAccess
             do {
                 access = try AgentAccess(

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import ControlPlane
+import Crypto
 import FleetSimulator
 import Foundation
 import NIOCore
@@ -23,13 +24,47 @@ import Testing
         process.arguments = [
             "serve", "--database", database, "--replica-name", name, "--data-dir", directory.path,
             "--bind", "127.0.0.1", "--opamp-port", String(opampPort), "--api-port", String(apiPort),
-            "--log-level", "warning",
+            "--log-level", ProcessInfo.processInfo.environment["TAILPLANE_TEST_LOG_LEVEL"] ?? "warning",
         ]
         process.standardOutput = FileHandle.nullDevice
-        FileManager.default.createFile(atPath: directory.path + ".log", contents: nil)
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: directory.path + ".log"))
+        if !FileManager.default.fileExists(atPath: directory.path + ".log") {
+            FileManager.default.createFile(atPath: directory.path + ".log", contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory.path + ".log"))
+        log.seekToEndOfFile()
+        process.standardError = log
         try process.run()
         return process
+    }
+
+    /// `count` policyd on `database`, each with its own ports and data directory.
+    func startReplicas(_ count: Int, database: String) throws -> [Replica] {
+        try (0..<count).map { index in
+            let directory = temporaryDirectory()
+            let (opamp, api) = (CrashTests.freePort(), CrashTests.freePort())
+            let process = try self.start(
+                "replica-\(index)",
+                database: database,
+                opampPort: opamp,
+                apiPort: api,
+                directory: directory
+            )
+            return Replica(
+                name: "replica-\(index)",
+                opampPort: opamp,
+                apiPort: api,
+                directory: directory,
+                process: process
+            )
+        }
+    }
+
+    /// Kills every replica still running and waits for it.
+    static func killAll(_ replicas: [Replica]) {
+        for replica in replicas where replica.process.isRunning {
+            kill(replica.process.processIdentifier, SIGKILL)
+            replica.process.waitUntilExit()
+        }
     }
 
     /// Whether the replica's `/metrics` says it leads.
@@ -54,33 +89,8 @@ import Testing
 
     @Test func threeReplicasShareARolloutAndALeaderKilledMidStageIsReplaced() async throws {
         let database = try PostgresTestServer.shared.get().makeDatabase()
-        var replicas: [Replica] = []
-        defer {
-            for replica in replicas where replica.process.isRunning {
-                kill(replica.process.processIdentifier, SIGKILL)
-                replica.process.waitUntilExit()
-            }
-        }
-        for index in 0..<3 {
-            let directory = temporaryDirectory()
-            let opamp = CrashTests.freePort()
-            let api = CrashTests.freePort()
-            replicas.append(
-                Replica(
-                    name: "replica-\(index)",
-                    opampPort: opamp,
-                    apiPort: api,
-                    directory: directory,
-                    process: try self.start(
-                        "replica-\(index)",
-                        database: database,
-                        opampPort: opamp,
-                        apiPort: api,
-                        directory: directory
-                    )
-                )
-            )
-        }
+        let replicas = try self.startReplicas(3, database: database)
+        defer { Self.killAll(replicas) }
         let crash = CrashTests()
         // Exactly one leads.
         let started = replicas
@@ -186,5 +196,149 @@ import Testing
         current.process.waitUntilExit()
         #expect(current.process.terminationStatus == 0)
         #expect(await eventually(timeout: 30) { await self.leads(last.apiPort) })
+    }
+
+    /// Rollout `id` has succeeded, as `apiPort` sees it.
+    func rolloutSucceeded(_ id: Int, _ apiPort: Int, timeout: Double = 90) async -> Bool {
+        let succeeded = await eventually(timeout: timeout) {
+            let rollout = await CrashTests().get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return rollout?["id"] as? Int == id && rollout?["phase"] as? String == "succeeded"
+        }
+        if !succeeded, let seen = await CrashTests().get(apiPort, "/v1/rollouts/current") {
+            print("rollout \(id) did not succeed on :\(apiPort); current: \(seen)")
+        }
+        return succeeded
+    }
+
+    /// Every replica shows all six agents connected, each once, on `version`.
+    func fleetSettled(_ replicas: [Replica], version: Int) async -> Bool {
+        await eventually(timeout: 60) {
+            for replica in replicas {
+                let agents = await CrashTests().getArray(replica.apiPort, "/v1/agents")
+                let uids = Set(agents.compactMap { $0["instanceUID"] as? String })
+                guard agents.count == 6, uids.count == 6,
+                    agents.allSatisfy({ $0["connected"] as? Bool == true && $0["runningVersion"] as? Int == version })
+                else { return false }
+            }
+            return true
+        }
+    }
+
+    /// A package pushed through a follower downloads from every replica; the database restarted under the
+    /// running fleet is ridden out; a replica killed and restarted while its agents reconnect elsewhere
+    /// rejoins; a rollout completes after each.
+    @Test func packagesComeFromAnyReplicaAndTheFleetRidesOutRestartsOfTheDatabaseAndOfAReplica() async throws {
+        let server = try PostgresTestServer()
+        defer { server.remove() }
+        let database = try server.makeDatabase()
+        var replicas = try self.startReplicas(3, database: database)
+        defer { Self.killAll(replicas) }
+        let crash = CrashTests()
+        let started = replicas
+        let firstAPI = replicas[0].apiPort
+        #expect(await eventually { await self.leaders(started).count == 1 })
+        let leaderName = try #require(await self.leaders(started).first)
+        let follower = try #require(replicas.first { $0.name != leaderName })
+
+        // Pushed through a follower (forwarded to the leader); one signing key, whichever replica answers.
+        var push = HTTPClientRequest(url: "http://127.0.0.1:\(follower.apiPort)/v1/packages/otelcol-contrib/0.152.0")
+        push.method = .PUT
+        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 7 >> 3) }
+        push.body = .bytes(ByteBuffer(bytes: bytes))
+        #expect(try await HTTPClient.shared.execute(push, timeout: .seconds(60)).status == .created)
+        var keys = Set<String>()
+        for replica in replicas {
+            let answer = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: "http://127.0.0.1:\(replica.apiPort)/v1/packages/signing-key"),
+                timeout: .seconds(5)
+            )
+            keys.insert(String(buffer: try await answer.body.collect(upTo: 4096)))
+        }
+        #expect(keys.count == 1, "every replica publishes the same signing key")
+
+        var options = crash.fleetOptions(opampPort: replicas[0].opampPort)
+        options.agents = 6
+        options.loadBalancerShare = 1.0 / 3.0
+        options.ports = replicas.map(\.opampPort)
+        options.acceptsPackages = true
+        options.packageSigningKeyPEM = keys.first
+        options.collectorVersion = "0.152.0"
+        let fleet = FleetRunner(options: options)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        #expect(
+            await eventually {
+                (await crash.get(firstAPI, "/v1/fleet")?["agentsByTier"] as? [String: Int])?["sampling"] == 4
+            }
+        )
+
+        // Version 1 pins the package: every agent downloads it from the replica it is connected to.
+        // Decisions after 6 s, so a drained sampler waits seconds, not half a minute.
+        let quick: (String) -> String = { $0.replacingOccurrences(of: "decision_wait 30s", with: "decision_wait 6s") }
+        var first = try exampleApply(transform: quick)
+        first.fleet +=
+            "\npackages:\n  load_balancing: {otelcol-contrib: 0.152.0}\n  sampling: {otelcol-contrib: 0.152.0}\n"
+        #expect(try await crash.applySlowly(first, apiPort: replicas[0].apiPort) == .created)
+        #expect(await self.rolloutSucceeded(1, replicas[0].apiPort))
+        #expect(
+            await eventually(timeout: 60) {
+                fleet.agents().allSatisfy { $0.installedPackages["otelcol-contrib"]?.version == "0.152.0" }
+            }
+        )
+        #expect(await self.fleetSettled(replicas, version: 1))
+        // Rendered for the four samplers of the whole fleet, not for those on the leader alone.
+        let rendered = await crash.get(firstAPI, "/v1/versions/1")?["rendered"] as? [[String: Any]] ?? []
+        let counts = rendered.filter { $0["tier"] as? String == "sampling" }.compactMap { $0["samplerCount"] as? Int }
+        #expect(!counts.isEmpty && counts.allSatisfy { $0 == 4 }, "sampler counts rendered: \(counts)")
+        let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        for replica in replicas {
+            let copy = replica.directory.appendingPathComponent("packages/sha256/\(sha)")
+            #expect(FileManager.default.contents(atPath: copy.path) == Data(bytes), "\(replica.name) served its agents")
+        }
+
+        // The database restarts under the running fleet: the replicas ride it out, one leads again, and a new
+        // version rolls out to every agent.
+        server.stop()
+        try await Task.sleep(for: .seconds(3))
+        try server.start()
+        #expect(await eventually(timeout: 30) { await self.leaders(started).count == 1 })
+        var extra = try exampleApply(message: "after the database restart", transform: quick)
+        extra.sources.append(
+            SourceText(path: "98-extra.policy", text: "keep extra when service == \"tailplane-extra\"\n")
+        )
+        extra.fleet = first.fleet
+        #expect(try await crash.applySlowly(extra, apiPort: follower.apiPort) == .created)
+        #expect(await self.rolloutSucceeded(2, follower.apiPort))
+        #expect(await self.fleetSettled(replicas, version: 2))
+
+        // A follower killed in the middle of a stage: its agents reconnect to the others; it restarts on the
+        // same address and directory and rejoins; the rollout completes with every agent once, on version 3.
+        var third = extra
+        third.message = "with a replica restarted"
+        third.sources.append(SourceText(path: "97-more.policy", text: "keep more when service == \"tailplane-more\"\n"))
+        #expect(try await crash.applySlowly(third, apiPort: replicas[0].apiPort) == .created)
+        let currentLeader = try #require(await self.leaders(replicas).first)
+        let victim = try #require(replicas.firstIndex { $0.name != currentLeader })
+        #expect(
+            await eventually(timeout: 30) {
+                let rollout = await crash.get(firstAPI, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+                return rollout?["id"] as? Int == 3 && (rollout?["stageIndex"] as? Int ?? 0) >= 1
+            }
+        )
+        kill(replicas[victim].process.processIdentifier, SIGKILL)
+        replicas[victim].process.waitUntilExit()
+        replicas[victim].process = try self.start(
+            replicas[victim].name,
+            database: database,
+            opampPort: replicas[victim].opampPort,
+            apiPort: replicas[victim].apiPort,
+            directory: replicas[victim].directory
+        )
+        #expect(await self.rolloutSucceeded(3, replicas[victim].apiPort))
+        #expect(await self.fleetSettled(replicas, version: 3))
+        #expect(await self.leaders(replicas).count == 1)
     }
 }

@@ -392,6 +392,71 @@ struct ServerCertificates {
         #expect(offered.caCertificatePEM.contains("BEGIN CERTIFICATE"))
     }
 
+    /// Several replicas on one database: a request waits on the replica the agent sent it to, the API's approval
+    /// (forwarded to the leader) signs it there, and the first replica learns of it and has the certificate to
+    /// offer; a replica that starts later does not offer old certificates again.
+    @Test func aRequestWaitingOnOneReplicaIsApprovedOnAnotherAndOfferedByTheFirst() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let authority = try CertificateAuthority.generate()
+        func replica() throws -> AgentAccess {
+            try AgentAccess(
+                store: try PostgresStore(configuration: try PostgresStoreConfiguration(url: url)),
+                authority: authority,
+                sharedTokens: ["shared-token-for-the-test"]
+            )
+        }
+        let follower = try replica()
+        let leader = try replica()
+        let agent = Self.newUID()
+        var simulated = SimulatedAgent(
+            profile: AgentProfile(serviceName: "otelcol-sampler", tier: "sampling", hostName: "x"),
+            uid: agent
+        )
+        let csr = String(
+            decoding: try simulated.certificateRequest().connectionSettingsRequest.opamp.certificateRequest.csr,
+            as: UTF8.self
+        )
+        #expect(
+            follower.certificateRequest(csr, instanceUID: agent, description: nil, principal: AgentPrincipal(name: "t"))
+                == .pending
+        )
+        try follower.flush()
+        // The leader did not receive it, and learns of it on its next read.
+        #expect(throws: ControlPlaneError.self) { _ = try leader.decide(agent.description, approve: true, actor: "a") }
+        #expect(try leader.reload().approved.isEmpty)
+        #expect(leader.certificateRequests().map(\.instanceUID) == [agent.description])
+        let offered = try #require(try leader.decide(agent.description, approve: true, actor: "admin"))
+
+        let news = try follower.reload()
+        #expect(news.approved.map(\.uid) == [agent.description])
+        #expect(news.approved.first?.certificate.certificatePEM == offered.certificatePEM)
+        #expect(news.approved.first?.certificate.caCertificatePEM.contains("BEGIN CERTIFICATE") == true)
+        #expect(follower.certificateRequests().first?.state == .approved)
+        #expect(try follower.reload().approved.isEmpty, "offered once")
+        #expect(try replica().reload().approved.isEmpty, "a replica that starts later offers nothing old")
+        // A denial elsewhere offers nothing either.
+        let other = Self.newUID()
+        var second = SimulatedAgent(
+            profile: AgentProfile(serviceName: "otelcol-sampler", tier: "sampling", hostName: "y"),
+            uid: other
+        )
+        let secondCSR = String(
+            decoding: try second.certificateRequest().connectionSettingsRequest.opamp.certificateRequest.csr,
+            as: UTF8.self
+        )
+        _ = follower.certificateRequest(
+            secondCSR,
+            instanceUID: other,
+            description: nil,
+            principal: AgentPrincipal(name: "t")
+        )
+        try follower.flush()
+        _ = try leader.reload()
+        #expect(try leader.decide(other.description, approve: false, actor: "admin") == nil)
+        #expect(try follower.reload().approved.isEmpty)
+        #expect(follower.certificateRequests().first { $0.instanceUID == other.description }?.state == .denied)
+    }
+
     @Test func expiredWrongCAAndRevokedCertificatesAreRefused() async throws {
         let setup = try await Setup()
         let agent = Self.newUID()

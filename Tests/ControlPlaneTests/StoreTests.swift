@@ -1,5 +1,8 @@
+import Credentials
+import Crypto
 import Foundation
 import NIOConcurrencyHelpers
+import NIOCore
 import OpAMPServer
 import Testing
 
@@ -544,5 +547,86 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         // The pooled connections died with the server: the pool drops them and connects anew.
         #expect(try store.version(1)?.contentHash == "hash-1")
         #expect(try store.appendVersion(draft(2)).number == 2)
+    }
+
+    /// Replicas share package contents and keys through the database: a file pushed through one downloads
+    /// from another, which copies it once, checks its hash and keeps it; every replica signs and opens
+    /// downloads with the first replica's keys.
+    @Test func packageContentsAndKeysAreSharedBetweenReplicas() async throws {
+        let server = try PostgresTestServer.shared.get()
+        let url = try server.makeDatabase()
+        let databaseName = String(url.split(separator: "/").last!.split(separator: "?").first!)
+        let stores = try (0..<4).map { _ in try PostgresStore(configuration: try PostgresStoreConfiguration(url: url)) }
+        let directories = (0..<4).map { _ in temporaryDirectory().appendingPathComponent("packages") }
+        defer {
+            for directory in directories {
+                try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
+            }
+        }
+        // The first two data directories have keys of their own already (single policyd before replicas).
+        let ownA = try PackageSignature.loadOrCreateKey(at: directories[0].appendingPathComponent("signing.key"))
+        _ = try PackageSignature.loadOrCreateKey(at: directories[1].appendingPathComponent("signing.key"))
+        let a = try PackageRepository(directory: directories[0], store: stores[0])
+        let b = try PackageRepository(directory: directories[1], store: stores[1])
+        #expect(!a.localSigningKeySet, "the first replica's own key becomes the shared one")
+        #expect(b.localSigningKeySet, "a later replica's own key is set aside and said so")
+        #expect(a.publicKeyPEM == PackageSignature.publicKeyPEM(ownA.publicKey))
+        #expect(b.publicKeyPEM == a.publicKeyPEM)
+        #expect(b.downloadToken(sha256: "ab") == a.downloadToken(sha256: "ab"))
+
+        // 2.5 chunks, and a small one.
+        let big = (0..<2_621_440).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 7) }
+        func body(_ bytes: [UInt8]) -> AsyncStream<ByteBuffer> {
+            AsyncStream { continuation in
+                for start in stride(from: 0, to: bytes.count, by: 300_000) {
+                    continuation.yield(ByteBuffer(bytes: bytes[start..<min(bytes.count, start + 300_000)]))
+                }
+                continuation.finish()
+            }
+        }
+        let first = try await a.ingest(
+            name: "otelcol-contrib",
+            version: "0.150.0",
+            kind: .topLevel,
+            uploader: "t",
+            now: Date(),
+            body: body(big)
+        ).record
+        let small = try await a.ingest(
+            name: "otelcol-contrib",
+            version: "0.151.0",
+            kind: .topLevel,
+            uploader: "t",
+            now: Date(),
+            body: body(Array("tiny".utf8))
+        ).record
+
+        // Twenty downloads at once on a replica that lacks the file: one copy, the same bytes, nothing left over.
+        #expect(!FileManager.default.fileExists(atPath: b.file(sha256: first.sha256).path))
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<20 { group.addTask { try await b.ensureLocal(sha256: first.sha256) } }
+            for try await present in group { #expect(present) }
+        }
+        #expect(FileManager.default.contents(atPath: b.file(sha256: first.sha256).path) == Data(big))
+        #expect(
+            try FileManager.default.contentsOfDirectory(atPath: directories[1].appendingPathComponent("incoming").path)
+                .isEmpty
+        )
+        #expect(try await !b.ensureLocal(sha256: String(repeating: "0", count: 64)), "unknown content is no file")
+
+        // A deleted package's content goes with it: a new replica cannot copy it.
+        try a.remove(small)
+        let c = try PackageRepository(directory: directories[2], store: stores[2])
+        #expect(try await !c.ensureLocal(sha256: small.sha256))
+        #expect(c.publicKeyPEM == a.publicKeyPEM)
+
+        // Content that does not hash to its name is never used.
+        try server.psql(
+            "UPDATE package_chunks SET data = decode('00', 'hex') || data WHERE sha256 = '\(first.sha256)' AND seq = 1",
+            database: databaseName
+        )
+        let d = try PackageRepository(directory: directories[3], store: stores[3])
+        await #expect(throws: StoreError.self) { _ = try await d.ensureLocal(sha256: first.sha256) }
+        #expect(!FileManager.default.fileExists(atPath: d.file(sha256: first.sha256).path))
     }
 }

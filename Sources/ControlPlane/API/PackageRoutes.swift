@@ -42,6 +42,16 @@ struct PackageDownloadMiddleware: RouterMiddleware {
                 message: "a package download needs the token offered with it (DownloadableFile.headers)"
             )
         }
+        // A file another replica stored is copied here first (once, however many agents ask at the same time).
+        let present: Bool
+        do { present = try await self.repository.ensureLocal(sha256: hash) } catch {
+            throw APIError(
+                .serviceUnavailable,
+                code: "package_unavailable",
+                message: "the package file cannot be copied from the database yet: \(error)"
+            )
+        }
+        guard present else { throw APIError(.notFound, code: "not_found", message: "no such package file") }
         let file = self.repository.file(sha256: hash).path
         guard let size = (try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int else {
             throw APIError(.notFound, code: "not_found", message: "no such package file")

@@ -105,7 +105,13 @@ extension ControlPlaneAPI {
                 guard let offered else {
                     return JSON(OfferResult(instanceUID: uid.description, offered: false, detail: "denied"))
                 }
-                return JSON(try self.offer(offered, to: uid))
+                var result = try self.offer(offered, to: uid)
+                if !result.offered, self.controller.leadership != nil, self.controller.registry.agent(uid) == nil {
+                    // Several replicas: the request came through another one, which offers the certificate.
+                    result.detail =
+                        "certificate approved; the replica the agent is connected to offers it within seconds"
+                }
+                return JSON(result)
             }
         }
         v1.post("/agents/:uid/certificate") { request, context -> JSON<OfferResult> in

@@ -163,10 +163,22 @@ public actor Controller {
             // Several replicas: what the others stored (a revocation on any replica holds on every one).
             if self.leadership != nil, now.timeIntervalSince(self.lastSecurityReload) >= 2 {
                 do {
-                    for uid in try access.reload() {
+                    let news = try access.reload()
+                    for uid in news.revoked {
                         if let instance = InstanceUID(uuidString: uid) {
                             self.registry.disconnect(instance, reason: "credentials revoked")
                         }
+                    }
+                    // Approved through the API (on the leader) for an agent that sent its request here.
+                    for (uid, certificate) in news.approved {
+                        guard let instance = InstanceUID(uuidString: uid), self.registry.agent(instance) != nil
+                        else { continue }
+                        guard let offer = self.registry.certificateOffer(certificate) else { continue }
+                        let problem = self.registry.offerConnectionSettings(offer, to: instance)
+                        self.logger.info(
+                            "certificate approved on another replica: \(problem ?? "offered to the agent")",
+                            metadata: ["agent": "\(uid)"]
+                        )
                     }
                     self.lastSecurityReload = now
                 } catch {
@@ -1049,13 +1061,17 @@ public actor Controller {
     }
 
     /// The number of samplers that share fleet-wide limits: the ring, or before there is one, the connected
-    /// samplers.
+    /// samplers, on every replica.
     func samplerCount(fleet: Fleet) -> Int {
         if !self.state.ring.members.isEmpty { return self.state.ring.members.count }
-        return max(
-            1,
-            self.registry.snapshot().filter { $0.connected && self.tier(of: $0, fleet: fleet) == .sampling }.count
+        var samplers = Set(
+            self.registry.snapshot().lazy.filter { $0.connected && self.tier(of: $0, fleet: fleet) == .sampling }
+                .map(\.instanceUID.description)
         )
+        for (uid, entry) in self.remote where entry.view.connected && entry.view.tier == .sampling {
+            samplers.insert(uid)
+        }
+        return max(1, samplers.count)
     }
 
     /// When the number of samplers has changed and stayed changed for a while, re-render the sampling tier's

@@ -21,6 +21,14 @@ public final class PackageRepository: Sendable {
     /// Held while a file and its record change together (an upload's last step, a delete), so a file is never
     /// removed under a record that a concurrent upload of the same bytes is adding.
     private let mutation = NIOLock()
+    /// Where contents and keys are shared with other replicas (the PostgreSQL store), if anywhere.
+    let shared: (any SharedPackageStorage)?
+    /// Copies from the shared storage in progress, by SHA-256: a thousand agents asking a replica for a file
+    /// it does not have yet start one copy, and all wait for it.
+    private let copies = NIOLockedValueBox<[String: Task<Void, any Error>]>([:])
+    /// True when this data directory had a signing key of its own that is not the one the replicas share (it
+    /// was made before the replica joined; agents that pinned it must pin the shared one).
+    public let localSigningKeySet: Bool
 
     /// Opens (or creates) the repository in `directory`, making the signing and download keys on first use.
     public init(directory: URL, store: any ControlPlaneStore, maxPackageBytes: Int64 = 2 << 30) throws {
@@ -41,27 +49,58 @@ public final class PackageRepository: Sendable {
         } catch {
             throw StoreError("cannot create the package repository in \(directory.path): \(error.localizedDescription)")
         }
-        do {
-            self.signingKey = try PackageSignature.loadOrCreateKey(at: directory.appendingPathComponent("signing.key"))
-        } catch {
-            throw StoreError("package signing key: \(error.description)")
-        }
+        let signingFile = directory.appendingPathComponent("signing.key")
         let keyFile = directory.appendingPathComponent("download.key")
-        if let bytes = FileManager.default.contents(atPath: keyFile.path), bytes.count == 32 {
-            self.downloadKey = SymmetricKey(data: bytes)
-        } else {
-            let key = SymmetricKey(size: .bits256)
-            let bytes = key.withUnsafeBytes { Data($0) }
-            guard
-                FileManager.default.createFile(
-                    atPath: keyFile.path,
-                    contents: bytes,
-                    attributes: [.posixPermissions: 0o600]
+        let localDownloadKey = FileManager.default.contents(atPath: keyFile.path).flatMap { $0.count == 32 ? $0 : nil }
+        self.shared = store as? any SharedPackageStorage
+        if let shared = self.shared {
+            // Replicas share both keys through the database: the first replica's (its own files when it had
+            // them, so a single policyd that grows replicas keeps the key its agents pinned) stays.
+            do {
+                let local =
+                    FileManager.default.fileExists(atPath: signingFile.path)
+                    ? try PackageSignature.loadOrCreateKey(at: signingFile) : nil
+                let proposed = local ?? Curve25519.Signing.PrivateKey()
+                let raw = try shared.sharedKey(named: "package-signing", proposing: Array(proposed.rawRepresentation))
+                self.signingKey = try Curve25519.Signing.PrivateKey(rawRepresentation: raw)
+                self.localSigningKeySet = local.map { $0.rawRepresentation != Data(raw) } ?? false
+                let download = try shared.sharedKey(
+                    named: "package-download",
+                    proposing: localDownloadKey.map(Array.init)
+                        ?? SymmetricKey(size: .bits256).withUnsafeBytes(Array.init)
                 )
-            else {
-                throw StoreError("cannot write \(keyFile.path)")
+                guard download.count == 32 else { throw StoreError("the shared download key is not 32 bytes") }
+                self.downloadKey = SymmetricKey(data: download)
+            } catch let error as PackageSignature.KeyError {
+                throw StoreError("package signing key: \(error.description)")
+            } catch let error as StoreError {
+                throw error
+            } catch {
+                throw StoreError("package keys: \(error)")
             }
-            self.downloadKey = key
+        } else {
+            self.localSigningKeySet = false
+            do {
+                self.signingKey = try PackageSignature.loadOrCreateKey(at: signingFile)
+            } catch {
+                throw StoreError("package signing key: \(error.description)")
+            }
+            if let bytes = localDownloadKey {
+                self.downloadKey = SymmetricKey(data: bytes)
+            } else {
+                let key = SymmetricKey(size: .bits256)
+                let bytes = key.withUnsafeBytes { Data($0) }
+                guard
+                    FileManager.default.createFile(
+                        atPath: keyFile.path,
+                        contents: bytes,
+                        attributes: [.posixPermissions: 0o600]
+                    )
+                else {
+                    throw StoreError("cannot write \(keyFile.path)")
+                }
+                self.downloadKey = key
+            }
         }
         // Uploads cut short by a crash leave partial files here; none of them is a package.
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: self.incoming.path)) ?? [] {
@@ -77,6 +116,9 @@ public final class PackageRepository: Sendable {
                 try? FileManager.default.removeItem(at: files.appendingPathComponent(name))
             }
         }
+        // The same for shared content, but only after an hour: another replica's upload may be between its
+        // content and its record right now.
+        try? self.shared?.removeUnreferencedPackageContent(olderThan: 3600)
     }
 
     private var incoming: URL { self.directory.appendingPathComponent("incoming") }
@@ -205,12 +247,81 @@ public final class PackageRepository: Sendable {
             moved = true
         }
         do {
+            // The content first: a record other replicas can read always has content they can copy.
+            try self.shared?.storePackageContent(sha256: record.sha256, from: target)
             try self.store.insertPackage(record)
         } catch {
             if moved { try? FileManager.default.removeItem(at: target) }
             throw .store("\(error)")
         }
         return Ingested(record: record, created: true)
+    }
+
+    /// Makes sure the file with this SHA-256 is in this replica's data directory, copying it from the shared
+    /// storage when another replica stored it (the copy is checked against the hash before it is used).
+    /// Returns `false` when no replica has it.
+    func ensureLocal(sha256: String) async throws -> Bool {
+        if FileManager.default.fileExists(atPath: self.file(sha256: sha256).path) { return true }
+        guard self.shared != nil else { return false }
+        try await self.copy(sha256: sha256).value
+        return FileManager.default.fileExists(atPath: self.file(sha256: sha256).path)
+    }
+
+    /// Starts copying a file this replica does not have yet (once per file, whoever asks), so it is here
+    /// before agents ask for it.
+    @discardableResult
+    func copy(sha256: String) -> Task<Void, any Error> {
+        self.copies.withLockedValue { copies in
+            if let running = copies[sha256] { return running }
+            let task = Task<Void, any Error> {
+                defer { _ = self.copies.withLockedValue { $0.removeValue(forKey: sha256) } }
+                try await self.copyFromShared(sha256: sha256)
+            }
+            copies[sha256] = task
+            return task
+        }
+    }
+
+    /// The copy itself, on a thread of its own: the store blocks, and a large package takes seconds.
+    private func copyFromShared(sha256: String) async throws {
+        guard let shared = self.shared, !FileManager.default.fileExists(atPath: self.file(sha256: sha256).path)
+        else { return }
+        let temporary = self.incoming.appendingPathComponent(UUID().uuidString)
+        let target = self.file(sha256: sha256)
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            DispatchQueue.global().async {
+                do {
+                    defer { try? FileManager.default.removeItem(at: temporary) }
+                    guard try shared.loadPackageContent(sha256: sha256, into: temporary) else {
+                        continuation.resume()
+                        return
+                    }
+                    let digest = try Self.sha256(of: temporary)
+                    guard digest == sha256 else {
+                        throw StoreError("the stored content of package file \(sha256) hashes to \(digest)")
+                    }
+                    if !FileManager.default.fileExists(atPath: target.path), rename(temporary.path, target.path) != 0 {
+                        throw StoreError("cannot move the package into \(self.filesDirectory.path)")
+                    }
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    /// The SHA-256 (hex) of a file, read a chunk at a time.
+    static func sha256(of file: URL) throws -> String {
+        guard let handle = try? FileHandle(forReadingFrom: file) else {
+            throw StoreError("cannot read \(file.path)")
+        }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        while let data = try handle.read(upToCount: 1 << 20), !data.isEmpty {
+            hasher.update(data: data)
+        }
+        return Array(hasher.finalize()).hexString
     }
 
     /// A name is one thing, a collector build or an add-on (a rollout of one replaces the other): the refusal
@@ -267,6 +378,10 @@ public final class PackageRepository: Sendable {
         guard let record = self.record(name: pin.name, version: pin.version), record.sha256 == pin.sha256,
             let signature = Data(base64Encoded: record.signature)
         else { return nil }
+        // Another replica stored it: have it here before the agent asks.
+        if self.shared != nil, !FileManager.default.fileExists(atPath: self.file(sha256: pin.sha256).path) {
+            self.copy(sha256: pin.sha256)
+        }
         let base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         return OfferedPackage(
             name: pin.name,

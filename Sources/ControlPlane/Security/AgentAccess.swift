@@ -341,27 +341,51 @@ public final class AgentAccess: AgentAccessPolicy {
         }
     }
 
+    /// What other replicas stored that this one acts on.
+    public struct ReplicaSecurityNews: Sendable {
+        /// Agents newly revoked: their sessions here are closed.
+        public var revoked: [String] = []
+        /// Requests this replica had waiting that were approved elsewhere (the API goes to the leader), with
+        /// the certificate to offer if the agent is connected here.
+        public var approved: [(uid: String, certificate: OfferedCertificate)] = []
+    }
+
     /// Reads what other replicas stored since (several policyd on one database): enrolment tokens new or
-    /// revoked, agents revoked, certificates issued. Returns the agents newly revoked, so their sessions here
-    /// can be closed. Records not yet saved here are kept.
-    public func reload() throws -> [String] {
+    /// revoked, agents revoked, certificates issued, certificate requests received or decided. Records not yet
+    /// saved here are kept.
+    public func reload() throws -> ReplicaSecurityNews {
         let records = try self.store.securityRecords()
+        let bundle = try? self.caBundle()
         return self.state.withLockedValue { state in
-            var newlyRevoked: [String] = []
+            var news = ReplicaSecurityNews()
             let pending = Set(state.unsaved.map { "\($0.key.kind)|\($0.key.id)" })
             for record in records where !pending.contains("\(record.key.kind)|\(record.key.id)") {
                 switch record {
                 case .enrolmentToken(let token): state.add(token)
                 case .revocation(let revocation):
-                    if state.revoked[revocation.instanceUID] == nil { newlyRevoked.append(revocation.instanceUID) }
+                    if state.revoked[revocation.instanceUID] == nil { news.revoked.append(revocation.instanceUID) }
                     state.revoked[revocation.instanceUID] = revocation
                 case .certificate(let certificate): state.certificates[certificate.fingerprint] = certificate
-                case .certificateRequest, .rotation:
-                    // Decided and carried out by the replica the agent is connected to (docs/ha.md).
+                case .certificateRequest(let request):
+                    let before = state.requests[request.instanceUID]
+                    state.requests[request.instanceUID] = request
+                    // Only a decision seen happening: a replica that starts does not offer old certificates again.
+                    if before?.state == .pending, request.state == .approved, let pem = request.certificatePEM,
+                        let bundle
+                    {
+                        news.approved.append(
+                            (
+                                request.instanceUID,
+                                OfferedCertificate(certificatePEM: pem, privateKeyPEM: nil, caCertificatePEM: bundle)
+                            )
+                        )
+                    }
+                case .rotation:
+                    // Carried out by the leader for the agents connected to it (docs/ha.md).
                     break
                 }
             }
-            return newlyRevoked
+            return news
         }
     }
 
@@ -458,6 +482,7 @@ public final class AgentAccess: AgentAccessPolicy {
             }
             request.state = .approved
             request.fingerprint = issued.fingerprint
+            request.certificatePEM = issued.certificatePEM
             self.record(issued, tier: request.tier, origin: "csr", now: now)
             offered = OfferedCertificate(
                 certificatePEM: issued.certificatePEM,

@@ -103,6 +103,8 @@ public struct CertificateRequestRecord: Sendable, Hashable, Codable {
     public var decidedBy: String?
     /// The certificate issued on approval.
     public var fingerprint: String?
+    /// That certificate, PEM: with several replicas, the one the agent is connected to offers it.
+    public var certificatePEM: String?
 }
 
 /// Everything the security layer keeps in the store.

@@ -239,6 +239,36 @@ public final class PostgresStore: ControlPlaneStore {
                 "CREATE INDEX agent_views_by_time ON agent_views(written_at)",
             ]
         ),
+        (
+            "v3-shared-packages",
+            [
+                """
+                CREATE TABLE shared_keys (
+                    name TEXT PRIMARY KEY,
+                    key BYTEA NOT NULL,
+                    created_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE package_content (
+                    sha256 TEXT PRIMARY KEY,
+                    size BIGINT NOT NULL,
+                    chunks INTEGER NOT NULL,
+                    stored_at TIMESTAMPTZ NOT NULL
+                )
+                """,
+                """
+                CREATE TABLE package_chunks (
+                    sha256 TEXT NOT NULL REFERENCES package_content(sha256) ON DELETE CASCADE,
+                    seq INTEGER NOT NULL,
+                    data BYTEA NOT NULL,
+                    PRIMARY KEY (sha256, seq)
+                )
+                """,
+                // Packages are compressed already: kept out of line, and not compressed again.
+                "ALTER TABLE package_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+            ]
+        ),
     ]
 
     /// Any number, the same in every policyd: the advisory lock migrations run under.
@@ -683,7 +713,141 @@ public final class PostgresStore: ControlPlaneStore {
 
     public func deletePackage(name: String, version: String) throws {
         try self.transaction("deleting package \(name) \(version)") { session in
-            _ = try session.query("DELETE FROM packages WHERE name = \(name) AND version = \(version)")
+            let deleted = try session.query(
+                "DELETE FROM packages WHERE name = \(name) AND version = \(version) RETURNING record"
+            ).map { try self.decode(PackageRecord.self, try $0.decode(String.self)) }
+            // The content goes with its last record (a package stored under two names shares it).
+            for sha256 in Set(deleted.map(\.sha256)) {
+                _ = try session.query(
+                    """
+                    DELETE FROM package_content WHERE sha256 = \(sha256)
+                    AND NOT EXISTS (SELECT 1 FROM packages WHERE (record::jsonb)->>'sha256' = \(sha256))
+                    """
+                )
+            }
+        }
+    }
+}
+
+// MARK: - Package contents and keys every replica reads
+
+extension PostgresStore: SharedPackageStorage {
+    /// Bytes per stored chunk: one row each, so neither side ever holds more than this of a package.
+    static let packageChunkBytes = 1 << 20
+
+    public func sharedKey(named name: String, proposing proposed: [UInt8]) throws -> [UInt8] {
+        try self.transaction("reading the shared key \(name)") { session in
+            let offered = ByteBuffer(bytes: proposed)
+            _ = try session.query(
+                """
+                INSERT INTO shared_keys (name, key, created_at) VALUES (\(name), \(offered), now())
+                ON CONFLICT (name) DO NOTHING
+                """
+            )
+            guard let row = try session.query("SELECT key FROM shared_keys WHERE name = \(name)").first else {
+                throw StoreError("the shared key \(name) is missing right after it was stored")
+            }
+            return Array(buffer: try row.decode(ByteBuffer.self))
+        }
+    }
+
+    public func storePackageContent(sha256: String, from file: URL) throws {
+        let size: Int64
+        do {
+            size = ((try FileManager.default.attributesOfItem(atPath: file.path))[.size] as? NSNumber)?.int64Value ?? 0
+        } catch {
+            throw StoreError(
+                "storing package content \(sha256): cannot read \(file.path): \(error.localizedDescription)"
+            )
+        }
+        let chunks = Int((size + Int64(Self.packageChunkBytes) - 1) / Int64(Self.packageChunkBytes))
+        try self.transaction("storing package content \(sha256)") { session in
+            // A second store of the same bytes (from this replica or another) waits for the first and stops here.
+            let inserted = try session.query(
+                """
+                INSERT INTO package_content (sha256, size, chunks, stored_at) VALUES (\(sha256), \(size), \(chunks), now())
+                ON CONFLICT (sha256) DO NOTHING RETURNING sha256
+                """
+            )
+            guard inserted.first != nil else { return }
+            guard let handle = try? FileHandle(forReadingFrom: file) else {
+                throw StoreError("storing package content \(sha256): cannot open \(file.path)")
+            }
+            defer { try? handle.close() }
+            for seq in 0..<chunks {
+                let data: Data
+                do {
+                    data = try handle.read(upToCount: Self.packageChunkBytes) ?? Data()
+                } catch {
+                    throw StoreError("storing package content \(sha256): reading \(file.path): \(error)")
+                }
+                guard !data.isEmpty else {
+                    throw StoreError("storing package content \(sha256): \(file.path) is shorter than \(size) bytes")
+                }
+                let buffer = ByteBuffer(bytes: data)
+                _ = try session.query(
+                    "INSERT INTO package_chunks (sha256, seq, data) VALUES (\(sha256), \(seq), \(buffer))"
+                )
+            }
+        }
+    }
+
+    public func loadPackageContent(sha256: String, into file: URL) throws -> Bool {
+        // One chunk per statement, so memory holds one chunk; a snapshot makes every chunk come from one
+        // stored content even if it is deleted meanwhile.
+        try self.transaction("reading package content \(sha256)") { session in
+            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            guard
+                let row = try session.query("SELECT size, chunks FROM package_content WHERE sha256 = \(sha256)").first
+            else { return false }
+            let (size, chunks) = try row.decode((Int64, Int).self)
+            guard
+                FileManager.default.createFile(
+                    atPath: file.path,
+                    contents: nil,
+                    attributes: [.posixPermissions: 0o600]
+                ),
+                let handle = try? FileHandle(forWritingTo: file)
+            else {
+                throw StoreError("reading package content \(sha256): cannot write \(file.path)")
+            }
+            defer { try? handle.close() }
+            var written: Int64 = 0
+            for seq in 0..<chunks {
+                guard
+                    let chunk = try session.query(
+                        "SELECT data FROM package_chunks WHERE sha256 = \(sha256) AND seq = \(seq)"
+                    ).first
+                else {
+                    throw StoreError("reading package content \(sha256): chunk \(seq) of \(chunks) is missing")
+                }
+                let buffer = try chunk.decode(ByteBuffer.self)
+                do {
+                    try handle.write(contentsOf: Data(buffer.readableBytesView))
+                } catch {
+                    throw StoreError("reading package content \(sha256): writing \(file.path): \(error)")
+                }
+                written += Int64(buffer.readableBytes)
+            }
+            guard written == size else {
+                throw StoreError("reading package content \(sha256): \(written) bytes stored of \(size)")
+            }
+            do { try handle.synchronize() } catch {
+                throw StoreError("reading package content \(sha256): writing \(file.path): \(error)")
+            }
+            return true
+        }
+    }
+
+    public func removeUnreferencedPackageContent(olderThan seconds: Double) throws {
+        try self.transaction("removing unreferenced package content") { session in
+            _ = try session.query(
+                """
+                DELETE FROM package_content c
+                WHERE c.stored_at < now() - make_interval(secs => \(seconds))
+                AND NOT EXISTS (SELECT 1 FROM packages p WHERE (p.record::jsonb)->>'sha256' = c.sha256)
+                """
+            )
         }
     }
 }

@@ -2,7 +2,7 @@
 # Runs ha-bench (Sources/ha-bench) against a throwaway PostgreSQL server: Debian's `postgresql` package, a free
 # port, a temporary directory, fsync on (as in production), removed afterwards. As root the server runs as the
 # `postgres` user the package creates. Build first:
-#   swift build -c release --product policyd --product opamp-fleet --product ha-bench
+#   for p in policyd opamp-fleet ha-bench; do swift build -c release --product $p; done
 # Usage: scripts/ha-bench.sh [AGENTS] [ha-bench options, e.g. --skip-sqlite --replicas 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."

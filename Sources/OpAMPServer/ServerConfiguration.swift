@@ -59,3 +59,33 @@ public struct OpAMPServerConfiguration: Sendable {
     /// Defaults: port 4320, path /v1/opamp, 64 MiB messages, no authentication.
     public init() {}
 }
+
+extension OpAMPServerConfiguration {
+    /// Files this process may keep open (`ulimit -n`), after raising its soft limit to the hard one as servers
+    /// do; `nil` when the limit cannot be read. Every agent connection is one. Running out is not a refusal
+    /// but a crash: on Linux, Dispatch stops the process when it cannot open the files it reads to size its
+    /// thread pool.
+    public static func raiseOpenFileLimit() -> Int? {
+        var limit = rlimit()
+        #if os(Linux)
+            let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+            let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return limit.rlim_cur >= rlim_t(Int.max) ? Int.max : Int(limit.rlim_cur)
+    }
+
+    /// Open files kept free of agent connections: the API's connections, the database, package files, logs.
+    public static let reservedFiles = 1024
+
+    /// The most agent connections a process with `openFiles` open files can hold and keep serving.
+    public static func connectionCeiling(openFiles: Int) -> Int {
+        max(1, openFiles - Self.reservedFiles)
+    }
+}

@@ -49,6 +49,9 @@ struct OpAMPFleet: AsyncParsableCommand {
     @Option(help: "Event loop threads.")
     var threads = 2
 
+    @Option(help: "Number of the first agent (host names and identities), to run one fleet in several processes.")
+    var firstIndex = 0
+
     @Option(
         name: .customLong("also-port"),
         help:
@@ -84,6 +87,7 @@ struct OpAMPFleet: AsyncParsableCommand {
         options.churnShare = self.churn
         options.churnInterval = .seconds(self.churnInterval)
         options.threads = self.threads
+        options.firstIndex = self.firstIndex
         if !self.alsoPorts.isEmpty { options.ports = [options.port] + self.alsoPorts }
         options.acceptsPackages = self.acceptsPackages
         options.collectorVersion = self.collectorVersion

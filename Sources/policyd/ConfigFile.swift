@@ -14,6 +14,7 @@ enum ConfigFile {
         "stage_timeout", "tls_cert", "tls_key", "tls_ca", "client_ca", "require_client_cert", "ca_dir",
         "enrolment_tokens_file",
         "cert_lifetime_days", "cert_renew_at", "package_base_url", "max_package_size",
+        "package_signing_key",
     ]
 
     /// The file as command-line arguments.

@@ -144,6 +144,12 @@ extension Policyd {
         )
         var packageBaseUrl: String?
 
+        @Option(
+            help:
+                "Ed25519 key packages are signed with (default DATA_DIR/packages/signing.key); with replicas, give every one the same file."
+        )
+        var packageSigningKey: String?
+
         @Option(help: "Largest package accepted by `policyctl packages push`, in MiB.")
         var maxPackageSize: Int64 = 2048
 
@@ -196,6 +202,17 @@ extension Policyd {
             configuration.port = self.opampPort
             configuration.maxMessageSize = self.maxMessageSize
             configuration.maxConnections = self.maxConnections
+            // Beyond the open-file limit a connection is not refused but the process dies (Dispatch needs
+            // files too): hold fewer, and let the rest get 503 with Retry-After.
+            if let files = OpAMPServerConfiguration.raiseOpenFileLimit() {
+                let ceiling = OpAMPServerConfiguration.connectionCeiling(openFiles: files)
+                if self.maxConnections > ceiling {
+                    logger.warning(
+                        "--max-connections \(self.maxConnections) is more than this process can keep open (\(files) open files, `ulimit -n`, \(OpAMPServerConfiguration.reservedFiles) kept for the API, the database and files): at most \(ceiling) agents connect, the others get 503 with Retry-After; raise the limit to hold more"
+                    )
+                    configuration.maxConnections = ceiling
+                }
+            }
             configuration.advertisedEndpoint = self.advertisedEndpoint
             configuration.heartbeatIntervalSeconds = self.heartbeatInterval
             configuration.agentTokens = try self.tokens()
@@ -268,14 +285,15 @@ extension Policyd {
                 packages = try PackageRepository(
                     directory: URL(fileURLWithPath: self.dataDir).appendingPathComponent("packages"),
                     store: store,
-                    maxPackageBytes: self.maxPackageSize * 1024 * 1024
+                    maxPackageBytes: self.maxPackageSize * 1024 * 1024,
+                    signingKeyFile: self.packageSigningKey.map { URL(fileURLWithPath: $0) }
                 )
             } catch {
                 throw ValidationError("\(error)")
             }
-            if packages.localSigningKeySet {
+            if !packages.signsWithTheFleetKey {
                 logger.warning(
-                    "this data directory's package signing key (packages/signing.key) is not the one the replicas share: packages are signed with the shared key; agents that pinned this one must pin `policyctl packages signing-key` again"
+                    "this replica's package signing key is not the one the fleet's packages are signed with: pushes through it are refused while it leads; give it the same key (copy packages/signing.key from the replica that took the first push, or --package-signing-key)"
                 )
             }
             let access: AgentAccess

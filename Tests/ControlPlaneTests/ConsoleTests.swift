@@ -287,6 +287,31 @@ import Testing
             body: body
         )
         #expect(otherOrigin.status == 403)
+        // The host a follower says it received the request on counts only on a forwarded request, and still
+        // must match the origin.
+        let claimedHost = try await self.call(
+            port,
+            .POST,
+            "/v1/apply",
+            headers: [
+                ("Cookie", writeCookie), ("X-CSRF-Token", csrf), ("Content-Type", "application/json"),
+                ("Origin", "https://follower.example:4321"), ("Tailplane-Forwarded-Host", "follower.example:4321"),
+            ],
+            body: body
+        )
+        #expect(claimedHost.status == 403)
+        let forwardedFromElsewhere = try await self.call(
+            port,
+            .POST,
+            "/v1/apply",
+            headers: [
+                ("Cookie", writeCookie), ("X-CSRF-Token", csrf), ("Content-Type", "application/json"),
+                ("Origin", "https://evil.example"), ("Tailplane-Forwarded-By", "replica-b"),
+                ("Tailplane-Forwarded-Host", "follower.example:4321"),
+            ],
+            body: body
+        )
+        #expect(forwardedFromElsewhere.status == 403)
         #expect(try stack.server.store.versions(limit: 5).isEmpty, "nothing was stored")
         let applied = try await self.call(
             port,
@@ -299,6 +324,26 @@ import Testing
             body: body
         )
         #expect(applied.status == 201)
+        // A console write a follower forwarded (the console open on that replica): checked against the host
+        // the follower received it on.
+        var throughFollower = try exampleApply(message: "through a follower")
+        throughFollower.supersede = true
+        throughFollower.sources.append(
+            SourceText(path: "98-extra.policy", text: "keep extra when service == \"tailplane-extra\"\n")
+        )
+        let forwardedBody = String(decoding: try JSONEncoder().encode(throughFollower), as: UTF8.self)
+        let forwarded = try await self.call(
+            port,
+            .POST,
+            "/v1/apply",
+            headers: [
+                ("Cookie", writeCookie), ("X-CSRF-Token", csrf), ("Content-Type", "application/json"),
+                ("Origin", "https://follower.example:4321"), ("Tailplane-Forwarded-By", "replica-b"),
+                ("Tailplane-Forwarded-Host", "follower.example:4321"),
+            ],
+            body: forwardedBody
+        )
+        #expect(forwarded.status == 201, "\(forwarded.body)")
         let audit = try stack.server.store.audit(limit: 5)
         #expect(audit.first?.actor == "ci", "the console acts as the token it signed in with")
         // Reading needs no CSRF token.

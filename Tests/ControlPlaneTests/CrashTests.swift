@@ -156,6 +156,55 @@ import Testing
         #expect(policyd.terminationStatus == 0)
     }
 
+    /// More agents than policyd can keep open files for: it holds what it can, the others get 503 and retry,
+    /// and it keeps serving. Past the limit it would die (Dispatch stops a process that cannot open files).
+    @Test func moreAgentsThanOpenFilesGet503AndPolicydKeepsServing() async throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let opampPort = Self.freePort()
+        let apiPort = Self.freePort()
+        let log = directory.path + ".log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        // 1,100 open files, soft and hard: 76 agent connections after the 1,024 kept for everything else.
+        let policyd = Process()
+        policyd.executableURL = URL(fileURLWithPath: "/bin/sh")
+        policyd.arguments = [
+            "-c",
+            "ulimit -n 1100 && exec \"$0\" serve --data-dir \"$1\" --bind 127.0.0.1 --opamp-port $2 --api-port $3 --log-level warning",
+            Self.binary.path, directory.path, String(opampPort), String(apiPort),
+        ]
+        policyd.standardOutput = FileHandle.nullDevice
+        policyd.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        try policyd.run()
+        defer { if policyd.isRunning { kill(policyd.processIdentifier, SIGKILL) } }
+        #expect(await eventually { await self.get(apiPort, "/v1/fleet") != nil })
+
+        var options = self.fleetOptions(opampPort: opampPort)
+        options.agents = 150
+        options.loadBalancerShare = 0.2
+        options.reconnectDelay = .milliseconds(500)
+        let fleet = FleetRunner(options: options)
+        let fleetTask = Task { try await fleet.run() }
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        @Sendable func connected() async -> Int {
+            let states = await self.get(apiPort, "/v1/fleet")?["agentsByState"] as? [String: Int] ?? [:]
+            return states.filter { $0.key != "offline" }.values.reduce(0, +)
+        }
+        #expect(await eventually(timeout: 30) { await connected() == 76 })
+        try await Task.sleep(for: .seconds(3))
+        #expect(policyd.isRunning, "policyd is still running")
+        #expect(await connected() == 76, "no more than the ceiling")
+        let warning = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(warning.contains("is more than this process can keep open"))
+        kill(policyd.processIdentifier, SIGTERM)
+        policyd.waitUntilExit()
+        #expect(policyd.terminationStatus == 0)
+    }
+
     @Test func killNineInTheMiddleOfAPackageRolloutResumesIt() async throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }

@@ -421,11 +421,27 @@ struct ServerCertificates {
                 == .pending
         )
         try follower.flush()
-        // The leader did not receive it, and learns of it on its next read.
-        #expect(throws: ControlPlaneError.self) { _ = try leader.decide(agent.description, approve: true, actor: "a") }
+        // The leader did not receive it, and lists it after its next read.
         #expect(try leader.reload().approved.isEmpty)
         #expect(leader.certificateRequests().map(\.instanceUID) == [agent.description])
+        // The agent replaces its request (same credential) before the approval: the leader approves the one
+        // stored now, not the one it read.
+        let replacement = String(
+            decoding: try simulated.certificateRequest().connectionSettingsRequest.opamp.certificateRequest.csr,
+            as: UTF8.self
+        )
+        #expect(replacement != csr)
+        #expect(
+            follower.certificateRequest(
+                replacement,
+                instanceUID: agent,
+                description: nil,
+                principal: AgentPrincipal(name: "t")
+            ) == .pending
+        )
+        try follower.flush()
         let offered = try #require(try leader.decide(agent.description, approve: true, actor: "admin"))
+        #expect(leader.certificateRequests().first?.pem == replacement)
 
         let news = try follower.reload()
         #expect(news.approved.map(\.uid) == [agent.description])

@@ -1,9 +1,11 @@
 import Credentials
 import Crypto
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import OpAMPServer
+import PostgresNIO
 import Testing
 
 @testable import ControlPlane
@@ -493,22 +495,56 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         }
         try store.heartbeat(replica: "a", api: "http://a")
         try store.publishViews(replica: "a", changed: [view("x", on: "a"), view("y", on: "a")], gone: [])
-        let all = try store.publishedViews(writtenAfter: nil)
+        let all = try store.publishedViews(after: nil)
         #expect(Set(all.views.map(\.uid)) == ["x", "y"])
         #expect(all.views.allSatisfy { $0.view?.replica == "a" })
-        let since = try #require(all.newest)
-        #expect(try store.publishedViews(writtenAfter: since).views.isEmpty)
+        let since = all.cursor
+        #expect(try store.publishedViews(after: since).views.isEmpty)
 
         // x moves to b; then a withdraws x and y: x stays with b, y is gone.
         try store.publishViews(replica: "b", changed: [view("x", on: "b", version: 2)], gone: [])
         try store.publishViews(replica: "a", changed: [], gone: ["x", "y"])
         let after = Dictionary(
-            uniqueKeysWithValues: try store.publishedViews(writtenAfter: since).views.map { ($0.uid, $0.view) }
+            uniqueKeysWithValues: try store.publishedViews(after: since).views.map { ($0.uid, $0.view) }
         )
         #expect(after["x"]??.replica == "b")
         #expect(after["x"]??.assignment?.version == 2)
         #expect(after.keys.contains("y") && after["y"]! == nil)
         #expect(try store.liveReplicas(maxAgeSeconds: 10) == ["a"])
+
+        // A write that began before a read and commits after it (a large publish under load) carries an older
+        // time than views read already; it is read next time all the same.
+        let slow = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let written = DispatchSemaphore(value: 0)
+        let commit = DispatchSemaphore(value: 0)
+        let finished = DispatchSemaphore(value: 0)
+        let late = try StoreJSON.encode(view("late", on: "c"))
+        DispatchQueue.global().async {
+            try? slow.pool.withConnection("a slow publish") { connection in
+                _ = try connection.query("BEGIN", logger: Logger(label: "test")).wait()
+                _ = try connection.query(
+                    """
+                    INSERT INTO agent_views (uid, replica, view, written_at, xid)
+                    VALUES ('late', 'c', \(late), now(), pg_current_xact_id()::text::bigint)
+                    """,
+                    logger: Logger(label: "test")
+                ).wait()
+                written.signal()
+                commit.wait()
+                _ = try connection.query("COMMIT", logger: Logger(label: "test")).wait()
+            }
+            finished.signal()
+        }
+        written.wait()
+        let during = try store.publishedViews(after: since)
+        #expect(!during.views.contains { $0.uid == "late" }, "not committed yet")
+        try store.publishViews(replica: "b", changed: [view("z", on: "b")], gone: [])
+        let fast = try store.publishedViews(after: during.cursor)
+        #expect(fast.views.map(\.uid).contains("z"))
+        commit.signal()
+        finished.wait()
+        let caughtUp = try store.publishedViews(after: fast.cursor)
+        #expect(caughtUp.views.contains { $0.uid == "late" && $0.view?.replica == "c" }, "the late commit is read")
     }
 
     /// LISTEN/NOTIFY: a saved state and published views reach a listening replica as they commit, with the
@@ -549,9 +585,10 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         #expect(try store.appendVersion(draft(2)).number == 2)
     }
 
-    /// Replicas share package contents and keys through the database: a file pushed through one downloads
-    /// from another, which copies it once, checks its hash and keeps it; every replica signs and opens
-    /// downloads with the first replica's keys.
+    /// Replicas share package contents through the database: a file pushed through one downloads from another,
+    /// which copies it once, checks its hash and keeps it. Every replica publishes the public key the first
+    /// push signed with and opens download tokens with one key; the private key stays on each replica's disk,
+    /// and a replica with another key cannot push.
     @Test func packageContentsAndKeysAreSharedBetweenReplicas() async throws {
         let server = try PostgresTestServer.shared.get()
         let url = try server.makeDatabase()
@@ -563,15 +600,11 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
                 try? FileManager.default.removeItem(at: directory.deletingLastPathComponent())
             }
         }
-        // The first two data directories have keys of their own already (single policyd before replicas).
-        let ownA = try PackageSignature.loadOrCreateKey(at: directories[0].appendingPathComponent("signing.key"))
-        _ = try PackageSignature.loadOrCreateKey(at: directories[1].appendingPathComponent("signing.key"))
         let a = try PackageRepository(directory: directories[0], store: stores[0])
         let b = try PackageRepository(directory: directories[1], store: stores[1])
-        #expect(!a.localSigningKeySet, "the first replica's own key becomes the shared one")
-        #expect(b.localSigningKeySet, "a later replica's own key is set aside and said so")
-        #expect(a.publicKeyPEM == PackageSignature.publicKeyPEM(ownA.publicKey))
-        #expect(b.publicKeyPEM == a.publicKeyPEM)
+        // b was given a's key file (what an operator does for every replica that may lead); c has its own.
+        let keyOfA = directories[0].appendingPathComponent("signing.key")
+        let sameKey = try PackageRepository(directory: directories[2], store: stores[2], signingKeyFile: keyOfA)
         #expect(b.downloadToken(sha256: "ab") == a.downloadToken(sha256: "ab"))
 
         // 2.5 chunks, and a small one.
@@ -584,22 +617,27 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
                 continuation.finish()
             }
         }
-        let first = try await a.ingest(
-            name: "otelcol-contrib",
-            version: "0.150.0",
-            kind: .topLevel,
-            uploader: "t",
-            now: Date(),
-            body: body(big)
-        ).record
-        let small = try await a.ingest(
-            name: "otelcol-contrib",
-            version: "0.151.0",
-            kind: .topLevel,
-            uploader: "t",
-            now: Date(),
-            body: body(Array("tiny".utf8))
-        ).record
+        func push(_ repository: PackageRepository, _ version: String, _ bytes: [UInt8]) async throws -> PackageRecord {
+            try await repository.ingest(
+                name: "otelcol-contrib",
+                version: version,
+                kind: .topLevel,
+                uploader: "t",
+                now: Date(),
+                body: body(bytes)
+            ).record
+        }
+        let first = try await push(a, "0.150.0", big)
+        // The first push decided the fleet's key: every replica publishes it; one with another key cannot push
+        // (agents that pinned the key would refuse its packages), one with the same key can.
+        #expect(b.publicKeyPEM == a.publicKeyPEM)
+        #expect(!b.signsWithTheFleetKey && a.signsWithTheFleetKey && sameKey.signsWithTheFleetKey)
+        let refused = await #expect(throws: ControlPlaneError.self) {
+            _ = try await push(b, "0.151.0", Array("no".utf8))
+        }
+        #expect(refused?.message.contains("--package-signing-key") == true)
+        let small = try await push(sameKey, "0.151.0", Array("tiny".utf8))
+        #expect(try stores[0].packages().count == 2)
 
         // Twenty downloads at once on a replica that lacks the file: one copy, the same bytes, nothing left over.
         #expect(!FileManager.default.fileExists(atPath: b.file(sha256: first.sha256).path))
@@ -607,6 +645,7 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
             for _ in 0..<20 { group.addTask { try await b.ensureLocal(sha256: first.sha256) } }
             for try await present in group { #expect(present) }
         }
+        #expect(b.copiesStarted.withLockedValue { $0 } == 1)
         #expect(FileManager.default.contents(atPath: b.file(sha256: first.sha256).path) == Data(big))
         #expect(
             try FileManager.default.contentsOfDirectory(atPath: directories[1].appendingPathComponent("incoming").path)
@@ -614,19 +653,28 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         )
         #expect(try await !b.ensureLocal(sha256: String(repeating: "0", count: 64)), "unknown content is no file")
 
-        // A deleted package's content goes with it: a new replica cannot copy it.
+        // A deleted package stops downloading on every replica: b drops the copy it made, a new replica finds
+        // no content to copy.
+        #expect(try await b.ensureLocal(sha256: small.sha256))
         try a.remove(small)
-        let c = try PackageRepository(directory: directories[2], store: stores[2])
-        #expect(try await !c.ensureLocal(sha256: small.sha256))
-        #expect(c.publicKeyPEM == a.publicKeyPEM)
+        try await Task.sleep(for: .seconds(2.2))
+        #expect(try await !b.ensureLocal(sha256: small.sha256))
+        #expect(!FileManager.default.fileExists(atPath: b.file(sha256: small.sha256).path))
+        try server.psql("DELETE FROM packages", database: databaseName)
+        try await Task.sleep(for: .seconds(2.2))
+        #expect(try await !b.ensureLocal(sha256: first.sha256), "no record names it any more")
+        try stores[0].insertPackage(first)
 
-        // Content that does not hash to its name is never used.
+        // Content that does not hash to its name (one byte changed, same length) is never used, and a failed
+        // copy is not read again at once for the next agent.
         try server.psql(
-            "UPDATE package_chunks SET data = decode('00', 'hex') || data WHERE sha256 = '\(first.sha256)' AND seq = 1",
+            "UPDATE package_chunks SET data = set_byte(data, 10, (get_byte(data, 10) + 1) % 256) WHERE sha256 = '\(first.sha256)' AND seq = 1",
             database: databaseName
         )
         let d = try PackageRepository(directory: directories[3], store: stores[3])
         await #expect(throws: StoreError.self) { _ = try await d.ensureLocal(sha256: first.sha256) }
+        await #expect(throws: StoreError.self) { _ = try await d.ensureLocal(sha256: first.sha256) }
+        #expect(d.copiesStarted.withLockedValue { $0 } == 1)
         #expect(!FileManager.default.fileExists(atPath: d.file(sha256: first.sha256).path))
     }
 }

@@ -156,7 +156,12 @@ extension ControlPlaneAPI {
     /// `formToken` is the CSRF token of a plain HTML form (which cannot send headers).
     func checkBrowserRequest(_ request: Request, caller: Caller, formToken: String? = nil) throws {
         let origin = request.headers[.origin]
-        if let origin, !Self.sameOrigin(origin, host: request.head.authority) {
+        // A console write a follower forwarded here was sent to the follower: the origin must be that host.
+        let host =
+            request.headers[LeaderForwardingMiddleware.forwardedHeader] != nil
+            ? request.headers[LeaderForwardingMiddleware.forwardedHostHeader] ?? request.head.authority
+            : request.head.authority
+        if let origin, !Self.sameOrigin(origin, host: host) {
             throw APIError(
                 .forbidden,
                 code: "forbidden",

@@ -45,11 +45,17 @@ struct PackageDownloadMiddleware: RouterMiddleware {
         // A file another replica stored is copied here first (once, however many agents ask at the same time).
         let present: Bool
         do { present = try await self.repository.ensureLocal(sha256: hash) } catch {
-            throw APIError(
+            context.logger.warning(
+                "cannot copy a package file from the database",
+                metadata: ["sha256": "\(hash)", "error": "\(error)"]
+            )
+            var refusal = try APIError(
                 .serviceUnavailable,
                 code: "package_unavailable",
-                message: "the package file cannot be copied from the database yet: \(error)"
-            )
+                message: "this replica cannot serve the package file yet: retry in a minute"
+            ).response(from: request, context: context)
+            refusal.headers[.retryAfter] = "60"
+            return refusal
         }
         guard present else { throw APIError(.notFound, code: "not_found", message: "no such package file") }
         let file = self.repository.file(sha256: hash).path

@@ -55,7 +55,7 @@ public actor Controller {
     /// the newest write time read.
     private var remote: [String: PublishedView] = [:]
     private var remoteCache: [String: PublishedView?] = [:]
-    private var remoteReadUpTo: Date?
+    private var remoteCursor: Int64?
     private var lastViewRead = Date.distantPast
     private var lastStatePoll = Date.distantPast
     private var lastSecurityReload = Date.distantPast
@@ -355,8 +355,8 @@ public actor Controller {
     /// A replica without a heartbeat for this long has lost its agents.
     static let replicaMaxAge = 10.0
 
-    /// Agents connected to other replicas, judged there, kept up to date by reading only the views written
-    /// since the last read (a little before it: a write committed late with an earlier time is not missed).
+    /// Agents connected to other replicas, judged there, kept up to date by reading only the views committed
+    /// since the last read (in commit order, so a write that took long to commit is not missed).
     /// For the leader, a judgement made against another assignment than its own (the follower has not read
     /// the latest state yet) counts as pending.
     private func remoteViews(now: Date) -> [String: PublishedView] {
@@ -365,11 +365,9 @@ public actor Controller {
         guard leadership.takeViewNews() || now.timeIntervalSince(self.lastViewRead) >= 1 else { return self.remote }
         self.lastViewRead = now
         do {
-            let read = try leadership.coordination.publishedViews(
-                writtenAfter: self.remoteReadUpTo.map { $0.addingTimeInterval(-2) }
-            )
+            let read = try leadership.coordination.publishedViews(after: self.remoteCursor)
             for (uid, view) in read.views { self.remoteCache[uid] = view }
-            if let newest = read.newest { self.remoteReadUpTo = max(self.remoteReadUpTo ?? newest, newest) }
+            self.remoteCursor = read.cursor
             let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
             var views: [String: PublishedView] = [:]
             for (uid, cached) in self.remoteCache {

@@ -26,12 +26,29 @@ public final class PackageRepository: Sendable {
     /// Copies from the shared storage in progress, by SHA-256: a thousand agents asking a replica for a file
     /// it does not have yet start one copy, and all wait for it.
     private let copies = NIOLockedValueBox<[String: Task<Void, any Error>]>([:])
-    /// True when this data directory had a signing key of its own that is not the one the replicas share (it
-    /// was made before the replica joined; agents that pinned it must pin the shared one).
-    public let localSigningKeySet: Bool
+    /// Copies that failed, and when: not tried again for a while (a corrupted content would otherwise be read
+    /// whole from the database for every agent that retries).
+    private let failedCopies = NIOLockedValueBox<[String: Date]>([:])
+    /// Copies started (each reads a whole package from the database).
+    let copiesStarted = NIOLockedValueBox(0)
+    /// The content hashes package records name, as last read (with several replicas a file is served only
+    /// while a record names it: a package deleted through another replica stops downloading here too).
+    private let liveHashes = NIOLockedValueBox<(hashes: Set<String>, readAt: Date)?>(nil)
+    /// The public key the fleet's packages are signed with, once known (it never changes).
+    private let fleetKey = NIOLockedValueBox<Curve25519.Signing.PublicKey?>(nil)
+    /// Package transfers to and from the database, one at a time: each holds a pooled connection for as long
+    /// as it takes, and the lease and heartbeats need the others.
+    private static let transfers = DispatchQueue(label: "tailplane.package-transfers")
 
     /// Opens (or creates) the repository in `directory`, making the signing and download keys on first use.
-    public init(directory: URL, store: any ControlPlaneStore, maxPackageBytes: Int64 = 2 << 30) throws {
+    /// - Parameter signingKeyFile: the Ed25519 key packages are signed with (default
+    ///   `<directory>/signing.key`); replicas that take pushes need the same one.
+    public init(
+        directory: URL,
+        store: any ControlPlaneStore,
+        maxPackageBytes: Int64 = 2 << 30,
+        signingKeyFile: URL? = nil
+    ) throws {
         self.directory = directory
         self.store = store
         self.maxPackageBytes = maxPackageBytes
@@ -49,58 +66,46 @@ public final class PackageRepository: Sendable {
         } catch {
             throw StoreError("cannot create the package repository in \(directory.path): \(error.localizedDescription)")
         }
-        let signingFile = directory.appendingPathComponent("signing.key")
+        do {
+            self.signingKey = try PackageSignature.loadOrCreateKey(
+                at: signingKeyFile ?? directory.appendingPathComponent("signing.key")
+            )
+        } catch {
+            throw StoreError("package signing key: \(error.description)")
+        }
         let keyFile = directory.appendingPathComponent("download.key")
         let localDownloadKey = FileManager.default.contents(atPath: keyFile.path).flatMap { $0.count == 32 ? $0 : nil }
         self.shared = store as? any SharedPackageStorage
         if let shared = self.shared {
-            // Replicas share both keys through the database: the first replica's (its own files when it had
-            // them, so a single policyd that grows replicas keeps the key its agents pinned) stays.
+            // Download tokens open files on any replica: one key for all, the first replica's. It opens
+            // downloads only; the content is in the database already.
             do {
-                let local =
-                    FileManager.default.fileExists(atPath: signingFile.path)
-                    ? try PackageSignature.loadOrCreateKey(at: signingFile) : nil
-                let proposed = local ?? Curve25519.Signing.PrivateKey()
-                let raw = try shared.sharedKey(named: "package-signing", proposing: Array(proposed.rawRepresentation))
-                self.signingKey = try Curve25519.Signing.PrivateKey(rawRepresentation: raw)
-                self.localSigningKeySet = local.map { $0.rawRepresentation != Data(raw) } ?? false
-                let download = try shared.sharedKey(
-                    named: "package-download",
-                    proposing: localDownloadKey.map(Array.init)
-                        ?? SymmetricKey(size: .bits256).withUnsafeBytes(Array.init)
-                )
-                guard download.count == 32 else { throw StoreError("the shared download key is not 32 bytes") }
+                let proposed =
+                    localDownloadKey.map(Array.init) ?? SymmetricKey(size: .bits256).withUnsafeBytes(Array.init)
+                guard let download = try shared.sharedKey(named: "package-download", proposing: proposed),
+                    download.count == 32
+                else { throw StoreError("the shared download key is missing or not 32 bytes") }
                 self.downloadKey = SymmetricKey(data: download)
-            } catch let error as PackageSignature.KeyError {
-                throw StoreError("package signing key: \(error.description)")
             } catch let error as StoreError {
                 throw error
             } catch {
-                throw StoreError("package keys: \(error)")
+                throw StoreError("package download key: \(error)")
             }
+        } else if let bytes = localDownloadKey {
+            self.downloadKey = SymmetricKey(data: bytes)
         } else {
-            self.localSigningKeySet = false
-            do {
-                self.signingKey = try PackageSignature.loadOrCreateKey(at: signingFile)
-            } catch {
-                throw StoreError("package signing key: \(error.description)")
+            let key = SymmetricKey(size: .bits256)
+            let bytes = key.withUnsafeBytes { Data($0) }
+            guard
+                FileManager.default.createFile(
+                    atPath: keyFile.path,
+                    contents: bytes,
+                    attributes: [.posixPermissions: 0o600]
+                )
+            else {
+                throw StoreError("cannot write \(keyFile.path)")
             }
-            if let bytes = localDownloadKey {
-                self.downloadKey = SymmetricKey(data: bytes)
-            } else {
-                let key = SymmetricKey(size: .bits256)
-                let bytes = key.withUnsafeBytes { Data($0) }
-                guard
-                    FileManager.default.createFile(
-                        atPath: keyFile.path,
-                        contents: bytes,
-                        attributes: [.posixPermissions: 0o600]
-                    )
-                else {
-                    throw StoreError("cannot write \(keyFile.path)")
-                }
-                self.downloadKey = key
-            }
+            self.downloadKey = key
         }
         // Uploads cut short by a crash leave partial files here; none of them is a package.
         for leftover in (try? FileManager.default.contentsOfDirectory(atPath: self.incoming.path)) ?? [] {
@@ -119,6 +124,14 @@ public final class PackageRepository: Sendable {
         // The same for shared content, but only after an hour: another replica's upload may be between its
         // content and its record right now.
         try? self.shared?.removeUnreferencedPackageContent(olderThan: 3600)
+        // Files this replica has whose content the database lacks (pushed before the replicas shared a
+        // database, or a store that failed): stored now, so every replica can copy them.
+        if let shared = self.shared, let records = try? store.packages() {
+            for sha256 in Set(records.map(\.sha256))
+            where FileManager.default.fileExists(atPath: self.file(sha256: sha256).path) {
+                try? shared.storePackageContent(sha256: sha256, from: self.file(sha256: sha256))
+            }
+        }
     }
 
     private var incoming: URL { self.directory.appendingPathComponent("incoming") }
@@ -131,8 +144,29 @@ public final class PackageRepository: Sendable {
     /// The folder of stored files, each named by its SHA-256 in hex.
     var filesDirectory: URL { self.directory.appendingPathComponent("sha256") }
 
-    /// The public key agents pin, PEM.
-    public var publicKeyPEM: String { PackageSignature.publicKeyPEM(self.signingKey.publicKey) }
+    /// The public key agents pin, PEM: with several replicas, the key the fleet's packages are signed with
+    /// (recorded by the first push), whichever replica answers; otherwise this policyd's.
+    public var publicKeyPEM: String {
+        PackageSignature.publicKeyPEM(self.fleetPublicKey() ?? self.signingKey.publicKey)
+    }
+
+    /// False when the replicas' packages are signed with another key than this replica's: pushes through it
+    /// are refused while it leads (it is given the same key file as the others).
+    public var signsWithTheFleetKey: Bool {
+        self.fleetPublicKey().map { $0.rawRepresentation == self.signingKey.publicKey.rawRepresentation } ?? true
+    }
+
+    /// The public key recorded by the first push to a shared database, if any.
+    private func fleetPublicKey() -> Curve25519.Signing.PublicKey? {
+        if let known = self.fleetKey.withLockedValue({ $0 }) { return known }
+        guard let shared = self.shared, let raw = try? shared.sharedKey(named: Self.fleetKeyName, proposing: nil),
+            let key = try? Curve25519.Signing.PublicKey(rawRepresentation: raw)
+        else { return nil }
+        self.fleetKey.withLockedValue { $0 = key }
+        return key
+    }
+
+    private static let fleetKeyName = "package-signing-public"
 
     /// What an upload did.
     public struct Ingested: Sendable {
@@ -154,6 +188,20 @@ public final class PackageRepository: Sendable {
         body: Body
     ) async throws(ControlPlaneError) -> Ingested where Body.Element == ByteBuffer {
         if let problem = Self.nameProblem(name) ?? Self.versionProblem(version) { throw .badRequest(problem) }
+        if let shared = self.shared {
+            // The first push records the public key; every later one must sign with the same key, or agents
+            // that pinned it would refuse the package.
+            let own = self.signingKey.publicKey.rawRepresentation
+            let fleet: [UInt8]?
+            do { fleet = try shared.sharedKey(named: Self.fleetKeyName, proposing: Array(own)) } catch {
+                throw .store("\(error)")
+            }
+            guard fleet == Array(own) else {
+                throw .conflict(
+                    "this replica signs packages with another key than the one the fleet's packages are signed with: give every replica that may lead the same key (copy packages/signing.key from the replica that took the first push, or start each with --package-signing-key FILE) and restart this one"
+                )
+            }
+        }
         // Before the body streams in, so a wrong kind is refused without reading gigabytes.
         if let conflict = Self.kindConflict(name: name, kind: kind, (try? self.store.packages()) ?? []) {
             throw conflict
@@ -217,9 +265,26 @@ public final class PackageRepository: Sendable {
             uploader: uploader,
             uploadedAt: now
         )
+        if let shared = self.shared {
+            // The content first, outside the lock and on the transfer queue (seconds for a large package): a
+            // record other replicas read then has content they can copy.
+            do {
+                try await Self.transfer { try shared.storePackageContent(sha256: record.sha256, from: temporary) }
+            } catch {
+                try? FileManager.default.removeItem(at: temporary)
+                throw .store("\(error)")
+            }
+        }
         self.mutation.lock()
         defer { self.mutation.unlock() }
         return try self.commit(record, from: temporary)
+    }
+
+    /// Runs a blocking transfer on the transfer queue.
+    private static func transfer<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            Self.transfers.async { continuation.resume(with: Result { try body() }) }
+        }
     }
 
     /// The last step of an upload: the file moves in (or is dropped, when the same bytes are stored already) and
@@ -247,8 +312,6 @@ public final class PackageRepository: Sendable {
             moved = true
         }
         do {
-            // The content first: a record other replicas can read always has content they can copy.
-            try self.shared?.storePackageContent(sha256: record.sha256, from: target)
             try self.store.insertPackage(record)
         } catch {
             if moved { try? FileManager.default.removeItem(at: target) }
@@ -259,12 +322,35 @@ public final class PackageRepository: Sendable {
 
     /// Makes sure the file with this SHA-256 is in this replica's data directory, copying it from the shared
     /// storage when another replica stored it (the copy is checked against the hash before it is used).
-    /// Returns `false` when no replica has it.
+    /// Returns `false` when no package has it (with several replicas, also when its package was deleted
+    /// through another replica: the local copy goes too).
     func ensureLocal(sha256: String) async throws -> Bool {
-        if FileManager.default.fileExists(atPath: self.file(sha256: sha256).path) { return true }
+        let file = self.file(sha256: sha256)
+        if self.shared != nil, !self.isLive(sha256) {
+            try? FileManager.default.removeItem(at: file)
+            return false
+        }
+        if FileManager.default.fileExists(atPath: file.path) { return true }
         guard self.shared != nil else { return false }
         try await self.copy(sha256: sha256).value
-        return FileManager.default.fileExists(atPath: self.file(sha256: sha256).path)
+        return FileManager.default.fileExists(atPath: file.path)
+    }
+
+    /// Whether a package record names this content: read again at most every 2 s when it does, every half
+    /// second when it does not (a package pushed a moment ago through another replica).
+    private func isLive(_ sha256: String) -> Bool {
+        let now = Date()
+        let cached = self.liveHashes.withLockedValue { $0 }
+        if let cached {
+            let age = now.timeIntervalSince(cached.readAt)
+            let known = cached.hashes.contains(sha256)
+            if (known && age < 2) || (!known && age < 0.5) { return known }
+        }
+        // A database that does not answer keeps the last answer (or serves, when there is none).
+        guard let records = try? self.store.packages() else { return cached?.hashes.contains(sha256) ?? true }
+        let hashes = Set(records.map(\.sha256))
+        self.liveHashes.withLockedValue { $0 = (hashes, now) }
+        return hashes.contains(sha256)
     }
 
     /// Starts copying a file this replica does not have yet (once per file, whoever asks), so it is here
@@ -282,33 +368,38 @@ public final class PackageRepository: Sendable {
         }
     }
 
-    /// The copy itself, on a thread of its own: the store blocks, and a large package takes seconds.
+    /// A copy failed less than this long ago: not tried again yet.
+    static let copyRetrySeconds: Double = 30
+
+    /// The copy itself, on the transfer queue.
     private func copyFromShared(sha256: String) async throws {
         guard let shared = self.shared, !FileManager.default.fileExists(atPath: self.file(sha256: sha256).path)
         else { return }
+        if let failed = self.failedCopies.withLockedValue({ $0[sha256] }),
+            Date().timeIntervalSince(failed) < Self.copyRetrySeconds
+        {
+            throw StoreError("copying package file \(sha256) failed less than \(Int(Self.copyRetrySeconds)) s ago")
+        }
         let temporary = self.incoming.appendingPathComponent(UUID().uuidString)
         let target = self.file(sha256: sha256)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            DispatchQueue.global().async {
-                do {
-                    defer { try? FileManager.default.removeItem(at: temporary) }
-                    guard try shared.loadPackageContent(sha256: sha256, into: temporary) else {
-                        continuation.resume()
-                        return
-                    }
-                    let digest = try Self.sha256(of: temporary)
-                    guard digest == sha256 else {
-                        throw StoreError("the stored content of package file \(sha256) hashes to \(digest)")
-                    }
-                    if !FileManager.default.fileExists(atPath: target.path), rename(temporary.path, target.path) != 0 {
-                        throw StoreError("cannot move the package into \(self.filesDirectory.path)")
-                    }
-                    continuation.resume()
-                } catch {
-                    continuation.resume(throwing: error)
+        let directory = self.filesDirectory
+        self.copiesStarted.withLockedValue { $0 += 1 }
+        do {
+            try await Self.transfer {
+                defer { try? FileManager.default.removeItem(at: temporary) }
+                guard let digest = try shared.loadPackageContent(sha256: sha256, into: temporary) else { return }
+                guard digest == sha256 else {
+                    throw StoreError("the stored content of package file \(sha256) hashes to \(digest)")
+                }
+                if !FileManager.default.fileExists(atPath: target.path), rename(temporary.path, target.path) != 0 {
+                    throw StoreError("cannot move the package into \(directory.path)")
                 }
             }
+        } catch {
+            self.failedCopies.withLockedValue { $0[sha256] = Date() }
+            throw error
         }
+        self.failedCopies.withLockedValue { _ = $0.removeValue(forKey: sha256) }
     }
 
     /// The SHA-256 (hex) of a file, read a chunk at a time.

@@ -21,6 +21,10 @@ struct LeaderForwardingMiddleware: RouterMiddleware {
 
     /// Marks a forwarded request, so a replica that is not the leader (leadership moving) does not send it on.
     static var forwardedHeader: HTTPField.Name { HTTPField.Name("Tailplane-Forwarded-By")! }
+    /// The host a forwarded request was sent to (the follower's): the leader checks a browser's `Origin`
+    /// against it, so the console works on any replica. Browsers cannot set it on a request to another site
+    /// without a CORS preflight, which policyd does not grant.
+    static var forwardedHostHeader: HTTPField.Name { HTTPField.Name("Tailplane-Forwarded-Host")! }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response)
         async throws -> Response
@@ -43,10 +47,14 @@ struct LeaderForwardingMiddleware: RouterMiddleware {
         }
         var forwarded = HTTPClientRequest(url: leaderAPI + request.uri.description)
         forwarded.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
-        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+        for field in request.headers
+        where !Self.hopByHop.contains(field.name.canonicalName) && field.name != Self.forwardedHostHeader {
             forwarded.headers.add(name: field.name.rawName, value: field.value)
         }
         forwarded.headers.add(name: Self.forwardedHeader.rawName, value: self.leadership.replica)
+        if let host = request.head.authority {
+            forwarded.headers.add(name: Self.forwardedHostHeader.rawName, value: host)
+        }
         // The leader's audit log names the caller, not this replica.
         forwarded.headers.add(name: "X-Forwarded-For", value: context.remote)
         if let length = request.headers[.contentLength].flatMap(Int64.init) {

@@ -58,10 +58,10 @@ public protocol ReplicaCoordination: Sendable {
     /// replica, replaces it), and withdraws those no longer connected here (only where this replica wrote
     /// them last: an agent that moved stays with its new replica).
     func publishViews(replica: String, changed: [PublishedView], gone: [String]) throws
-    /// Views written or withdrawn after `since` (all when `nil`): a withdrawn agent comes with no view.
-    func publishedViews(writtenAfter since: Date?) throws -> (
-        views: [(uid: String, view: PublishedView?)], newest: Date?
-    )
+    /// Views written or withdrawn since `cursor` was handed out (all when `nil`), and the cursor for the next
+    /// read. In commit order: a write that took long to commit is read after it commits, never skipped.
+    /// Withdrawn agents come with no view; a view may come again unchanged.
+    func publishedViews(after cursor: Int64?) throws -> (views: [(uid: String, view: PublishedView?)], cursor: Int64)
     /// Listens for news from the other replicas (LISTEN/NOTIFY), reconnecting after a loss: `handler` gets
     /// what happened and the sender's database time.
     func listen(_ handler: @escaping @Sendable (_ news: ReplicaNews, _ sentAt: Double?) -> Void)

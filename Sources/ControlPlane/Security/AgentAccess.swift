@@ -369,10 +369,16 @@ public final class AgentAccess: AgentAccessPolicy {
                 case .certificateRequest(let request):
                     let before = state.requests[request.instanceUID]
                     state.requests[request.instanceUID] = request
-                    // Only a decision seen happening: a replica that starts does not offer old certificates again.
-                    if before?.state == .pending, request.state == .approved, let pem = request.certificatePEM,
-                        let bundle
+                    // Only a decision seen happening, on the request this replica had waiting (not one the agent has
+                    // replaced since): a replica that starts does not offer old certificates again.
+                    if before?.state == .pending, before?.pem == request.pem, request.state == .approved,
+                        let pem = request.certificatePEM
                     {
+                        guard let bundle else {
+                            // Without the CA bundle nothing can be offered: kept waiting here, tried on the next read.
+                            state.requests[request.instanceUID] = before
+                            continue
+                        }
                         news.approved.append(
                             (
                                 request.instanceUID,
@@ -459,7 +465,17 @@ public final class AgentAccess: AgentAccessPolicy {
 
     /// Approves or denies a waiting CSR. Approval signs it and returns the certificate to offer.
     public func decide(_ uid: String, approve: Bool, actor: String) throws -> OfferedCertificate? {
-        guard var request = self.state.withLockedValue({ $0.requests[uid] }), request.state == .pending else {
+        // The request as stored: with several replicas, the agent may have replaced it through another one a
+        // moment ago, and the key approved must be the one it holds now.
+        let stored = try self.store.securityRecords().lazy.compactMap { record -> CertificateRequestRecord? in
+            if case .certificateRequest(let request) = record, request.instanceUID == uid { return request }
+            return nil
+        }.first
+        let known = self.state.withLockedValue { $0.requests[uid] }
+        let pendingHere = self.state.withLockedValue { state in
+            state.unsaved.contains { $0.key.kind == "certificate_request" && $0.key.id == uid }
+        }
+        guard var request = pendingHere ? known : (stored ?? known), request.state == .pending else {
             throw ControlPlaneError.notFound("no pending certificate request from agent \(uid)")
         }
         request.decidedBy = actor

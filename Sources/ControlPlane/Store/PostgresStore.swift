@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -16,7 +17,7 @@ import PostgresNIO
 /// transaction on one pooled connection.
 public final class PostgresStore: ControlPlaneStore {
     private let configuration: PostgresStoreConfiguration
-    private let pool: BlockingConnectionPool
+    let pool: BlockingConnectionPool
     private let connectionConfiguration: PostgresConnection.Configuration
     /// The connection notifications arrive on (not pooled: it only listens).
     private let listener = NIOLockedValueBox<PostgresConnection?>(nil)
@@ -267,6 +268,14 @@ public final class PostgresStore: ControlPlaneStore {
                 """,
                 // Packages are compressed already: kept out of line, and not compressed again.
                 "ALTER TABLE package_chunks ALTER COLUMN data SET STORAGE EXTERNAL",
+            ]
+        ),
+        (
+            "v4-view-order",
+            [
+                // The writing transaction's id: the leader reads views in commit order, not by clock.
+                "ALTER TABLE agent_views ADD COLUMN xid BIGINT NOT NULL DEFAULT 0",
+                "CREATE INDEX agent_views_by_xid ON agent_views(xid)",
             ]
         ),
     ]
@@ -735,19 +744,20 @@ extension PostgresStore: SharedPackageStorage {
     /// Bytes per stored chunk: one row each, so neither side ever holds more than this of a package.
     static let packageChunkBytes = 1 << 20
 
-    public func sharedKey(named name: String, proposing proposed: [UInt8]) throws -> [UInt8] {
+    public func sharedKey(named name: String, proposing proposed: [UInt8]?) throws -> [UInt8]? {
         try self.transaction("reading the shared key \(name)") { session in
-            let offered = ByteBuffer(bytes: proposed)
-            _ = try session.query(
-                """
-                INSERT INTO shared_keys (name, key, created_at) VALUES (\(name), \(offered), now())
-                ON CONFLICT (name) DO NOTHING
-                """
-            )
-            guard let row = try session.query("SELECT key FROM shared_keys WHERE name = \(name)").first else {
-                throw StoreError("the shared key \(name) is missing right after it was stored")
+            if let proposed {
+                let offered = ByteBuffer(bytes: proposed)
+                _ = try session.query(
+                    """
+                    INSERT INTO shared_keys (name, key, created_at) VALUES (\(name), \(offered), now())
+                    ON CONFLICT (name) DO NOTHING
+                    """
+                )
             }
-            return Array(buffer: try row.decode(ByteBuffer.self))
+            return try session.query("SELECT key FROM shared_keys WHERE name = \(name)").first.map {
+                Array(buffer: try $0.decode(ByteBuffer.self))
+            }
         }
     }
 
@@ -762,14 +772,15 @@ extension PostgresStore: SharedPackageStorage {
         }
         let chunks = Int((size + Int64(Self.packageChunkBytes) - 1) / Int64(Self.packageChunkBytes))
         try self.transaction("storing package content \(sha256)") { session in
-            // A second store of the same bytes (from this replica or another) waits for the first and stops here.
+            // Stored already (an earlier push, another replica): refreshed, not read again. A store of the same
+            // bytes running at this moment holds the row: this waits for it (up to the lock timeout).
             let inserted = try session.query(
                 """
                 INSERT INTO package_content (sha256, size, chunks, stored_at) VALUES (\(sha256), \(size), \(chunks), now())
-                ON CONFLICT (sha256) DO NOTHING RETURNING sha256
+                ON CONFLICT (sha256) DO UPDATE SET stored_at = now() RETURNING (xmax = 0)
                 """
-            )
-            guard inserted.first != nil else { return }
+            ).first.map { try $0.decode(Bool.self) }
+            guard inserted == true else { return }
             guard let handle = try? FileHandle(forReadingFrom: file) else {
                 throw StoreError("storing package content \(sha256): cannot open \(file.path)")
             }
@@ -792,26 +803,23 @@ extension PostgresStore: SharedPackageStorage {
         }
     }
 
-    public func loadPackageContent(sha256: String, into file: URL) throws -> Bool {
-        // One chunk per statement, so memory holds one chunk; a snapshot makes every chunk come from one
-        // stored content even if it is deleted meanwhile.
-        try self.transaction("reading package content \(sha256)") { session in
+    public func loadPackageContent(sha256: String, into file: URL) throws -> String? {
+        guard FileManager.default.createFile(atPath: file.path, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let handle = try? FileHandle(forWritingTo: file)
+        else {
+            throw StoreError("reading package content \(sha256): cannot write \(file.path)")
+        }
+        defer { try? handle.close() }
+        // One chunk per statement, so memory holds one chunk, hashed as it is written; a snapshot makes every
+        // chunk come from one stored content even if it is deleted meanwhile. The file is flushed to disk after
+        // the transaction: a slow disk must not hold it open (the session's idle timeout would end it).
+        let digest = try self.transaction("reading package content \(sha256)") { session -> String? in
             _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             guard
                 let row = try session.query("SELECT size, chunks FROM package_content WHERE sha256 = \(sha256)").first
-            else { return false }
+            else { return nil }
             let (size, chunks) = try row.decode((Int64, Int).self)
-            guard
-                FileManager.default.createFile(
-                    atPath: file.path,
-                    contents: nil,
-                    attributes: [.posixPermissions: 0o600]
-                ),
-                let handle = try? FileHandle(forWritingTo: file)
-            else {
-                throw StoreError("reading package content \(sha256): cannot write \(file.path)")
-            }
-            defer { try? handle.close() }
+            var hasher = SHA256()
             var written: Int64 = 0
             for seq in 0..<chunks {
                 guard
@@ -822,6 +830,7 @@ extension PostgresStore: SharedPackageStorage {
                     throw StoreError("reading package content \(sha256): chunk \(seq) of \(chunks) is missing")
                 }
                 let buffer = try chunk.decode(ByteBuffer.self)
+                buffer.withUnsafeReadableBytes { hasher.update(bufferPointer: $0) }
                 do {
                     try handle.write(contentsOf: Data(buffer.readableBytesView))
                 } catch {
@@ -832,11 +841,13 @@ extension PostgresStore: SharedPackageStorage {
             guard written == size else {
                 throw StoreError("reading package content \(sha256): \(written) bytes stored of \(size)")
             }
-            do { try handle.synchronize() } catch {
-                throw StoreError("reading package content \(sha256): writing \(file.path): \(error)")
-            }
-            return true
+            return hasher.finalize().map { String(format: "%02x", $0) }.joined()
         }
+        guard let digest else { return nil }
+        do { try handle.synchronize() } catch {
+            throw StoreError("reading package content \(sha256): writing \(file.path): \(error)")
+        }
+        return digest
     }
 
     public func removeUnreferencedPackageContent(olderThan seconds: Double) throws {
@@ -1073,10 +1084,11 @@ extension PostgresStore: ReplicaCoordination {
             if !changed.isEmpty {
                 _ = try session.query(
                     """
-                    INSERT INTO agent_views (uid, replica, view, written_at)
-                    SELECT u, \(replica), v, now() FROM unnest(\(uids)::text[], \(json)::text[]) AS t(u, v)
+                    INSERT INTO agent_views (uid, replica, view, written_at, xid)
+                    SELECT u, \(replica), v, now(), pg_current_xact_id()::text::bigint
+                    FROM unnest(\(uids)::text[], \(json)::text[]) AS t(u, v)
                     ON CONFLICT (uid) DO UPDATE SET replica = excluded.replica, view = excluded.view,
-                        written_at = excluded.written_at
+                        written_at = excluded.written_at, xid = excluded.xid
                     """
                 )
             }
@@ -1086,7 +1098,7 @@ extension PostgresStore: ReplicaCoordination {
             if !gone.isEmpty {
                 _ = try session.query(
                     """
-                    UPDATE agent_views SET view = NULL, written_at = now()
+                    UPDATE agent_views SET view = NULL, written_at = now(), xid = pg_current_xact_id()::text::bigint
                     WHERE replica = \(replica) AND uid = ANY(\(gone)::text[])
                     """
                 )
@@ -1094,25 +1106,29 @@ extension PostgresStore: ReplicaCoordination {
         }
     }
 
-    public func publishedViews(writtenAfter since: Date?) throws
-        -> (views: [(uid: String, view: PublishedView?)], newest: Date?)
-    {
-        try self.read("reading agent views") { session in
-            var newest: Date?
+    public func publishedViews(after cursor: Int64?) throws -> (
+        views: [(uid: String, view: PublishedView?)], cursor: Int64
+    ) {
+        // Commit order, not time: a write's `now()` is when its transaction began, so one that took long to
+        // commit could carry a time older than views already read. Every transaction this read does not see
+        // has an id at least the snapshot's xmin: the next read asks for those, and sees each such write once
+        // it committed (rows seen already may come again; the newest value wins).
+        try self.transaction("reading agent views") { session in
+            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            guard
+                let horizon = try session.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").first
+            else { throw StoreError("reading agent views: no snapshot") }
+            let next = try horizon.decode(Int64.self)
             let views = try session.query(
-                """
-                SELECT uid, view, written_at FROM agent_views
-                WHERE \(since)::timestamptz IS NULL OR written_at > \(since)
-                """
+                "SELECT uid, view FROM agent_views WHERE \(cursor)::bigint IS NULL OR xid >= \(cursor)"
             ).map { row -> (uid: String, view: PublishedView?)? in
-                let (uid, view, writtenAt) = try row.decode((String, String?, Date).self)
-                newest = max(newest ?? writtenAt, writtenAt)
+                let (uid, view) = try row.decode((String, String?).self)
                 guard let view else { return (uid, nil) }
                 // One view a newer policyd wrote in a shape this one does not read stops no one else's.
                 guard let decoded = try? self.decode(PublishedView.self, view) else { return nil }
                 return (uid, decoded)
             }.compactMap { $0 }
-            return (views, newest)
+            return (views, next)
         }
     }
 

@@ -143,19 +143,21 @@ public protocol ControlPlaneStore: Sendable {
     func deletePackage(name: String, version: String) throws
 }
 
-/// Package contents and keys kept where every replica reads them (the PostgreSQL store). With it, a package
-/// pushed through one replica downloads from any, and every replica signs and opens downloads with the same
-/// keys; without it (SQLite, one policyd), the data directory is the only place they live.
+/// Package contents and shared keys kept where every replica reads them (the PostgreSQL store). With it, a
+/// package pushed through one replica downloads from any, every replica opens download tokens with the same
+/// key, and all know the public key packages are signed with. The private signing key is not kept there:
+/// whoever can read the database must not be able to sign packages agents trust. Without it (SQLite, one
+/// policyd), the data directory is the only place they live.
 public protocol SharedPackageStorage: Sendable {
-    /// The key stored under `name`; when there is none yet, `proposed` is stored and returned (the first
-    /// replica to start decides, and every later one gets its key).
-    func sharedKey(named name: String, proposing proposed: [UInt8]) throws -> [UInt8]
-    /// Stores the bytes of `file` under their SHA-256 (hex), read a chunk at a time. Nothing happens when that
-    /// content is stored already.
+    /// The key stored under `name`. When there is none yet and `proposed` is given, `proposed` is stored and
+    /// returned (the first replica decides, every later one gets its key); `nil` proposes nothing.
+    func sharedKey(named name: String, proposing proposed: [UInt8]?) throws -> [UInt8]?
+    /// Stores the bytes of `file` under their SHA-256 (hex), read a chunk at a time. When that content is
+    /// stored already, nothing is read (it is marked as just stored, so a sweep of leftovers spares it).
     func storePackageContent(sha256: String, from file: URL) throws
-    /// Writes the content stored under `sha256` into `file`, a chunk at a time, and returns `false` when none
-    /// is stored. The caller checks the hash of what it got.
-    func loadPackageContent(sha256: String, into file: URL) throws -> Bool
+    /// Writes the content stored under `sha256` into `file`, a chunk at a time, and returns the SHA-256 (hex)
+    /// of what it wrote, or `nil` when none is stored. The caller compares the hash.
+    func loadPackageContent(sha256: String, into file: URL) throws -> String?
     /// Drops content that no package record names and that was stored more than `seconds` ago (left by an
     /// upload cut short between its content and its record).
     func removeUnreferencedPackageContent(olderThan seconds: Double) throws

@@ -198,23 +198,27 @@ public actor Controller {
         self.maybeRecount(now: now)
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         let remote = self.remoteViews(now: now)
-        // An agent that moved to another replica is judged there; this replica's stale session does not count.
-        // Connected here and there (a half-open session here): the fresher report wins.
-        func elsewhere(_ uid: String, connected: Bool, lastSeen: Date) -> Bool {
-            guard let other = remote[uid] else { return false }
-            return !connected || other.view.lastSeen > lastSeen
+        // One entry per agent: an agent that moved to another replica is judged there, and this replica's stale
+        // session does not count; connected on both (a half-open session), the fresher report wins; connected
+        // nowhere, the later report.
+        func remoteWins(_ other: PublishedView, here: (connected: Bool, lastSeen: Date)?) -> Bool {
+            guard let here else { return true }
+            switch (here.connected, other.view.connected) {
+            case (true, false): return false
+            case (false, true): return true
+            default: return other.view.lastSeen > here.lastSeen
+            }
         }
-        let local = views.map(\.view).filter { !elsewhere($0.uid, connected: $0.connected, lastSeen: $0.lastSeen) }
-        let present = snapshot.filter {
-            !elsewhere($0.instanceUID.description, connected: $0.connected, lastSeen: $0.lastSeen)
-        }
-        let connectedHere = Dictionary(
-            views.lazy.filter { $0.view.connected }.map { ($0.view.uid, $0.view.lastSeen) },
+        let here = Dictionary(
+            views.lazy.map { ($0.view.uid, (connected: $0.view.connected, lastSeen: $0.view.lastSeen)) },
             uniquingKeysWith: { first, _ in first }
         )
-        let others = remote.values.filter { entry in
-            connectedHere[entry.view.uid].map { $0 < entry.view.lastSeen } ?? true
+        func elsewhere(_ uid: String) -> Bool {
+            remote[uid].map { remoteWins($0, here: here[uid]) } ?? false
         }
+        let local = views.map(\.view).filter { !elsewhere($0.uid) }
+        let present = snapshot.filter { !elsewhere($0.instanceUID.description) }
+        let others = remote.values.filter { remoteWins($0, here: here[$0.view.uid]) }
         let before = self.state
         let events = self.engine.step(
             &self.state,
@@ -354,6 +358,8 @@ public actor Controller {
 
     /// A replica without a heartbeat for this long has lost its agents.
     static let replicaMaxAge = 10.0
+    /// Another replica's agent disconnected this long ago is no longer followed through its view.
+    static let remoteForgetSeconds = 3600.0
 
     /// Agents connected to other replicas, judged there, kept up to date by reading only the views committed
     /// since the last read (in commit order, so a write that took long to commit is not missed).
@@ -366,12 +372,26 @@ public actor Controller {
         self.lastViewRead = now
         do {
             let read = try leadership.coordination.publishedViews(after: self.remoteCursor)
-            for (uid, view) in read.views { self.remoteCache[uid] = view }
+            for (uid, view) in read.views {
+                if let view {
+                    self.remoteCache[uid] = view
+                } else if var last = self.remoteCache[uid] ?? nil {
+                    // Withdrawn: disconnected since its last report there, so the ring's grace period counts
+                    // from then, as for an agent of this replica (not from when this replica took over).
+                    last.view.connected = false
+                    self.remoteCache[uid] = last
+                }
+            }
             self.remoteCursor = read.cursor
             let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
             var views: [String: PublishedView] = [:]
             for (uid, cached) in self.remoteCache {
-                guard var entry = cached, entry.replica != leadership.replica, live.contains(entry.replica) else {
+                guard var entry = cached, entry.replica != leadership.replica else { continue }
+                // A replica that went quiet: its agents are disconnected since their last report there.
+                if !live.contains(entry.replica) { entry.view.connected = false }
+                // Long gone: left to the agent records, as this replica's own agents are.
+                if !entry.view.connected, now.timeIntervalSince(entry.view.lastSeen) > Self.remoteForgetSeconds {
+                    self.remoteCache[uid] = nil
                     continue
                 }
                 if entry.assignment != self.state.assignments[uid] { entry.view.progress = .pending }

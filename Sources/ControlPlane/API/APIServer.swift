@@ -86,12 +86,21 @@ public struct APIError: HTTPResponseError {
     public var code: String
     public var message: String
     public var rejection: ApplyRejection?
+    /// Sent as `Retry-After` (a refusal the caller should try again later).
+    public var retryAfterSeconds: Int?
 
-    public init(_ status: HTTPResponse.Status, code: String, message: String, rejection: ApplyRejection? = nil) {
+    public init(
+        _ status: HTTPResponse.Status,
+        code: String,
+        message: String,
+        rejection: ApplyRejection? = nil,
+        retryAfterSeconds: Int? = nil
+    ) {
         self.status = status
         self.code = code
         self.message = message
         self.rejection = rejection
+        self.retryAfterSeconds = retryAfterSeconds
     }
 
     struct Body: Encodable {
@@ -117,6 +126,7 @@ public struct APIError: HTTPResponseError {
         )
         var headers: HTTPFields = [.contentType: "application/json"]
         if self.status == .unauthorized { headers[.wwwAuthenticate] = "Bearer realm=\"policyd\"" }
+        if let seconds = self.retryAfterSeconds { headers[.retryAfter] = String(seconds) }
         return Response(
             status: self.status,
             headers: headers,

@@ -49,13 +49,12 @@ struct PackageDownloadMiddleware: RouterMiddleware {
                 "cannot copy a package file from the database",
                 metadata: ["sha256": "\(hash)", "error": "\(error)"]
             )
-            var refusal = try APIError(
+            return try APIError(
                 .serviceUnavailable,
                 code: "package_unavailable",
-                message: "this replica cannot serve the package file yet: retry in a minute"
+                message: "this replica cannot serve the package file yet: retry in a minute",
+                retryAfterSeconds: 60
             ).response(from: request, context: context)
-            refusal.headers[.retryAfter] = "60"
-            return refusal
         }
         guard present else { throw APIError(.notFound, code: "not_found", message: "no such package file") }
         let file = self.repository.file(sha256: hash).path

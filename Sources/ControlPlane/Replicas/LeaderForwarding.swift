@@ -35,15 +35,14 @@ struct LeaderForwardingMiddleware: RouterMiddleware {
             return try await next(request, context)
         }
         guard let leaderAPI, request.headers[Self.forwardedHeader] == nil else {
-            var refusal = try APIError(
+            return try APIError(
                 .serviceUnavailable,
                 code: "no_leader",
                 message: request.headers[Self.forwardedHeader] == nil
                     ? "no replica leads yet: retry in a few seconds"
-                    : "leadership is moving between replicas: retry in a few seconds"
+                    : "leadership is moving between replicas: retry in a few seconds",
+                retryAfterSeconds: 2
             ).response(from: request, context: context)
-            refusal.headers[.retryAfter] = "2"
-            return refusal
         }
         var forwarded = HTTPClientRequest(url: leaderAPI + request.uri.description)
         forwarded.method = NIOHTTP1.HTTPMethod(rawValue: request.method.rawValue)
@@ -66,13 +65,12 @@ struct LeaderForwardingMiddleware: RouterMiddleware {
         do {
             response = try await HTTPClient.shared.execute(forwarded, timeout: .seconds(600))
         } catch {
-            var refusal = try APIError(
+            return try APIError(
                 .serviceUnavailable,
                 code: "no_leader",
-                message: "the leader (\(leaderAPI)) did not answer: \(error); retry in a few seconds"
+                message: "the leader (\(leaderAPI)) did not answer: \(error); retry in a few seconds",
+                retryAfterSeconds: 2
             ).response(from: request, context: context)
-            refusal.headers[.retryAfter] = "2"
-            return refusal
         }
         var headers = HTTPFields()
         for (name, value) in response.headers

@@ -120,7 +120,8 @@ let package = Package(
             // The web console's templates, stylesheet and script, compiled into the binary.
             resources: [
                 "layout.mustache", "fleet.mustache", "fleet-summary.mustache", "agent.mustache",
-                "diff-section.mustache", "policies.mustache", "versions.mustache", "version-diff.mustache",
+                "diff-section.mustache", "policies.mustache", "versions.mustache", "packages.mustache",
+                "version-diff.mustache",
                 "rollout.mustache", "rollout-progress.mustache", "login.mustache", "error.mustache", "message.mustache",
                 "console.css", "console.js",
             ].map { .embedInCode("Console/Resources/\($0)") },

@@ -247,7 +247,8 @@ public enum Reports {
 
     static func pct(_ value: Double) -> String { String(format: "%.1f %%", value) }
 
-    static func bytes(_ value: Int64) -> String {
+    /// A size in bytes as people read it: `512 B`, `96.4 MiB`.
+    public static func bytes(_ value: Int64) -> String {
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var amount = Double(value)
         var unit = 0

@@ -39,6 +39,10 @@ struct ClientFailure: Error {
     var message: String
     var exitCode: ExitCode
     var body: [UInt8] = []
+    /// The API's error code, when the answer had one.
+    var code: String? = nil
+    /// The answer's `Retry-After`, in seconds (1–10).
+    var retryAfter: Int? = nil
 }
 
 /// A thin JSON client for the policyd API.
@@ -50,6 +54,12 @@ struct APIClient {
             var code: String
             var message: String
             var diagnostics: [Diagnostic]?
+            var fleetDiagnostics: [FleetProblem]?
+        }
+        /// A problem with `fleet.yaml` or the packages it pins.
+        struct FleetProblem: Decodable {
+            var message: String
+            var suggestion: String?
         }
         var error: Inner
     }
@@ -96,7 +106,20 @@ struct APIClient {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: Array(data)))
         }
-        return try await self.send(request, timeout: .seconds(60))
+        // While replicas elect a leader, a write answers 503 `no_leader` having done nothing: sent again after
+        // the `Retry-After` the server gives, for up to 30 s.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                return try await self.send(request, timeout: .seconds(60))
+            } catch let failure as ClientFailure {
+                guard let wait = failure.retryAfter, failure.code == "no_leader",
+                    ContinuousClock.now + .seconds(wait) < deadline
+                else { throw failure }
+                printError("\(failure.message) (retrying in \(wait) s)")
+                try await Task.sleep(for: .seconds(wait))
+            }
+        }
     }
 
     /// Sends a prepared request; returns the body of a 2xx answer, throws ``ClientFailure`` otherwise.
@@ -116,7 +139,12 @@ struct APIClient {
             let parsed = try? Self.decoder.decode(ErrorBody.self, from: Data(bytes))
             let message = parsed?.error.message ?? "\(response.status.code) \(response.status.reasonPhrase)"
             let code: ExitCode = response.status.code == 422 ? Exit.problems : Exit.usage
-            throw ClientFailure(message: message, exitCode: code, body: bytes)
+            var failure = ClientFailure(message: message, exitCode: code, body: bytes)
+            failure.code = parsed?.error.code
+            failure.retryAfter = response.headers.first(name: "Retry-After").flatMap(Int.init).map {
+                min(max($0, 1), 10)
+            }
+            throw failure
         }
         return bytes
     }

@@ -156,6 +156,11 @@ struct PackagesCommand: AsyncParsableCommand {
         @Flag(help: "Follow the rollout until it ends.") var wait = false
         @Flag(help: "Replace a rollout in progress.") var supersede = false
         @Flag(help: "Check and plan on the server; store nothing.") var dryRun = false
+        @Option(
+            name: .customLong("accept-change"),
+            help: "A collector behaviour change the upgrade may cross (its id, as a refusal names it; repeatable)."
+        )
+        var acceptChanges: [String] = []
         @OptionGroup var server: ServerOptions
 
         struct Body: Encodable {
@@ -163,6 +168,7 @@ struct PackagesCommand: AsyncParsableCommand {
             var message: String?
             var supersede: Bool
             var dryRun: Bool
+            var acceptChanges: [String]
         }
 
         func run() async throws {
@@ -177,7 +183,8 @@ struct PackagesCommand: AsyncParsableCommand {
                             tiers: self.tiers,
                             message: self.message,
                             supersede: self.supersede,
-                            dryRun: self.dryRun
+                            dryRun: self.dryRun,
+                            acceptChanges: self.acceptChanges
                         )
                     )
                 } catch let failure as ClientFailure where failure.exitCode == Exit.problems {

@@ -182,6 +182,13 @@ struct Apply: AsyncParsableCommand {
     @Flag(help: "Compile and plan on the server; store nothing.")
     var dryRun = false
 
+    @Option(
+        name: .customLong("accept-change"),
+        help:
+            "A collector behaviour change a tier's collector upgrade may cross (its id, as a refusal names it; repeatable)."
+    )
+    var acceptChanges: [String] = []
+
     @OptionGroup var server: ServerOptions
 
     struct Body: Encodable {
@@ -191,6 +198,7 @@ struct Apply: AsyncParsableCommand {
         var gitRevision: String?
         var dryRun: Bool
         var supersede: Bool
+        var acceptChanges: [String]?
     }
 
     struct Result: Decodable {
@@ -216,12 +224,17 @@ struct Apply: AsyncParsableCommand {
                         message: self.message,
                         gitRevision: self.gitRevision,
                         dryRun: self.dryRun,
-                        supersede: self.supersede
+                        supersede: self.supersede,
+                        acceptChanges: self.acceptChanges.isEmpty ? nil : self.acceptChanges
                     )
                 )
             } catch let failure as ClientFailure where failure.exitCode == Exit.problems {
                 if let body = try? APIClient.decoder.decode(APIClient.ErrorBody.self, from: Data(failure.body)) {
                     set.printDiagnostics(body.error.diagnostics ?? [])
+                    // Problems with fleet.yaml or the packages it pins, which name no policy file.
+                    for problem in body.error.fleetDiagnostics ?? [] {
+                        printError(problem.message + (problem.suggestion.map { " (\($0))" } ?? ""))
+                    }
                 }
                 throw ClientFailure(message: failure.message.components(separatedBy: "\n")[0], exitCode: Exit.problems)
             }

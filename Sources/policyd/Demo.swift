@@ -206,9 +206,29 @@ extension Policyd {
             ] {
                 print("")
                 say(title)
+                var accepted: [String] = []
+                if version == "0.153.0" {
+                    // The policies' span limit has no burst, and v0.153 made span limits token buckets: refused
+                    // until the change is accepted, as `policyctl packages rollout --accept-change` does.
+                    do {
+                        _ = try await controller.rolloutPackage(
+                            name: "otelcol-contrib",
+                            version: version,
+                            dryRun: true,
+                            actor: "demo",
+                            remote: "local"
+                        )
+                    } catch {
+                        // The first line says nothing was stored; the others name each problem and its fix.
+                        for line in error.message.split(separator: "\n").dropFirst() { say("refused: \(line)") }
+                        say("accepting rate-limit-token-bucket (--accept-change rate-limit-token-bucket)")
+                        accepted = ["rate-limit-token-bucket"]
+                    }
+                }
                 let result = try await controller.rolloutPackage(
                     name: "otelcol-contrib",
                     version: version,
+                    acceptChanges: accepted,
                     actor: "demo",
                     remote: "local"
                 )

@@ -256,7 +256,9 @@ extension Policyd {
                     leadership = Leadership(
                         replica: self.replicaName ?? Leadership.defaultReplicaName(),
                         api: api,
-                        coordination: postgresStore
+                        coordination: postgresStore,
+                        // Replicas' API certificates are signed by the CA that signed this one's (--tls-ca).
+                        forwarding: try Leadership.forwardingClient(trustingPEM: security.serverCAPEM)
                     )
                     logger.info("store: PostgreSQL \(postgres.summary); replica \(leadership?.replica ?? "")")
                 } else {
@@ -351,7 +353,13 @@ extension Policyd {
                     logger: logger
                 )
             )
-            try await group.run()
+            do {
+                try await group.run()
+            } catch {
+                await leadership?.stopForwarding()
+                throw error
+            }
+            await leadership?.stopForwarding()
             withExtendedLifetime(dataDirectoryLock) {}
             logger.info("stopped")
         }

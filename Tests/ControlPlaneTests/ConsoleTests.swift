@@ -147,6 +147,10 @@ import Testing
         #expect(fragment.status == 200 && fragment.body.hasPrefix("<div class=\"rollout\""))
         let summary = try await self.call(port, .GET, "/console/fragments/fleet-summary")
         #expect(summary.status == 200 && summary.body.contains("Converged"))
+        // Without a package repository the packages page says so, and lists the collectors agents report.
+        let packages = try await self.call(port, .GET, "/packages")
+        #expect(packages.status == 200 && packages.body.contains("has no package repository"))
+        #expect(packages.body.contains("<td>sampling</td>") && packages.body.contains("<td>load-balancing</td>"))
 
         // Assets are content-addressed and cached for good.
         let script = try #require(fleet.body.firstRange(of: #/src="(/console/static/console\.[0-9a-f]+\.js)"/#))

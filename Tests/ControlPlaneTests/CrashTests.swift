@@ -92,7 +92,20 @@ import Testing
         post.method = .POST
         post.headers.add(name: "Content-Type", value: "application/json")
         post.body = .bytes(ByteBuffer(bytes: Array(try JSONEncoder().encode(slow))))
-        return try await HTTPClient.shared.execute(post, timeout: .seconds(30)).status
+        // As policyctl does: a write bounced while replicas elect a leader (503 `no_leader`, nothing done) is
+        // sent again after its Retry-After, for up to 30 s.
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            let response = try await HTTPClient.shared.execute(post, timeout: .seconds(30))
+            guard response.status != .created else { return response.status }
+            // Says why in the test's output when a test expected it to be created.
+            let body = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            print("apply answered \(response.status): \(body)")
+            guard response.status == .serviceUnavailable, body.contains("\"no_leader\""), Date() < deadline else {
+                return response.status
+            }
+            try await Task.sleep(for: .seconds(2))
+        }
     }
 
     /// Waits until rollout 1 has passed its first stage and is still going.

@@ -248,6 +248,19 @@ import Testing
         #expect(records.allSatisfy { $0.collectorVersion == "0.152.0" && $0.packageState == "installed" })
         let stored = try #require(try stack.server.store.version(upgrade.version))
         #expect(stored.packages?.sampling.first?.version == "0.152.0")
+
+        // The console's packages page: every package, where it runs, the key agents pin, the collectors the
+        // agents report; a rollout button for the packages not running.
+        let page = try await self.call(port, .GET, "/packages")
+        #expect(page.status == 200)
+        let html = String(decoding: page.body, as: UTF8.self)
+        let fingerprint = try #require(stack.controller.packages?.publicKeyFingerprint)
+        #expect(html.contains(fingerprint))
+        #expect(html.contains("<strong>otelcol-contrib</strong> 0.152.0") && html.contains("running: sampling, lb"))
+        #expect(html.contains("data-post=\"/v1/packages/otelcol-contrib/0.153.0/rollout\""))
+        #expect(!html.contains("data-post=\"/v1/packages/otelcol-contrib/0.152.0/rollout\""), "running already")
+        #expect(html.contains("<td>sampling</td><td>0.152.0 ×4</td>"), "\(html)")
+        #expect(html.contains("<td>load-balancing</td><td>0.152.0 ×1</td>"))
         // While agents move to 0.152.0, configs are rendered for the older collector, so either binary starts.
         #expect(stored.packages?.renderedFor == ["lb": "0.150.0", "sampling": "0.150.0"])
         #expect(stored.sources == (try stack.server.store.version(1))?.sources)
@@ -259,7 +272,33 @@ import Testing
 
         // 0.153.0 makes the collector unhealthy: the rollout fails and offers 0.152.0 again to every agent it
         // reached, tracked until they all run it.
-        let bad = try await Self.rollOut(stack, "0.153.0", tiers: [.sampling], message: "try 0.153")
+        // It crosses v0.153, where span limits became token buckets: `partner_api` (limit 500 spans/s, no burst)
+        // relies on the old behaviour, so the move is refused, naming the change and the rule, and nothing is
+        // stored, until the change is accepted.
+        let versionsBefore = try stack.server.store.versions(limit: 100).count
+        let crossing = try await self.call(
+            port,
+            .POST,
+            "/v1/packages/otelcol-contrib/0.153.0/rollout",
+            body: Array(#"{"tiers": ["sampling"]}"#.utf8)
+        )
+        #expect(crossing.status == 422)
+        let problems = ((crossing.json?["error"] as? [String: Any])?["fleetDiagnostics"] as? [[String: Any]]) ?? []
+        #expect(
+            problems.contains {
+                ($0["message"] as? String)?.contains("partner_api") == true
+                    && ($0["suggestion"] as? String)?.contains("--accept-change rate-limit-token-bucket") == true
+            },
+            "\(problems)"
+        )
+        #expect(try stack.server.store.versions(limit: 100).count == versionsBefore)
+        let bad = try await Self.rollOut(
+            stack,
+            "0.153.0",
+            tiers: [.sampling],
+            message: "try 0.153",
+            accept: ["rate-limit-token-bucket"]
+        )
         // 0.153.0 renames the load-balancing exporter; configs for the move keep 0.152's name.
         let badVersion = try #require(try stack.server.store.version(bad.version))
         #expect(badVersion.packages?.renderedFor == ["sampling": "0.152.0"])
@@ -282,14 +321,19 @@ import Testing
     }
 
     /// `policyctl packages rollout otelcol-contrib VERSION`.
-    static func rollOut(_ stack: TestStack, _ version: String, tiers: [AgentTier] = [], message: String? = nil)
-        async throws(ControlPlaneError) -> ApplyResult
-    {
+    static func rollOut(
+        _ stack: TestStack,
+        _ version: String,
+        tiers: [AgentTier] = [],
+        message: String? = nil,
+        accept: [String] = []
+    ) async throws(ControlPlaneError) -> ApplyResult {
         try await stack.controller.rolloutPackage(
             name: "otelcol-contrib",
             version: version,
             tiers: tiers,
             message: message,
+            acceptChanges: accept,
             actor: "test",
             remote: "local"
         )
@@ -478,6 +522,7 @@ import Testing
             version: "0.153.0",
             tiers: [.sampling],
             supersede: true,
+            acceptChanges: ["rate-limit-token-bucket"],
             actor: "test",
             remote: "local"
         )

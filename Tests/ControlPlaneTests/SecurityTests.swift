@@ -689,6 +689,170 @@ struct ServerCertificates {
         await setup.stop()
     }
 
+    /// Two replicas on one PostgreSQL database, three agents on each: the leader's rotation moves all six to
+    /// new certificates. It makes the certificates of its own agents; the follower makes and offers those of
+    /// its agents when the leader asks, and the leader follows them through the follower's published views.
+    @Test func aRotationReachesTheAgentsOfEveryReplica() async throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let certificates = try ServerCertificates(directory: directory)
+        let authority = try CertificateAuthority.create(directory: directory.appendingPathComponent("ca"))
+        let secret = SecretToken.generate(kind: "e").secret
+        struct Replica {
+            let server: OpAMPServer
+            let access: AgentAccess
+            let control: ControlPlaneServer
+            let leadership: Leadership
+            let fleet: FleetRunner
+            let tasks: [Task<Void, Never>]
+        }
+        var replicas: [Replica] = []
+        for index in 0..<2 {
+            let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+            let access = try AgentAccess(
+                store: store,
+                authority: authority,
+                enrolmentTokens: [(secret, "test", .sampling)],
+                serverCAPEM: certificates.caPEM,
+                serverUsesTLS: true
+            )
+            let tls = try ServerTLS(
+                certificatePath: certificates.certificatePath,
+                keyPath: certificates.keyPath,
+                clientCAPath: directory.appendingPathComponent("ca/ca.pem").path,
+                clientCertificates: .optional
+            )
+            var configuration = OpAMPServerConfiguration()
+            configuration.host = "127.0.0.1"
+            configuration.port = 0
+            configuration.threads = 1
+            configuration.tls = tls.configuration()
+            configuration.access = access
+            configuration.advertisedEndpoint = "wss://127.0.0.1/v1/opamp"
+            configuration.serverCAPEM = certificates.caPEM
+            let server = OpAMPServer(configuration: configuration, logger: Logger(label: "opamp-\(index)"))
+            let port = try await server.start()
+            // The API over HTTPS with a certificate from the test's private CA: a follower forwards writes to
+            // the leader trusting that CA (policyd's --tls-ca), not only the system's roots.
+            let apiPort = CrashTests.freePort()
+            let leadership = Leadership(
+                replica: "replica-\(index)",
+                api: "https://127.0.0.1:\(apiPort)",
+                coordination: store,
+                forwarding: try Leadership.forwardingClient(trustingPEM: certificates.caPEM)
+            )
+            let control = try ControlPlaneServer(
+                store: store,
+                registry: server.registry,
+                options: fastOptions(),
+                port: apiPort,
+                tls: try ServerTLS(
+                    certificatePath: certificates.certificatePath,
+                    keyPath: certificates.keyPath,
+                    clientCAPath: nil,
+                    clientCertificates: .none
+                ).configuration(),
+                access: access,
+                leadership: leadership
+            )
+            let elector = LeaderElector(leadership: leadership)
+            var options = FleetOptions()
+            options.port = port
+            options.agents = 3
+            options.loadBalancerShare = 0
+            options.token = secret
+            options.tlsTrustRootsPEM = certificates.caPEM
+            options.acceptsConnectionSettings = true
+            options.requestCertificates = true
+            options.reconnectDelay = .milliseconds(100)
+            let fleet = FleetRunner(options: options)
+            let tasks: [Task<Void, Never>] = [
+                Task { _ = try? await elector.run() },
+                Task { _ = try? await control.run() },
+                Task { _ = try? await fleet.run() },
+            ]
+            replicas.append(
+                Replica(
+                    server: server,
+                    access: access,
+                    control: control,
+                    leadership: leadership,
+                    fleet: fleet,
+                    tasks: tasks
+                )
+            )
+        }
+
+        let started = replicas
+        @Sendable func certified() -> [String: String] {
+            var fingerprints: [String: String] = [:]
+            for replica in started {
+                for agent in replica.server.registry.snapshot() where agent.connected {
+                    if let fingerprint = agent.principal?.certificateFingerprint {
+                        fingerprints[agent.instanceUID.description] = fingerprint
+                    }
+                }
+            }
+            return fingerprints
+        }
+        #expect(await eventually(timeout: 30) { certified().count == 6 })
+        #expect(await eventually(timeout: 15) { started.filter { $0.leadership.leaderEpoch != nil }.count == 1 })
+        let leader = try #require(started.first { $0.leadership.leaderEpoch != nil })
+        let follower = try #require(started.first { $0.leadership.leaderEpoch == nil })
+        let followerAgents = Set(follower.server.registry.snapshot().filter(\.connected).map(\.instanceUID.description))
+        #expect(followerAgents.count == 3)
+        // The leader sees the follower's agents (their views are published) before it is asked to rotate.
+        #expect(
+            await eventually(timeout: 15) { await leader.control.controller.agents().filter(\.connected).count == 6 }
+        )
+        let before = certified()
+
+        // Started through the follower's API: forwarded to the leader over HTTPS.
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(certificates.caPEM.utf8)))
+        let client = HTTPClient(configuration: .init(tlsConfiguration: tls))
+        var request = HTTPClientRequest(
+            url: "https://127.0.0.1:\(await follower.control.apiPort())/v1/certificate-rotations"
+        )
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: #"{"tier": "sampling", "batchSize": 2}"#))
+        let response = try await client.execute(request, timeout: .seconds(20))
+        let answer = String(buffer: try await response.body.collect(upTo: 1 << 20))
+        try await client.shutdown()
+        #expect(response.status == .created, "\(answer)")
+        let rotation = try #require(leader.access.rotation())
+        #expect(rotation.entries.count + rotation.waiting.count == 6, "every replica's agents are in the rotation")
+        #expect(await eventually(timeout: 60) { leader.access.rotation()?.phase != .running })
+        let last = leader.access.rotation()
+        #expect(last?.phase == .succeeded, "\(String(describing: last))")
+        #expect(last?.counts["done"] == 6)
+        let after = certified()
+        for (uid, fingerprint) in before {
+            #expect(after[uid] != nil && after[uid] != fingerprint, "\(uid) moved to a new certificate")
+            #expect(after[uid] == last?.entries[uid]?.fingerprint)
+            // Made by the replica the agent is connected to: the follower for its own agents.
+            let entry = last?.entries[uid]
+            #expect((entry?.replica != nil) == followerAgents.contains(uid), "\(uid): \(String(describing: entry))")
+        }
+        // Every agent got exactly one certificate for the rotation (none offered twice), and the follower's
+        // records reach the leader.
+        #expect(
+            await eventually(timeout: 10) {
+                before.keys.allSatisfy { uid in
+                    leader.access.certificates(of: uid).filter { $0.origin == "rotation \(rotation.id)" }.count == 1
+                }
+            }
+        )
+        for replica in replicas {
+            replica.tasks.forEach { $0.cancel() }
+            await replica.fleet.shutdown()
+            await replica.server.stop()
+            await replica.leadership.stopForwarding()
+        }
+    }
+
     static func pythonClientInstalled() -> Bool {
         commandSucceeds(["python3", "-c", "import opentelemetry._opamp.agent"])
     }

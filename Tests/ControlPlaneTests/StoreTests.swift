@@ -493,6 +493,11 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
                 replica: replica
             )
         }
+        func withdrawn(_ uid: String, from replica: String) -> PublishedView {
+            var last = view(uid, on: replica)
+            last.view.connected = false
+            return last
+        }
         try store.heartbeat(replica: "a", api: "http://a")
         try store.publishViews(replica: "a", changed: [view("x", on: "a"), view("y", on: "a")], gone: [])
         let all = try store.publishedViews(after: nil)
@@ -501,15 +506,21 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         let since = all.cursor
         #expect(try store.publishedViews(after: since).views.isEmpty)
 
-        // x moves to b; then a withdraws x and y: x stays with b, y is gone.
+        // x moves to b; then a withdraws x and y: x stays with b, connected; y is disconnected since its last
+        // report on a (a leader that takes over later counts the ring's grace period from then).
         try store.publishViews(replica: "b", changed: [view("x", on: "b", version: 2)], gone: [])
-        try store.publishViews(replica: "a", changed: [], gone: ["x", "y"])
+        try store.publishViews(replica: "a", changed: [], gone: [withdrawn("x", from: "a"), withdrawn("y", from: "a")])
         let after = Dictionary(
             uniqueKeysWithValues: try store.publishedViews(after: since).views.map { ($0.uid, $0.view) }
         )
         #expect(after["x"]??.replica == "b")
+        #expect(after["x"]??.view.connected == true)
         #expect(after["x"]??.assignment?.version == 2)
-        #expect(after.keys.contains("y") && after["y"]! == nil)
+        #expect(after["y"]??.view.connected == false)
+        #expect(after["y"]??.view.lastSeen == date(1_764_000_000))
+        #expect(
+            try store.publishedViews(after: nil).views.contains { $0.uid == "y" && $0.view?.view.connected == false }
+        )
         #expect(try store.liveReplicas(maxAgeSeconds: 10) == ["a"])
 
         // A write that began before a read and commits after it (a large publish under load) carries an older
@@ -545,6 +556,26 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         finished.wait()
         let caughtUp = try store.publishedViews(after: fast.cursor)
         #expect(caughtUp.views.contains { $0.uid == "late" && $0.view?.replica == "c" }, "the late commit is read")
+
+        // Pruning, an hour on: the withdrawn view (y), one withdrawn the old way (NULL, w), the one of a replica
+        // that never said it was alive (late, on c) and the one of a replica silent for two hours (v, on a) go;
+        // agents connected to a live replica stay however old their view is (x, z on b).
+        try store.publishViews(replica: "a", changed: [view("v", on: "a"), view("w", on: "a")], gone: [])
+        try store.heartbeat(replica: "b", api: "http://b")
+        try store.pool.withConnection("ageing views") { connection in
+            let logger = Logger(label: "test")
+            _ = try connection.query("UPDATE agent_views SET view = NULL WHERE uid = 'w'", logger: logger).wait()
+            _ = try connection.query(
+                "UPDATE agent_views SET written_at = now() - interval '2 hours'",
+                logger: logger
+            ).wait()
+            _ = try connection.query(
+                "UPDATE replicas SET heartbeat_at = now() - interval '2 hours' WHERE name = 'a'",
+                logger: logger
+            ).wait()
+        }
+        try store.pruneViews(olderThanSeconds: 3600)
+        #expect(Set(try store.publishedViews(after: nil).views.map(\.uid)) == ["x", "z"])
     }
 
     /// LISTEN/NOTIFY: a saved state and published views reach a listening replica as they commit, with the
@@ -557,7 +588,20 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         follower.listen { news, sentAt in heard.withLockedValue { $0.append((news, sentAt)) } }
         #expect(await eventually(timeout: 10) { heard.withLockedValue { $0.contains { $0.0 == .listening } } })
         try leader.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
-        try leader.publishViews(replica: "l", changed: [], gone: ["nobody"])
+        let nobody = PublishedView(
+            view: AgentView(
+                uid: "nobody",
+                tier: .sampling,
+                connected: false,
+                lastSeen: date(1_764_000_000),
+                ringEntry: nil,
+                progress: .applied,
+                healthy: true
+            ),
+            assignment: nil,
+            replica: "l"
+        )
+        try leader.publishViews(replica: "l", changed: [], gone: [nobody])
         #expect(
             await eventually(timeout: 10) {
                 let news = heard.withLockedValue { $0.map(\.0) }

@@ -243,6 +243,7 @@ extension ControlPlaneAPI {
             var message: String?
             var supersede: Bool?
             var dryRun: Bool?
+            var acceptChanges: [String]?
         }
         v1.post("/packages/:name/:version/rollout") { request, context -> JSON<ApplyResult> in
             let actor = try self.authorize(request, .write)
@@ -251,7 +252,7 @@ extension ControlPlaneAPI {
                 request,
                 context,
                 as: RolloutRequest.self,
-                expected: #"{"tiers": ["sampling", "lb"], "message", "supersede", "dryRun"}"#
+                expected: #"{"tiers": ["sampling", "lb"], "message", "supersede", "dryRun", "acceptChanges": ["id"]}"#
             )
             var tiers: [AgentTier] = []
             for text in body.tiers ?? [] {
@@ -272,6 +273,7 @@ extension ControlPlaneAPI {
                     message: body.message,
                     supersede: body.supersede ?? false,
                     dryRun: body.dryRun ?? false,
+                    acceptChanges: body.acceptChanges ?? [],
                     actor: actor,
                     remote: self.caller(request, context)
                 )

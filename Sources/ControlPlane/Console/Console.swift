@@ -4,6 +4,8 @@ import HTTPTypes
 import Hummingbird
 import Mustache
 import NIOCore
+import OpAMPServer
+import PolicyTesting
 
 /// The console's templates, stylesheet and script, embedded in the binary at build time.
 enum ConsoleAssets {
@@ -22,6 +24,7 @@ enum ConsoleAssets {
             ("diff-section", PackageResources.diff_section_mustache),
             ("policies", PackageResources.policies_mustache),
             ("versions", PackageResources.versions_mustache),
+            ("packages", PackageResources.packages_mustache),
             ("version-diff", PackageResources.version_diff_mustache),
             ("rollout", PackageResources.rollout_mustache),
             ("rollout-progress", PackageResources.rollout_progress_mustache),
@@ -229,6 +232,9 @@ extension ControlPlaneAPI {
                 return ("version-diff", try self.diffPage(caller, from: from, to: to))
             }
         }
+        router.get("/packages") { request, _ in
+            await self.page(request) { caller in ("packages", try await self.packagesPage(caller)) }
+        }
         router.get("/rollout") { request, _ in
             await self.page(request) { caller in ("rollout", try await self.rolloutPage(caller, id: nil)) }
         }
@@ -431,6 +437,79 @@ extension ControlPlaneAPI {
             optionsTo: numbers.enumerated().map { .init(value: "\($1)", label: "v\($1)", selected: $0 == 0) },
             rollbackBlocked: caller.role >= .write ? blocked : nil
         )
+    }
+
+    /// Packages in the repository, where each runs, and the collectors the fleet reports.
+    func packagesPage(_ caller: Caller) async throws -> ConsoleView.PackagesPage {
+        var chrome = self.chrome(caller, title: "Packages")
+        chrome.navPackages = true
+        let agents = await self.controller.agents()
+        var collectors: [ConsoleView.CollectorRow] = []
+        for tier in [AgentTier.sampling, .loadBalancing] {
+            let members = agents.filter { $0.tier == tier && $0.connected }
+            guard !members.isEmpty else { continue }
+            let counted = Dictionary(grouping: members) { $0.collectorVersion ?? "not reported" }
+                .map { "\($0.key) ×\($0.value.count)" }.sorted().joined(separator: ", ")
+            collectors.append(
+                ConsoleView.CollectorRow(
+                    tier: tier == .sampling ? "sampling" : "load-balancing",
+                    versions: counted,
+                    byHand: members.filter { $0.packageState == "upgrade by hand" }.count
+                )
+            )
+        }
+        guard let repository = self.controller.packages else {
+            return ConsoleView.PackagesPage(chrome: chrome, repository: false, rows: [], collectors: collectors)
+        }
+        let summary = try await self.controller.summary()
+        let versions = try self.store.versions(limit: 200)
+        let running = versions.first { $0.number == summary.currentVersion }
+        let blocked = summary.rollout.map {
+            "rollout \($0) is \(summary.rolloutPhase?.rawValue ?? "active"): wait for it or abort it to roll a package out"
+        }
+        var rows: [ConsoleView.PackageRow] = []
+        for record in try repository.records() {
+            let tiers = [
+                ("sampling", running?.packages?.sampling ?? []), ("lb", running?.packages?.loadBalancing ?? []),
+            ]
+            .filter { $0.1.contains(record.pin) }.map(\.0)
+            let newest = versions.first { version in
+                guard let pins = version.packages else { return false }
+                return pins.sampling.contains(record.pin) || pins.loadBalancing.contains(record.pin)
+            }
+            let path = "/v1/packages/\(Self.pathSegment(record.name))/\(Self.pathSegment(record.version))/rollout"
+            rows.append(
+                ConsoleView.PackageRow(
+                    name: record.name,
+                    version: record.version,
+                    kind: record.kind.rawValue,
+                    size: Reports.bytes(record.size),
+                    sha: String(record.sha256.prefix(16)),
+                    uploader: record.uploader,
+                    pushed: ConsolePages.time(record.uploadedAt),
+                    agents: await self.controller.agentsUsing(record).count,
+                    running: tiers.isEmpty ? nil : tiers.joined(separator: ", "),
+                    pinnedBy: newest.flatMap { $0.number == running?.number ? nil : "v\($0.number)" },
+                    canRollout: caller.role >= .write && blocked == nil && tiers.isEmpty,
+                    rolloutURL: path,
+                    rolloutLabel: "Roll out \(record.name) \(record.version)"
+                )
+            )
+        }
+        return ConsoleView.PackagesPage(
+            chrome: chrome,
+            repository: true,
+            rows: rows,
+            collectors: collectors,
+            signingKeyFingerprint: repository.publicKeyFingerprint,
+            rolloutBlocked: caller.role >= .write ? blocked : nil
+        )
+    }
+
+    /// A name or version as one URL path segment.
+    static func pathSegment(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/")))
+            ?? text
     }
 
     func diffPage(_ caller: Caller, from: Int, to: Int) throws -> ConsoleView.DiffPage {

@@ -25,6 +25,7 @@ enum ConsoleView {
         var navPolicies = false
         var navVersions = false
         var navRollout = false
+        var navPackages = false
     }
 
     // MARK: Fleet
@@ -237,6 +238,44 @@ enum ConsoleView {
         var rollbackLabel: String
         var rollbackBody: String
         var previous: Int?
+    }
+
+    // MARK: Packages
+
+    struct PackageRow: Sendable {
+        var name: String
+        var version: String
+        var kind: String
+        var size: String
+        var sha: String
+        var uploader: String
+        var pushed: String
+        /// Agents running it or being offered it.
+        var agents: Int
+        /// The running version pins it for these tiers.
+        var running: String?
+        /// The newest version pinning it, when not the running one.
+        var pinnedBy: String?
+        var canRollout: Bool
+        var rolloutURL: String
+        var rolloutLabel: String
+    }
+
+    /// Collector versions the agents of a tier report, and how many cannot take packages.
+    struct CollectorRow: Sendable {
+        var tier: String
+        var versions: String
+        var byHand: Int
+    }
+
+    struct PackagesPage: Sendable {
+        var chrome: Chrome
+        /// Nil when this policyd has no package repository.
+        var repository: Bool
+        var rows: [PackageRow]
+        var collectors: [CollectorRow]
+        var signingKeyFingerprint: String?
+        var rolloutBlocked: String?
     }
 
     struct VersionsPage: Sendable {

@@ -57,6 +57,9 @@ public struct ApplyRequest: Sendable, Hashable, Codable {
     public var dryRun: Bool?
     /// Replace a rollout in progress.
     public var supersede: Bool?
+    /// Collector behaviour changes (``BehaviourChange/id``) the caller accepts for a tier whose collector
+    /// moves across them; without them such a move is refused.
+    public var acceptChanges: [String]?
 
     /// Creates a request.
     public init(
@@ -66,7 +69,8 @@ public struct ApplyRequest: Sendable, Hashable, Codable {
         author: String? = nil,
         gitRevision: String? = nil,
         dryRun: Bool? = nil,
-        supersede: Bool? = nil
+        supersede: Bool? = nil,
+        acceptChanges: [String]? = nil
     ) {
         self.sources = sources
         self.fleet = fleet
@@ -75,6 +79,7 @@ public struct ApplyRequest: Sendable, Hashable, Codable {
         self.gitRevision = gitRevision
         self.dryRun = dryRun
         self.supersede = supersede
+        self.acceptChanges = acceptChanges
     }
 }
 

@@ -96,6 +96,47 @@ extension Controller {
         if !problems.isEmpty { throw .rejected(ApplyRejection(diagnostics: [], fleetDiagnostics: problems)) }
     }
 
+    /// Refuses moving a tier's collector across a release that changed behaviour the policies or the fleet rely
+    /// on (``BehaviourChange``), unless the request accepts each such change by its id.
+    func checkBehaviourChanges(
+        from base: VersionPackages?,
+        to pins: VersionPackages?,
+        set: CompiledSet,
+        accepted: [String]
+    ) throws(ControlPlaneError) {
+        var problems: [FleetDiagnostic] = []
+        for (tier, renderTier) in [(AgentTier.loadBalancing, Tier.loadBalancing), (.sampling, .sampling)] {
+            // Only a change of the tier's pin: the same pins applied again were checked (and accepted) when
+            // the version that set them was made.
+            guard let pinned = pins?.collector(tier), pinned != base?.collector(tier),
+                let new = VersionPackages.collectorVersion(pinned.version)
+            else { continue }
+            // From the oldest collector its agents may run: in the middle of a move, what the configs are
+            // rendered for.
+            let from = pins?.renderedFor?[tier.rawValue] ?? base?.collector(tier)?.version
+            guard let old = from.flatMap(VersionPackages.collectorVersion), old != new else { continue }
+            for change in BehaviourChange.crossed(
+                tier: renderTier,
+                from: old,
+                to: new,
+                policies: set.policySet,
+                fleet: set.fleet
+            ) where !accepted.contains(change.id) {
+                let name = tier == .sampling ? "sampling" : "load-balancing"
+                problems.append(
+                    FleetDiagnostic(
+                        code: .invalidValue,
+                        message:
+                            "the \(name) tier's collector moves from \(old) to \(new) across \(change.since), which changed behaviour the fleet relies on (\(change.evidence)): before, \(change.before); from \(change.since), \(change.after). Relies on it: \(change.affected.joined(separator: "; "))",
+                        suggestion:
+                            "\(change.suggestion); to go ahead, accept it: --accept-change \(change.id)"
+                    )
+                )
+            }
+        }
+        if !problems.isEmpty { throw .rejected(ApplyRejection(diagnostics: [], fleetDiagnostics: problems)) }
+    }
+
     /// The pins of `fleet.yaml` `packages:` checked against the repository, tiers it does not declare taken from
     /// `inherited`.
     func resolve(_ declared: PackagePins, inherited: VersionPackages?) throws(ControlPlaneError) -> VersionPackages? {
@@ -296,6 +337,7 @@ extension Controller {
         message: String? = nil,
         supersede: Bool = false,
         dryRun: Bool = false,
+        acceptChanges: [String] = [],
         actor: String,
         remote: String
     ) throws(ControlPlaneError) -> ApplyResult {
@@ -351,7 +393,8 @@ extension Controller {
             author: nil,
             gitRevision: base.gitRevision,
             dryRun: dryRun,
-            supersede: supersede
+            supersede: supersede,
+            acceptChanges: acceptChanges
         )
         return try self.apply(request, actor: actor, remote: remote, packages: pins)
     }

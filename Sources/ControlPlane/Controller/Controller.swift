@@ -48,15 +48,18 @@ public actor Controller {
     private var fencedAsFollower = false
     /// While following: the generation of the state followed (nil: read it whole).
     private var followedGeneration: Int?
-    /// The views this replica last published, and its last heartbeat.
+    /// The views this replica last published.
     private var published: [String: PublishedView] = [:]
-    private var lastHeartbeat = Date.distantPast
+    /// While following: certificates this replica offered its agents because the leader's rotation asked it
+    /// to (or why the offer could not be sent), published so the leader can follow them.
+    var delegatedOffers: [String: DelegatedOffer] = [:]
     /// Agents other live replicas published, as of the last read; every view read, withdrawn ones as nil;
     /// the newest write time read.
     private var remote: [String: PublishedView] = [:]
     private var remoteCache: [String: PublishedView?] = [:]
     private var remoteCursor: Int64?
     private var lastViewRead = Date.distantPast
+    private var lastViewPrune = Date.distantPast
     private var lastStatePoll = Date.distantPast
     private var lastSecurityReload = Date.distantPast
 
@@ -150,6 +153,7 @@ public actor Controller {
 
     /// One look at the fleet: step the engine, save, push.
     public func tick() {
+        defer { self.leadership?.controllerStepped() }
         let now = self.clock()
         let snapshot = self.registry.snapshot()
         let fleet = self.tieringFleet()
@@ -228,7 +232,10 @@ public actor Controller {
         self.commit(before: before, events: events)
         self.push(views, now: now)
         // The other replicas show the leader's agents too.
-        if let leadership = self.leadership { self.publish(views, replica: leadership.replica, now: now) }
+        if let leadership = self.leadership {
+            self.publish(views, replica: leadership.replica, now: now)
+            self.pruneViews(now: now)
+        }
         self.stepRotation(snapshot, fleet: fleet, now: now)
         self.recordAgents(views, now: now)
         self.updateMetrics(views, now: now)
@@ -318,41 +325,51 @@ public actor Controller {
         }
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
         self.push(views, now: now)
+        self.offerDelegatedCertificates(snapshot, fleet: fleet, replica: replica, now: now)
         self.publish(views, replica: replica, now: now)
         self.recordAgents(views, now: now)
         self.updateMetrics(views, now: now)
         self.lastViews = (now, views, nil)
     }
 
-    /// Publishes connected agents whose view changed and withdraws those no longer connected here; says
-    /// this replica is alive once a second.
+    /// Publishes connected agents whose view changed and withdraws those no longer connected here (the
+    /// elector says this replica is alive).
     private func publish(_ views: [AgentState], replica: String, now: Date) {
         guard let leadership = self.leadership else { return }
-        if now.timeIntervalSince(self.lastHeartbeat) >= 1 {
-            do {
-                try leadership.coordination.heartbeat(replica: replica, api: leadership.api)
-                self.lastHeartbeat = now
-            } catch {
-                self.logger.warning("cannot record this replica's heartbeat", metadata: ["error": "\(error)"])
-            }
-        }
         var changed: [PublishedView] = []
         var current: [String: PublishedView] = [:]
         for agent in views where agent.view.connected {
             let view = PublishedView(
                 view: agent.view,
                 assignment: self.state.assignments[agent.view.uid],
-                replica: replica
+                replica: replica,
+                credentials: self.publishedCredentials(agent.snapshot)
             )
             current[agent.view.uid] = view
             if self.published[agent.view.uid] != view { changed.append(view) }
         }
-        let gone = self.published.keys.filter { current[$0] == nil }
+        // Withdrawn with the last report made here, so whoever leads counts the agent's absence from then.
+        let gone = self.published.values.filter { current[$0.view.uid] == nil }.map { last in
+            var withdrawn = last
+            withdrawn.view.connected = false
+            return withdrawn
+        }
         do {
             try leadership.coordination.publishViews(replica: replica, changed: changed, gone: gone)
             self.published = current
         } catch {
             self.logger.warning("cannot publish agent views", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// The leader removes views nobody needs any more (withdrawn, or of replicas gone) once a minute.
+    private func pruneViews(now: Date) {
+        guard let leadership = self.leadership, now.timeIntervalSince(self.lastViewPrune) >= 60 else { return }
+        self.lastViewPrune = now
+        do {
+            try leadership.coordination.pruneViews(olderThanSeconds: Self.remoteForgetSeconds)
+        } catch {
+            self.logger.warning("cannot prune agent views", metadata: ["error": "\(error)"])
         }
     }
 
@@ -365,7 +382,7 @@ public actor Controller {
     /// since the last read (in commit order, so a write that took long to commit is not missed).
     /// For the leader, a judgement made against another assignment than its own (the follower has not read
     /// the latest state yet) counts as pending.
-    private func remoteViews(now: Date) -> [String: PublishedView] {
+    func remoteViews(now: Date) -> [String: PublishedView] {
         guard let leadership = self.leadership else { return [:] }
         // Read when a replica said it published (NOTIFY), and once a second anyway (heartbeats expire).
         guard leadership.takeViewNews() || now.timeIntervalSince(self.lastViewRead) >= 1 else { return self.remote }
@@ -374,10 +391,11 @@ public actor Controller {
             let read = try leadership.coordination.publishedViews(after: self.remoteCursor)
             for (uid, view) in read.views {
                 if let view {
+                    // A withdrawn view comes disconnected, with its last report: the ring's grace period counts
+                    // from then, as for an agent of this replica (not from when this replica took over).
                     self.remoteCache[uid] = view
                 } else if var last = self.remoteCache[uid] ?? nil {
-                    // Withdrawn: disconnected since its last report there, so the ring's grace period counts
-                    // from then, as for an agent of this replica (not from when this replica took over).
+                    // Withdrawn by an older policyd (no view): disconnected since the last report read.
                     last.view.connected = false
                     self.remoteCache[uid] = last
                 }
@@ -386,7 +404,11 @@ public actor Controller {
             let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
             var views: [String: PublishedView] = [:]
             for (uid, cached) in self.remoteCache {
-                guard var entry = cached, entry.replica != leadership.replica else { continue }
+                // This replica's own agents come from its registry: their views are not kept.
+                guard var entry = cached, entry.replica != leadership.replica else {
+                    self.remoteCache[uid] = nil
+                    continue
+                }
                 // A replica that went quiet: its agents are disconnected since their last report there.
                 if !live.contains(entry.replica) { entry.view.connected = false }
                 // Long gone: left to the agent records, as this replica's own agents are.
@@ -904,6 +926,7 @@ public actor Controller {
         case .success(let set): compiled = set
         case .failure(let rejection): throw .rejected(rejection)
         }
+        try self.checkBehaviourChanges(from: base, to: pins, set: compiled, accepted: request.acceptChanges ?? [])
         let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)
         let renderWarnings = try self.renderCheck(compiled)
@@ -1242,13 +1265,17 @@ public actor Controller {
     /// them.
     private func withOtherReplicas(_ local: [AgentRecord]) -> [AgentRecord] {
         guard self.leadership != nil else { return local }
-        let published = self.remoteViews(now: self.clock()).values
+        let published = self.remoteViews(now: self.clock())
         guard !published.isEmpty else { return local }
-        let elsewhere = Set(published.map(\.view.uid))
-        let here = local.filter { $0.connected || !elsewhere.contains($0.instanceUID) }
+        let here = local.filter { $0.connected || published[$0.instanceUID] == nil }
         let mine = Set(here.map(\.instanceUID))
-        let others = ((try? self.store.agents()) ?? []).filter {
-            elsewhere.contains($0.instanceUID) && !mine.contains($0.instanceUID)
+        // The record another replica last wrote, connected only while that replica says so (one that died
+        // left its agents recorded as connected).
+        let others = ((try? self.store.agents()) ?? []).compactMap { record -> AgentRecord? in
+            guard let view = published[record.instanceUID]?.view, !mine.contains(record.instanceUID) else { return nil }
+            var record = record
+            record.connected = record.connected && view.connected
+            return record
         }
         return (here + others).sorted { $0.instanceUID < $1.instanceUID }
     }

@@ -150,6 +150,12 @@ public final class PackageRepository: Sendable {
         PackageSignature.publicKeyPEM(self.fleetPublicKey() ?? self.signingKey.publicKey)
     }
 
+    /// SHA-256 of that key's 32 raw bytes, in hex: what an operator compares with the key the agents pin.
+    public var publicKeyFingerprint: String {
+        let key = self.fleetPublicKey() ?? self.signingKey.publicKey
+        return SHA256.hash(data: key.rawRepresentation).map { String(format: "%02x", $0) }.joined()
+    }
+
     /// False when the replicas' packages are signed with another key than this replica's: pushes through it
     /// are refused while it leads (it is given the same key file as the others).
     public var signsWithTheFleetKey: Bool {

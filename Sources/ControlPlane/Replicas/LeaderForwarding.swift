@@ -63,12 +63,14 @@ struct LeaderForwardingMiddleware: RouterMiddleware {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(forwarded, timeout: .seconds(600))
+            response = try await self.leadership.forwarding.execute(forwarded, timeout: .seconds(600))
         } catch {
+            // Not `no_leader`: the leader may have acted on the request before the answer was lost, so a
+            // client must not repeat it blindly.
             return try APIError(
                 .serviceUnavailable,
-                code: "no_leader",
-                message: "the leader (\(leaderAPI)) did not answer: \(error); retry in a few seconds",
+                code: "leader_unreachable",
+                message: "the leader (\(leaderAPI)) did not answer: \(error); check whether it acted, then retry",
                 retryAfterSeconds: 2
             ).response(from: request, context: context)
         }

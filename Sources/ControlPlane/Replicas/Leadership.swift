@@ -1,6 +1,10 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
+import NIOSSL
+import OpAMPServer
 import ServiceLifecycle
 
 /// What the database says about the lease when a replica asks for it.
@@ -32,12 +36,81 @@ public struct PublishedView: Sendable, Hashable, Codable {
     public var assignment: Assignment?
     /// The replica the agent is connected to.
     public var replica: String
+    /// What the leader needs to rotate the agent's certificate (nil: the replica checks no credentials).
+    public var credentials: PublishedCredentials?
 
     /// Creates a published view.
-    public init(view: AgentView, assignment: Assignment?, replica: String) {
+    public init(view: AgentView, assignment: Assignment?, replica: String, credentials: PublishedCredentials? = nil) {
         self.view = view
         self.assignment = assignment
         self.replica = replica
+        self.credentials = credentials
+    }
+}
+
+/// An agent's credentials as the replica it is connected to sees them: what a certificate rotation run by the
+/// leader looks at, and the certificate that replica offered when the leader asked it to.
+public struct PublishedCredentials: Sendable, Hashable, Codable {
+    /// It accepts OpAMP connection settings.
+    public var acceptsConnectionSettings: Bool
+    /// SHA-256 of the client certificate it connected with, and that certificate's validity.
+    public var certificateFingerprint: String?
+    /// Start of that certificate's validity.
+    public var certificateNotBefore: Date?
+    /// End of that certificate's validity.
+    public var certificateNotAfter: Date?
+    /// The tier its credential is scoped to.
+    public var scope: String?
+    /// The connection settings hash it last reported, with the status and error.
+    public var reportedSettingsHash: [UInt8]?
+    /// Status of those settings.
+    public var settingsStatus: RemoteConfigReport.State?
+    /// Error for those settings.
+    public var settingsError: String?
+    /// The certificate this replica offered for a rotation (its id), when the leader asked it to.
+    public var offer: DelegatedOffer?
+
+    /// Creates the credentials part of a view.
+    public init(
+        acceptsConnectionSettings: Bool,
+        certificateFingerprint: String? = nil,
+        certificateNotBefore: Date? = nil,
+        certificateNotAfter: Date? = nil,
+        scope: String? = nil,
+        reportedSettingsHash: [UInt8]? = nil,
+        settingsStatus: RemoteConfigReport.State? = nil,
+        settingsError: String? = nil,
+        offer: DelegatedOffer? = nil
+    ) {
+        self.acceptsConnectionSettings = acceptsConnectionSettings
+        self.certificateFingerprint = certificateFingerprint
+        self.certificateNotBefore = certificateNotBefore
+        self.certificateNotAfter = certificateNotAfter
+        self.scope = scope
+        self.reportedSettingsHash = reportedSettingsHash
+        self.settingsStatus = settingsStatus
+        self.settingsError = settingsError
+        self.offer = offer
+    }
+}
+
+/// A certificate a replica offered its agent on the leader's behalf.
+public struct DelegatedOffer: Sendable, Hashable, Codable {
+    /// The rotation it belongs to.
+    public var rotation: Int
+    /// The certificate's SHA-256 fingerprint.
+    public var fingerprint: String
+    /// The hash of the connection settings that carried it.
+    public var settingsHash: [UInt8]
+    /// Why the offer could not be sent (the agent is then skipped, as on the leader).
+    public var problem: String?
+
+    /// Creates an offer.
+    public init(rotation: Int, fingerprint: String, settingsHash: [UInt8], problem: String? = nil) {
+        self.rotation = rotation
+        self.fingerprint = fingerprint
+        self.settingsHash = settingsHash
+        self.problem = problem
     }
 }
 
@@ -55,12 +128,17 @@ public protocol ReplicaCoordination: Sendable {
     /// Says this replica is alive (the leader ignores agents of replicas that stopped saying so).
     func heartbeat(replica: String, api: String?) throws
     /// Publishes agents connected to `replica` whose view changed (a later write of the same agent, from any
-    /// replica, replaces it), and withdraws those no longer connected here (only where this replica wrote
-    /// them last: an agent that moved stays with its new replica).
-    func publishViews(replica: String, changed: [PublishedView], gone: [String]) throws
+    /// replica, replaces it), and withdraws those no longer connected here: `gone` holds their last views,
+    /// marked disconnected, written only where this replica wrote them last (an agent that moved stays with
+    /// its new replica). A withdrawn agent keeps its last report, so a leader that takes over later still
+    /// counts the ring's grace period from when the agent was last seen.
+    func publishViews(replica: String, changed: [PublishedView], gone: [PublishedView]) throws
+    /// Removes views withdrawn more than `seconds` ago, and those of replicas silent that long.
+    func pruneViews(olderThanSeconds seconds: Double) throws
     /// Views written or withdrawn since `cursor` was handed out (all when `nil`), and the cursor for the next
     /// read. In commit order: a write that took long to commit is read after it commits, never skipped.
-    /// Withdrawn agents come with no view; a view may come again unchanged.
+    /// Withdrawn agents come disconnected (or, written by an older policyd, with no view); a view may come
+    /// again unchanged.
     func publishedViews(after cursor: Int64?) throws -> (views: [(uid: String, view: PublishedView?)], cursor: Int64)
     /// Listens for news from the other replicas (LISTEN/NOTIFY), reconnecting after a loss: `handler` gets
     /// what happened and the sender's database time.
@@ -107,6 +185,8 @@ public final class Leadership: Sendable {
     public let retrySeconds: Double
     /// How long the leader goes on without a successful renewal before it steps down.
     public let renewDeadlineSeconds: Double
+    /// Sends API writes to the leader while this replica follows.
+    public let forwarding: HTTPClient
     private let state = NIOLockedValueBox<(role: Role, transitions: Int, renewedAt: ContinuousClock.Instant)>(
         (.follower(leaderAPI: nil), 0, .now)
     )
@@ -118,7 +198,8 @@ public final class Leadership: Sendable {
         coordination: any ReplicaCoordination,
         leaseSeconds: Double = 6,
         retrySeconds: Double = 1,
-        renewDeadlineSeconds: Double = 4
+        renewDeadlineSeconds: Double = 4,
+        forwarding: HTTPClient = .shared
     ) {
         precondition(leaseSeconds > renewDeadlineSeconds && renewDeadlineSeconds > retrySeconds * 1.2)
         self.name = replica
@@ -128,6 +209,48 @@ public final class Leadership: Sendable {
         self.leaseSeconds = leaseSeconds
         self.retrySeconds = retrySeconds
         self.renewDeadlineSeconds = renewDeadlineSeconds
+        self.forwarding = forwarding
+    }
+
+    /// The client a follower forwards API writes with: it trusts the system's roots and, when given, the CA
+    /// that signed the replicas' API certificates (policyd's `--tls-ca`), so replicas with certificates from
+    /// a private CA reach each other. A leader that cannot be reached fails the forward within 5 s (no
+    /// connection retries), so the caller hears `leader_unreachable` at once. Shut it down when the replica
+    /// stops (``stopForwarding()``).
+    public static func forwardingClient(trustingPEM pem: String?) throws -> HTTPClient {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        if let pem {
+            tls.additionalTrustRoots = [.certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))]
+        }
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.timeout.connect = .seconds(5)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    /// When the controller last finished a step (nil: not yet).
+    private let lastStep = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+
+    /// The controller finished a step.
+    func controllerStepped() {
+        self.lastStep.withLockedValue { $0 = .now }
+    }
+
+    /// A controller that has not stepped for this long no longer keeps its replica's agents counted: they are
+    /// connected, but nobody here judges them or pushes to them.
+    static let stalledControllerSeconds = 30
+
+    /// Whether this replica's heartbeat should go on: its controller steps (or has not started yet).
+    var controllerAlive: Bool {
+        self.lastStep.withLockedValue { last in
+            last.map { ContinuousClock.now - $0 < .seconds(Self.stalledControllerSeconds) } ?? true
+        }
+    }
+
+    /// Shuts the forwarding client down when it is this replica's own (after the API stopped).
+    public func stopForwarding() async {
+        guard self.forwarding !== HTTPClient.shared else { return }
+        try? await self.forwarding.shutdown()
     }
 
     /// The current role. A leader whose last renewal is older than the renew deadline follows, whether or
@@ -221,6 +344,7 @@ public struct LeaderElector: Service {
         listening.coordination.listen { news, sentAt in listening.heard(news, sentAt: sentAt) }
         var epoch: Int?
         var lastRenewal = ContinuousClock.now
+        var stalled = false
         let leadership = self.leadership
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             // Taken before asking: a renewal counts from when it was asked for.
@@ -257,6 +381,21 @@ public struct LeaderElector: Service {
                     leadership.set(.follower(leaderAPI: nil))
                 }
             }
+            // This replica is alive (its agents count for the leader): said here rather than from the
+            // controller's step, so a step slowed by a burst of reconnecting agents does not make them look
+            // gone. A database that cannot be reached was reported just above.
+            if leadership.controllerAlive {
+                do {
+                    try leadership.coordination.heartbeat(replica: leadership.replica, api: leadership.api)
+                } catch {
+                    self.logger.debug("cannot record this replica's heartbeat", metadata: ["error": "\(error)"])
+                }
+            } else if !stalled {
+                self.logger.error(
+                    "the controller has not stepped for \(Leadership.stalledControllerSeconds) s: no more heartbeats, so the leader counts this replica's agents as gone"
+                )
+            }
+            stalled = !leadership.controllerAlive
             try? await cancelWhenGracefulShutdown {
                 try await Task.sleep(for: .milliseconds(Int(leadership.retrySeconds * 1000)))
             }

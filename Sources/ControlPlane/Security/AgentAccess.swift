@@ -386,12 +386,24 @@ public final class AgentAccess: AgentAccessPolicy {
                             )
                         )
                     }
-                case .rotation:
-                    // Carried out by the leader for the agents connected to it (docs/ha.md).
-                    break
+                case .rotation(let rotation):
+                    // Run by the leader; a follower offers the certificates the leader asks it to, and a replica
+                    // that takes over carries on with the rotation as last saved.
+                    if (state.rotation?.id ?? 0) <= rotation.id { state.rotation = rotation }
                 }
             }
             return news
+        }
+    }
+
+    /// Rereads only the certificates other replicas recorded (the rest waits for ``reload()``, whose news
+    /// the controller acts on).
+    public func reloadCertificates() throws {
+        let records = try self.store.securityRecords()
+        self.state.withLockedValue { state in
+            for case .certificate(let certificate) in records {
+                state.certificates[certificate.fingerprint] = certificate
+            }
         }
     }
 
@@ -533,14 +545,20 @@ public final class AgentAccess: AgentAccessPolicy {
     /// Whether the certificate a connection presented is past its renewal time (read from the certificate
     /// itself, so it holds for certificates whose record was lost and for ones another CA issued).
     public func renewalDue(_ principal: AgentPrincipal, now: Date) -> Bool {
-        guard let notBefore = principal.certificateNotBefore, let notAfter = principal.certificateNotAfter else {
-            return false
-        }
+        self.renewalDue(notBefore: principal.certificateNotBefore, notAfter: principal.certificateNotAfter, now: now)
+    }
+
+    /// Whether a certificate valid over these dates is past its renewal time (false without dates).
+    public func renewalDue(notBefore: Date?, notAfter: Date?, now: Date) -> Bool {
+        guard let notBefore, let notAfter else { return false }
         return self.certificatePolicy.renewal(notBefore: notBefore, notAfter: notAfter) <= now
     }
 
-    /// Makes a key pair and a certificate for an agent (server-initiated offers and rotation).
-    public func issueCertificate(for uid: InstanceUID, tier: AgentTier?) throws -> OfferedCertificate {
+    /// Makes a key pair and a certificate for an agent (server-initiated offers and rotation); `origin` is
+    /// recorded with it.
+    public func issueCertificate(for uid: InstanceUID, tier: AgentTier?, origin: String = "offered") throws
+        -> OfferedCertificate
+    {
         guard let authority = self.authority else {
             throw ControlPlaneError.conflict("this server has no certificate authority (`policyd ca init`)")
         }
@@ -556,7 +574,7 @@ public final class AgentAccess: AgentAccessPolicy {
         } catch {
             throw ControlPlaneError.badRequest("cannot issue a certificate: \(error.message)")
         }
-        self.record(issued, tier: tier, origin: "offered", now: now)
+        self.record(issued, tier: tier, origin: origin, now: now)
         return OfferedCertificate(
             certificatePEM: issued.certificatePEM,
             privateKeyPEM: issued.privateKeyPEM,

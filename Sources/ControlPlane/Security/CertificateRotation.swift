@@ -61,6 +61,9 @@ public struct CertificateRotation: Sendable, Hashable, Codable {
         public var offeredAt: Date?
         /// Why skipped or failed.
         public var detail: String?
+        /// With several replicas: the replica asked to make and offer the certificate (the agent is connected
+        /// there); `fingerprint` stays nil until that replica says what it offered.
+        public var replica: String?
     }
 
     /// Increases with every rotation.
@@ -124,7 +127,14 @@ public struct CertificateRotation: Sendable, Hashable, Codable {
         for uid in self.inFlight {
             guard var entry = self.entries[uid] else { continue }
             let view = agents[uid]
-            if let view, view.connected, view.certificateFingerprint == entry.fingerprint {
+            if entry.replica != nil, entry.fingerprint == nil {
+                // Asked of another replica, which has not said what it offered yet: only the timeout applies.
+                if now.timeIntervalSince(entry.offeredAt ?? now) > self.timeoutSeconds {
+                    entry.state = "failed"
+                    entry.detail =
+                        "replica \(entry.replica ?? "") did not offer a certificate within \(Int(self.timeoutSeconds))s"
+                }
+            } else if let view, view.connected, view.certificateFingerprint == entry.fingerprint {
                 entry.state = "done"
             } else if let view, view.settingsStatus == .failed, view.reportedSettingsHash == entry.settingsHash {
                 entry.state = "failed"
@@ -183,6 +193,29 @@ public struct CertificateRotation: Sendable, Hashable, Codable {
                 offeredAt: now
             )
         }
+    }
+
+    /// Records that `uid`, connected to another replica, is to be offered a certificate by that replica.
+    public mutating func delegated(_ uid: String, to replica: String, at now: Date) {
+        self.entries[uid] = Entry(state: "offered", offeredAt: now, replica: replica)
+    }
+
+    /// Records what the replica asked to offer `uid` a certificate offered (the timeout still counts from
+    /// when it was asked).
+    public mutating func confirmed(_ uid: String, fingerprint: String, settingsHash: [UInt8]?) {
+        guard var entry = self.entries[uid], entry.state == "offered", entry.fingerprint == nil else { return }
+        entry.fingerprint = fingerprint
+        entry.settingsHash = settingsHash
+        self.entries[uid] = entry
+    }
+
+    /// Agents asked of another replica that has not said what it offered yet, with that replica.
+    public var awaitingOffer: [String: String] {
+        var awaiting: [String: String] = [:]
+        for (uid, entry) in self.entries where entry.state == "offered" && entry.fingerprint == nil {
+            if let replica = entry.replica { awaiting[uid] = replica }
+        }
+        return awaiting
     }
 
     /// Stops offering; agents already offered keep what they got.

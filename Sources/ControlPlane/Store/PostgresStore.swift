@@ -679,7 +679,10 @@ public final class PostgresStore: ControlPlaneStore {
                 try self.json($0)
             )
         }
+        // A rotation is the leader's alone: a deposed leader must not overwrite the one its successor runs.
+        let leaderOnly = records.contains { if case .rotation = $0 { true } else { false } }
         try self.transaction("saving security records") { session in
+            if leaderOnly { try self.checkFence(session) }
             for (kind, id, record) in rows {
                 _ = try session.query(
                     """
@@ -1076,7 +1079,7 @@ extension PostgresStore: ReplicaCoordination {
         }
     }
 
-    public func publishViews(replica: String, changed: [PublishedView], gone: [String]) throws {
+    public func publishViews(replica: String, changed: [PublishedView], gone: [PublishedView]) throws {
         guard !changed.isEmpty || !gone.isEmpty else { return }
         let uids = try changed.map { try self.text($0.view.uid, "agent instance UID") }
         let json = try changed.map { try self.json($0) }
@@ -1096,13 +1099,31 @@ extension PostgresStore: ReplicaCoordination {
                 "SELECT pg_notify(\(Self.viewsChannel), extract(epoch FROM clock_timestamp())::text)"
             )
             if !gone.isEmpty {
+                let goneUIDs = try gone.map { try self.text($0.view.uid, "agent instance UID") }
+                let goneJSON = try gone.map { try self.json($0) }
                 _ = try session.query(
                     """
-                    UPDATE agent_views SET view = NULL, written_at = now(), xid = pg_current_xact_id()::text::bigint
-                    WHERE replica = \(replica) AND uid = ANY(\(gone)::text[])
+                    UPDATE agent_views AS a SET view = t.v, written_at = now(), xid = pg_current_xact_id()::text::bigint
+                    FROM unnest(\(goneUIDs)::text[], \(goneJSON)::text[]) AS t(u, v)
+                    WHERE a.replica = \(replica) AND a.uid = t.u
                     """
                 )
             }
+        }
+    }
+
+    public func pruneViews(olderThanSeconds seconds: Double) throws {
+        try self.transaction("pruning agent views") { session in
+            // A withdrawn view says `"connected":false` in its JSON; NULL is how an older policyd withdrew.
+            _ = try session.query(
+                """
+                DELETE FROM agent_views
+                WHERE written_at < now() - make_interval(secs => \(seconds))
+                  AND (view IS NULL OR (view::json -> 'view' ->> 'connected') = 'false'
+                       OR replica NOT IN (
+                           SELECT name FROM replicas WHERE heartbeat_at > now() - make_interval(secs => \(seconds))))
+                """
+            )
         }
     }
 

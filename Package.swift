@@ -129,6 +129,8 @@ let package = Package(
         ),
         // The system zlib (gzip trace files); swift-nio-extras links the same library.
         .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        // glibc's allocator settings (mallopt), set once at start by the long-running executables.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // Decision simulation around the pure evaluator: trace files (OTLP JSON, gzip, streamed), rule tests,
         // estimates and their reports, synthetic traces.
         .target(
@@ -153,6 +155,7 @@ let package = Package(
         .executableTarget(
             name: "policyd",
             dependencies: [
+                "CMalloc",
                 "OpAMPServer",
                 "Credentials",
                 .product(name: "Yams", package: "Yams"),
@@ -188,7 +191,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "opamp-fleet",
-            dependencies: ["FleetSimulator", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "FleetSimulator", "CMalloc", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: upcoming
         ),
         // Benchmarks print figures; they are never run as tests.
@@ -209,7 +214,7 @@ let package = Package(
         .executableTarget(
             name: "package-bench",
             dependencies: [
-                "ControlPlane", "OpAMPServer",
+                "ControlPlane", "OpAMPServer", "CMalloc",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMalloc
 import FleetSimulator
 import Foundation
 
@@ -69,6 +70,8 @@ struct OpAMPFleet: AsyncParsableCommand {
     var collectorVersion = "0.150.0"
 
     func run() async throws {
+        // As policyd does: large buffers are returned to the system when freed (package downloads).
+        _ = tailplane_set_mmap_threshold(64 * 1024)
         guard let url = URL(string: self.endpoint), let scheme = url.scheme, let host = url.host else {
             throw ValidationError("--endpoint must be a ws:// or http:// URL")
         }

@@ -1,3 +1,4 @@
+import CMalloc
 import ControlPlane
 import Foundation
 import Logging
@@ -22,7 +23,10 @@ func say(_ text: String) {
 /// signature with the pinned key and installs it. Printed: the upload time, the time until every agent
 /// reported it installed, the download throughput, and policyd's resident memory before and at its peak
 /// during the downloads (sampled every 50 ms), so memory can be compared across package sizes.
-let arguments = Array(CommandLine.arguments.dropFirst())
+// Tuned as policyd is (`--glibc-defaults` leaves glibc's allocator as it comes, for comparison).
+let glibcDefaults = CommandLine.arguments.contains("--glibc-defaults")
+if !glibcDefaults { _ = tailplane_set_mmap_threshold(64 * 1024) }
+let arguments = Array(CommandLine.arguments.dropFirst().filter { $0 != "--glibc-defaults" })
 let agentCount = arguments.first.flatMap(Int.init) ?? 1000
 let sizes = arguments.dropFirst().compactMap(Int.init).isEmpty ? [10, 100] : arguments.dropFirst().compactMap(Int.init)
 let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
@@ -96,7 +100,9 @@ while opamp.registry.connectedCount < agentCount {
     }
     try await Task.sleep(for: .milliseconds(50))
 }
-say("\(agentCount) agents connected; policyd resident \(residentMiB()) MiB")
+say(
+    "\(agentCount) agents connected; policyd resident \(residentMiB()) MiB\(glibcDefaults ? " (glibc allocator defaults)" : "")"
+)
 
 // The example rules without the business file (its budget cannot be split across this many samplers), one
 // stage, every agent at once, no drain: the downloads all run together.

@@ -43,6 +43,7 @@ extension Policyd {
         }
 
         func run() async throws {
+            returnLargeBuffersToTheSystem()
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)
                 handler.logLevel = .warning

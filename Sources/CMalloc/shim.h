@@ -9,9 +9,9 @@
 #if defined(__GLIBC__)
 #include <malloc.h>
 
-/// Serves every allocation of at least `bytes` with a mapping of its own, unmapped when freed, and turns off
-/// glibc's sliding threshold (which rises to the largest block freed so far, up to 32 MiB). Returns 1 when
-/// the setting was taken.
+/// Serves allocations of at least `bytes` that the arena's free space cannot satisfy with a mapping of their
+/// own, unmapped when freed, and turns off glibc's sliding threshold (which rises to the largest mapped block
+/// freed so far, up to 32 MiB). Returns 1 when the setting was taken, 0 elsewhere than glibc.
 static inline int tailplane_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 #else
 static inline int tailplane_set_mmap_threshold(int bytes) {

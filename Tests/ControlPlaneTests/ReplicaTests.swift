@@ -60,10 +60,18 @@ import Testing
     }
 
     /// Kills every replica still running and waits for it.
+    /// Stops every replica and removes its data directory and log (kept with `TAILPLANE_TEST_KEEP_LOGS=1`, to
+    /// read what the replicas said about a failure).
     static func killAll(_ replicas: [Replica]) {
         for replica in replicas where replica.process.isRunning {
             kill(replica.process.processIdentifier, SIGKILL)
             replica.process.waitUntilExit()
+        }
+        for replica in replicas {
+            try? FileManager.default.removeItem(at: replica.directory)
+            if ProcessInfo.processInfo.environment["TAILPLANE_TEST_KEEP_LOGS"] == nil {
+                try? FileManager.default.removeItem(atPath: replica.directory.path + ".log")
+            }
         }
     }
 

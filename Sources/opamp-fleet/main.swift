@@ -71,7 +71,7 @@ struct OpAMPFleet: AsyncParsableCommand {
 
     func run() async throws {
         // As policyd does: large buffers are returned to the system when freed (package downloads).
-        _ = tailplane_set_mmap_threshold(64 * 1024)
+        _ = tailplane_return_large_buffers()
         guard let url = URL(string: self.endpoint), let scheme = url.scheme, let host = url.host else {
             throw ValidationError("--endpoint must be a ws:// or http:// URL")
         }

@@ -25,7 +25,7 @@ func say(_ text: String) {
 /// during the downloads (sampled every 50 ms), so memory can be compared across package sizes.
 // Tuned as policyd is (`--glibc-defaults` leaves glibc's allocator as it comes, for comparison).
 let glibcDefaults = CommandLine.arguments.contains("--glibc-defaults")
-if !glibcDefaults { _ = tailplane_set_mmap_threshold(64 * 1024) }
+if !glibcDefaults { _ = tailplane_return_large_buffers() }
 let arguments = Array(CommandLine.arguments.dropFirst().filter { $0 != "--glibc-defaults" })
 let agentCount = arguments.first.flatMap(Int.init) ?? 1000
 let sizes = arguments.dropFirst().compactMap(Int.init).isEmpty ? [10, 100] : arguments.dropFirst().compactMap(Int.init)

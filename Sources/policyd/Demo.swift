@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMalloc
 import ControlPlane
 import FleetSimulator
 import Foundation
@@ -43,7 +44,7 @@ extension Policyd {
         }
 
         func run() async throws {
-            returnLargeBuffersToTheSystem()
+            _ = tailplane_return_large_buffers()
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)
                 handler.logLevel = .warning

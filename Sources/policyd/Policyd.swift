@@ -9,18 +9,6 @@ import ServiceLifecycle
 import UnixSignals
 
 /// `policyd`: the Tailplane control plane daemon.
-/// Large buffers (package chunks, big OpAMP messages) get mappings of their own, returned to the system when
-/// freed: with glibc's defaults a thousand package downloads of 64 KiB chunks left 1.5 GiB resident, with this
-/// 149 MiB for a 10 MiB package and 171 MiB for 100 MiB (docs/performance.md, "Packages"). An operator's own
-/// threshold (`MALLOC_MMAP_THRESHOLD_`, or `glibc.malloc.mmap_threshold` in `GLIBC_TUNABLES`) is left alone.
-func returnLargeBuffersToTheSystem() {
-    let environment = ProcessInfo.processInfo.environment
-    guard environment["MALLOC_MMAP_THRESHOLD_"] == nil,
-        environment["GLIBC_TUNABLES"]?.contains("glibc.malloc.mmap_threshold") != true
-    else { return }
-    _ = tailplane_set_mmap_threshold(64 * 1024)
-}
-
 @main
 struct Policyd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -202,7 +190,8 @@ extension Policyd {
         }
 
         func run() async throws {
-            returnLargeBuffersToTheSystem()
+            // Freed download chunks go back to the system (docs/performance.md, "Packages").
+            _ = tailplane_return_large_buffers()
             let level = self.logLevel
             LoggingSystem.bootstrap { label in
                 var handler = StreamLogHandler.standardError(label: label)

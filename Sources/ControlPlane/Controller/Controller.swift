@@ -53,10 +53,10 @@ public actor Controller {
     /// While following: certificates this replica offered its agents because the leader's rotation asked it
     /// to (or why the offer could not be sent), published so the leader can follow them.
     var delegatedOffers: [String: DelegatedOffer] = [:]
-    /// Agents other live replicas published, as of the last read; every view read, withdrawn ones as nil;
-    /// the newest write time read.
+    /// Agents other replicas published, as judged at the last read (a quiet replica's as disconnected);
+    /// every view read, withdrawn ones disconnected; the cursor of the next read.
     private var remote: [String: PublishedView] = [:]
-    private var remoteCache: [String: PublishedView?] = [:]
+    private var remoteCache: [String: PublishedView] = [:]
     private var remoteCursor: Int64?
     private var lastViewRead = Date.distantPast
     private var lastViewPrune = Date.distantPast
@@ -394,7 +394,7 @@ public actor Controller {
                     // A withdrawn view comes disconnected, with its last report: the ring's grace period counts
                     // from then, as for an agent of this replica (not from when this replica took over).
                     self.remoteCache[uid] = view
-                } else if var last = self.remoteCache[uid] ?? nil {
+                } else if var last = self.remoteCache[uid] {
                     // Withdrawn by an older policyd (no view): disconnected since the last report read.
                     last.view.connected = false
                     self.remoteCache[uid] = last
@@ -404,8 +404,9 @@ public actor Controller {
             let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
             var views: [String: PublishedView] = [:]
             for (uid, cached) in self.remoteCache {
+                var entry = cached
                 // This replica's own agents come from its registry: their views are not kept.
-                guard var entry = cached, entry.replica != leadership.replica else {
+                guard entry.replica != leadership.replica else {
                     self.remoteCache[uid] = nil
                     continue
                 }

@@ -59,8 +59,6 @@ public struct PublishedCredentials: Sendable, Hashable, Codable {
     public var certificateNotBefore: Date?
     /// End of that certificate's validity.
     public var certificateNotAfter: Date?
-    /// The tier its credential is scoped to.
-    public var scope: String?
     /// The connection settings hash it last reported, with the status and error.
     public var reportedSettingsHash: [UInt8]?
     /// Status of those settings.
@@ -76,7 +74,6 @@ public struct PublishedCredentials: Sendable, Hashable, Codable {
         certificateFingerprint: String? = nil,
         certificateNotBefore: Date? = nil,
         certificateNotAfter: Date? = nil,
-        scope: String? = nil,
         reportedSettingsHash: [UInt8]? = nil,
         settingsStatus: RemoteConfigReport.State? = nil,
         settingsError: String? = nil,
@@ -86,7 +83,6 @@ public struct PublishedCredentials: Sendable, Hashable, Codable {
         self.certificateFingerprint = certificateFingerprint
         self.certificateNotBefore = certificateNotBefore
         self.certificateNotAfter = certificateNotAfter
-        self.scope = scope
         self.reportedSettingsHash = reportedSettingsHash
         self.settingsStatus = settingsStatus
         self.settingsError = settingsError

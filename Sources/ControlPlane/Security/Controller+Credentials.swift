@@ -79,8 +79,10 @@ extension Controller {
         // After a renewal halts, wait an hour before trying again (an operator looks meanwhile).
         let backingOff =
             rotation.map { $0.phase == .halted && now.timeIntervalSince($0.endedAt ?? now) < 3600 } ?? false
-        // Agents connected to other replicas (several replicas), as they last published them.
-        let elsewhere = self.connectedElsewhere(now: now)
+        // With several replicas: every agent other replicas published (withdrawn ones too), and those
+        // connected there now.
+        let published = self.leadership == nil ? [:] : self.remoteViews(now: now)
+        let elsewhere = published.filter { $0.value.view.connected }
         if rotation?.phase != .running, !backingOff,
             now.timeIntervalSince(self.lastRenewalCheck) >= self.options.renewalCheckSeconds
         {
@@ -127,34 +129,17 @@ extension Controller {
         for agent in snapshot {
             let uid = agent.instanceUID.description
             // An agent with a session here and there: the connected one counts.
-            if agent.connected || views[uid] == nil { byUID[uid] = agent }
             guard agent.connected || views[uid] == nil else { continue }
-            views[uid] = RotationAgentView(
-                uid: uid,
-                connected: agent.connected,
-                acceptsConnectionSettings: agent.capabilities.contains(.acceptsOpAMPConnectionSettings),
-                certificateFingerprint: agent.principal?.certificateFingerprint,
-                reportedSettingsHash: agent.connectionSettings.reportedHash,
-                settingsStatus: agent.connectionSettings.status,
-                settingsError: agent.connectionSettings.errorMessage
-            )
+            byUID[uid] = agent
+            views[uid] = RotationAgentView(uid: uid, connected: agent.connected, self.credentials(of: agent))
         }
         for (uid, other) in elsewhere where views[uid]?.connected != true {
             guard let credentials = other.credentials else { continue }
             byUID[uid] = nil
-            views[uid] = RotationAgentView(
-                uid: uid,
-                connected: true,
-                acceptsConnectionSettings: credentials.acceptsConnectionSettings,
-                certificateFingerprint: credentials.certificateFingerprint,
-                reportedSettingsHash: credentials.reportedSettingsHash,
-                settingsStatus: credentials.settingsStatus,
-                settingsError: credentials.settingsError
-            )
+            views[uid] = RotationAgentView(uid: uid, connected: true, credentials)
         }
         // Offers asked of another replica: what it says it offered (its published view, withdrawn ones too),
         // or failing that the certificate record it stored before offering, which outlives the view.
-        let published = self.leadership == nil ? [:] : self.remoteViews(now: now)
         var reloaded = false
         var asked: [String] = []
         for (uid, replica) in current.awaitingOffer.sorted(by: { $0.key < $1.key }) {
@@ -200,23 +185,9 @@ extension Controller {
                 current.offered(uid, fingerprint: nil, settingsHash: nil, at: now, problem: "no advertised endpoint")
                 continue
             }
-            // The tier its credential already has, else the one its description puts it in.
-            let scoped = agent.principal?.scope.flatMap(AgentTier.init(rawValue:))
-            let tier = scoped ?? self.tier(of: agent, fleet: fleet)
             do {
-                let certificate = try access.issueCertificate(
-                    for: agent.instanceUID,
-                    tier: tier == .unmanaged ? nil : tier,
-                    origin: Self.rotationOrigin(current.id)
-                )
-                // Non-nil: the endpoint was checked above.
-                let offer = self.registry.certificateOffer(certificate)!
-                current.offered(
-                    uid,
-                    fingerprint: Fingerprint.sha256(pem: certificate.certificatePEM),
-                    settingsHash: offer.settingsHash,
-                    at: now
-                )
+                let (offer, fingerprint) = try self.rotationOffer(for: agent, rotation: current.id, fleet: fleet)
+                current.offered(uid, fingerprint: fingerprint, settingsHash: offer.settingsHash, at: now)
                 pending.append((agent.instanceUID, offer))
             } catch {
                 current.offered(
@@ -268,21 +239,45 @@ extension Controller {
         return self.remoteViews(now: now).filter { $0.value.view.connected }
     }
 
-    /// What this replica publishes of an agent's credentials for the leader's rotations.
-    func publishedCredentials(_ agent: AgentSnapshot) -> PublishedCredentials? {
-        guard self.access != nil else { return nil }
-        let principal = agent.principal
-        return PublishedCredentials(
+    /// What a rotation looks at of an agent connected here.
+    func credentials(of agent: AgentSnapshot) -> PublishedCredentials {
+        PublishedCredentials(
             acceptsConnectionSettings: agent.capabilities.contains(.acceptsOpAMPConnectionSettings),
-            certificateFingerprint: principal?.certificateFingerprint,
-            certificateNotBefore: principal?.certificateNotBefore,
-            certificateNotAfter: principal?.certificateNotAfter,
-            scope: principal?.scope,
+            certificateFingerprint: agent.principal?.certificateFingerprint,
+            certificateNotBefore: agent.principal?.certificateNotBefore,
+            certificateNotAfter: agent.principal?.certificateNotAfter,
             reportedSettingsHash: agent.connectionSettings.reportedHash,
             settingsStatus: agent.connectionSettings.status,
             settingsError: agent.connectionSettings.errorMessage,
             offer: self.delegatedOffers[agent.instanceUID.description]
         )
+    }
+
+    /// What this replica publishes of an agent's credentials for the leader's rotations (nothing when it
+    /// checks no credentials).
+    func publishedCredentials(_ agent: AgentSnapshot) -> PublishedCredentials? {
+        self.access == nil ? nil : self.credentials(of: agent)
+    }
+
+    /// A new certificate for a rotation, recorded with the rotation's origin, and the offer carrying it.
+    /// The tier is the one the agent's credential already has, else the one its description puts it in.
+    /// Called with an advertised endpoint (checked by the callers), so the offer can be made.
+    func rotationOffer(for agent: AgentSnapshot, rotation: Int, fleet: Fleet) throws
+        -> (offer: OpAMPConnectionOffer, fingerprint: String)
+    {
+        guard let access = self.access else {
+            throw ControlPlaneError.conflict("this policyd has no certificate authority (`policyd ca init`)")
+        }
+        let tier = agent.principal?.scope.flatMap(AgentTier.init(rawValue:)) ?? self.tier(of: agent, fleet: fleet)
+        let certificate = try access.issueCertificate(
+            for: agent.instanceUID,
+            tier: tier == .unmanaged ? nil : tier,
+            origin: Self.rotationOrigin(rotation)
+        )
+        guard let offer = self.registry.certificateOffer(certificate),
+            let fingerprint = Fingerprint.sha256(pem: certificate.certificatePEM)
+        else { throw ControlPlaneError.conflict("no advertised endpoint to offer a certificate with") }
+        return (offer, fingerprint)
     }
 
     /// A follower's part in the leader's rotation: makes and offers the certificates the leader asked of this
@@ -304,18 +299,8 @@ extension Controller {
         // An agent that left meanwhile is asked of the replica it is connected to now, by the leader.
         for uid in asked.keys.sorted() {
             guard let agent = connected[uid] else { continue }
-            let scoped = agent.principal?.scope.flatMap(AgentTier.init(rawValue:))
-            let tier = scoped ?? self.tier(of: agent, fleet: fleet)
             do {
-                let certificate = try access.issueCertificate(
-                    for: agent.instanceUID,
-                    tier: tier == .unmanaged ? nil : tier,
-                    origin: Self.rotationOrigin(rotation.id)
-                )
-                // Non-nil: the endpoint was checked above; a certificate just made parses.
-                guard let offer = self.registry.certificateOffer(certificate),
-                    let fingerprint = Fingerprint.sha256(pem: certificate.certificatePEM)
-                else { continue }
+                let (offer, fingerprint) = try self.rotationOffer(for: agent, rotation: rotation.id, fleet: fleet)
                 pending.append(
                     (
                         agent.instanceUID, offer,
@@ -357,6 +342,21 @@ extension Controller {
         self.logger.info(
             "certificate rotation batch offered for the leader",
             metadata: ["rotation": "\(rotation.id)", "agents": "\(pending.count)"]
+        )
+    }
+}
+
+extension RotationAgentView {
+    /// An agent's view from what its replica reports of its credentials.
+    init(uid: String, connected: Bool, _ credentials: PublishedCredentials) {
+        self.init(
+            uid: uid,
+            connected: connected,
+            acceptsConnectionSettings: credentials.acceptsConnectionSettings,
+            certificateFingerprint: credentials.certificateFingerprint,
+            reportedSettingsHash: credentials.reportedSettingsHash,
+            settingsStatus: credentials.settingsStatus,
+            settingsError: credentials.settingsError
         )
     }
 }

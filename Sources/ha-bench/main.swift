@@ -32,12 +32,21 @@ nonisolated(unsafe) var agentCount = replicaAgents
 let database = option("--database")
 let replicaCount = option("--replicas").flatMap(Int.init) ?? 3
 let skipSQLite = arguments.contains("--skip-sqlite")
+/// Goes from connected straight to the `kill -9` of the leader (no rollouts before it), to measure failover alone.
+let failoverOnly = arguments.contains("--failover-only")
+/// Where each replica's log goes (`NAME.log`, level notice): nowhere (level error, to this process's stderr) unless given.
+let logDirectory = option("--logs")
 let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 let repository = URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
 
-/// Prints a figure at once, also through a pipe.
+/// Prints a figure at once, also through a pipe, after the wall-clock time (to match the replicas' logs).
 func say(_ text: String) {
-    print(text)
+    let stamp = ISO8601DateFormatter.string(
+        from: Date(),
+        timeZone: TimeZone(identifier: "UTC")!,
+        formatOptions: [.withTime, .withColonSeparatorInTime, .withFractionalSeconds]
+    )
+    print("\(stamp) \(text)")
     fflush(nil)
 }
 
@@ -94,12 +103,19 @@ func startPolicyd(_ name: String, database: String?) throws -> Replica {
     process.executableURL = binDirectory.appendingPathComponent("policyd")
     var serve = [
         "serve", "--data-dir", directory.path, "--bind", "127.0.0.1", "--opamp-port", String(opamp),
-        "--api-port", String(api), "--log-level", "error", "--max-connections", String(agentCount + 1000),
+        "--api-port", String(api), "--log-level", logDirectory == nil ? "error" : "notice",
+        "--max-connections", String(agentCount + 1000),
     ]
     if let database { serve += ["--database", database, "--replica-name", name] }
     process.arguments = serve
     process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.standardError
+    if let logDirectory {
+        let path = URL(fileURLWithPath: logDirectory).appendingPathComponent("\(name).log").path
+        FileManager.default.createFile(atPath: path, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: path)
+    } else {
+        process.standardError = FileHandle.standardError
+    }
     try process.run()
     return Replica(name: name, opampPort: opamp, apiPort: api, directory: directory, process: process)
 }
@@ -207,7 +223,7 @@ func startFleet(_ replicas: [Replica]) throws -> [Process] {
             [
                 "--endpoint", "ws://127.0.0.1:\(replicas[0].opampPort)/v1/opamp",
                 "--agents", String(min(share, agentCount - first)), "--first-index", String(first),
-                "--lb-share", "0.2", "--connect-rate", "4000", "--heartbeat", "600", "--apply-delay-ms", "0",
+                "--lb-share", "0.2", "--connect-rate", "4000", "--heartbeat", "30", "--apply-delay-ms", "0",
                 "--stats-interval", "3600", "--threads", "1",
             ] + replicas.dropFirst().flatMap { ["--also-port", String($0.opampPort)] }
         fleet.standardOutput = FileHandle.nullDevice
@@ -254,22 +270,25 @@ func run(title: String, database: String?, replicas count: Int) async throws {
             ?? "  only \(seen) agents seen within 600 s"
     )
     guard connectedAfter != nil else { return }
-    try await rollOut(
-        "one stage",
-        via: first.apiPort,
-        extra: "keep one when service == \"bench-1\"\n",
-        stages: "[{percent: 100}]"
-    )
-    try await rollOut(
-        "canary, 25 %, 100 %",
-        via: first.apiPort,
-        extra: "keep two when service == \"bench-2\"\n",
-        stages: "[{canary: 1}, {percent: 25}, {percent: 100}]"
-    )
+    if !failoverOnly {
+        try await rollOut(
+            "one stage",
+            via: first.apiPort,
+            extra: "keep one when service == \"bench-1\"\n",
+            stages: "[{percent: 100}]"
+        )
+        try await rollOut(
+            "canary, 25 %, 100 %",
+            via: first.apiPort,
+            extra: "keep two when service == \"bench-2\"\n",
+            stages: "[{canary: 1}, {percent: 25}, {percent: 100}]"
+        )
+    }
     report(memoryOf: replicas)
     guard database != nil else { return }
 
     // kill -9 of the leader under the whole fleet.
+    say("  kill -9 of \(first.name), the leader")
     kill(first.process.processIdentifier, SIGKILL)
     first.process.waitUntilExit()
     let survivors = replicas.filter { $0.name != first.name }
@@ -282,6 +301,7 @@ func run(title: String, database: String?, replicas count: Int) async throws {
         regathered.map { "  the new leader sees every agent again (moved to the survivors) after \(format($0)) s more" }
             ?? "  the new leader sees \(seenAgain) agents after 600 s"
     )
+    if failoverOnly { return }
     try await rollOut(
         "one stage on \(survivors.count) replicas",
         via: next.apiPort,

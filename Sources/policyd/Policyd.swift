@@ -346,16 +346,18 @@ extension Policyd {
                     [.init(service: LeaderElector(leadership: $0, logger: Logger(label: "policyd.leader")))]
                 }
                 ?? []
-            let group = ServiceGroup(
-                configuration: .init(
-                    services: elector + [
-                        .init(service: server), .init(service: control),
-                        .init(service: AgentEventLog(registry: server.registry)),
-                    ],
-                    gracefulShutdownSignals: [.sigterm, .sigint],
-                    logger: logger
-                )
+            var groupConfiguration = ServiceGroupConfiguration(
+                services: elector + [
+                    .init(service: server), .init(service: control),
+                    .init(service: AgentEventLog(registry: server.registry)),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
             )
+            // A service that does not stop (a request that never ends) is cancelled after 30 s rather than keep
+            // the process, and the lease, alive.
+            groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+            let group = ServiceGroup(configuration: groupConfiguration)
             do {
                 try await group.run()
             } catch {

@@ -578,6 +578,33 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
         #expect(Set(try store.publishedViews(after: nil).views.map(\.uid)) == ["x", "z"])
     }
 
+    /// Agent records are read by other replicas as they change: all at first, then only those written since;
+    /// an older record of an agent that moved does not replace the newer one.
+    @Test func agentRecordsAreReadAsTheyChange() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let a = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let b = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        #expect(try b.agentRecords(after: nil).records.isEmpty)
+        try a.recordAgents([agent("x", seen: 1_764_000_000), agent("y", seen: 1_764_000_000)])
+        let all = try b.agentRecords(after: nil)
+        #expect(Set(all.records.map(\.instanceUID)) == ["x", "y"])
+        #expect(try b.agentRecords(after: all.cursor).records.isEmpty, "nothing written since")
+
+        try a.recordAgents([agent("y", seen: 1_764_000_005, state: "pending")])
+        let changed = try b.agentRecords(after: all.cursor)
+        #expect(changed.records.map(\.instanceUID) == ["y"])
+        #expect(changed.records.first?.configState == "pending")
+
+        // y moved to b, which recorded it later; a's stale record of it changes nothing and is not read again.
+        try b.recordAgents([agent("y", seen: 1_764_000_010, state: "applied")])
+        let moved = try a.agentRecords(after: changed.cursor)
+        try a.recordAgents([agent("y", seen: 1_764_000_006, state: "failed")])
+        let stale = try a.agentRecords(after: moved.cursor)
+        #expect(moved.records.map(\.configState) == ["applied"])
+        #expect(stale.records.isEmpty)
+        #expect(try a.agents().first { $0.instanceUID == "y" }?.configState == "applied")
+    }
+
     /// LISTEN/NOTIFY: a saved state and published views reach a listening replica as they commit, with the
     /// sender's time; a listener says when it (re)connected.
     @Test func savesAndPublishedViewsAreNotified() async throws {

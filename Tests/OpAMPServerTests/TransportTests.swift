@@ -330,6 +330,53 @@ import Testing
         for agent in agents.dropFirst() + [again] { await agent.close() }
     }
 
+    /// Configs larger than a socket holds, pushed one after another (a load balancer's ring, then two ring
+    /// changes): an agent that reads late stays connected and gets the first and the latest, the one between
+    /// replaced while it waited; an agent that takes nothing is closed after `stalledWriteSeconds`.
+    @Test func configsWaitingForASlowReaderAreReplacedByNewerOnes() async throws {
+        let (server, port) = try await Self.server { $0.stalledWriteSeconds = 2 }
+        defer { Task { await server.stop() } }
+        // 8 MiB: more than the kernel holds for a socket whose reader does not read (about 4 MiB here).
+        let ring = String(repeating: "- sampler-00000:4317\n", count: (8 << 20) / 21)
+        func large(_ n: Int) -> RemoteConfig {
+            RemoteConfig(
+                files: ["": ConfigFile(body: Array("# push \(n)\n\(ring)".utf8), contentType: "text/yaml")],
+                hash: Array("push \(n)".utf8)
+            )
+        }
+        let slow = try await TestWebSocketAgent.connect(port: port)
+        try await slow.send(fullState(uid(19)))
+        _ = try await slow.receive()
+        try await slow.channel.setOption(.autoRead, value: false).get()
+        for n in 1...3 { server.registry.setDesiredConfig(large(n), for: uid(19)) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(server.registry.agent(uid(19))?.connected == true)
+        try await slow.channel.setOption(.autoRead, value: true).get()
+        var received: [Data] = []
+        while received.last != Data(large(3).hash) {
+            received.append(try await slow.receive(timeout: .seconds(20)).remoteConfig.configHash)
+        }
+        #expect(received == [Data(large(1).hash), Data(large(3).hash)], "the second, replaced, never goes out")
+        try await slow.send(heartbeat(uid(19), seq: 1))
+        _ = try await slow.receive()
+        #expect(server.registry.agent(uid(19))?.connected == true)
+
+        let stuck = try await TestWebSocketAgent.connect(port: port)
+        try await stuck.send(fullState(uid(20)))
+        _ = try await stuck.receive()
+        try await stuck.channel.setOption(.autoRead, value: false).get()
+        server.registry.setDesiredConfig(large(1), for: uid(20))
+        var closed = false
+        for _ in 0..<100 where !closed {
+            closed = server.registry.agent(uid(20))?.connected == false
+            if !closed { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(closed, "an agent that takes nothing for 2 s is closed")
+        #expect(server.registry.agent(uid(19))?.connected == true, "the slow reader is not")
+        await stuck.close()
+        await slow.close()
+    }
+
     @Test func aClientThatNeverReadsOnlyHurtsItself() async throws {
         let (server, port) = try await Self.server()
         defer { Task { await server.stop() } }

@@ -44,6 +44,10 @@ public actor Controller {
     public nonisolated let leadership: Leadership?
     /// The epoch this controller last took over with (nil while following).
     private var ledEpoch: Int?
+    /// Where the time of the current step goes (logged when the step is slow).
+    private var laps = StepLaps()
+    /// When the takeover under way began (its first step as leader logs how long it took).
+    private var tookOverAt: ContinuousClock.Instant?
     /// Whether the store refuses leader-only writes because this replica follows.
     private var fencedAsFollower = false
     /// While following: the generation of the state followed (nil: read it whole).
@@ -58,6 +62,10 @@ public actor Controller {
     private var remote: [String: PublishedView] = [:]
     private var remoteCache: [String: PublishedView] = [:]
     private var remoteCursor: Int64?
+    /// Agent records as every replica wrote them (those of other replicas' agents are shown), read only
+    /// as they change.
+    private var otherRecords: [String: AgentRecord] = [:]
+    private var recordCursor: Int64?
     private var lastViewRead = Date.distantPast
     private var lastViewPrune = Date.distantPast
     private var lastStatePoll = Date.distantPast
@@ -90,8 +98,9 @@ public actor Controller {
     /// When this controller started: agents it had assignments for count as last seen then, so a restart
     /// does not empty the ring before they reconnect.
     private var startedAt: Date
-    /// What the store knew of each agent at start (tier, ring entry, name), for agents not connected yet.
-    private var known: [String: AgentRecord] = [:]
+    /// What the store knew of each agent at start or takeover (tier, ring entry, name), for agents connected
+    /// nowhere yet; read when first needed (nil: not read since).
+    private var known: [String: AgentRecord]?
 
     struct Rendered {
         var config: RemoteConfig
@@ -126,10 +135,6 @@ public actor Controller {
         let now = clock()
         self.startedAt = now
         self.state = try store.loadControlState() ?? ControlState(now: now)
-        self.known = Dictionary(
-            (try store.agents()).map { ($0.instanceUID, $0) },
-            uniquingKeysWith: { first, _ in first }
-        )
         if var rollout = self.state.rollout, !rollout.phase.isTerminal {
             // Time spent down does not count against the stage.
             rollout.progressAt = now
@@ -153,10 +158,17 @@ public actor Controller {
 
     /// One look at the fleet: step the engine, save, push.
     public func tick() {
-        defer { self.leadership?.controllerStepped() }
+        self.laps = StepLaps()
+        defer {
+            self.leadership?.controllerStepped()
+            if let slow = self.laps.slow(over: .seconds(2)) {
+                self.logger.notice("slow step: rollouts and ring changes wait meanwhile", metadata: ["took": "\(slow)"])
+            }
+        }
         let now = self.clock()
         let snapshot = self.registry.snapshot()
         let fleet = self.tieringFleet()
+        self.laps.mark("snapshot")
         if let access = self.access {
             access.setTieringFleet(fleet)
             do {
@@ -190,18 +202,27 @@ public actor Controller {
                 }
             }
         }
+        self.laps.mark("security")
         if let leadership = self.leadership {
             switch leadership.role {
             case .follower:
                 self.follow(snapshot, fleet: fleet, replica: leadership.replica, now: now)
                 return
             case .leader(let epoch):
-                if self.ledEpoch != epoch, !self.takeOver(epoch: epoch, now: now) { return }
+                if self.ledEpoch != epoch {
+                    let start = ContinuousClock.now
+                    guard self.takeOver(epoch: epoch, now: now) else { return }
+                    self.tookOverAt = start
+                    self.lastMetrics = .distantPast
+                    self.laps.mark("take over")
+                }
             }
         }
         self.maybeRecount(now: now)
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
+        self.laps.mark("views")
         let remote = self.remoteViews(now: now)
+        self.laps.mark("remote views")
         // One entry per agent: an agent that moved to another replica is judged there, and this replica's stale
         // session does not count; connected on both (a half-open session), the fresher report wins; connected
         // nowhere, the later report.
@@ -229,17 +250,29 @@ public actor Controller {
             view: local + others.map(\.view) + self.absent(present, also: Set(remote.keys), now: now),
             now: now
         )
+        self.laps.mark("engine")
         self.commit(before: before, events: events)
+        self.laps.mark("save")
         self.push(views, now: now)
+        self.laps.mark("push")
         // The other replicas show the leader's agents too.
         if let leadership = self.leadership {
             self.publish(views, replica: leadership.replica, now: now)
             self.pruneViews(now: now)
+            self.laps.mark("publish")
         }
         self.stepRotation(snapshot, fleet: fleet, now: now)
         self.recordAgents(views, now: now)
+        self.laps.mark("records")
         self.updateMetrics(views, now: now)
         self.lastViews = (now, views, nil)
+        if let start = self.tookOverAt {
+            self.tookOverAt = nil
+            self.logger.notice(
+                "leading: took over and stepped in \(ContinuousClock.now - start)",
+                metadata: ["agents": "\(views.count) here, \(remote.count) on other replicas"]
+            )
+        }
     }
 
     private func updateMetrics(_ views: [AgentState], now: Date) {
@@ -260,7 +293,8 @@ public actor Controller {
         self.metrics.rolloutActive.record(active == nil ? 0 : 1)
         self.metrics.rolloutStage.record(active.map { $0.stageIndex + 1 } ?? 0)
         if let leadership = self.leadership {
-            self.metrics.leader.record(leadership.leaderEpoch == nil ? 0 : 1)
+            // Leading means this controller took over (not only that its elector holds the lease).
+            self.metrics.leader.record(self.ledEpoch != nil && self.ledEpoch == leadership.leaderEpoch ? 1 : 0)
             self.metrics.leaderEpoch.record(leadership.leaderEpoch ?? self.ledEpoch ?? 0)
             self.metrics.leaderTransitions.record(leadership.transitions)
             if let lag = leadership.notificationLag { self.metrics.notificationLag.record(lag) }
@@ -274,6 +308,19 @@ public actor Controller {
         let present = Set(snapshot.map { $0.instanceUID.description }).union(elsewhere)
         var views: [AgentView] = []
         let forget = now.timeIntervalSince(self.startedAt) > 600
+        // What the store knew of them, read once when first needed (not at every takeover: with several
+        // replicas the agents of one that died come with their published views, and reading every record
+        // takes seconds at tens of thousands of agents).
+        if self.known == nil, self.state.assignments.keys.contains(where: { !present.contains($0) }) {
+            do {
+                self.known = Dictionary(
+                    (try self.store.agents()).map { ($0.instanceUID, $0) },
+                    uniquingKeysWith: { first, _ in first }
+                )
+            } catch {
+                self.logger.warning("cannot read agent records; retried next step", metadata: ["error": "\(error)"])
+            }
+        }
         for (uid, assignment) in self.state.assignments where !present.contains(uid) {
             if forget, self.state.heldOut[uid] == nil, self.state.rollout?.batch.contains(uid) != true {
                 self.state.assignments[uid] = nil
@@ -281,7 +328,7 @@ public actor Controller {
                 self.recorded[uid] = nil
                 continue
             }
-            let record = self.known[uid]
+            let record = self.known?[uid]
             views.append(
                 AgentView(
                     name: record?.hostName,
@@ -323,11 +370,22 @@ public actor Controller {
         } catch {
             self.logger.warning("cannot read the leader's state", metadata: ["error": "\(error)"])
         }
+        self.laps.mark("state")
         let views = snapshot.map { self.view($0, fleet: fleet, now: now) }
+        self.laps.mark("views")
         self.push(views, now: now)
+        self.laps.mark("push")
         self.offerDelegatedCertificates(snapshot, fleet: fleet, replica: replica, now: now)
         self.publish(views, replica: replica, now: now)
+        self.laps.mark("publish")
+        // The other replicas' agents, kept nearly current here too (every few seconds, only what changed), so
+        // that taking over reads only the last few seconds' views, not every one (seconds at tens of thousands
+        // of agents). Not at every step: in a rollout every view changes, and each replica would decode them
+        // all every second. The API reads what is new when asked.
+        if now.timeIntervalSince(self.lastViewRead) >= Self.followerViewReadSeconds { _ = self.remoteViews(now: now) }
+        self.laps.mark("remote views")
         self.recordAgents(views, now: now)
+        self.laps.mark("records")
         self.updateMetrics(views, now: now)
         self.lastViews = (now, views, nil)
     }
@@ -373,6 +431,8 @@ public actor Controller {
         }
     }
 
+    /// How often a follower reads the views other replicas published (only those written since).
+    static let followerViewReadSeconds = 5.0
     /// A replica without a heartbeat for this long has lost its agents.
     static let replicaMaxAge = 10.0
     /// Another replica's agent disconnected this long ago is no longer followed through its view.
@@ -436,12 +496,10 @@ public actor Controller {
             // The epoch this state is built under is the one every write of this leader carries.
             leadership.coordination.fence(replica: leadership.replica, epoch: epoch)
             self.fencedAsFollower = false
-            // Agents of a replica that died count as seen now, with what the store knew of them, so the ring
-            // keeps them for its grace period while they reconnect elsewhere.
-            self.known = Dictionary(
-                (try self.store.agents()).map { ($0.instanceUID, $0) },
-                uniquingKeysWith: { first, _ in first }
-            )
+            // Agents connected nowhere count as seen now, with what the store knows of them then (read when
+            // first needed), so the ring keeps them for its grace period while they reconnect. Those of a
+            // replica that died come with their published views, as last reported there.
+            self.known = nil
             self.startedAt = now
             if var loaded = try self.store.loadControlState() {
                 if var rollout = loaded.rollout, !rollout.phase.isTerminal {
@@ -1267,15 +1325,23 @@ public actor Controller {
     private func withOtherReplicas(_ local: [AgentRecord]) -> [AgentRecord] {
         guard self.leadership != nil else { return local }
         let published = self.remoteViews(now: self.clock())
-        guard !published.isEmpty else { return local }
+        guard !published.isEmpty, let coordination = self.leadership?.coordination else { return local }
         let here = local.filter { $0.connected || published[$0.instanceUID] == nil }
         let mine = Set(here.map(\.instanceUID))
+        // The records written since the last read only (every record at tens of thousands of agents takes
+        // seconds, and this replica's steps wait meanwhile); the last ones read are kept on failure.
+        do {
+            let read = try coordination.agentRecords(after: self.recordCursor)
+            for record in read.records { self.otherRecords[record.instanceUID] = record }
+            self.recordCursor = read.cursor
+        } catch {
+            self.logger.warning("cannot read other replicas' agent records", metadata: ["error": "\(error)"])
+        }
         // The record another replica last wrote, connected only while that replica says so (one that died
         // left its agents recorded as connected).
-        let others = ((try? self.store.agents()) ?? []).compactMap { record -> AgentRecord? in
-            guard let view = published[record.instanceUID]?.view, !mine.contains(record.instanceUID) else { return nil }
-            var record = record
-            record.connected = record.connected && view.connected
+        let others = published.compactMap { uid, view -> AgentRecord? in
+            guard !mine.contains(uid), var record = self.otherRecords[uid] else { return nil }
+            record.connected = record.connected && view.view.connected
             return record
         }
         return (here + others).sorted { $0.instanceUID < $1.instanceUID }
@@ -1353,5 +1419,30 @@ extension Array where Element == UInt8 {
             bytes.append(digits[Int(byte & 0x0f)])
         }
         return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Where a controller step spends its time, phase by phase.
+struct StepLaps {
+    private let start = ContinuousClock.now
+    private var last = ContinuousClock.now
+    private var phases: [(String, Duration)] = []
+
+    /// The phase named ended now.
+    mutating func mark(_ phase: String) {
+        let now = ContinuousClock.now
+        self.phases.append((phase, now - self.last))
+        self.last = now
+    }
+
+    /// The whole step and its phases over 10 ms, when it took longer than `limit`.
+    func slow(over limit: Duration) -> String? {
+        let total = ContinuousClock.now - self.start
+        guard total > limit else { return nil }
+        func ms(_ duration: Duration) -> Int {
+            Int(duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000)
+        }
+        let phases = self.phases.filter { ms($0.1) >= 10 }.map { "\($0.0) \(ms($0.1))" }
+        return "\(ms(total)) ms (\(phases.joined(separator: ", ")))"
     }
 }

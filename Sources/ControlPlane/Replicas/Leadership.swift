@@ -139,6 +139,9 @@ public protocol ReplicaCoordination: Sendable {
     /// Listens for news from the other replicas (LISTEN/NOTIFY), reconnecting after a loss: `handler` gets
     /// what happened and the sender's database time.
     func listen(_ handler: @escaping @Sendable (_ news: ReplicaNews, _ sentAt: Double?) -> Void)
+    /// Agent records (as every replica records its agents) written since `cursor` was handed out (all when
+    /// `nil`), and the cursor for the next read; in commit order, as ``publishedViews(after:)``.
+    func agentRecords(after cursor: Int64?) throws -> (records: [AgentRecord], cursor: Int64)
     /// Replicas whose last heartbeat is at most `maxAgeSeconds` old.
     func liveReplicas(maxAgeSeconds: Double) throws -> Set<String>
     /// The engine state when it was saved after `generation` (all when `nil`), with its generation.
@@ -324,6 +327,9 @@ public final class Leadership: Sendable {
 /// Keeps this replica's lease: renews it while leading, tries for it while following, and steps down when
 /// a renewal has not succeeded within the deadline. Safety does not rest on this timing: every step the
 /// leader saves checks the epoch in the database (``ReplicaCoordination/fence(replica:epoch:)``).
+///
+/// It runs on a thread of its own, not on Swift's shared executor: a controller step or a burst of API calls
+/// that keeps those few threads busy (two on a two-core machine) must not delay a renewal past the lease.
 public struct LeaderElector: Service {
     let leadership: Leadership
     let logger: Logger
@@ -334,17 +340,59 @@ public struct LeaderElector: Service {
         self.logger = logger
     }
 
-    /// Runs until the service group shuts down, then gives the lease up.
+    /// Runs until the service group shuts down (or the task is cancelled), then gives the lease up.
     public func run() async throws {
         let listening = self.leadership
         listening.coordination.listen { news, sentAt in listening.heard(news, sentAt: sentAt) }
+        let stop = StopSignal()
+        await cancelWhenGracefulShutdown {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    let thread = Thread {
+                        self.loop(until: stop)
+                        done.resume()
+                    }
+                    thread.name = "tailplane-elector"
+                    thread.start()
+                }
+            } onCancel: {
+                stop.raise()
+            }
+        }
+    }
+
+    /// Set once to stop the loop; wakes it from its wait between attempts.
+    final class StopSignal: Sendable {
+        private let raised = NIOLockedValueBox(false)
+        private let wake = DispatchSemaphore(value: 0)
+
+        func raise() {
+            self.raised.withLockedValue { $0 = true }
+            self.wake.signal()
+        }
+
+        var isRaised: Bool { self.raised.withLockedValue { $0 } }
+
+        /// Waits up to `seconds`, less if raised.
+        func wait(seconds: Double) {
+            _ = self.wake.wait(timeout: .now() + .milliseconds(Int(seconds * 1000)))
+        }
+    }
+
+    /// The elector's loop, blocking, on its own thread.
+    private func loop(until stop: StopSignal) {
         var epoch: Int?
         var lastRenewal = ContinuousClock.now
         var stalled = false
+        var previous: ContinuousClock.Instant?
         let leadership = self.leadership
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        while !stop.isRaised {
             // Taken before asking: a renewal counts from when it was asked for.
             let now = ContinuousClock.now
+            if let previous, now - previous > .milliseconds(Int(leadership.retrySeconds * 1000) + 1000) {
+                self.logger.warning("lease attempts ran late", metadata: ["interval": "\(now - previous)"])
+            }
+            previous = now
             do {
                 let lease = try leadership.coordination.acquireOrRenewLease(
                     replica: leadership.replica,
@@ -392,9 +440,12 @@ public struct LeaderElector: Service {
                 )
             }
             stalled = !leadership.controllerAlive
-            try? await cancelWhenGracefulShutdown {
-                try await Task.sleep(for: .milliseconds(Int(leadership.retrySeconds * 1000)))
-            }
+            // The next attempt a retry period after this one began.
+            let spent = ContinuousClock.now - now
+            let left =
+                Double(leadership.retrySeconds) - Double(spent.components.seconds)
+                - Double(spent.components.attoseconds) / 1e18
+            if left > 0 { stop.wait(seconds: left) }
         }
         if let epoch {
             leadership.set(.follower(leaderAPI: nil))

@@ -22,6 +22,10 @@ public final class PostgresStore: ControlPlaneStore {
     /// The connection notifications arrive on (not pooled: it only listens).
     private let listener = NIOLockedValueBox<PostgresConnection?>(nil)
     private let group: MultiThreadedEventLoopGroup
+    /// The lease and the heartbeat have a connection and an event loop of their own: a renewal never waits
+    /// for a pooled connection busy with a large save, nor behind its bytes on a shared loop.
+    private let leasePool: BlockingConnectionPool
+    private let leaseGroup: MultiThreadedEventLoopGroup
     private let logger: Logger
 
     /// Connects, applies migrations and keeps up to `poolSize` connections.
@@ -37,6 +41,13 @@ public final class PostgresStore: ControlPlaneStore {
             size: configuration.poolSize,
             connection: connection,
             eventLoop: self.group.next(),
+            logger: logger
+        )
+        self.leaseGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.leasePool = BlockingConnectionPool(
+            size: 1,
+            connection: connection,
+            eventLoop: self.leaseGroup.next(),
             logger: logger
         )
         do {
@@ -97,7 +108,9 @@ public final class PostgresStore: ControlPlaneStore {
             try? closed.wait()
         }
         self.pool.closeAll()
+        self.leasePool.closeAll()
         try? self.group.syncShutdownGracefully()
+        try? self.leaseGroup.syncShutdownGracefully()
     }
 
     // MARK: Migrations
@@ -278,6 +291,14 @@ public final class PostgresStore: ControlPlaneStore {
                 "CREATE INDEX agent_views_by_xid ON agent_views(xid)",
             ]
         ),
+        (
+            "v5-agent-record-order",
+            [
+                // As for views: every replica reads the others' agent records in commit order, only what changed.
+                "ALTER TABLE agents ADD COLUMN xid BIGINT NOT NULL DEFAULT 0",
+                "CREATE INDEX agents_by_xid ON agents(xid)",
+            ]
+        ),
     ]
 
     /// Any number, the same in every policyd: the advisory lock migrations run under.
@@ -335,13 +356,22 @@ public final class PostgresStore: ControlPlaneStore {
         try value.map { try self.text($0, field) }
     }
 
-    /// Runs `body` in one transaction: all of it is committed or none.
-    private func transaction<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
-        try self.pool.withConnection(what) { connection in
+    /// Runs `body` in one transaction: all of it is committed or none. A `fenced` transaction (a write only
+    /// the leader makes) commits only if this replica still holds the lease with its epoch, checked last: the
+    /// row lock that orders it against a takeover is then held for the check and the commit alone, not while
+    /// the body writes, so the leader's own lease renewal never waits behind a long save.
+    private func transaction<T>(
+        _ what: String,
+        fenced: Bool = false,
+        on pool: BlockingConnectionPool? = nil,
+        _ body: (Session) throws -> T
+    ) throws -> T {
+        try (pool ?? self.pool).withConnection(what) { connection in
             let session = Session(connection: connection, logger: self.logger)
             _ = try session.query("BEGIN")
             do {
                 let result = try body(session)
+                if fenced { try self.checkFence(session) }
                 _ = try session.query("COMMIT")
                 return result
             } catch {
@@ -380,8 +410,7 @@ public final class PostgresStore: ControlPlaneStore {
         let author = try self.text(draft.author, "author")
         let message = try self.text(draft.message, "message")
         let gitRevision = try self.text(draft.gitRevision, "git revision")
-        return try self.transaction("storing a version") { session in
-            try self.checkFence(session)
+        return try self.transaction("storing a version", fenced: true) { session in
             // Numbers are consecutive across every policyd sharing the database.
             _ = try session.query("LOCK TABLE versions IN EXCLUSIVE MODE")
             var number = 1
@@ -444,8 +473,7 @@ public final class PostgresStore: ControlPlaneStore {
 
     public func setOutcome(of version: Int, _ outcome: VersionOutcome, reason: String?) throws {
         let reason = try self.text(reason, "failure reason")
-        try self.transaction("recording the outcome of version \(version)") { session in
-            try self.checkFence(session)
+        try self.transaction("recording the outcome of version \(version)", fenced: true) { session in
             _ = try session.query(
                 "UPDATE versions SET outcome = \(outcome.rawValue), failure_reason = \(reason) WHERE number = \(version)"
             )
@@ -454,8 +482,7 @@ public final class PostgresStore: ControlPlaneStore {
 
     public func saveRendered(_ records: [RenderedRecord]) throws {
         guard !records.isEmpty else { return }
-        try self.transaction("storing rendered configs") { session in
-            try self.checkFence(session)
+        try self.transaction("storing rendered configs", fenced: true) { session in
             for record in records {
                 _ = try session.query(
                     """
@@ -514,8 +541,7 @@ public final class PostgresStore: ControlPlaneStore {
         let eventRows = try events.map { event in
             (event, try self.text(event.message, "event message"), try self.text(event.agent, "event agent"))
         }
-        try self.transaction("saving the control state") { session in
-            try self.checkFence(session)
+        try self.transaction("saving the control state", fenced: true) { session in
             _ = try session.query(
                 """
                 INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, \(stateJSON), now(), 1)
@@ -539,11 +565,20 @@ public final class PostgresStore: ControlPlaneStore {
                     """
                 )
             }
-            for (event, message, agent) in eventRows {
+            if !eventRows.isEmpty {
+                // One statement for all (a stage's step may log thousands), in order; -1 and '' stand for none.
+                let rollouts = eventRows.map { $0.0.rollout ?? -1 }
+                let kinds = eventRows.map { $0.0.kind.rawValue }
+                let agents = eventRows.map { $0.2 ?? "" }
+                let messages = eventRows.map(\.1)
+                let times = eventRows.map(\.0.time)
                 _ = try session.query(
                     """
                     INSERT INTO rollout_events (rollout, kind, agent, message, time)
-                    VALUES (\(event.rollout), \(event.kind.rawValue), \(agent), \(message), \(event.time))
+                    SELECT NULLIF(r, -1), k, NULLIF(a, ''), m, t
+                    FROM unnest(\(rollouts)::bigint[], \(kinds)::text[], \(agents)::text[], \(messages)::text[],
+                                \(times)::timestamptz[]) WITH ORDINALITY AS e(r, k, a, m, t, n)
+                    ORDER BY n
                     """
                 )
             }
@@ -605,9 +640,11 @@ public final class PostgresStore: ControlPlaneStore {
         try self.transaction("recording agent state") { session in
             _ = try session.query(
                 """
-                INSERT INTO agents (uid, record, last_seen)
-                SELECT * FROM unnest(\(uids)::text[], \(json)::text[], \(lastSeen)::timestamptz[])
-                ON CONFLICT (uid) DO UPDATE SET record = excluded.record, last_seen = excluded.last_seen
+                INSERT INTO agents (uid, record, last_seen, xid)
+                SELECT *, pg_current_xact_id()::text::bigint
+                FROM unnest(\(uids)::text[], \(json)::text[], \(lastSeen)::timestamptz[])
+                ON CONFLICT (uid) DO UPDATE
+                SET record = excluded.record, last_seen = excluded.last_seen, xid = excluded.xid
                 -- An agent that moved: the replica it left does not overwrite what the new one saw later.
                 WHERE agents.last_seen <= excluded.last_seen
                 """
@@ -681,8 +718,7 @@ public final class PostgresStore: ControlPlaneStore {
         }
         // A rotation is the leader's alone: a deposed leader must not overwrite the one its successor runs.
         let leaderOnly = records.contains { if case .rotation = $0 { true } else { false } }
-        try self.transaction("saving security records") { session in
-            if leaderOnly { try self.checkFence(session) }
+        try self.transaction("saving security records", fenced: leaderOnly) { session in
             for (kind, id, record) in rows {
                 _ = try session.query(
                     """
@@ -990,7 +1026,7 @@ extension PostgresStore: ReplicaCoordination {
     public func acquireOrRenewLease(replica: String, epoch: Int?, leaseSeconds: Double, api: String?) throws
         -> LeaseState
     {
-        try self.transaction("taking or renewing the lease") { session in
+        try self.transaction("taking or renewing the lease", on: self.leasePool) { session in
             let taken = try session.query(
                 """
                 UPDATE leader_lease SET holder = \(replica), holder_api = \(api), renewed_at = now(),
@@ -1017,7 +1053,7 @@ extension PostgresStore: ReplicaCoordination {
 
     public func releaseLease(replica: String, epoch: Int) throws {
         self.fence(replica: replica, epoch: nil)
-        try self.transaction("releasing the lease") { session in
+        try self.transaction("releasing the lease", on: self.leasePool) { session in
             _ = try session.query(
                 """
                 UPDATE leader_lease SET holder = NULL, renewed_at = NULL
@@ -1069,7 +1105,7 @@ extension PostgresStore: ReplicaCoordination {
     }
 
     public func heartbeat(replica: String, api: String?) throws {
-        try self.transaction("recording this replica's heartbeat") { session in
+        try self.transaction("recording this replica's heartbeat", on: self.leasePool) { session in
             _ = try session.query(
                 """
                 INSERT INTO replicas (name, api, heartbeat_at) VALUES (\(replica), \(api), now())
@@ -1130,17 +1166,8 @@ extension PostgresStore: ReplicaCoordination {
     public func publishedViews(after cursor: Int64?) throws -> (
         views: [(uid: String, view: PublishedView?)], cursor: Int64
     ) {
-        // Commit order, not time: a write's `now()` is when its transaction began, so one that took long to
-        // commit could carry a time older than views already read. Every transaction this read does not see
-        // has an id at least the snapshot's xmin: the next read asks for those, and sees each such write once
-        // it committed (rows seen already may come again; the newest value wins).
-        try self.transaction("reading agent views") { session in
-            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            guard
-                let horizon = try session.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").first
-            else { throw StoreError("reading agent views: no snapshot") }
-            let next = try horizon.decode(Int64.self)
-            let views = try session.query(
+        try self.readInCommitOrder("reading agent views") { session in
+            try session.query(
                 "SELECT uid, view FROM agent_views WHERE \(cursor)::bigint IS NULL OR xid >= \(cursor)"
             ).map { row -> (uid: String, view: PublishedView?)? in
                 let (uid, view) = try row.decode((String, String?).self)
@@ -1149,7 +1176,30 @@ extension PostgresStore: ReplicaCoordination {
                 guard let decoded = try? self.decode(PublishedView.self, view) else { return nil }
                 return (uid, decoded)
             }.compactMap { $0 }
-            return (views, next)
+        }
+    }
+
+    public func agentRecords(after cursor: Int64?) throws -> (records: [AgentRecord], cursor: Int64) {
+        try self.readInCommitOrder("reading agent records") { session in
+            try session.query(
+                "SELECT record FROM agents WHERE \(cursor)::bigint IS NULL OR xid >= \(cursor)"
+            ).map { try self.decode(AgentRecord.self, try $0.decode(String.self)) }
+        }
+    }
+
+    /// Rows written since a cursor, in commit order, not time: a write's `now()` is when its transaction
+    /// began, so one that took long to commit could carry a time older than rows already read. Every
+    /// transaction this read does not see has an id at least the snapshot's xmin, returned as the next
+    /// cursor: the next read asks for those, and sees each such write once it committed (rows seen already
+    /// may come again; the newest value wins). `body` reads rows whose `xid` is at least the cursor.
+    private func readInCommitOrder<T>(_ what: String, _ body: (Session) throws -> T) throws -> (T, Int64) {
+        try self.transaction(what) { session in
+            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            guard
+                let horizon = try session.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").first
+            else { throw StoreError("\(what): no snapshot") }
+            let next = try horizon.decode(Int64.self)
+            return (try body(session), next)
         }
     }
 

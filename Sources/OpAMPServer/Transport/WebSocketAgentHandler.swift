@@ -23,6 +23,8 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     /// upgrades alone could hold every connection slot (the sweep only sees agents that spoke).
     private(set) var spoke = false
     private var silence: Scheduled<Void>?
+    /// Every message to the agent goes through it, in order (see ``AgentOutbox``).
+    private var outbox: AgentOutbox?
 
     init(server: OpAMPServer, principal: AgentPrincipal) {
         self.server = server
@@ -44,24 +46,30 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
             self.close(context: context, code: .policyViolation)
         }
         let channel = context.channel
+        let configuration = self.server.configuration
+        let logger = self.server.logger
+        let outbox = AgentOutbox(
+            channel: channel,
+            maxQueuedBytes: configuration.maxUnsentBytes,
+            stalledAfter: .milliseconds(Int64(configuration.stalledWriteSeconds * 1000)),
+            stop: { reason in
+                // Not told with a close frame: it would wait behind what the agent does not read.
+                logger.info("closing a WebSocket that stopped reading", metadata: ["reason": "\(reason)"])
+                channel.close(promise: nil)
+            }
+        )
+        self.outbox = outbox
+        let bound = NIOLoopBound(outbox, eventLoop: channel.eventLoop)
         self.server.registry.attach(
             self.connection,
             pusher: { message in
                 // Called from any thread, under the registry's lock: never write (or close) synchronously, which
                 // could re-enter the registry from this channel's callbacks. Tasks run in the order queued, so
-                // pushes keep the order of the changes that caused them. A connection that stopped reading is
-                // closed rather than buffered.
+                // pushes keep the order of the changes that caused them.
                 guard channel.isActive, let frame = try? WebSocketFraming.encode(message) else { return false }
                 // Encoded here, on the caller's thread: the event loops only write.
-                channel.eventLoop.execute {
-                    guard channel.isWritable else {
-                        channel.close(promise: nil)
-                        return
-                    }
-                    var buffer = channel.allocator.buffer(capacity: frame.count)
-                    buffer.writeBytes(frame)
-                    channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: buffer), promise: nil)
-                }
+                let replaceable = message.isConfigOnly
+                channel.eventLoop.execute { bound.value.send(frame: frame, replaceable: replaceable) }
                 return true
             },
             closer: { channel.eventLoop.execute { channel.close(promise: nil) } }
@@ -142,20 +150,9 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    /// A response, after whatever waits for the agent already (a config pushed just before stays before it).
     private func send(_ message: OpAMP_ServerToAgent, context: ChannelHandlerContext) {
-        guard context.channel.isWritable else {
-            // The agent is not reading its responses; drop it instead of buffering without bound.
-            self.server.logger.debug("closing a WebSocket that stopped reading")
-            context.close(promise: nil)
-            return
-        }
-        guard let frame = try? WebSocketFraming.encode(message) else { return }
-        var buffer = context.channel.allocator.buffer(capacity: frame.count)
-        buffer.writeBytes(frame)
-        context.writeAndFlush(
-            self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .binary, data: buffer)),
-            promise: nil
-        )
+        self.outbox?.send(message)
     }
 
     private func close(context: ChannelHandlerContext, code: WebSocketErrorCode) {

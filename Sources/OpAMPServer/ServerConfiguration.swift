@@ -12,13 +12,19 @@ public struct OpAMPServerConfiguration: Sendable {
     public var path: String = "/v1/opamp"
     /// Largest message accepted, after decompression (HTTP 413, WebSocket close 1009 beyond it).
     public var maxMessageSize: Int = 64 * 1024 * 1024
-    /// Most bytes of messages waiting for one WebSocket agent behind the one being sent (a config waiting
-    /// behind another config is replaced by the newer one, so a slow reader holds at most one config here):
-    /// an agent with more waiting has stopped reading, and its connection is closed.
+    /// Most bytes of messages other than configs waiting for one WebSocket agent behind the one being sent
+    /// (at most one config waits: a newer one replaces it): an agent with more waiting has stopped reading,
+    /// and its connection is closed.
     public var maxUnsentBytes: Int = 16 * 1024 * 1024
-    /// Seconds a WebSocket agent may leave a message untaken (its socket full) before it counts as having
-    /// stopped reading and its connection is closed. A load balancer's config lists the whole ring (about
-    /// 670 KB at 24,000 samplers): a slow link needs seconds for it, not minutes.
+    /// Most bytes of configs waiting for slow readers across all agents (each agent has at most one waiting,
+    /// besides the one being sent). Past it, an agent that would make a config wait is closed instead, as one
+    /// that stopped reading; it reconnects and gets the latest config in the first answer. This bounds the
+    /// server's memory when a ring change goes to thousands of load balancers that read slowly.
+    public var maxWaitingConfigBytes: Int = 256 * 1024 * 1024
+    /// Seconds a WebSocket agent may take no byte of a message (its socket full) before it counts as having
+    /// stopped reading and its connection is closed. An agent that reads slowly but steadily is not closed,
+    /// however large the message (a load balancer's config lists the whole ring: about 670 KB at 24,000
+    /// samplers).
     public var stalledWriteSeconds: Double = 60
     /// Most connections held at once; beyond it new requests get 503 with `Retry-After`.
     public var maxConnections: Int = 20_000

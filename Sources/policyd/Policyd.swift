@@ -354,9 +354,11 @@ extension Policyd {
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
-            // A service that does not stop (a request that never ends) is cancelled after 30 s rather than keep
-            // the process, and the lease, alive.
-            groupConfiguration.maximumGracefulShutdownDuration = .seconds(30)
+            // A service that does not stop (a request that never ends) is cancelled after 20 s rather than keep
+            // the process, and the lease, alive; within Kubernetes' default 30 s grace, so the lease is given up
+            // before a SIGKILL.
+            groupConfiguration.maximumGracefulShutdownDuration = .seconds(20)
+            groupConfiguration.maximumCancellationDuration = .seconds(5)
             let group = ServiceGroup(configuration: groupConfiguration)
             do {
                 try await group.run()

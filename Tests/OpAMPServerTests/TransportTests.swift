@@ -3,6 +3,7 @@ import NIOCore
 import NIOWebSocket
 import OpAMPProtocol
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 @testable import OpAMPServer
@@ -361,6 +362,25 @@ import Testing
         _ = try await slow.receive()
         #expect(server.registry.agent(uid(19))?.connected == true)
 
+        // Again with the agent's own messages in between (each answered): the waiting config is still replaced,
+        // wherever it waits, so a slow reader never holds more than one.
+        try await slow.channel.setOption(.autoRead, value: false).get()
+        server.registry.setDesiredConfig(large(4), for: uid(19))
+        server.registry.setDesiredConfig(large(5), for: uid(19))
+        for seq in 2...4 { try await slow.send(heartbeat(uid(19), seq: UInt64(seq))) }
+        server.registry.setDesiredConfig(large(6), for: uid(19))
+        try await Task.sleep(for: .milliseconds(300))
+        try await slow.channel.setOption(.autoRead, value: true).get()
+        var configs: [Data] = []
+        var others = 0
+        while configs.last != Data(large(6).hash) {
+            let message = try await slow.receive(timeout: .seconds(20))
+            if message.hasRemoteConfig { configs.append(message.remoteConfig.configHash) } else { others += 1 }
+        }
+        #expect(configs.first == Data(large(4).hash))
+        #expect(!configs.contains(Data(large(5).hash)), "replaced while waiting behind responses")
+        #expect(others <= 3)
+
         let stuck = try await TestWebSocketAgent.connect(port: port)
         try await stuck.send(fullState(uid(20)))
         _ = try await stuck.receive()
@@ -375,6 +395,57 @@ import Testing
         #expect(server.registry.agent(uid(19))?.connected == true, "the slow reader is not")
         await stuck.close()
         await slow.close()
+    }
+
+    /// Configs waiting for slow readers share one budget across the server: past it, an agent that would make
+    /// one wait is closed (it reconnects and gets the latest config), and the budget is given back.
+    @Test func waitingConfigsShareOneBudget() async throws {
+        let (server, port) = try await Self.server {
+            $0.maxWaitingConfigBytes = 12 << 20
+            $0.stalledWriteSeconds = 30
+        }
+        defer { Task { await server.stop() } }
+        let ring = String(repeating: "- sampler-00000:4317\n", count: (8 << 20) / 21)
+        func large(_ n: Int) -> RemoteConfig {
+            RemoteConfig(
+                files: ["": ConfigFile(body: Array("# push \(n)\n\(ring)".utf8), contentType: "text/yaml")],
+                hash: Array("push \(n)".utf8)
+            )
+        }
+        var agents: [TestWebSocketAgent] = []
+        for n in 0..<2 {
+            let agent = try await TestWebSocketAgent.connect(port: port)
+            try await agent.send(fullState(uid(UInt64(30 + n))))
+            _ = try await agent.receive()
+            try await agent.channel.setOption(.autoRead, value: false).get()
+            agents.append(agent)
+        }
+        func connected(_ n: Int) -> Bool { server.registry.agent(uid(UInt64(30 + n)))?.connected == true }
+        func settle() async throws { try await Task.sleep(for: .milliseconds(500)) }
+        // Each is sent one config; the first makes a second one wait (8 MiB of the 12 allowed).
+        for n in 0..<2 { server.registry.setDesiredConfig(large(1), for: uid(UInt64(30 + n))) }
+        server.registry.setDesiredConfig(large(2), for: uid(30))
+        try await settle()
+        #expect(connected(0) && connected(1))
+        #expect(server.waitingConfigs.bytes.load(ordering: .relaxed) > 8 << 20)
+        // A newer config replaces the waiting one within the budget; the other agent's would pass it.
+        server.registry.setDesiredConfig(large(3), for: uid(30))
+        server.registry.setDesiredConfig(large(2), for: uid(31))
+        var closed = false
+        for _ in 0..<100 where !closed {
+            closed = !connected(1)
+            if !closed { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(closed, "past the budget")
+        #expect(connected(0))
+        await agents[0].close()
+        var released = false
+        for _ in 0..<100 where !released {
+            released = server.waitingConfigs.bytes.load(ordering: .relaxed) == 0
+            if !released { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(released, "a closed connection gives its waiting config back")
+        await agents[1].close()
     }
 
     @Test func aClientThatNeverReadsOnlyHurtsItself() async throws {

@@ -428,6 +428,7 @@ public struct LeaderElector: Service {
             // This replica is alive (its agents count for the leader): said here rather than from the
             // controller's step, so a step slowed by a burst of reconnecting agents does not make them look
             // gone. A database that cannot be reached was reported just above.
+            if stop.isRaised { break }
             if leadership.controllerAlive {
                 do {
                     try leadership.coordination.heartbeat(replica: leadership.replica, api: leadership.api)

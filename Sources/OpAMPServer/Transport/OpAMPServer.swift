@@ -24,10 +24,13 @@ public final class OpAMPServer: Service, Sendable {
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
     private let sslContext = NIOLockedValueBox<NIOSSLContext?>(nil)
     let openConnections = Atomic<Int>(0)
+    /// Configs waiting for slow readers across every connection.
+    let waitingConfigs: WaitingConfigs
 
     /// Creates a server; nothing is bound until ``start()`` or ``run()``.
     public init(configuration: OpAMPServerConfiguration, logger: Logger = Logger(label: "tailplane.opamp")) {
         self.configuration = configuration
+        self.waitingConfigs = WaitingConfigs(limit: configuration.maxWaitingConfigBytes)
         self.logger = logger
         let heartbeat = configuration.advertisedEndpoint.map {
             (intervalSeconds: configuration.heartbeatIntervalSeconds, endpoint: $0)

@@ -50,6 +50,7 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         let logger = self.server.logger
         let outbox = AgentOutbox(
             channel: channel,
+            waitingConfigs: self.server.waitingConfigs,
             maxQueuedBytes: configuration.maxUnsentBytes,
             stalledAfter: .milliseconds(Int64(configuration.stalledWriteSeconds * 1000)),
             stop: { reason in
@@ -88,6 +89,7 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
     private func release() {
         self.silence?.cancel()
         self.silence = nil
+        self.outbox?.discard()
         guard self.counted else { return }
         self.counted = false
         self.server.openConnections.wrappingSubtract(1, ordering: .relaxed)
@@ -155,15 +157,18 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         self.outbox?.send(message)
     }
 
+    /// A close frame after whatever waits for the agent (a refusal's reason goes out first), then the end.
     private func close(context: ChannelHandlerContext, code: WebSocketErrorCode) {
         guard !self.closing else { return }
         self.closing = true
         var data = context.channel.allocator.buffer(capacity: 2)
         data.write(webSocketErrorCode: code)
-        let channel = context.channel
-        context.writeAndFlush(self.wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
-            .whenComplete { _ in
-                channel.close(promise: nil)
-            }
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        if let outbox = self.outbox {
+            outbox.close(with: frame)
+        } else {
+            let channel = context.channel
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 }

@@ -337,14 +337,7 @@ import Testing
     @Test func configsWaitingForASlowReaderAreReplacedByNewerOnes() async throws {
         let (server, port) = try await Self.server { $0.stalledWriteSeconds = 2 }
         defer { Task { await server.stop() } }
-        // 8 MiB: more than the kernel holds for a socket whose reader does not read (about 4 MiB here).
-        let ring = String(repeating: "- sampler-00000:4317\n", count: (8 << 20) / 21)
-        func large(_ n: Int) -> RemoteConfig {
-            RemoteConfig(
-                files: ["": ConfigFile(body: Array("# push \(n)\n\(ring)".utf8), contentType: "text/yaml")],
-                hash: Array("push \(n)".utf8)
-            )
-        }
+        let large = Self.largeConfig
         let slow = try await TestWebSocketAgent.connect(port: port)
         try await slow.send(fullState(uid(19)))
         _ = try await slow.receive()
@@ -405,13 +398,7 @@ import Testing
             $0.stalledWriteSeconds = 30
         }
         defer { Task { await server.stop() } }
-        let ring = String(repeating: "- sampler-00000:4317\n", count: (8 << 20) / 21)
-        func large(_ n: Int) -> RemoteConfig {
-            RemoteConfig(
-                files: ["": ConfigFile(body: Array("# push \(n)\n\(ring)".utf8), contentType: "text/yaml")],
-                hash: Array("push \(n)".utf8)
-            )
-        }
+        let large = Self.largeConfig
         var agents: [TestWebSocketAgent] = []
         for n in 0..<2 {
             let agent = try await TestWebSocketAgent.connect(port: port)
@@ -447,6 +434,16 @@ import Testing
         #expect(released, "a closed connection gives its waiting config back")
         await agents[1].close()
     }
+
+    /// A config of 8 MiB (a ring far larger than any real one), more than the kernel holds for a socket whose
+    /// reader does not read (about 4 MiB here), told apart by `n`.
+    static func largeConfig(_ n: Int) -> RemoteConfig {
+        RemoteConfig(
+            files: ["": ConfigFile(body: Array("# push \(n)\n\(Self.ring)".utf8), contentType: "text/yaml")],
+            hash: Array("push \(n)".utf8)
+        )
+    }
+    static let ring = String(repeating: "- sampler-00000:4317\n", count: (8 << 20) / 21)
 
     @Test func aClientThatNeverReadsOnlyHurtsItself() async throws {
         let (server, port) = try await Self.server()

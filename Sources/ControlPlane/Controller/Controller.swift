@@ -46,8 +46,6 @@ public actor Controller {
     private var ledEpoch: Int?
     /// Where the time of the current step goes (logged when the step is slow).
     private var laps = StepLaps()
-    /// When the takeover under way began (its first step as leader logs how long it took).
-    private var tookOverAt: ContinuousClock.Instant?
     /// Whether the store refuses leader-only writes because this replica follows.
     private var fencedAsFollower = false
     /// While following: the generation of the state followed (nil: read it whole).
@@ -203,6 +201,8 @@ public actor Controller {
             }
         }
         self.laps.mark("security")
+        // When this step took over (its end logs how long taking over and the first step took).
+        var tookOverAt: ContinuousClock.Instant?
         if let leadership = self.leadership {
             switch leadership.role {
             case .follower:
@@ -212,7 +212,7 @@ public actor Controller {
                 if self.ledEpoch != epoch {
                     let start = ContinuousClock.now
                     guard self.takeOver(epoch: epoch, now: now) else { return }
-                    self.tookOverAt = start
+                    tookOverAt = start
                     self.lastMetrics = .distantPast
                     // Leading from here (the state read, the epoch fenced): said at once, not after this first
                     // step, which at tens of thousands of agents takes seconds.
@@ -269,8 +269,7 @@ public actor Controller {
         self.laps.mark("records")
         self.updateMetrics(views, now: now)
         self.lastViews = (now, views, nil)
-        if let start = self.tookOverAt {
-            self.tookOverAt = nil
+        if let start = tookOverAt {
             self.logger.notice(
                 "leading: took over and stepped in \(ContinuousClock.now - start)",
                 metadata: ["agents": "\(views.count) here, \(remote.count) on other replicas"]

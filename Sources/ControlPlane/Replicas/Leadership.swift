@@ -373,9 +373,13 @@ public struct LeaderElector: Service {
 
         var isRaised: Bool { self.raised.withLockedValue { $0 } }
 
-        /// Waits up to `seconds`, less if raised.
-        func wait(seconds: Double) {
-            _ = self.wake.wait(timeout: .now() + .milliseconds(Int(seconds * 1000)))
+        /// Waits until `deadline`, less if raised.
+        func wait(until deadline: ContinuousClock.Instant) {
+            let left = deadline - .now
+            guard left > .zero else { return }
+            let nanoseconds =
+                Int(left.components.seconds) * 1_000_000_000 + Int(left.components.attoseconds / 1_000_000_000)
+            _ = self.wake.wait(timeout: .now() + .nanoseconds(nanoseconds))
         }
     }
 
@@ -442,11 +446,7 @@ public struct LeaderElector: Service {
             }
             stalled = !leadership.controllerAlive
             // The next attempt a retry period after this one began.
-            let spent = ContinuousClock.now - now
-            let left =
-                Double(leadership.retrySeconds) - Double(spent.components.seconds)
-                - Double(spent.components.attoseconds) / 1e18
-            if left > 0 { stop.wait(seconds: left) }
+            stop.wait(until: now + .milliseconds(Int(leadership.retrySeconds * 1000)))
         }
         if let epoch {
             leadership.set(.follower(leaderAPI: nil))

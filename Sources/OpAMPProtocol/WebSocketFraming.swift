@@ -3,6 +3,9 @@ import SwiftProtobuf
 /// OpAMP's WebSocket message framing: a varint header (currently always 0, so one `0x00` byte) followed by
 /// the protobuf bytes.
 public enum WebSocketFraming {
+    /// The header every frame starts with: a varint, always 0 today.
+    public static let header: [UInt8] = [0x00]
+
     /// The frame for a server message: `0x00` then the protobuf bytes.
     public static func encode(_ message: OpAMP_ServerToAgent) throws -> [UInt8] {
         let body: [UInt8] = try message.serializedBytes()

@@ -64,6 +64,50 @@ import Testing
         #expect(asked == 1)
     }
 
+    /// A reported effective config equal to the desired one is held as that one copy (shared by every agent
+    /// sent it), whether it arrives after the config was desired or before (an agent that moved replicas).
+    @Test func anEffectiveConfigEqualToTheDesiredOneIsHeldOnce() {
+        let registry = self.registry()
+        let desired = RemoteConfig(
+            files: [
+                "": ConfigFile(
+                    body: Array(String(repeating: "- sampler:4317\n", count: 1000).utf8),
+                    contentType: "text/yaml"
+                )
+            ],
+            hash: Array("ring".utf8)
+        )
+        func storage(_ bytes: [UInt8]?) -> UnsafeRawPointer? {
+            bytes?.withUnsafeBytes { UnsafeRawPointer($0.baseAddress) }
+        }
+        func reporting(_ id: InstanceUID, _ text: [UInt8], seq: UInt64) -> OpAMP_AgentToServer {
+            var message = heartbeat(id, seq: seq)
+            var file = OpAMP_AgentConfigFile()
+            file.body = Data(text)
+            file.contentType = "text/yaml"
+            message.effectiveConfig.configMap.configMap[""] = file
+            return message
+        }
+        let body = desired.files[""]!.body
+        // Desired first, then reported.
+        let first = registry.newConnection()
+        _ = registry.handle(fullState(uid(41)), connection: first, transport: .webSocket)
+        registry.setDesiredConfig(desired, for: uid(41))
+        _ = registry.handle(reporting(uid(41), body, seq: 1), connection: first, transport: .webSocket)
+        #expect(storage(registry.agent(uid(41))?.effectiveConfig?[""]?.body) == storage(body))
+        // Reported first, then desired.
+        let second = registry.newConnection()
+        _ = registry.handle(fullState(uid(42)), connection: second, transport: .webSocket)
+        _ = registry.handle(reporting(uid(42), body, seq: 1), connection: second, transport: .webSocket)
+        #expect(storage(registry.agent(uid(42))?.effectiveConfig?[""]?.body) != storage(body))
+        registry.setDesiredConfig(desired, for: uid(42))
+        #expect(storage(registry.agent(uid(42))?.effectiveConfig?[""]?.body) == storage(body))
+        // Another config is kept as reported.
+        let other = Array("receivers: {}\n".utf8)
+        _ = registry.handle(reporting(uid(41), other, seq: 2), connection: first, transport: .webSocket)
+        #expect(registry.agent(uid(41))?.effectiveConfig?[""]?.body == other)
+    }
+
     @Test func remoteConfigIsResentExactlyWhenTheReportedHashDiffers() {
         let registry = self.registry()
         let connection = registry.newConnection()

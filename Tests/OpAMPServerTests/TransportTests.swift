@@ -76,6 +76,8 @@ import Testing
         server.registry.setDesiredConfig(config("exporters: {}"), for: uid(3))
         let poll = try await RawHTTPResponse.post(port: port, body: try heartbeat(uid(3), seq: 1).serializedBytes())
         #expect(poll.serverMessage?.remoteConfig.configHash == Data(config("exporters: {}").hash))
+        #expect(poll.serverMessage?.remoteConfig.config.configMap[""]?.body == Data("exporters: {}".utf8))
+        #expect(poll.headers["content-length"] == String(poll.body.count))
         let applied = status(uid(3), seq: 2, hash: config("exporters: {}").hash, .applied)
         let ack = try await RawHTTPResponse.post(port: port, body: try applied.serializedBytes())
         #expect(ack.serverMessage?.hasRemoteConfig == false)
@@ -393,20 +395,9 @@ import Testing
     /// Configs waiting for slow readers share one budget across the server: past it, an agent that would make
     /// one wait is closed (it reconnects and gets the latest config), and the budget is given back.
     @Test func waitingConfigsShareOneBudget() async throws {
-        let (server, port) = try await Self.server {
-            $0.maxWaitingConfigBytes = 12 << 20
-            $0.stalledWriteSeconds = 30
-        }
+        let (server, agents) = try await Self.slowReaders(2, from: 30)
         defer { Task { await server.stop() } }
         let large = Self.largeConfig
-        var agents: [TestWebSocketAgent] = []
-        for n in 0..<2 {
-            let agent = try await TestWebSocketAgent.connect(port: port)
-            try await agent.send(fullState(uid(UInt64(30 + n))))
-            _ = try await agent.receive()
-            try await agent.channel.setOption(.autoRead, value: false).get()
-            agents.append(agent)
-        }
         func connected(_ n: Int) -> Bool { server.registry.agent(uid(UInt64(30 + n)))?.connected == true }
         func settle() async throws { try await Task.sleep(for: .milliseconds(500)) }
         // Each is sent one config; the first makes a second one wait (8 MiB of the 12 allowed).
@@ -414,7 +405,7 @@ import Testing
         server.registry.setDesiredConfig(large(2), for: uid(30))
         try await settle()
         #expect(connected(0) && connected(1))
-        #expect(server.waitingConfigs.bytes.load(ordering: .relaxed) > 8 << 20)
+        #expect(server.waitingConfigs.bytes > 8 << 20)
         // A newer config replaces the waiting one within the budget; the other agent's would pass it.
         server.registry.setDesiredConfig(large(3), for: uid(30))
         server.registry.setDesiredConfig(large(2), for: uid(31))
@@ -428,11 +419,58 @@ import Testing
         await agents[0].close()
         var released = false
         for _ in 0..<100 where !released {
-            released = server.waitingConfigs.bytes.load(ordering: .relaxed) == 0
+            released = server.waitingConfigs.bytes == 0
             if !released { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(released, "a closed connection gives its waiting config back")
         await agents[1].close()
+    }
+
+    /// A ring change waiting for many slow load balancers is held once: within a budget smaller than two copies,
+    /// every one stays connected and gets the whole config, byte for byte.
+    @Test func aConfigWaitingForManyAgentsIsHeldOnce() async throws {
+        let (server, agents) = try await Self.slowReaders(4, from: 40)
+        defer { Task { await server.stop() } }
+        let large = Self.largeConfig
+        // Each is sent the first config (in flight: its socket fills), then the ring change waits for all four.
+        for n in 1...2 {
+            let configs: [InstanceUID: RemoteConfig?] = Dictionary(
+                uniqueKeysWithValues: (0..<4).map { (uid(UInt64(40 + $0)), large(n)) }
+            )
+            server.registry.setDesiredConfig(configs)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let held = server.waitingConfigs.bytes
+        #expect(held > 8 << 20 && held < 9 << 20, "four agents wait for one copy (\(held) bytes)")
+        for n in 0..<4 { #expect(server.registry.agent(uid(UInt64(40 + n)))?.connected == true) }
+        for agent in agents {
+            try await agent.channel.setOption(.autoRead, value: true).get()
+            for n in 1...2 {
+                let message = try await agent.receive(timeout: .seconds(20))
+                #expect(message.remoteConfig.configHash == Data(large(n).hash))
+                #expect(message.remoteConfig.config.configMap[""]?.body == Data(large(n).files[""]!.body))
+            }
+        }
+        #expect(server.waitingConfigs.bytes == 0)
+        for agent in agents { await agent.close() }
+    }
+
+    /// A server whose waiting configs may hold 12 MiB, and `count` agents (UIDs from `first`) that connected,
+    /// were answered and then stopped reading.
+    static func slowReaders(_ count: Int, from first: UInt64) async throws -> (OpAMPServer, [TestWebSocketAgent]) {
+        let (server, port) = try await Self.server {
+            $0.maxWaitingConfigBytes = 12 << 20
+            $0.stalledWriteSeconds = 30
+        }
+        var agents: [TestWebSocketAgent] = []
+        for n in 0..<count {
+            let agent = try await TestWebSocketAgent.connect(port: port)
+            try await agent.send(fullState(uid(first + UInt64(n))))
+            _ = try await agent.receive()
+            try await agent.channel.setOption(.autoRead, value: false).get()
+            agents.append(agent)
+        }
+        return (server, agents)
     }
 
     /// A config of 8 MiB (a ring far larger than any real one), more than the kernel holds for a socket whose

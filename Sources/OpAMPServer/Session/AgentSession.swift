@@ -166,8 +166,11 @@ struct AgentSession {
             }
         }
         if message.hasEffectiveConfig {
-            let files = ProtobufConversion.files(message.effectiveConfig.configMap)
+            var files = ProtobufConversion.files(message.effectiveConfig.configMap)
             if files != self.snapshot.effectiveConfig {
+                // Most often the config it was sent: hold that one copy, shared with every agent sent it (a
+                // load balancer's config lists the whole ring; a copy per load balancer adds up to gigabytes).
+                if let desired = self.desired?.files, desired == files { files = desired }
                 self.snapshot.effectiveConfig = files
                 events.append(.effectiveConfigChanged(uid, files))
             }
@@ -356,6 +359,9 @@ struct AgentSession {
     mutating func setDesired(_ config: RemoteConfig?) -> OpAMP_ServerToAgent? {
         guard config != self.desired else { return nil }
         self.desired = config
+        // It may run this config already (it reported it before it was desired here, as after a reconnect to
+        // another replica): share the desired copy (see the effective config in `process`).
+        if let files = config?.files, self.snapshot.effectiveConfig == files { self.snapshot.effectiveConfig = files }
         self.rejected = false
         self.snapshot.desiredConfigHash = config?.hash
         self.snapshot.rejectedConfigHash = nil

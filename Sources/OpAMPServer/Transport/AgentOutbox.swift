@@ -17,14 +17,25 @@ import Synchronization
 /// connection). Confined to the channel's event loop.
 final class AgentOutbox {
     private struct Item {
-        var frame: WebSocketFrame
+        var message: EncodedServerMessage
         var replaceable: Bool
-        var size: Int { self.frame.data.readableBytes }
+        var size: Int { self.message.count }
+        /// One WebSocket frame: the agent's own part first, then the shared config, each written as it is
+        /// (NIO writes a frame's extension data and its data as separate buffers, so neither is copied; no
+        /// extension is negotiated, so the agent reads both as the payload).
+        var frame: WebSocketFrame {
+            guard let config = self.message.config else {
+                return WebSocketFrame(fin: true, opcode: .binary, data: self.message.head)
+            }
+            return WebSocketFrame(fin: true, opcode: .binary, data: config.bytes, extensionData: self.message.head)
+        }
     }
 
     private let channel: any Channel
     /// Bytes of waiting configs across the server, and the most allowed.
     private let waitingConfigs: WaitingConfigs?
+    /// The server's one encoding of each config.
+    private let sharedConfigs: SharedConfigs
     private let maxQueuedBytes: Int
     private let stalledAfter: TimeAmount
     private let stop: (String) -> Void
@@ -44,12 +55,14 @@ final class AgentOutbox {
     init(
         channel: any Channel,
         waitingConfigs: WaitingConfigs? = nil,
+        sharedConfigs: SharedConfigs,
         maxQueuedBytes: Int,
         stalledAfter: TimeAmount,
         stop: @escaping (String) -> Void
     ) {
         self.channel = channel
         self.waitingConfigs = waitingConfigs
+        self.sharedConfigs = sharedConfigs
         self.maxQueuedBytes = maxQueuedBytes
         self.stalledAfter = stalledAfter
         self.stop = stop
@@ -57,16 +70,20 @@ final class AgentOutbox {
 
     /// Writes `message` now or after those before it (see the type's description).
     func send(_ message: OpAMP_ServerToAgent) {
-        guard let frame = try? WebSocketFraming.encode(message) else { return }
-        self.send(frame: frame, replaceable: message.isConfigOnly)
+        guard
+            let encoded = try? self.sharedConfigs.encode(
+                message,
+                leading: WebSocketFraming.header,
+                allocator: self.channel.allocator
+            )
+        else { return }
+        self.send(encoded, replaceable: message.isConfigOnly)
     }
 
-    /// Writes an encoded message (see ``send(_:)``).
-    func send(frame bytes: [UInt8], replaceable: Bool) {
+    /// Writes an encoded message (see ``send(_:)``), its `head` starting with the WebSocket header byte.
+    func send(_ message: EncodedServerMessage, replaceable: Bool) {
         guard !self.stopped, self.closeFrame == nil, self.channel.isActive else { return }
-        var buffer = self.channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
-        self.enqueue(Item(frame: WebSocketFrame(fin: true, opcode: .binary, data: buffer), replaceable: replaceable))
+        self.enqueue(Item(message: message, replaceable: replaceable))
     }
 
     /// Writes a close frame after what waits, then closes the channel.
@@ -82,14 +99,14 @@ final class AgentOutbox {
             return
         }
         if item.replaceable {
-            var freed = 0
+            var replaced: Item?
             if let waiting = self.queue.firstIndex(where: \.replaceable) {
-                freed = self.queue.remove(at: waiting).size
+                replaced = self.queue.remove(at: waiting)
             }
             if let budget = self.waitingConfigs {
-                let held = budget.bytes.add(item.size - freed, ordering: .relaxed).newValue
-                if held > budget.limit, freed == 0 {
-                    budget.bytes.subtract(item.size, ordering: .relaxed)
+                if let replaced { budget.release(replaced.message) }
+                // A replacement always waits (it frees what it replaces); a new waiter only within the budget.
+                guard budget.hold(item.message, always: replaced != nil) else {
                     self.halt("configs waiting for slow readers hold more than \(budget.limit) bytes")
                     return
                 }
@@ -108,7 +125,7 @@ final class AgentOutbox {
         if !self.queue.isEmpty {
             let next = self.queue.removeFirst()
             if next.replaceable {
-                self.waitingConfigs?.bytes.subtract(next.size, ordering: .relaxed)
+                self.waitingConfigs?.release(next.message)
             } else {
                 self.queuedBytes -= next.size
             }
@@ -176,7 +193,7 @@ final class AgentOutbox {
         self.stall?.cancel()
         self.stall = nil
         if let waiting = self.queue.first(where: \.replaceable) {
-            self.waitingConfigs?.bytes.subtract(waiting.size, ordering: .relaxed)
+            self.waitingConfigs?.release(waiting.message)
         }
         self.queue = []
         self.queuedBytes = 0
@@ -185,12 +202,56 @@ final class AgentOutbox {
 
 /// Bytes of configs waiting for slow readers across a server's connections, and the most allowed
 /// (``OpAMPServerConfiguration/maxWaitingConfigBytes``).
+///
+/// What waiting holds in memory is counted: each message's own part, and each shared config once, however
+/// many agents wait for it (thousands of load balancers waiting for one ring change hold it once).
 final class WaitingConfigs: Sendable {
-    let bytes = Atomic<Int>(0)
+    private struct State {
+        var bytes = 0
+        /// Waiting messages holding each shared config.
+        var holders: [ObjectIdentifier: Int] = [:]
+    }
+
+    private let state = Mutex(State())
     let limit: Int
 
     init(limit: Int) {
         self.limit = limit
+    }
+
+    /// Bytes held now.
+    var bytes: Int { self.state.withLock { $0.bytes } }
+
+    /// Counts `message` as waiting, unless that would pass the limit and not `always` (then nothing is counted
+    /// and the answer is false).
+    func hold(_ message: EncodedServerMessage, always: Bool) -> Bool {
+        self.state.withLock { state in
+            var added = message.head.readableBytes
+            let shared = message.config.map { ObjectIdentifier($0) }
+            if let shared, let config = message.config, state.holders[shared, default: 0] == 0 {
+                added += config.bytes.readableBytes
+            }
+            guard always || state.bytes + added <= self.limit else { return false }
+            state.bytes += added
+            if let shared { state.holders[shared, default: 0] += 1 }
+            return true
+        }
+    }
+
+    /// `message` no longer waits.
+    func release(_ message: EncodedServerMessage) {
+        self.state.withLock { state in
+            state.bytes -= message.head.readableBytes
+            guard let config = message.config else { return }
+            let shared = ObjectIdentifier(config)
+            let holders = state.holders[shared, default: 0] - 1
+            if holders <= 0 {
+                state.holders[shared] = nil
+                state.bytes -= config.bytes.readableBytes
+            } else {
+                state.holders[shared] = holders
+            }
+        }
     }
 }
 

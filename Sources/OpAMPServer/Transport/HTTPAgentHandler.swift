@@ -205,11 +205,14 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
             response = AgentRegistry.badRequest("the body is not an AgentToServer protobuf message: \(error)")
             status = .badRequest
         }
-        let encoded: [UInt8] = (try? response.serializedBytes()) ?? []
+        // A remote config goes out from the server's one encoding of it (see ``SharedConfigs``).
+        let encoded =
+            (try? self.server.sharedConfigs.encode(response, allocator: context.channel.allocator))
+            ?? EncodedServerMessage(head: context.channel.allocator.buffer(capacity: 0), config: nil)
         self.write(
             context: context,
             status: status,
-            body: encoded,
+            parts: [encoded.head] + (encoded.config.map { [$0.bytes] } ?? []),
             contentType: "application/x-protobuf",
             keepAlive: keepAlive && status != .forbidden
         )
@@ -223,15 +226,36 @@ final class HTTPAgentHandler: ChannelInboundHandler, RemovableChannelHandler {
         keepAlive: Bool,
         extra: HTTPHeaders = HTTPHeaders()
     ) {
+        var buffer = context.channel.allocator.buffer(capacity: body.count)
+        buffer.writeBytes(body)
+        self.write(
+            context: context,
+            status: status,
+            parts: [buffer],
+            contentType: contentType,
+            keepAlive: keepAlive,
+            extra: extra
+        )
+    }
+
+    /// A response whose body is `parts` in order (written as they are: a shared config is not copied).
+    private func write(
+        context: ChannelHandlerContext,
+        status: HTTPResponseStatus,
+        parts: [ByteBuffer],
+        contentType: String,
+        keepAlive: Bool,
+        extra: HTTPHeaders = HTTPHeaders()
+    ) {
         var headers = extra
         headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.count))
+        headers.add(name: "Content-Length", value: String(parts.reduce(0) { $0 + $1.readableBytes }))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: .http1_1, status: status, headers: headers)
         context.write(self.wrapOutboundOut(.head(head)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: body.count)
-        buffer.writeBytes(body)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        for part in parts where part.readableBytes > 0 {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+        }
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil)), promise: done)
         if !keepAlive {

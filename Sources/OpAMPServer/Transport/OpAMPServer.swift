@@ -26,6 +26,8 @@ public final class OpAMPServer: Service, Sendable {
     let openConnections = Atomic<Int>(0)
     /// Configs waiting for slow readers across every connection.
     let waitingConfigs: WaitingConfigs
+    /// Each distinct remote config, encoded once for every agent it goes to.
+    let sharedConfigs = SharedConfigs()
 
     /// Creates a server; nothing is bound until ``start()`` or ``run()``.
     public init(configuration: OpAMPServerConfiguration, logger: Logger = Logger(label: "tailplane.opamp")) {

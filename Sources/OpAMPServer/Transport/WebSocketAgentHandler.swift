@@ -51,6 +51,7 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         let outbox = AgentOutbox(
             channel: channel,
             waitingConfigs: self.server.waitingConfigs,
+            sharedConfigs: self.server.sharedConfigs,
             maxQueuedBytes: configuration.maxUnsentBytes,
             stalledAfter: .milliseconds(Int64(configuration.stalledWriteSeconds * 1000)),
             stop: { reason in
@@ -61,16 +62,24 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         )
         self.outbox = outbox
         let bound = NIOLoopBound(outbox, eventLoop: channel.eventLoop)
+        let sharedConfigs = self.server.sharedConfigs
         self.server.registry.attach(
             self.connection,
             pusher: { message in
                 // Called from any thread, under the registry's lock: never write (or close) synchronously, which
                 // could re-enter the registry from this channel's callbacks. Tasks run in the order queued, so
                 // pushes keep the order of the changes that caused them.
-                guard channel.isActive, let frame = try? WebSocketFraming.encode(message) else { return false }
-                // Encoded here, on the caller's thread: the event loops only write.
+                // Encoded here, on the caller's thread: the event loops only write. A config many agents share
+                // is encoded once (see ``SharedConfigs``).
+                guard channel.isActive,
+                    let encoded = try? sharedConfigs.encode(
+                        message,
+                        leading: WebSocketFraming.header,
+                        allocator: channel.allocator
+                    )
+                else { return false }
                 let replaceable = message.isConfigOnly
-                channel.eventLoop.execute { bound.value.send(frame: frame, replaceable: replaceable) }
+                channel.eventLoop.execute { bound.value.send(encoded, replaceable: replaceable) }
                 return true
             },
             closer: { channel.eventLoop.execute { channel.close(promise: nil) } }

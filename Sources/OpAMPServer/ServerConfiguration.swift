@@ -17,9 +17,10 @@ public struct OpAMPServerConfiguration: Sendable {
     /// and its connection is closed.
     public var maxUnsentBytes: Int = 16 * 1024 * 1024
     /// Most bytes of configs waiting for slow readers across all agents (each agent has at most one waiting,
-    /// besides the one being sent). Past it, an agent that would make a config wait is closed instead, as one
-    /// that stopped reading; it reconnects and gets the latest config in the first answer. This bounds the
-    /// server's memory when a ring change goes to thousands of load balancers that read slowly.
+    /// besides the one being sent; a config many agents wait for is encoded once and counted once). Past it,
+    /// an agent that would make a config wait is closed instead, as one that stopped reading; it reconnects
+    /// and gets the latest config in the first answer. This bounds the server's memory when ring changes go
+    /// to thousands of load balancers that read slowly.
     public var maxWaitingConfigBytes: Int = 256 * 1024 * 1024
     /// Seconds a WebSocket agent may take no byte of a message (its socket full) before it counts as having
     /// stopped reading and its connection is closed. An agent that reads slowly but steadily is not closed,

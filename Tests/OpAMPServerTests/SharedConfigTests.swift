@@ -21,6 +21,14 @@ import Testing
         return config
     }
 
+    /// A config whose encoding is a little over `size` bytes.
+    static func smallConfig(_ size: Int) -> OpAMP_AgentRemoteConfig {
+        OpAMP_AgentRemoteConfig.with {
+            $0.config.configMap[""] = OpAMP_AgentConfigFile.with { $0.body = Data(repeating: 0x61, count: size) }
+            $0.configHash = Data("small \(size)".utf8)
+        }
+    }
+
     static func message(to agent: UInt64, _ config: OpAMP_AgentRemoteConfig?) -> OpAMP_ServerToAgent {
         var message = OpAMP_ServerToAgent()
         message.instanceUid = Data(uid(agent).bytes)
@@ -46,6 +54,20 @@ import Testing
             let whole: [UInt8] = try message.serializedBytes()
             #expect(encoded.count == 1 + whole.count)
         }
+        // Lengths of one and two varint bytes, and an empty config (present, with nothing in it).
+        for config in [
+            OpAMP_AgentRemoteConfig.with { $0.configHash = Data([1]) }, Self.smallConfig(100), Self.smallConfig(300),
+        ] {
+            let message = Self.message(to: 4, config)
+            let decoded = try WebSocketFraming.decodeServerMessage(
+                Self.wire(try shared.encode(message, leading: WebSocketFraming.header))
+            )
+            #expect(decoded == message)
+        }
+        let empty = try OpAMP_ServerToAgent(
+            serializedBytes: Self.wire(try shared.encode(Self.message(to: 5, OpAMP_AgentRemoteConfig())))
+        )
+        #expect(empty.hasRemoteConfig && empty.remoteConfig == OpAMP_AgentRemoteConfig())
         // Over HTTP: no header byte; a message without a config is all the agent's own.
         let plain = Self.message(to: 3, nil)
         let encoded = try shared.encode(plain)
@@ -70,6 +92,19 @@ import Testing
         #expect(try shared.encode(Self.message(to: 2, Self.ringConfig(3))).config === three)
         #expect(try shared.encode(Self.message(to: 2, Self.ringConfig(2))).config === two)
         #expect(try shared.encode(Self.message(to: 2, impostor)).config !== encoded.config)
+    }
+
+    @Test func theKeptConfigsAreBoundedInBytes() throws {
+        let one = try SharedConfigs().encoded(Self.ringConfig(1), allocator: ByteBufferAllocator()).bytes.readableBytes
+        // Room for one config (it and its encoding), not two: each new one pushes the older out.
+        let shared = SharedConfigs(capacity: 16, maxBytes: 3 * one)
+        let first = try shared.encode(Self.message(to: 1, Self.ringConfig(1))).config
+        _ = try shared.encode(Self.message(to: 1, Self.ringConfig(2)))
+        #expect(try shared.encode(Self.message(to: 2, Self.ringConfig(1))).config !== first)
+        // Larger than the limit alone: still kept (the newest always is), so its agents share it.
+        let tiny = SharedConfigs(capacity: 16, maxBytes: 1)
+        let kept = try tiny.encode(Self.message(to: 1, Self.ringConfig(3))).config
+        #expect(try tiny.encode(Self.message(to: 2, Self.ringConfig(3))).config === kept)
     }
 
     @Test func aSharedConfigCountsOnceAgainstTheWaitingBudget() throws {

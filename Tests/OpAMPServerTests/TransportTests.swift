@@ -439,9 +439,17 @@ import Testing
             )
             server.registry.setDesiredConfig(configs)
         }
-        try await Task.sleep(for: .milliseconds(500))
-        let held = server.waitingConfigs.bytes
-        #expect(held > 8 << 20 && held < 9 << 20, "four agents wait for one copy (\(held) bytes)")
+        let size = try SharedConfigs().encode(
+            OpAMP_ServerToAgent.with { $0.remoteConfig = ProtobufConversion.remoteConfig(large(2)) }
+        ).count
+        var held = 0
+        for _ in 0..<100 where held < size {
+            try await Task.sleep(for: .milliseconds(50))
+            held = server.waitingConfigs.bytes
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        held = server.waitingConfigs.bytes
+        #expect(held >= size && held < size + 4096, "four agents wait for one copy (\(held) bytes)")
         for n in 0..<4 { #expect(server.registry.agent(uid(UInt64(40 + n)))?.connected == true) }
         for agent in agents {
             try await agent.channel.setOption(.autoRead, value: true).get()

@@ -168,8 +168,9 @@ struct AgentSession {
         if message.hasEffectiveConfig {
             var files = ProtobufConversion.files(message.effectiveConfig.configMap)
             if files != self.snapshot.effectiveConfig {
-                // Most often the config it was sent: hold that one copy, shared with every agent sent it (a
-                // load balancer's config lists the whole ring; a copy per load balancer adds up to gigabytes).
+                // The very config it was sent (an agent that reports what it applied, as opamp-go agents and the
+                // fleet simulator do): hold that one copy, shared with every agent sent it. A supervisor reports
+                // its merged config instead (its own sections added), which is kept as reported.
                 if let desired = self.desired?.files, desired == files { files = desired }
                 self.snapshot.effectiveConfig = files
                 events.append(.effectiveConfigChanged(uid, files))

@@ -208,8 +208,8 @@ final class AgentOutbox {
 final class WaitingConfigs: Sendable {
     private struct State {
         var bytes = 0
-        /// Waiting messages holding each shared config.
-        var holders: [ObjectIdentifier: Int] = [:]
+        /// Each shared config waiting messages hold, and how many hold it.
+        var holders: [ObjectIdentifier: (config: EncodedConfig, count: Int)] = [:]
     }
 
     private let state = Mutex(State())
@@ -227,30 +227,30 @@ final class WaitingConfigs: Sendable {
     func hold(_ message: EncodedServerMessage, always: Bool) -> Bool {
         self.state.withLock { state in
             var added = message.head.readableBytes
-            let shared = message.config.map { ObjectIdentifier($0) }
-            if let shared, let config = message.config, state.holders[shared, default: 0] == 0 {
+            if let config = message.config, state.holders[ObjectIdentifier(config)] == nil {
                 added += config.bytes.readableBytes
             }
             guard always || state.bytes + added <= self.limit else { return false }
             state.bytes += added
-            if let shared { state.holders[shared, default: 0] += 1 }
+            if let config = message.config {
+                state.holders[ObjectIdentifier(config), default: (config, 0)].count += 1
+            }
             return true
         }
     }
 
-    /// `message` no longer waits.
+    /// `message`, counted by ``hold(_:always:)``, no longer waits.
     func release(_ message: EncodedServerMessage) {
         self.state.withLock { state in
             state.bytes -= message.head.readableBytes
-            guard let config = message.config else { return }
-            let shared = ObjectIdentifier(config)
-            let holders = state.holders[shared, default: 0] - 1
-            if holders <= 0 {
-                state.holders[shared] = nil
+            guard let config = message.config, let held = state.holders[ObjectIdentifier(config)] else { return }
+            if held.count <= 1 {
+                state.holders[ObjectIdentifier(config)] = nil
                 state.bytes -= config.bytes.readableBytes
             } else {
-                state.holders[shared] = holders
+                state.holders[ObjectIdentifier(config)] = (config, held.count - 1)
             }
+            assert(state.bytes >= 0, "released more than was held")
         }
     }
 }

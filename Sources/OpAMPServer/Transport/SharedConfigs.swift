@@ -34,20 +34,24 @@ struct EncodedServerMessage: Sendable {
 /// A load balancer's config lists the whole ring: hundreds of kilobytes at tens of thousands of samplers,
 /// the same for every load balancer of a group. Encoding it for each agent cost a copy per agent on every
 /// ring change (gigabytes per round across thousands of load balancers, all alive at once while slow
-/// readers catch up); now every agent's message points at one encoding. The last `capacity` configs are
-/// kept; a config is found again by its hash and then compared in full, so two configs that share a hash
-/// are never confused.
+/// readers catch up); now every agent's message points at one encoding. The last configs are kept, at most
+/// `capacity` of them and `maxBytes` in all (the newest is always kept); a config is found again by its hash
+/// and then compared in full, so two configs that share a hash are never confused.
 final class SharedConfigs: Sendable {
     private struct Entry {
         var config: OpAMP_AgentRemoteConfig
         var encoded: EncodedConfig
+        /// What the entry holds: the config and its encoding.
+        var bytes: Int { 2 * self.encoded.bytes.readableBytes }
     }
 
     private let entries = Mutex<[Entry]>([])
     private let capacity: Int
+    private let maxBytes: Int
 
-    init(capacity: Int = 8) {
+    init(capacity: Int = 16, maxBytes: Int = 128 << 20) {
         self.capacity = max(1, capacity)
+        self.maxBytes = maxBytes
     }
 
     /// `message` encoded after `leading` (the WebSocket header byte, or nothing over HTTP).
@@ -83,27 +87,41 @@ final class SharedConfigs: Sendable {
 
     /// The shared encoding of `config`, made now if it is not among the last ones.
     func encoded(_ config: OpAMP_AgentRemoteConfig, allocator: ByteBufferAllocator) throws -> EncodedConfig {
-        let found = self.entries.withLock { entries -> EncodedConfig? in
-            guard let index = entries.firstIndex(where: { $0.config.configHash == config.configHash }) else {
-                return nil
-            }
-            // Same hash: the full comparison (a few tens of microseconds for a ring-sized config) decides.
-            guard entries[index].config == config else { return nil }
-            let entry = entries.remove(at: index)
-            entries.append(entry)
-            return entry.encoded
-        }
-        if let found { return found }
-        // Encoded outside the lock: two threads may both encode a new config; one of them is kept.
+        if let found = self.find(config) { return found }
+        // Encoded outside the lock; a thread that encoded the same config meanwhile wins (one copy is shared).
         let bytes: [UInt8] = try config.serializedBytes()
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
-        let encoded = EncodedConfig(bytes: buffer)
-        self.entries.withLock { entries in
-            entries.removeAll { $0.config.configHash == config.configHash }
-            entries.append(Entry(config: config, encoded: encoded))
-            if entries.count > self.capacity { entries.removeFirst(entries.count - self.capacity) }
+        let made = Entry(config: config, encoded: EncodedConfig(bytes: buffer))
+        return self.entries.withLock { entries in
+            if let index = entries.firstIndex(where: { $0.config.configHash == config.configHash }) {
+                if entries[index].config == config { return entries[index].encoded }
+                entries.remove(at: index)
+            }
+            entries.append(made)
+            var held = entries.reduce(0) { $0 + $1.bytes }
+            while entries.count > 1, entries.count > self.capacity || held > self.maxBytes {
+                held -= entries.removeFirst().bytes
+            }
+            return made.encoded
         }
-        return encoded
+    }
+
+    /// The kept encoding of a config equal to `config`, now the most recently used.
+    private func find(_ config: OpAMP_AgentRemoteConfig) -> EncodedConfig? {
+        guard
+            let candidate = self.entries.withLock({ entries in
+                entries.first { $0.config.configHash == config.configHash }
+            })
+        else { return nil }
+        // Same hash: the full comparison (a few tens of microseconds for a ring-sized config) decides, outside
+        // the lock every event loop and push shares.
+        guard candidate.config == config else { return nil }
+        let found = candidate.encoded
+        self.entries.withLock { entries in
+            guard let index = entries.firstIndex(where: { $0.encoded === found }) else { return }
+            entries.append(entries.remove(at: index))
+        }
+        return found
     }
 }

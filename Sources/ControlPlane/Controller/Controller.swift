@@ -42,8 +42,6 @@ public actor Controller {
 
     /// Several policyd on one database (nil: this one is alone and always steps).
     public nonisolated let leadership: Leadership?
-    /// With replicas: writes this replica's agent records and views off the step (see ``AgentStateWriter``).
-    private nonisolated let writer: AgentStateWriter?
     /// The epoch this controller last took over with (nil while following).
     private var ledEpoch: Int?
     /// Where the time of the current step goes (logged when the step is slow).
@@ -124,11 +122,6 @@ public actor Controller {
     ) throws {
         self.store = store
         self.leadership = leadership
-        // One node writes its records to its own SQLite file in milliseconds, within the step; replicas write
-        // to the shared database, which a fleet's worth of changes keeps busy for seconds.
-        self.writer = leadership.map {
-            AgentStateWriter(store: store, coordination: $0.coordination, replica: $0.replica, logger: logger)
-        }
         self.access = access
         self.packages = packages
         self.packageBaseURL = options.packageBaseURL
@@ -159,13 +152,6 @@ public actor Controller {
             self.tick()
             try? await Task.sleep(for: self.options.tickInterval)
         }
-        // What the last steps handed over is written before the replica goes (its agents' views say where
-        // they were last seen).
-        self.writer?.flush(timeout: .seconds(5))
-    }
-
-    deinit {
-        self.writer?.stop()
     }
 
     /// One look at the fleet: step the engine, save, push.
@@ -409,7 +395,7 @@ public actor Controller {
     /// Publishes connected agents whose view changed and withdraws those no longer connected here (the
     /// elector says this replica is alive).
     private func publish(_ views: [AgentState], replica: String, now: Date) {
-        guard let writer = self.writer else { return }
+        guard let leadership = self.leadership else { return }
         var changed: [PublishedView] = []
         var current: [String: PublishedView] = [:]
         for agent in views where agent.view.connected {
@@ -428,9 +414,12 @@ public actor Controller {
             withdrawn.view.connected = false
             return withdrawn
         }
-        // Written by the writer's thread (retried there until written).
-        writer.publish(changed: changed, gone: gone)
-        self.published = current
+        do {
+            try leadership.coordination.publishViews(replica: replica, changed: changed, gone: gone)
+            self.published = current
+        } catch {
+            self.logger.warning("cannot publish agent views", metadata: ["error": "\(error)"])
+        }
     }
 
     /// The leader removes views nobody needs any more (withdrawn, or of replicas gone) once a minute.
@@ -917,10 +906,6 @@ public actor Controller {
                 self.recorded[record.instanceUID] = record
                 changed.append(record)
             }
-        }
-        if let writer = self.writer {
-            writer.record(changed)
-            return
         }
         do {
             try self.store.recordAgents(changed)

@@ -1132,11 +1132,6 @@ extension PostgresStore: ReplicaCoordination {
                     FROM unnest(\(uids)::text[], \(json)::text[]) AS t(u, v)
                     ON CONFLICT (uid) DO UPDATE SET replica = excluded.replica, view = excluded.view,
                         written_at = excluded.written_at, xid = excluded.xid
-                    -- An agent that moved: a view the replica it left wrote late (its last report there) does not
-                    -- replace the newer one of the replica it is connected to now.
-                    WHERE agent_views.replica = excluded.replica OR agent_views.view IS NULL
-                        OR COALESCE((agent_views.view::json -> 'view' ->> 'lastSeen')::double precision, 0)
-                            <= (excluded.view::json -> 'view' ->> 'lastSeen')::double precision
                     """
                 )
             }

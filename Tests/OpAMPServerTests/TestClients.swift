@@ -121,12 +121,23 @@ final class TestWebSocketAgent: Sendable {
         self.inbox = inbox
     }
 
-    static func connect(port: Int, path: String = "/v1/opamp", headers: [String: String] = [:]) async throws
-        -> TestWebSocketAgent
-    {
+    /// Connects; `receiveBuffer` fixes the socket's receive buffer (the kernel otherwise grows it, up to 32 MiB
+    /// here, once the agent reads fast: a test of a reader that stops reading needs to know what the kernel
+    /// takes for it).
+    static func connect(
+        port: Int,
+        path: String = "/v1/opamp",
+        headers: [String: String] = [:],
+        receiveBuffer: Int? = nil
+    ) async throws -> TestWebSocketAgent {
         let inbox = FrameInbox()
         let upgraded = testGroup.next().makePromise(of: Void.self)
-        let channel = try await ClientBootstrap(group: testGroup)
+        var bootstrap = ClientBootstrap(group: testGroup)
+        if let receiveBuffer {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
+        }
+        let channel =
+            try await bootstrap
             .channelInitializer { channel in
                 let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: 1 << 26) { channel, _ in
                     channel.pipeline.removeHandler(name: "upgrade-requester")

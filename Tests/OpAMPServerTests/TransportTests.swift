@@ -340,7 +340,7 @@ import Testing
         let (server, port) = try await Self.server { $0.stalledWriteSeconds = 2 }
         defer { Task { await server.stop() } }
         let large = Self.largeConfig
-        let slow = try await TestWebSocketAgent.connect(port: port)
+        let slow = try await TestWebSocketAgent.connect(port: port, receiveBuffer: Self.slowReceiveBuffer)
         try await slow.send(fullState(uid(19)))
         _ = try await slow.receive()
         try await slow.channel.setOption(.autoRead, value: false).get()
@@ -376,7 +376,7 @@ import Testing
         #expect(!configs.contains(Data(large(5).hash)), "replaced while waiting behind responses")
         #expect(others <= 3)
 
-        let stuck = try await TestWebSocketAgent.connect(port: port)
+        let stuck = try await TestWebSocketAgent.connect(port: port, receiveBuffer: Self.slowReceiveBuffer)
         try await stuck.send(fullState(uid(20)))
         _ = try await stuck.receive()
         try await stuck.channel.setOption(.autoRead, value: false).get()
@@ -472,7 +472,7 @@ import Testing
         }
         var agents: [TestWebSocketAgent] = []
         for n in 0..<count {
-            let agent = try await TestWebSocketAgent.connect(port: port)
+            let agent = try await TestWebSocketAgent.connect(port: port, receiveBuffer: Self.slowReceiveBuffer)
             try await agent.send(fullState(uid(first + UInt64(n))))
             _ = try await agent.receive()
             try await agent.channel.setOption(.autoRead, value: false).get()
@@ -480,6 +480,10 @@ import Testing
         }
         return (server, agents)
     }
+
+    /// The receive buffer of agents that stop reading: with the server's send buffer (4 MiB at most here), less
+    /// than one large config, so a config being written stays in flight.
+    static let slowReceiveBuffer = 256 << 10
 
     /// A config of 8 MiB (a ring far larger than any real one), more than the kernel holds for a socket whose
     /// reader does not read (about 4 MiB here), told apart by `n`.

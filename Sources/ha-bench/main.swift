@@ -111,7 +111,7 @@ func startPolicyd(_ name: String, database: String?) throws -> Replica {
     process.standardOutput = FileHandle.nullDevice
     if let logDirectory {
         let path = URL(fileURLWithPath: logDirectory).appendingPathComponent("\(name).log").path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         process.standardError = FileHandle(forWritingAtPath: path)
     } else {
         process.standardError = FileHandle.standardError

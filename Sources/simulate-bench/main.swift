@@ -72,7 +72,7 @@ traces = []
 
 // 2. End to end: write the file, then read, assemble and decide it as `policyctl estimate` does.
 let file = FileManager.default.temporaryDirectory.appendingPathComponent("simulate-bench-\(getpid()).jsonl").path
-FileManager.default.createFile(atPath: file, contents: nil)
+_ = FileManager.default.createFile(atPath: file, contents: nil)
 let handle = FileHandle(forWritingAtPath: file)!
 var written = 0
 var writtenTraces = 0

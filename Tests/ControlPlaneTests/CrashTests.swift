@@ -177,7 +177,7 @@ import Testing
         let opampPort = Self.freePort()
         let apiPort = Self.freePort()
         let log = directory.path + ".log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: log) }
         // 1,100 open files, soft and hard: 76 agent connections after the 1,024 kept for everything else.
         let policyd = Process()

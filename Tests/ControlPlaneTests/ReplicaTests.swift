@@ -28,7 +28,7 @@ import Testing
         ]
         process.standardOutput = FileHandle.nullDevice
         if !FileManager.default.fileExists(atPath: directory.path + ".log") {
-            FileManager.default.createFile(atPath: directory.path + ".log", contents: nil)
+            _ = FileManager.default.createFile(atPath: directory.path + ".log", contents: nil)
         }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: directory.path + ".log"))
         log.seekToEndOfFile()

@@ -48,7 +48,7 @@ import Testing
         let opampPort = CrashTests.freePort()
         let apiPort = CrashTests.freePort()
         let log = directory.appendingPathComponent("policyd.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let policyd = Process()
         policyd.executableURL = binary
         policyd.arguments = [

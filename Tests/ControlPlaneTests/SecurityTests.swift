@@ -751,7 +751,7 @@ struct ServerCertificates {
                     certificatePath: certificates.certificatePath,
                     keyPath: certificates.keyPath,
                     clientCAPath: nil,
-                    clientCertificates: .none
+                    clientCertificates: ServerTLS.ClientCertificates.none
                 ).configuration(),
                 access: access,
                 leadership: leadership

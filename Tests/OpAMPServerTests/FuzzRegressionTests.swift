@@ -62,7 +62,7 @@ import Testing
         var offset = 1
         while offset < input.count, channel.isActive {
             let end = min(input.count, offset + step)
-            try? channel.writeInbound(ByteBuffer(bytes: input[offset..<end]))
+            _ = try? channel.writeInbound(ByteBuffer(bytes: input[offset..<end]))
             channel.pipeline.fireChannelReadComplete()
             channel.embeddedEventLoop.run()
             offset = end

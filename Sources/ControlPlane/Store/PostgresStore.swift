@@ -1075,7 +1075,7 @@ extension PostgresStore: ReplicaCoordination {
     public func listen(_ handler: @escaping @Sendable (_ news: ReplicaNews, _ sentAt: Double?) -> Void) {
         let loop = self.group.next()
         let reconnect: @Sendable () -> Void = { [weak self] in
-            loop.scheduleTask(in: .seconds(1)) { self?.listen(handler) }
+            loop.scheduleTask(in: .seconds(1)) { [weak self] in self?.listen(handler) }
         }
         guard !self.isShutDown.withLockedValue({ $0 }) else { return }
         PostgresConnection.connect(on: loop, configuration: self.connectionConfiguration, id: 0, logger: self.logger)

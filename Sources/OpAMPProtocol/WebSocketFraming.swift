@@ -6,16 +6,10 @@ public enum WebSocketFraming {
     /// The header every frame starts with: a varint, always 0 today.
     public static let header: [UInt8] = [0x00]
 
-    /// The frame for a server message: `0x00` then the protobuf bytes.
-    public static func encode(_ message: OpAMP_ServerToAgent) throws -> [UInt8] {
-        let body: [UInt8] = try message.serializedBytes()
-        return [0x00] + body
-    }
-
     /// The frame for an agent message (used by test agents and the fleet simulator).
     public static func encode(_ message: OpAMP_AgentToServer) throws -> [UInt8] {
         let body: [UInt8] = try message.serializedBytes()
-        return [0x00] + body
+        return Self.header + body
     }
 
     /// The protobuf bytes of a received frame. A leading `0x00` is the header and is removed; frames without

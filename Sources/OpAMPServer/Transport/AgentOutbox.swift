@@ -33,9 +33,7 @@ final class AgentOutbox {
 
     private let channel: any Channel
     /// Bytes of waiting configs across the server, and the most allowed.
-    private let waitingConfigs: WaitingConfigs?
-    /// The server's one encoding of each config.
-    private let sharedConfigs: SharedConfigs
+    private let waitingConfigs: WaitingConfigs
     private let maxQueuedBytes: Int
     private let stalledAfter: TimeAmount
     private let stop: (String) -> Void
@@ -54,33 +52,21 @@ final class AgentOutbox {
 
     init(
         channel: any Channel,
-        waitingConfigs: WaitingConfigs? = nil,
-        sharedConfigs: SharedConfigs,
+        waitingConfigs: WaitingConfigs,
         maxQueuedBytes: Int,
         stalledAfter: TimeAmount,
         stop: @escaping (String) -> Void
     ) {
         self.channel = channel
         self.waitingConfigs = waitingConfigs
-        self.sharedConfigs = sharedConfigs
         self.maxQueuedBytes = maxQueuedBytes
         self.stalledAfter = stalledAfter
         self.stop = stop
     }
 
-    /// Writes `message` now or after those before it (see the type's description).
-    func send(_ message: OpAMP_ServerToAgent) {
-        guard
-            let encoded = try? self.sharedConfigs.encode(
-                message,
-                leading: WebSocketFraming.header,
-                allocator: self.channel.allocator
-            )
-        else { return }
-        self.send(encoded, replaceable: message.isConfigOnly)
-    }
-
-    /// Writes an encoded message (see ``send(_:)``), its `head` starting with the WebSocket header byte.
+    /// Writes an encoded message (its `head` starting with the WebSocket header byte) now or after those
+    /// before it; a `replaceable` one (a config alone) is replaced by a newer one while it waits (see the
+    /// type's description).
     func send(_ message: EncodedServerMessage, replaceable: Bool) {
         guard !self.stopped, self.closeFrame == nil, self.channel.isActive else { return }
         self.enqueue(Item(message: message, replaceable: replaceable))
@@ -103,13 +89,11 @@ final class AgentOutbox {
             if let waiting = self.queue.firstIndex(where: \.replaceable) {
                 replaced = self.queue.remove(at: waiting)
             }
-            if let budget = self.waitingConfigs {
-                if let replaced { budget.release(replaced.message) }
-                // A replacement always waits (it frees what it replaces); a new waiter only within the budget.
-                guard budget.hold(item.message, always: replaced != nil) else {
-                    self.halt("configs waiting for slow readers hold more than \(budget.limit) bytes")
-                    return
-                }
+            if let replaced { self.waitingConfigs.release(replaced.message) }
+            // A replacement always waits (it frees what it replaces); a new waiter only within the budget.
+            guard self.waitingConfigs.hold(item.message, always: replaced != nil) else {
+                self.halt("configs waiting for slow readers hold more than \(self.waitingConfigs.limit) bytes")
+                return
             }
             self.queue.append(item)
             return
@@ -125,7 +109,7 @@ final class AgentOutbox {
         if !self.queue.isEmpty {
             let next = self.queue.removeFirst()
             if next.replaceable {
-                self.waitingConfigs?.release(next.message)
+                self.waitingConfigs.release(next.message)
             } else {
                 self.queuedBytes -= next.size
             }
@@ -193,7 +177,7 @@ final class AgentOutbox {
         self.stall?.cancel()
         self.stall = nil
         if let waiting = self.queue.first(where: \.replaceable) {
-            self.waitingConfigs?.release(waiting.message)
+            self.waitingConfigs.release(waiting.message)
         }
         self.queue = []
         self.queuedBytes = 0

@@ -60,20 +60,14 @@ final class SharedConfigs: Sendable {
         leading: [UInt8] = [],
         allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) throws -> EncodedServerMessage {
-        guard message.hasRemoteConfig else {
-            let body: [UInt8] = try message.serializedBytes()
-            var head = allocator.buffer(capacity: leading.count + body.count)
-            head.writeBytes(leading)
-            head.writeBytes(body)
-            return EncodedServerMessage(head: head, config: nil)
-        }
-        let config = try self.encoded(message.remoteConfig, allocator: allocator)
+        let config = message.hasRemoteConfig ? try self.encoded(message.remoteConfig, allocator: allocator) : nil
         var rest = message
         rest.clearRemoteConfig()
         let body: [UInt8] = try rest.serializedBytes()
         var head = allocator.buffer(capacity: leading.count + body.count + 11)
         head.writeBytes(leading)
         head.writeBytes(body)
+        guard let config else { return EncodedServerMessage(head: head, config: nil) }
         // Field 3 (remote_config), wire type 2 (length-delimited), then the length as a varint.
         head.writeInteger(UInt8(3 << 3 | 2))
         var length = UInt64(config.bytes.readableBytes)

@@ -51,7 +51,6 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
         let outbox = AgentOutbox(
             channel: channel,
             waitingConfigs: self.server.waitingConfigs,
-            sharedConfigs: self.server.sharedConfigs,
             maxQueuedBytes: configuration.maxUnsentBytes,
             stalledAfter: .milliseconds(Int64(configuration.stalledWriteSeconds * 1000)),
             stop: { reason in
@@ -69,17 +68,11 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
                 // Called from any thread, under the registry's lock: never write (or close) synchronously, which
                 // could re-enter the registry from this channel's callbacks. Tasks run in the order queued, so
                 // pushes keep the order of the changes that caused them.
-                // Encoded here, on the caller's thread: the event loops only write. A config many agents share
-                // is encoded once (see ``SharedConfigs``).
-                guard channel.isActive,
-                    let encoded = try? sharedConfigs.encode(
-                        message,
-                        leading: WebSocketFraming.header,
-                        allocator: channel.allocator
-                    )
-                else { return false }
-                let replaceable = message.isConfigOnly
-                channel.eventLoop.execute { bound.value.send(encoded, replaceable: replaceable) }
+                // Encoded here, on the caller's thread: the event loops only write.
+                guard channel.isActive, let encoded = Self.encode(message, sharedConfigs, channel.allocator) else {
+                    return false
+                }
+                channel.eventLoop.execute { bound.value.send(encoded.message, replaceable: encoded.replaceable) }
                 return true
             },
             closer: { channel.eventLoop.execute { channel.close(promise: nil) } }
@@ -163,7 +156,20 @@ final class WebSocketAgentHandler: ChannelInboundHandler {
 
     /// A response, after whatever waits for the agent already (a config pushed just before stays before it).
     private func send(_ message: OpAMP_ServerToAgent, context: ChannelHandlerContext) {
-        self.outbox?.send(message)
+        guard let encoded = Self.encode(message, self.server.sharedConfigs, context.channel.allocator) else { return }
+        self.outbox?.send(encoded.message, replaceable: encoded.replaceable)
+    }
+
+    /// A message as the outbox takes it: after the WebSocket header byte, a config many agents share encoded
+    /// once (see ``SharedConfigs``); replaceable while it waits when it carries a config alone.
+    private static func encode(
+        _ message: OpAMP_ServerToAgent,
+        _ sharedConfigs: SharedConfigs,
+        _ allocator: ByteBufferAllocator
+    ) -> (message: EncodedServerMessage, replaceable: Bool)? {
+        guard let encoded = try? sharedConfigs.encode(message, leading: WebSocketFraming.header, allocator: allocator)
+        else { return nil }
+        return (encoded, message.isConfigOnly)
     }
 
     /// A close frame after whatever waits for the agent (a refusal's reason goes out first), then the end.

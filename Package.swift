@@ -222,6 +222,14 @@ let package = Package(
             swiftSettings: upcoming
         ),
         .executableTarget(
+            name: "store-bench",
+            dependencies: [
+                "ControlPlane",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: upcoming
+        ),
+        .executableTarget(
             name: "ha-bench",
             dependencies: [
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

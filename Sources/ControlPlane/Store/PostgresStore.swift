@@ -74,6 +74,11 @@ public final class PostgresStore: ControlPlaneStore {
     }
 
     let fencing = NIOLockedValueBox(Fence.unfenced)
+    /// The state as this replica last saved or read it to lead, with its generation: the next save writes
+    /// only the rows that differ from it.
+    private let savedState = NIOLockedValueBox<(generation: Int, parts: StoredState)?>(nil)
+    /// The state as this replica last read it to follow: the next read reads only rows written since.
+    private let followedState = NIOLockedValueBox<(generation: Int, parts: StoredState)?>(nil)
 
     /// Refuses the transaction unless this replica holds the lease with its epoch. The row lock orders the
     /// write against a takeover: a deposed leader cannot commit.
@@ -297,6 +302,54 @@ public final class PostgresStore: ControlPlaneStore {
                 // As for views: every replica reads the others' agent records in commit order, only what changed.
                 "ALTER TABLE agents ADD COLUMN xid BIGINT NOT NULL DEFAULT 0",
                 "CREATE INDEX agents_by_xid ON agents(xid)",
+            ]
+        ),
+        (
+            "v6-state-rows",
+            [
+                // What grows with the fleet leaves the state document for rows of its own (StoredState): a
+                // save writes the rows that changed at the state's new generation, and a follower reads the
+                // rows newer than the generation it has. A removed row stays a while with its values NULL, so
+                // followers see the removal; one that fell further behind than `pruned_below` reads it all.
+                "ALTER TABLE control_state ADD COLUMN pruned_below BIGINT NOT NULL DEFAULT 0",
+                """
+                CREATE TABLE assignments (
+                    uid TEXT PRIMARY KEY,
+                    version BIGINT,
+                    ring BIGINT,
+                    sampler_count BIGINT,
+                    generation BIGINT NOT NULL
+                )
+                """,
+                "CREATE INDEX assignments_by_generation ON assignments(generation)",
+                "CREATE INDEX assignments_removed ON assignments(generation) WHERE version IS NULL",
+                """
+                CREATE TABLE state_times (
+                    kind TEXT NOT NULL,
+                    name TEXT NOT NULL,
+                    at_seconds DOUBLE PRECISION,
+                    generation BIGINT NOT NULL,
+                    PRIMARY KEY (kind, name)
+                )
+                """,
+                "CREATE INDEX state_times_by_generation ON state_times(generation)",
+                """
+                CREATE TABLE rollout_agents (
+                    rollout BIGINT NOT NULL,
+                    uid TEXT NOT NULL,
+                    step TEXT,
+                    out_of_ring DOUBLE PRECISION,
+                    touched TEXT,
+                    members TEXT,
+                    generation BIGINT NOT NULL,
+                    PRIMARY KEY (rollout, uid)
+                )
+                """,
+                "CREATE INDEX rollout_agents_by_generation ON rollout_agents(rollout, generation)",
+                """
+                CREATE INDEX rollout_agents_removed ON rollout_agents(generation)
+                WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL
+                """,
             ]
         ),
     ]
@@ -526,49 +579,143 @@ public final class PostgresStore: ControlPlaneStore {
     // MARK: Engine state and rollouts
 
     public func loadControlState() throws -> ControlState? {
-        try self.read("reading the control state") { session in
-            try session.query("SELECT state FROM control_state WHERE id = 1").first.map {
-                try self.decode(ControlState.self, try $0.decode(String.self))
+        let loaded = try self.transaction("reading the control state") { session in
+            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return try self.readState(session, after: nil, base: nil)
+        }
+        // A state saved whole (before its parts had rows) is no base: the next save writes every row.
+        self.savedState.withLockedValue { $0 = loaded.flatMap { $0.legacy ? nil : ($0.generation, $0.parts) } }
+        return loaded?.parts.state
+    }
+
+    /// The state saved after `generation` (any when `nil`), with its generation. Given `base`, the parts as
+    /// they were at its generation, only rows written since are read, unless removals that old were pruned.
+    /// Run in a REPEATABLE READ transaction, so the document and the rows are of one save.
+    private func readState(
+        _ session: Session,
+        after generation: Int?,
+        base: (generation: Int, parts: StoredState)?
+    ) throws -> (parts: StoredState, generation: Int, legacy: Bool)? {
+        guard
+            let row = try session.query(
+                """
+                SELECT state, generation, pruned_below FROM control_state
+                WHERE id = 1 AND (\(generation)::bigint IS NULL OR generation > \(generation))
+                """
+            ).first
+        else { return nil }
+        let (document, current, prunedBelow) = try row.decode((String, Int, Int).self)
+        let core = try self.decode(ControlState.self, document)
+        // Removals after the base are all still there when none newer than it were pruned.
+        let since = base.flatMap { $0.generation + 1 >= prunedBelow ? $0 : nil }
+        var assignments = since?.parts.assignments ?? [:]
+        for row in try session.query(
+            """
+            SELECT uid, version, ring, sampler_count FROM assignments
+            WHERE \(since?.generation)::bigint IS NULL AND version IS NOT NULL OR generation > \(since?.generation)
+            """
+        ) {
+            let (uid, version, ring, samplerCount) = try row.decode((String, Int?, Int?, Int?).self)
+            assignments[uid] = version.map { Assignment(version: $0, ring: ring, samplerCount: samplerCount) }
+        }
+        var heldOut = since?.parts.heldOut ?? [:]
+        var leftRing = since?.parts.leftRing ?? [:]
+        for row in try session.query(
+            """
+            SELECT kind, name, at_seconds FROM state_times
+            WHERE \(since?.generation)::bigint IS NULL AND at_seconds IS NOT NULL OR generation > \(since?.generation)
+            """
+        ) {
+            let (kind, name, seconds) = try row.decode((String, String, Double?).self)
+            let at = seconds.map { Date(timeIntervalSince1970: $0) }
+            switch kind {
+            case StoredState.heldOutKind: heldOut[name] = at
+            case StoredState.leftRingKind: leftRing[name] = at
+            default: break
             }
+        }
+        var members: [String]?
+        if let since, since.parts.core.ring.version == core.ring.version {
+            members = since.parts.ringMembers
+        } else {
+            members = try session.query("SELECT members FROM ring_history WHERE version = \(core.ring.version)")
+                .first.map { try self.decode([String].self, try $0.decode(String.self)) }
+        }
+        var agents: [String: RolloutAgentRow] = [:]
+        if let rollout = core.rollout {
+            let sameRollout = since.map { $0.parts.core.rollout?.id == rollout.id } == true
+            agents = sameRollout ? since?.parts.rolloutAgents ?? [:] : [:]
+            try self.readRolloutAgents(session, of: [rollout.id], after: sameRollout ? since?.generation : nil) {
+                agents[$1] = $2.isEmpty ? nil : $2
+            }
+        }
+        let read = StoredState.read(
+            core: core,
+            assignments: assignments,
+            heldOut: heldOut,
+            leftRing: leftRing,
+            ringMembers: members,
+            rolloutAgents: agents
+        )
+        return (read.parts, current, read.legacy)
+    }
+
+    /// Reads the per-agent parts of rollouts (written after `generation`, with removals; all present ones
+    /// when `nil`), giving each to `body` with its rollout and agent.
+    private func readRolloutAgents(
+        _ session: Session,
+        of rollouts: [Int],
+        after generation: Int?,
+        _ body: (Int, String, RolloutAgentRow) -> Void
+    ) throws {
+        for row in try session.query(
+            """
+            SELECT rollout, uid, step, out_of_ring, touched, members FROM rollout_agents
+            WHERE rollout = ANY(\(rollouts)::bigint[]) AND (\(generation)::bigint IS NULL OR generation > \(generation))
+            """
+        ) {
+            let (rollout, uid, step, outOfRing, touched, members) = try row.decode(
+                (Int, String, String?, Double?, String?, String?).self
+            )
+            body(
+                rollout,
+                uid,
+                RolloutAgentRow(
+                    step: step.flatMap(AgentStep.init(rawValue:)),
+                    outOfRing: outOfRing,
+                    touched: RolloutAgentRow.positions(touched),
+                    members: RolloutAgentRow.positions(members)
+                )
+            )
         }
     }
 
     public func saveControlState(_ state: ControlState, events: [EngineEvent]) throws {
-        let stateJSON = try self.json(state)
-        let rolloutJSON = try state.rollout.map { try self.json($0) }
-        let ring = state.ring
-        let members = try self.json(ring.members)
-        let reason = try self.text(
-            events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)",
-            "ring change reason"
-        )
+        let parts = StoredState(state)
+        let base = self.savedState.withLockedValue { $0 }
+        let core = try self.json(parts.core)
         let eventRows = try events.map { event in
             (event, try self.text(event.message, "event message"), try self.text(event.agent, "event agent"))
         }
-        try self.transaction("saving the control state", fenced: true) { session in
-            _ = try session.query(
-                """
-                INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, \(stateJSON), now(), 1)
-                ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                    generation = control_state.generation + 1
-                """
-            )
+        let generation = try self.transaction("saving the control state", fenced: true) { session -> Int in
+            guard
+                let row = try session.query(
+                    """
+                    INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, \(core), now(), 1)
+                    ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                        generation = control_state.generation + 1
+                    RETURNING generation
+                    """
+                ).first
+            else { throw StoreError("saving the control state: no generation returned") }
+            let generation = try row.decode(Int.self)
+            // Only what changed since the save this store made last, if nothing else wrote since.
+            let changes = parts.changes(from: base.flatMap { $0.generation + 1 == generation ? $0.parts : nil })
+            try self.write(changes, of: parts, generation: generation, events: events, session)
             // Delivered at commit to every replica listening: the followers read the new state at once.
             _ = try session.query(
                 "SELECT pg_notify(\(Self.stateChannel), extract(epoch FROM clock_timestamp())::text)"
             )
-            if let rollout = state.rollout, let rolloutJSON {
-                _ = try session.query(
-                    """
-                    INSERT INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
-                    VALUES (\(rollout.id), \(rollout.from), \(rollout.to), \(rollout.phase.rawValue), \(rolloutJSON),
-                            \(rollout.startedAt), \(rollout.endedAt))
-                    ON CONFLICT (id) DO UPDATE SET from_version = excluded.from_version,
-                        to_version = excluded.to_version, phase = excluded.phase, state = excluded.state,
-                        started_at = excluded.started_at, ended_at = excluded.ended_at
-                    """
-                )
-            }
             if !eventRows.isEmpty {
                 // One statement for all (a stage's step may log thousands), in order; -1 and '' stand for none.
                 let rollouts = eventRows.map { $0.0.rollout ?? -1 }
@@ -586,7 +733,129 @@ public final class PostgresStore: ControlPlaneStore {
                     """
                 )
             }
-            let convergence = ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) }
+            if generation % StoredState.pruneEvery == 0 {
+                let below = generation - StoredState.tombstoneSaves
+                _ = try session.query("DELETE FROM assignments WHERE version IS NULL AND generation < \(below)")
+                _ = try session.query("DELETE FROM state_times WHERE at_seconds IS NULL AND generation < \(below)")
+                _ = try session.query(
+                    """
+                    DELETE FROM rollout_agents WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL
+                        AND members IS NULL AND generation < \(below)
+                    """
+                )
+                _ = try session.query("UPDATE control_state SET pruned_below = \(below)")
+            }
+            return generation
+        }
+        self.savedState.withLockedValue { $0 = (generation, parts) }
+    }
+
+    /// Writes the rows of one save, each kind in one statement; -1 and '' stand for NULL in the arrays.
+    private func write(
+        _ changes: StateChanges,
+        of parts: StoredState,
+        generation: Int,
+        events: [EngineEvent],
+        _ session: Session
+    ) throws {
+        let rolloutID = parts.core.rollout?.id
+        if changes.full {
+            _ = try session.query(
+                """
+                UPDATE assignments SET version = NULL, ring = NULL, sampler_count = NULL, generation = \(generation)
+                WHERE version IS NOT NULL
+                """
+            )
+            _ = try session.query(
+                "UPDATE state_times SET at_seconds = NULL, generation = \(generation) WHERE at_seconds IS NOT NULL"
+            )
+            if let rolloutID {
+                _ = try session.query(
+                    """
+                    UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
+                        generation = \(generation)
+                    WHERE rollout = \(rolloutID)
+                        AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                    """
+                )
+            }
+        }
+        if !changes.assignments.isEmpty {
+            let uids = try changes.assignments.map { try self.text($0.key, "agent instance UID") }
+            let versions = changes.assignments.map { $0.value?.version ?? -1 }
+            let rings = changes.assignments.map { $0.value?.ring ?? -1 }
+            let counts = changes.assignments.map { $0.value?.samplerCount ?? -1 }
+            _ = try session.query(
+                """
+                INSERT INTO assignments (uid, version, ring, sampler_count, generation)
+                SELECT u, NULLIF(v, -1), NULLIF(r, -1), NULLIF(c, -1), \(generation)
+                FROM unnest(\(uids)::text[], \(versions)::bigint[], \(rings)::bigint[], \(counts)::bigint[]) AS a(u, v, r, c)
+                ON CONFLICT (uid) DO UPDATE SET version = excluded.version, ring = excluded.ring,
+                    sampler_count = excluded.sampler_count, generation = excluded.generation
+                """
+            )
+        }
+        let times = changes.times
+        if !times.isEmpty {
+            let kinds = times.map(\.kind)
+            let names = try times.map { try self.text($0.key, "ring entry") }
+            let seconds = times.map { $0.at?.timeIntervalSince1970 ?? -1 }
+            _ = try session.query(
+                """
+                INSERT INTO state_times (kind, name, at_seconds, generation)
+                SELECT k, n, NULLIF(s, -1), \(generation)
+                FROM unnest(\(kinds)::text[], \(names)::text[], \(seconds)::float8[]) AS t(k, n, s)
+                ON CONFLICT (kind, name) DO UPDATE SET at_seconds = excluded.at_seconds,
+                    generation = excluded.generation
+                """
+            )
+        }
+        if let rolloutID, !changes.rolloutAgents.isEmpty {
+            let rows = changes.rolloutAgents
+            let uids = try rows.map { try self.text($0.key, "agent instance UID") }
+            let steps = rows.map { $0.value.step?.rawValue ?? "" }
+            let outOfRing = rows.map { $0.value.outOfRing ?? -1 }
+            let touched = rows.map { RolloutAgentRow.text($0.value.touched) ?? "" }
+            let members = rows.map { RolloutAgentRow.text($0.value.members) ?? "" }
+            _ = try session.query(
+                """
+                INSERT INTO rollout_agents (rollout, uid, step, out_of_ring, touched, members, generation)
+                SELECT \(rolloutID), u, NULLIF(s, ''), NULLIF(o, -1), NULLIF(t, ''), NULLIF(m, ''), \(generation)
+                FROM unnest(\(uids)::text[], \(steps)::text[], \(outOfRing)::float8[], \(touched)::text[],
+                            \(members)::text[]) AS r(u, s, o, t, m)
+                ON CONFLICT (rollout, uid) DO UPDATE SET step = excluded.step, out_of_ring = excluded.out_of_ring,
+                    touched = excluded.touched, members = excluded.members, generation = excluded.generation
+                """
+            )
+        }
+        if let rollout = changes.rollout {
+            let document = try self.json(rollout)
+            _ = try session.query(
+                """
+                INSERT INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
+                VALUES (\(rollout.id), \(rollout.from), \(rollout.to), \(rollout.phase.rawValue), \(document),
+                        \(rollout.startedAt), \(rollout.endedAt))
+                ON CONFLICT (id) DO UPDATE SET from_version = excluded.from_version,
+                    to_version = excluded.to_version, phase = excluded.phase, state = excluded.state,
+                    started_at = excluded.started_at, ended_at = excluded.ended_at
+                """
+            )
+        }
+        let ring = parts.core.ring
+        let convergence = ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) }
+        switch changes.ring {
+        case .none:
+            break
+        case .convergence:
+            _ = try session.query(
+                "UPDATE ring_history SET convergence_seconds = \(convergence) WHERE version = \(ring.version)"
+            )
+        case .whole:
+            let members = try self.json(parts.ringMembers)
+            let reason = try self.text(
+                events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)",
+                "ring change reason"
+            )
             _ = try session.query(
                 """
                 INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
@@ -599,17 +868,29 @@ public final class PostgresStore: ControlPlaneStore {
 
     public func rollouts(limit: Int) throws -> [Rollout] {
         try self.read("reading rollouts") { session in
-            try session.query("SELECT state FROM rollouts ORDER BY id DESC LIMIT \(limit)").map {
+            let rollouts = try session.query("SELECT state FROM rollouts ORDER BY id DESC LIMIT \(limit)").map {
                 try self.decode(Rollout.self, try $0.decode(String.self))
             }
+            var agents: [Int: [String: RolloutAgentRow]] = [:]
+            try self.readRolloutAgents(session, of: rollouts.map(\.id), after: nil) { rollout, uid, row in
+                if !row.isEmpty { agents[rollout, default: [:]][uid] = row }
+            }
+            return rollouts.map { StoredState.joined($0, agents[$0.id] ?? [:]) }
         }
     }
 
     public func rollout(_ id: Int) throws -> Rollout? {
         try self.read("reading rollout \(id)") { session in
-            try session.query("SELECT state FROM rollouts WHERE id = \(id)").first.map {
-                try self.decode(Rollout.self, try $0.decode(String.self))
+            guard
+                let rollout = try session.query("SELECT state FROM rollouts WHERE id = \(id)").first.map({
+                    try self.decode(Rollout.self, try $0.decode(String.self))
+                })
+            else { return nil }
+            var agents: [String: RolloutAgentRow] = [:]
+            try self.readRolloutAgents(session, of: [id], after: nil) { _, uid, row in
+                if !row.isEmpty { agents[uid] = row }
             }
+            return StoredState.joined(rollout, agents)
         }
     }
 
@@ -1221,16 +1502,19 @@ extension PostgresStore: ReplicaCoordination {
     }
 
     public func controlState(after generation: Int?) throws -> (state: ControlState, generation: Int)? {
-        try self.read("reading the control state") { session in
-            try session.query(
-                """
-                SELECT state, generation FROM control_state
-                WHERE id = 1 AND (\(generation)::bigint IS NULL OR generation > \(generation))
-                """
-            ).first.map { row in
-                let (state, generation) = try row.decode((String, Int).self)
-                return (try self.decode(ControlState.self, state), generation)
-            }
-        }
+        // Given the generation read last, only rows written since are read.
+        let followed = self.followedState.withLockedValue { $0 }
+        let base = generation.flatMap { generation in followed.flatMap { $0.generation == generation ? $0 : nil } }
+        guard
+            let read = try self.transaction(
+                "reading the control state",
+                { session in
+                    _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    return try self.readState(session, after: generation, base: base)
+                }
+            )
+        else { return nil }
+        self.followedState.withLockedValue { $0 = (read.generation, read.parts) }
+        return (read.parts.state, read.generation)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 
 /// The control plane's store on SQLite through GRDB: one file in the data directory, WAL journal, named
 /// migrations that are never edited once shipped. The process holds an exclusive lock on the directory,
@@ -7,6 +8,9 @@ import GRDB
 public final class SQLiteStore: ControlPlaneStore {
     private let pool: DatabasePool
     private let lock: DataDirectoryLock
+    /// The state as this store last saved or read it, with its generation: the next save writes only the
+    /// rows that differ from it.
+    private let saved = Mutex<(generation: Int, parts: StoredState)?>(nil)
 
     /// Opens (or creates) the store in `directory`.
     /// - Throws: ``StoreError`` when the directory cannot be used or another process holds it.
@@ -124,6 +128,47 @@ public final class SQLiteStore: ControlPlaneStore {
                         PRIMARY KEY (name, version)
                     );
                     ALTER TABLE versions ADD COLUMN packages TEXT;
+                    """
+            )
+        }
+        migrator.registerMigration("v4-state-rows") { db in
+            // What grows with the fleet leaves the state document for rows of its own (StoredState): a save
+            // writes the rows that changed at the state's new generation. A removed row is kept a while with
+            // its values NULL, as the PostgreSQL store does for the replicas that follow.
+            try db.execute(
+                sql: """
+                    ALTER TABLE control_state ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE control_state ADD COLUMN pruned_below INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE assignments (
+                        uid TEXT PRIMARY KEY,
+                        version INTEGER,
+                        ring INTEGER,
+                        sampler_count INTEGER,
+                        generation INTEGER NOT NULL
+                    );
+                    CREATE INDEX assignments_by_generation ON assignments(generation);
+                    CREATE INDEX assignments_removed ON assignments(generation) WHERE version IS NULL;
+                    CREATE TABLE state_times (
+                        kind TEXT NOT NULL,
+                        name TEXT NOT NULL,
+                        at_seconds REAL,
+                        generation INTEGER NOT NULL,
+                        PRIMARY KEY (kind, name)
+                    );
+                    CREATE INDEX state_times_by_generation ON state_times(generation);
+                    CREATE TABLE rollout_agents (
+                        rollout INTEGER NOT NULL,
+                        uid TEXT NOT NULL,
+                        step TEXT,
+                        out_of_ring REAL,
+                        touched TEXT,
+                        members TEXT,
+                        generation INTEGER NOT NULL,
+                        PRIMARY KEY (rollout, uid)
+                    );
+                    CREATE INDEX rollout_agents_by_generation ON rollout_agents(rollout, generation);
+                    CREATE INDEX rollout_agents_removed ON rollout_agents(generation)
+                        WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL;
                     """
             )
         }
@@ -260,36 +305,100 @@ public final class SQLiteStore: ControlPlaneStore {
     // MARK: Engine state and rollouts
 
     public func loadControlState() throws -> ControlState? {
-        try self.run("reading the control state") {
-            try self.pool.read { db in
-                try String.fetchOne(db, sql: "SELECT state FROM control_state WHERE id = 1").map {
-                    try self.decode(ControlState.self, $0)
-                }
+        let loaded = try self.run("reading the control state") {
+            try self.pool.read { db in try self.readState(db) }
+        }
+        // A state saved whole (before its parts had rows) is no base: the next save writes every row.
+        self.saved.withLock { $0 = loaded.flatMap { $0.legacy ? nil : ($0.generation, $0.parts) } }
+        return loaded?.parts.state
+    }
+
+    /// The state as stored, with its generation.
+    private func readState(_ db: Database) throws -> (parts: StoredState, generation: Int, legacy: Bool)? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT state, generation FROM control_state WHERE id = 1") else {
+            return nil
+        }
+        let core = try self.decode(ControlState.self, row["state"])
+        var assignments: [String: Assignment] = [:]
+        let assignmentRows = try Row.fetchCursor(
+            db,
+            sql: "SELECT uid, version, ring, sampler_count FROM assignments WHERE version IS NOT NULL"
+        )
+        while let row = try assignmentRows.next() {
+            assignments[row["uid"]] = Assignment(
+                version: row["version"],
+                ring: row["ring"],
+                samplerCount: row["sampler_count"]
+            )
+        }
+        var heldOut: [String: Date] = [:]
+        var leftRing: [String: Date] = [:]
+        for row in try Row.fetchAll(
+            db,
+            sql: "SELECT kind, name, at_seconds FROM state_times WHERE at_seconds IS NOT NULL"
+        ) {
+            let at = Date(timeIntervalSince1970: row["at_seconds"])
+            switch row["kind"] as String {
+            case StoredState.heldOutKind: heldOut[row["name"]] = at
+            case StoredState.leftRingKind: leftRing[row["name"]] = at
+            default: break
             }
         }
+        let members = try String.fetchOne(
+            db,
+            sql: "SELECT members FROM ring_history WHERE version = ?",
+            arguments: [core.ring.version]
+        ).map { try self.decode([String].self, $0) }
+        let read = StoredState.read(
+            core: core,
+            assignments: assignments,
+            heldOut: heldOut,
+            leftRing: leftRing,
+            ringMembers: members,
+            rolloutAgents: try core.rollout.map { try self.rolloutAgents(db, of: $0.id) } ?? [:]
+        )
+        return (read.parts, row["generation"], read.legacy)
+    }
+
+    /// The per-agent parts of a rollout.
+    private func rolloutAgents(_ db: Database, of rollout: Int) throws -> [String: RolloutAgentRow] {
+        var agents: [String: RolloutAgentRow] = [:]
+        let rows = try Row.fetchCursor(
+            db,
+            sql: "SELECT uid, step, out_of_ring, touched, members FROM rollout_agents WHERE rollout = ?",
+            arguments: [rollout]
+        )
+        while let row = try rows.next() {
+            let agent = RolloutAgentRow(
+                step: (row["step"] as String?).flatMap(AgentStep.init(rawValue:)),
+                outOfRing: row["out_of_ring"],
+                touched: RolloutAgentRow.positions(row["touched"]),
+                members: RolloutAgentRow.positions(row["members"])
+            )
+            if !agent.isEmpty { agents[row["uid"]] = agent }
+        }
+        return agents
     }
 
     public func saveControlState(_ state: ControlState, events: [EngineEvent]) throws {
-        let stateJSON = try self.json(state)
-        let rolloutJSON = try state.rollout.map { try self.json($0) }
-        try self.run("saving the control state") {
-            try self.pool.write { db in
+        let parts = StoredState(state)
+        let base = self.saved.withLock { $0 }
+        let core = try self.json(parts.core)
+        let generation = try self.run("saving the control state") {
+            try self.pool.write { db -> Int in
+                let previous = try Int.fetchOne(db, sql: "SELECT generation FROM control_state WHERE id = 1") ?? 0
+                let generation = previous + 1
                 try db.execute(
-                    sql: "INSERT OR REPLACE INTO control_state (id, state, updated_at) VALUES (1, ?, ?)",
-                    arguments: [stateJSON, Date().timeIntervalSince1970]
+                    sql: """
+                        INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, ?, ?, ?)
+                        ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+                            generation = excluded.generation
+                        """,
+                    arguments: [core, Date().timeIntervalSince1970, generation]
                 )
-                if let rollout = state.rollout, let rolloutJSON {
-                    try db.execute(
-                        sql: """
-                            INSERT OR REPLACE INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
-                            VALUES (?, ?, ?, ?, ?, ?, ?)
-                            """,
-                        arguments: [
-                            rollout.id, rollout.from, rollout.to, rollout.phase.rawValue, rolloutJSON,
-                            rollout.startedAt.timeIntervalSince1970, rollout.endedAt?.timeIntervalSince1970,
-                        ]
-                    )
-                }
+                // Only what changed since the save this store made last, if nothing else wrote since.
+                let changes = parts.changes(from: base.flatMap { $0.generation == previous ? $0.parts : nil })
+                try self.write(changes, of: parts, generation: generation, events: events, db)
                 for event in events {
                     try db.execute(
                         sql: "INSERT INTO rollout_events (rollout, kind, agent, message, time) VALUES (?, ?, ?, ?, ?)",
@@ -299,20 +408,125 @@ public final class SQLiteStore: ControlPlaneStore {
                         ]
                     )
                 }
-                let ring = state.ring
-                let reason = events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)"
+                if generation % StoredState.pruneEvery == 0 {
+                    let below = generation - StoredState.tombstoneSaves
+                    try db.execute(
+                        sql: """
+                            DELETE FROM assignments WHERE version IS NULL AND generation < ?;
+                            DELETE FROM state_times WHERE at_seconds IS NULL AND generation < ?;
+                            DELETE FROM rollout_agents WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL
+                                AND members IS NULL AND generation < ?;
+                            UPDATE control_state SET pruned_below = ?;
+                            """,
+                        arguments: [below, below, below, below]
+                    )
+                }
+                return generation
+            }
+        }
+        self.saved.withLock { $0 = (generation, parts) }
+    }
+
+    /// Writes the rows of one save.
+    private func write(
+        _ changes: StateChanges,
+        of parts: StoredState,
+        generation: Int,
+        events: [EngineEvent],
+        _ db: Database
+    ) throws {
+        let rolloutID = parts.core.rollout?.id
+        if changes.full {
+            try db.execute(
+                sql: """
+                    UPDATE assignments SET version = NULL, ring = NULL, sampler_count = NULL, generation = ?
+                    WHERE version IS NOT NULL;
+                    UPDATE state_times SET at_seconds = NULL, generation = ? WHERE at_seconds IS NOT NULL;
+                    """,
+                arguments: [generation, generation]
+            )
+            if let rolloutID {
                 try db.execute(
                     sql: """
-                        INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
-                        VALUES (?, ?, ?, ?, ?)
-                        ON CONFLICT(version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                        UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
+                            generation = ?
+                        WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL
+                            AND members IS NULL)
                         """,
-                    arguments: [
-                        ring.version, try self.json(ring.members), ring.changedAt.timeIntervalSince1970, reason,
-                        ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) },
-                    ]
+                    arguments: [generation, rolloutID]
                 )
             }
+        }
+        let assignment = try db.makeStatement(
+            sql: """
+                INSERT INTO assignments (uid, version, ring, sampler_count, generation) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT(uid) DO UPDATE SET version = excluded.version, ring = excluded.ring,
+                    sampler_count = excluded.sampler_count, generation = excluded.generation
+                """
+        )
+        for (uid, value) in changes.assignments {
+            try assignment.execute(arguments: [uid, value?.version, value?.ring, value?.samplerCount, generation])
+        }
+        let time = try db.makeStatement(
+            sql: """
+                INSERT INTO state_times (kind, name, at_seconds, generation) VALUES (?, ?, ?, ?)
+                ON CONFLICT(kind, name) DO UPDATE SET at_seconds = excluded.at_seconds, generation = excluded.generation
+                """
+        )
+        for (kind, name, at) in changes.times {
+            try time.execute(arguments: [kind, name, at?.timeIntervalSince1970, generation])
+        }
+        if let rolloutID {
+            let agent = try db.makeStatement(
+                sql: """
+                    INSERT INTO rollout_agents (rollout, uid, step, out_of_ring, touched, members, generation)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(rollout, uid) DO UPDATE SET step = excluded.step, out_of_ring = excluded.out_of_ring,
+                        touched = excluded.touched, members = excluded.members, generation = excluded.generation
+                    """
+            )
+            for (uid, row) in changes.rolloutAgents {
+                try agent.execute(arguments: [
+                    rolloutID, uid, row.step?.rawValue, row.outOfRing, RolloutAgentRow.text(row.touched),
+                    RolloutAgentRow.text(row.members), generation,
+                ])
+            }
+        }
+        if let rollout = changes.rollout {
+            try db.execute(
+                sql: """
+                    INSERT OR REPLACE INTO rollouts (id, from_version, to_version, phase, state, started_at, ended_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    rollout.id, rollout.from, rollout.to, rollout.phase.rawValue, try self.json(rollout),
+                    rollout.startedAt.timeIntervalSince1970, rollout.endedAt?.timeIntervalSince1970,
+                ]
+            )
+        }
+        let ring = parts.core.ring
+        let convergence = ring.convergedAt.map { $0.timeIntervalSince(ring.changedAt) }
+        switch changes.ring {
+        case .none:
+            break
+        case .convergence:
+            try db.execute(
+                sql: "UPDATE ring_history SET convergence_seconds = ? WHERE version = ?",
+                arguments: [convergence, ring.version]
+            )
+        case .whole:
+            let reason = events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)"
+            try db.execute(
+                sql: """
+                    INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
+                    VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT(version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                    """,
+                arguments: [
+                    ring.version, try self.json(parts.ringMembers), ring.changedAt.timeIntervalSince1970, reason,
+                    convergence,
+                ]
+            )
         }
     }
 
@@ -321,6 +535,7 @@ public final class SQLiteStore: ControlPlaneStore {
             try self.pool.read { db in
                 try String.fetchAll(db, sql: "SELECT state FROM rollouts ORDER BY id DESC LIMIT ?", arguments: [limit])
                     .map { try self.decode(Rollout.self, $0) }
+                    .map { StoredState.joined($0, try self.rolloutAgents(db, of: $0.id)) }
             }
         }
     }
@@ -329,7 +544,7 @@ public final class SQLiteStore: ControlPlaneStore {
         try self.run("reading rollout \(id)") {
             try self.pool.read { db in
                 try String.fetchOne(db, sql: "SELECT state FROM rollouts WHERE id = ?", arguments: [id]).map {
-                    try self.decode(Rollout.self, $0)
+                    StoredState.joined(try self.decode(Rollout.self, $0), try self.rolloutAgents(db, of: id))
                 }
             }
         }

@@ -1,0 +1,231 @@
+import Foundation
+
+/// One agent's part in a rollout as the stores keep it: a row per rollout and agent, so a step writes only
+/// the agents whose part changed. Positions say where the agent stands in the rollout's ordered lists (an
+/// agent given the version twice is in `touched` twice).
+struct RolloutAgentRow: Sendable, Hashable {
+    /// Its step (`Rollout.steps`).
+    var step: AgentStep?
+    /// Seconds it spent out of the ring (`Rollout.outOfRing`).
+    var outOfRing: Double?
+    /// Its positions in `Rollout.touched`.
+    var touched: [Int] = []
+    /// Its positions in the current stage's `Rollout.members`.
+    var members: [Int] = []
+
+    /// Nothing of the agent in the rollout: the row says it was removed.
+    var isEmpty: Bool { self.step == nil && self.outOfRing == nil && self.touched.isEmpty && self.members.isEmpty }
+
+    /// Positions as the text column keeps them (`3` or `3,17`), `nil` for none.
+    static func text(_ positions: [Int]) -> String? {
+        positions.isEmpty ? nil : positions.map(String.init).joined(separator: ",")
+    }
+
+    /// Positions from their text column.
+    static func positions(_ text: String?) -> [Int] {
+        text?.split(separator: ",").compactMap { Int($0) } ?? []
+    }
+}
+
+/// The engine state as the stores keep it. What grows with the fleet (assignments, held-out samplers, ring
+/// entries that left, the ring's members, each agent's part in the rollout) is kept as rows, and the rest
+/// (`core`) as one small JSON document, so a save writes only the rows that changed and a replica that
+/// follows reads only those. With 30,000 agents the whole state is megabytes of JSON, where a step changes
+/// a few hundred rows.
+struct StoredState: Sendable, Hashable {
+    /// The state without the parts below (its rollout without per-agent parts).
+    var core: ControlState
+    /// `ControlState.assignments`.
+    var assignments: [String: Assignment]
+    /// `ControlState.heldOut`.
+    var heldOut: [String: Date]
+    /// `ControlState.leftRing`.
+    var leftRing: [String: Date]
+    /// The ring's members: kept once per ring version, in the ring history.
+    var ringMembers: [String]
+    /// Each agent's part in the rollout of `core`.
+    var rolloutAgents: [String: RolloutAgentRow]
+
+    /// The state split into its parts.
+    init(_ state: ControlState) {
+        var core = state
+        self.assignments = state.assignments
+        self.heldOut = state.heldOut
+        self.leftRing = state.leftRing
+        self.ringMembers = state.ring.members
+        core.assignments = [:]
+        core.heldOut = [:]
+        core.leftRing = [:]
+        core.ring.members = []
+        if let rollout = state.rollout {
+            let (slim, rows) = Self.split(rollout)
+            core.rollout = slim
+            self.rolloutAgents = rows
+        } else {
+            self.rolloutAgents = [:]
+        }
+        self.core = core
+    }
+
+    /// The whole state again.
+    var state: ControlState {
+        var state = self.core
+        state.assignments = self.assignments
+        state.heldOut = self.heldOut
+        state.leftRing = self.leftRing
+        state.ring.members = self.ringMembers
+        state.rollout = state.rollout.map { Self.joined($0, self.rolloutAgents) }
+        return state
+    }
+
+    /// A state read back: the core document and the rows. A core saved before the parts had rows of their
+    /// own carries them itself (`legacy`): rows, where there are any, win, and the next save writes
+    /// everything as rows.
+    static func read(
+        core: ControlState,
+        assignments: [String: Assignment],
+        heldOut: [String: Date],
+        leftRing: [String: Date],
+        ringMembers: [String]?,
+        rolloutAgents: [String: RolloutAgentRow]
+    ) -> (parts: StoredState, legacy: Bool) {
+        var state = core
+        let legacy =
+            !core.assignments.isEmpty || !core.heldOut.isEmpty || !core.leftRing.isEmpty || !core.ring.members.isEmpty
+            || core.rollout.map {
+                !$0.steps.isEmpty || !$0.outOfRing.isEmpty || !$0.touched.isEmpty || !$0.members.isEmpty
+            } == true
+        state.assignments.merge(assignments) { $1 }
+        state.heldOut.merge(heldOut) { $1 }
+        state.leftRing.merge(leftRing) { $1 }
+        if core.ring.members.isEmpty, let ringMembers { state.ring.members = ringMembers }
+        state.rollout = state.rollout.map { Self.joined($0, rolloutAgents) }
+        return (StoredState(state), legacy)
+    }
+
+    /// A rollout without its per-agent parts, and those parts by agent.
+    static func split(_ rollout: Rollout) -> (slim: Rollout, rows: [String: RolloutAgentRow]) {
+        var rows: [String: RolloutAgentRow] = [:]
+        for (uid, step) in rollout.steps { rows[uid, default: RolloutAgentRow()].step = step }
+        for (uid, seconds) in rollout.outOfRing { rows[uid, default: RolloutAgentRow()].outOfRing = seconds }
+        for (position, uid) in rollout.touched.enumerated() {
+            rows[uid, default: RolloutAgentRow()].touched.append(position)
+        }
+        for (position, uid) in rollout.members.enumerated() {
+            rows[uid, default: RolloutAgentRow()].members.append(position)
+        }
+        var slim = rollout
+        slim.steps = [:]
+        slim.outOfRing = [:]
+        slim.touched = []
+        slim.members = []
+        return (slim, rows)
+    }
+
+    /// A rollout with its per-agent parts put back. With no rows the rollout is returned as it is (a
+    /// rollout saved whole, before its parts had rows).
+    static func joined(_ rollout: Rollout, _ rows: [String: RolloutAgentRow]) -> Rollout {
+        guard !rows.isEmpty else { return rollout }
+        var whole = rollout
+        var touched: [(Int, String)] = []
+        var members: [(Int, String)] = []
+        whole.steps = [:]
+        whole.outOfRing = [:]
+        for (uid, row) in rows {
+            if let step = row.step { whole.steps[uid] = step }
+            if let seconds = row.outOfRing { whole.outOfRing[uid] = seconds }
+            for position in row.touched { touched.append((position, uid)) }
+            for position in row.members { members.append((position, uid)) }
+        }
+        whole.touched = touched.sorted { $0.0 < $1.0 }.map(\.1)
+        whole.members = members.sorted { $0.0 < $1.0 }.map(\.1)
+        return whole
+    }
+
+    /// What a save writes to go from `base` (the parts as stored at the generation before) to `self`;
+    /// everything when there is no base.
+    func changes(from base: StoredState?) -> StateChanges {
+        guard let base else {
+            return StateChanges(
+                full: true,
+                assignments: Self.diff([:], self.assignments),
+                heldOut: Self.diff([:], self.heldOut),
+                leftRing: Self.diff([:], self.leftRing),
+                rolloutAgents: Self.diff([:], self.rolloutAgents).map { ($0.key, $0.value ?? RolloutAgentRow()) },
+                rollout: self.core.rollout,
+                ring: .whole
+            )
+        }
+        let sameRollout = base.core.rollout?.id == self.core.rollout?.id
+        let ring: StateChanges.RingWrite =
+            base.core.ring.version != self.core.ring.version || base.ringMembers != self.ringMembers
+            ? .whole : base.core.ring.convergedAt != self.core.ring.convergedAt ? .convergence : .none
+        return StateChanges(
+            full: false,
+            assignments: Self.diff(base.assignments, self.assignments),
+            heldOut: Self.diff(base.heldOut, self.heldOut),
+            leftRing: Self.diff(base.leftRing, self.leftRing),
+            rolloutAgents: Self.diff(sameRollout ? base.rolloutAgents : [:], self.rolloutAgents).map {
+                ($0.key, $0.value ?? RolloutAgentRow())
+            },
+            rollout: sameRollout && base.core.rollout == self.core.rollout ? nil : self.core.rollout,
+            ring: ring
+        )
+    }
+
+    /// Keys whose value changed, with the new value (`nil`: removed), in key order.
+    static func diff<Value: Equatable>(_ old: [String: Value], _ new: [String: Value]) -> [(
+        key: String, value: Value?
+    )] {
+        var changed: [(key: String, value: Value?)] = []
+        for (key, value) in new where old[key] != value { changed.append((key, value)) }
+        for key in old.keys where new[key] == nil { changed.append((key, nil)) }
+        return changed.sorted { $0.key < $1.key }
+    }
+}
+
+/// The rows one save writes.
+struct StateChanges {
+    /// Every row is written: rows not among them are marked removed first (no base to compare with).
+    var full: Bool
+    /// Changed assignments (`nil`: removed).
+    var assignments: [(key: String, value: Assignment?)]
+    /// Changed held-out samplers (`nil`: back).
+    var heldOut: [(key: String, value: Date?)]
+    /// Changed ring entries that left (`nil`: forgotten).
+    var leftRing: [(key: String, value: Date?)]
+    /// Changed per-agent parts of the rollout (empty: removed).
+    var rolloutAgents: [(key: String, value: RolloutAgentRow)]
+    /// The rollout's own row, when it changed.
+    var rollout: Rollout?
+    /// What the ring history gets.
+    var ring: RingWrite
+
+    /// A ring history write.
+    enum RingWrite {
+        /// Nothing changed.
+        case none
+        /// Only the time every load balancer applied the ring.
+        case convergence
+        /// A new ring version, with its members.
+        case whole
+    }
+
+    /// Held-out samplers and left ring entries, as the `state_times` table keeps them.
+    var times: [(kind: String, key: String, at: Date?)] {
+        self.heldOut.map { (kind: StoredState.heldOutKind, key: $0.key, at: $0.value) }
+            + self.leftRing.map { (kind: StoredState.leftRingKind, key: $0.key, at: $0.value) }
+    }
+}
+
+extension StoredState {
+    /// `state_times.kind` of held-out samplers (by UID).
+    static let heldOutKind = "held_out"
+    /// `state_times.kind` of ring entries that left the ring.
+    static let leftRingKind = "left_ring"
+    /// Removed rows are kept this many saves, so a replica that follows sees the removal; one further
+    /// behind reads everything.
+    static let tombstoneSaves = 256
+    /// Every this many saves, removals older than ``tombstoneSaves`` are dropped.
+    static let pruneEvery = 64
+}

@@ -1,0 +1,313 @@
+import Foundation
+import GRDB
+import Logging
+import PostgresNIO
+import Testing
+
+@testable import ControlPlane
+
+private func date(_ seconds: Double) -> Date { Date(timeIntervalSince1970: (seconds * 1000).rounded() / 1000) }
+
+private func uid(_ n: Int) -> String { String(format: "0000%04d-0000-7000-8000-000000000000", n) }
+
+/// A state as at 30,000 agents, only smaller: assignments for both tiers, a rollout in its second stage
+/// (steps, an agent touched twice, frozen stage members, time out of the ring), held-out samplers, ring
+/// entries that left, and a ring.
+private func fleetState(agents: Int = 120) -> ControlState {
+    var state = ControlState(now: date(1_764_000_000))
+    state.current = 1
+    state.ring.version = 4
+    state.ring.members = (0..<agents / 2).map { "sampler-\($0):4317" }
+    state.ring.changedAt = date(1_764_000_050)
+    for n in 0..<agents {
+        state.assignments[uid(n)] =
+            n < agents / 2
+            ? Assignment(version: 1, samplerCount: agents / 2) : Assignment(version: 1, ring: 4)
+    }
+    state.heldOut = [uid(1): date(1_764_000_060), uid(2): date(1_764_000_061)]
+    state.leftRing = ["sampler-old:4317": date(1_764_000_020)]
+    var rollout = Rollout(
+        id: 3,
+        from: 1,
+        to: 2,
+        phase: .progressing,
+        plan: RolloutPlan(
+            stages: [.canary(1), .percent(100)],
+            maxUnavailable: 2,
+            bakeSeconds: 5,
+            stageTimeoutSeconds: 600,
+            drain: true,
+            settleSeconds: 2,
+            tiers: [.sampling, .loadBalancing]
+        ),
+        stageStartedAt: date(1_764_000_070),
+        startedAt: date(1_764_000_040)
+    )
+    rollout.stageIndex = 1
+    rollout.stageOpen = true
+    rollout.members = (0..<agents / 2).reversed().map(uid)
+    for n in 0..<agents / 2 { rollout.steps[uid(n)] = .waiting }
+    rollout.steps[uid(0)] = .done
+    rollout.steps[uid(1)] = .draining
+    rollout.outOfRing[uid(0)] = 12.5
+    rollout.touched = [uid(0), uid(1), uid(0)]
+    rollout.batch = [uid(1)]
+    state.rollout = rollout
+    return state
+}
+
+/// Reads the stores' tables directly, to see which rows a save wrote.
+private struct Tables {
+    let fixture: StoreFixture
+    /// The PostgreSQL store whose connections are borrowed (a SQLite store is not held: reopening needs it
+    /// closed).
+    let postgres: PostgresStore?
+
+    init(fixture: StoreFixture, store: any ControlPlaneStore) {
+        self.fixture = fixture
+        self.postgres = store as? PostgresStore
+    }
+
+    /// How many rows of `table` carry `generation`.
+    func written(_ table: String, generation: Int) throws -> Int {
+        try self.integer("SELECT count(*) FROM \(table) WHERE generation = \(generation)")
+    }
+
+    func integer(_ sql: String) throws -> Int {
+        switch self.fixture.backend {
+        case .sqlite:
+            let queue = try DatabaseQueue(path: self.fixture.location + "/tailplane.sqlite")
+            return try queue.read { try Int.fetchOne($0, sql: sql) ?? 0 }
+        case .postgres:
+            let store = try #require(self.postgres)
+            return try store.pool.withConnection("test") { connection in
+                let rows = try connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test")).wait()
+                return try rows.first.map { try $0.decode(Int.self) } ?? 0
+            }
+        }
+    }
+
+    /// The state document as stored.
+    func document() throws -> String {
+        switch self.fixture.backend {
+        case .sqlite:
+            let queue = try DatabaseQueue(path: self.fixture.location + "/tailplane.sqlite")
+            return try queue.read { try String.fetchOne($0, sql: "SELECT state FROM control_state") ?? "" }
+        case .postgres:
+            let store = try #require(self.postgres)
+            return try store.pool.withConnection("test") { connection in
+                let rows = try connection.query("SELECT state FROM control_state", logger: Logger(label: "test")).wait()
+                return try rows.first.map { try $0.decode(String.self) } ?? ""
+            }
+        }
+    }
+
+    /// Replaces the state document, as a policyd before rows wrote it (the whole state in it).
+    func replaceDocument(with state: ControlState) throws {
+        let document = try StoreJSON.encode(state)
+        switch self.fixture.backend {
+        case .sqlite:
+            let queue = try DatabaseQueue(path: self.fixture.location + "/tailplane.sqlite")
+            try queue.write { try $0.execute(sql: "UPDATE control_state SET state = ?", arguments: [document]) }
+        case .postgres:
+            let store = try #require(self.postgres)
+            try store.pool.withConnection("test") { connection in
+                _ = try connection.query("UPDATE control_state SET state = \(document)", logger: Logger(label: "test"))
+                    .wait()
+            }
+        }
+    }
+}
+
+extension StoreFixture {
+    init(backend: Backend, location: String) {
+        self.backend = backend
+        self.location = location
+    }
+}
+
+/// The engine state kept as a small document plus rows, so a save writes what changed, not megabytes.
+@Suite struct StoredStateTests {
+    @Test func splittingAndJoiningGivesTheStateBackAndChangesNameOnlyWhatChanged() {
+        let state = fleetState()
+        let parts = StoredState(state)
+        #expect(parts.state == state)
+        #expect(parts.core.assignments.isEmpty && parts.core.ring.members.isEmpty && parts.core.heldOut.isEmpty)
+        #expect(parts.core.rollout?.steps.isEmpty == true && parts.core.rollout?.touched.isEmpty == true)
+        #expect(
+            parts.rolloutAgents[uid(0)]
+                == RolloutAgentRow(step: .done, outOfRing: 12.5, touched: [0, 2], members: [59])
+        )
+        #expect(parts.changes(from: parts).assignments.isEmpty)
+        #expect(parts.changes(from: parts).rollout == nil)
+
+        var next = state
+        next.assignments[uid(5)] = Assignment(version: 2, samplerCount: 60)
+        next.assignments[uid(6)] = nil
+        next.rollout?.steps[uid(3)] = .applying
+        next.rollout?.touched.append(uid(3))
+        next.heldOut[uid(2)] = nil
+        next.ring.convergedAt = date(1_764_000_080)
+        let changes = StoredState(next).changes(from: parts)
+        #expect(!changes.full)
+        #expect(changes.assignments.map(\.key) == [uid(5), uid(6)])
+        #expect(changes.assignments.map { $0.value?.version } == [2, nil])
+        #expect(changes.rolloutAgents.map(\.key) == [uid(3)])
+        #expect(changes.times.map(\.key) == [uid(2)])
+        #expect(changes.rollout == nil, "the rollout's own fields did not change")
+        if case .convergence = changes.ring {} else { Issue.record("expected only the convergence: \(changes.ring)") }
+        #expect(StoredState(next).changes(from: nil).full)
+    }
+
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func aSaveWritesOnlyTheRowsThatChanged(_ backend: StoreFixture.Backend) throws {
+        let fixture = try StoreFixture(backend)
+        var store: (any ControlPlaneStore)? = try fixture.open()
+        var state = fleetState()
+        try store?.saveControlState(state, events: [])
+        var tables = Tables(fixture: fixture, store: try #require(store))
+        #expect(try tables.written("assignments", generation: 1) == 120)
+        #expect(try tables.written("rollout_agents", generation: 1) == 60)
+        #expect(try tables.written("state_times", generation: 1) == 3)
+        #expect(try !tables.document().contains(uid(7)), "no agent is in the document")
+
+        state.assignments[uid(5)] = Assignment(version: 2, samplerCount: 60)
+        state.assignments[uid(6)] = nil
+        state.assignments[uid(500)] = Assignment(version: 2, ring: 4)
+        state.rollout?.steps[uid(3)] = .applying
+        state.rollout?.touched.append(uid(3))
+        state.heldOut[uid(2)] = nil
+        state.ring.convergedAt = date(1_764_000_080)
+        try store?.saveControlState(state, events: [])
+        #expect(try tables.written("assignments", generation: 2) == 3)
+        #expect(try tables.written("rollout_agents", generation: 2) == 1)
+        #expect(try tables.written("state_times", generation: 2) == 1)
+        #expect(try store?.loadControlState() == state)
+        #expect(try store?.rollout(3) == state.rollout)
+        #expect(try store?.ringHistory(limit: 5).first?.members == state.ring.members)
+
+        // Reopened, the store compares with what it read: the next save writes one row again.
+        store = nil
+        store = try fixture.open()
+        tables = Tables(fixture: fixture, store: try #require(store))
+        #expect(try store?.loadControlState() == state)
+        state.rollout?.steps[uid(4)] = .draining
+        try store?.saveControlState(state, events: [])
+        #expect(try tables.written("rollout_agents", generation: 3) == 1)
+        #expect(try tables.written("assignments", generation: 3) == 0)
+
+        // A new ring version is kept once, with its members; a new rollout gets rows of its own, and the
+        // last one's stay as they ended.
+        let ended = state.rollout
+        state.ring.version = 5
+        state.ring.members.removeLast()
+        state.rollout?.id = 4
+        state.rollout?.steps = [uid(9): .waiting]
+        state.rollout?.touched = []
+        state.rollout?.members = [uid(9)]
+        state.rollout?.outOfRing = [:]
+        try store?.saveControlState(state, events: [])
+        #expect(try tables.written("rollout_agents", generation: 4) == 1)
+        #expect(try store?.rollout(3) == ended)
+        #expect(try store?.rollouts(limit: 5) == [state.rollout, ended].compactMap { $0 })
+        #expect(try store?.ringHistory(limit: 5).map(\.members.count) == [59, 60])
+        store = nil
+        #expect(try fixture.open().loadControlState() == state)
+    }
+
+    @Test(arguments: StoreFixture.Backend.allCases)
+    func aStateSavedWholeByAnEarlierPolicydIsReadAndThenSavedAsRows(_ backend: StoreFixture.Backend) throws {
+        let fixture = try StoreFixture(backend)
+        var store: (any ControlPlaneStore)? = try fixture.open()
+        try store?.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
+        var state = fleetState()
+        try Tables(fixture: fixture, store: try #require(store)).replaceDocument(with: state)
+        store = nil
+        store = try fixture.open()
+        let tables = Tables(fixture: fixture, store: try #require(store))
+        #expect(try store?.loadControlState() == state)
+        state.assignments[uid(5)] = Assignment(version: 2, samplerCount: 60)
+        try store?.saveControlState(state, events: [])
+        #expect(try tables.written("assignments", generation: 2) == 120, "every row written the first time")
+        #expect(try !tables.document().contains(uid(7)))
+        store = nil
+        #expect(try fixture.open().loadControlState() == state)
+    }
+
+    /// Two PostgreSQL stores on one database, neither fenced: one saves over a state the other wrote since
+    /// it last looked; the save writes every row, so what is stored is exactly what it saved.
+    @Test func aSaveOverAnotherWritersStateWritesEverything() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let a = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let b = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        var mine = fleetState()
+        try a.saveControlState(mine, events: [])
+        var theirs = try #require(try b.loadControlState())
+        theirs.assignments[uid(200)] = Assignment(version: 9, ring: 4)
+        theirs.assignments[uid(3)] = nil
+        theirs.rollout?.steps[uid(10)] = .failed
+        try b.saveControlState(theirs, events: [])
+        mine.assignments[uid(4)] = Assignment(version: 2, samplerCount: 60)
+        try a.saveControlState(mine, events: [])
+        #expect(try b.loadControlState() == mine)
+    }
+
+    /// A replica that follows reads the rows written after the generation it has, removals included, and
+    /// everything again when it fell behind further than removals are kept.
+    @Test func followersReadOnlyTheRowsWrittenSince() throws {
+        let server = try PostgresTestServer.shared.get()
+        let url = try server.makeDatabase()
+        let leader = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let follower = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        var state = fleetState()
+        try leader.saveControlState(state, events: [])
+        let first = try #require(try follower.controlState(after: nil))
+        #expect(first.state == state)
+        #expect(try follower.controlState(after: first.generation) == nil)
+
+        // A row nobody saves since is not read again: changed behind the stores' back, the follower keeps
+        // what it read, where a whole read sees the change.
+        try leader.pool.withConnection("test") { connection in
+            _ = try connection.query(
+                "UPDATE assignments SET version = 99 WHERE uid = \(uid(8))",
+                logger: Logger(label: "t")
+            )
+            .wait()
+        }
+        state.assignments[uid(5)] = Assignment(version: 2, samplerCount: 60)
+        state.assignments[uid(6)] = nil
+        state.rollout?.steps[uid(3)] = .applying
+        state.leftRing = [:]
+        try leader.saveControlState(state, events: [])
+        let second = try #require(try follower.controlState(after: first.generation))
+        #expect(second.state == state)
+        #expect(try follower.controlState(after: nil)?.state.assignments[uid(8)]?.version == 99)
+        try leader.pool.withConnection("test") { connection in
+            _ = try connection.query(
+                "UPDATE assignments SET version = 1 WHERE uid = \(uid(8))",
+                logger: Logger(label: "t")
+            )
+            .wait()
+        }
+        let third = try #require(try follower.controlState(after: nil))
+        #expect(third.state == state)
+
+        // The follower falls behind by more saves than removals are kept: it reads everything, and the
+        // agents removed meanwhile are gone.
+        state.assignments[uid(7)] = nil
+        try leader.saveControlState(state, events: [])
+        for n in 0..<StoredState.tombstoneSaves + StoredState.pruneEvery + 2 {
+            state.rollout?.outOfRing[uid(1)] = Double(n)
+            try leader.saveControlState(state, events: [])
+        }
+        #expect(
+            try Tables(fixture: StoreFixture(backend: .postgres, location: url), store: leader).integer(
+                "SELECT count(*) FROM assignments WHERE version IS NULL"
+            ) == 0,
+            "removals older than the kept saves are pruned"
+        )
+        let behind = try #require(try follower.controlState(after: third.generation))
+        #expect(behind.state == state)
+        #expect(behind.state.assignments[uid(7)] == nil)
+    }
+}

@@ -35,6 +35,22 @@ func seconds(since start: ContinuousClock.Instant) -> Double {
     return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 
+/// Which parts of two states differ (empty: none).
+func differences(_ a: ControlState, _ b: ControlState) -> [String] {
+    var parts: [String] = []
+    if a.assignments != b.assignments { parts.append("assignments") }
+    if a.ring != b.ring { parts.append("ring") }
+    if a.heldOut != b.heldOut || a.leftRing != b.leftRing { parts.append("held-out or left samplers") }
+    if a.rollout?.steps != b.rollout?.steps { parts.append("steps") }
+    if a.rollout?.touched != b.rollout?.touched || a.rollout?.members != b.rollout?.members {
+        parts.append("touched or members")
+    }
+    if a.rollout?.batch != b.rollout?.batch { parts.append("batch") }
+    if a.rollout != b.rollout { parts.append("rollout") }
+    if a != b { parts.append("state") }
+    return parts
+}
+
 func describe(_ times: [Double]) -> String {
     let sorted = times.sorted()
     guard !sorted.isEmpty else { return "none" }
@@ -59,7 +75,8 @@ func openStore() throws -> any ControlPlaneStore {
 func uid(_ n: Int) -> String { String(format: "%08x-0000-7000-8000-%012x", n, n) }
 
 // The fleet in its rollout's one stage, every agent waiting.
-let now = Date()
+// Whole seconds: a date goes through JSON as seconds since 1970, which keeps whole seconds exact.
+let now = Date(timeIntervalSince1970: Date().timeIntervalSince1970.rounded())
 let samplers = agentCount * 4 / 5
 var state = ControlState(now: now)
 state.current = 1
@@ -93,7 +110,7 @@ var start = ContinuousClock.now
 try leader.saveControlState(state, events: [])
 say(String(format: "first save: %.2f s", seconds(since: start)))
 
-let follower = database == nil ? nil : try openStore() as? ReplicaCoordination
+let follower = database == nil ? nil : try openStore() as? any ReplicaCoordination
 var followed: Int?
 if let follower {
     start = ContinuousClock.now
@@ -124,7 +141,9 @@ for step in 0..<stepCount {
         let read = try follower.controlState(after: followed)
         reads.append(seconds(since: start))
         guard let read, read.state == state else {
-            say("the follower read another state than the leader saved")
+            say(
+                "the follower read another state than the leader saved: \(read.map { differences($0.state, state) } ?? ["nothing read"])"
+            )
             exit(1)
         }
         followed = read.generation
@@ -136,7 +155,9 @@ if follower != nil { say("a follower's read after each save: \(describe(reads))"
 start = ContinuousClock.now
 let loaded = try (database == nil ? leader : try openStore()).loadControlState()
 say(String(format: "a takeover's read of the whole state: %.2f s", seconds(since: start)))
-guard loaded == state else {
-    say("the state read back differs from the state saved")
+guard let loaded, loaded == state else {
+    say(
+        "the state read back differs from the state saved: \(loaded.map { differences($0, state) } ?? ["nothing read"])"
+    )
     exit(1)
 }

@@ -102,19 +102,35 @@ private struct Tables {
         }
     }
 
-    /// Replaces the state document, as a policyd before rows wrote it (the whole state in it).
-    func replaceDocument(with state: ControlState) throws {
+    /// Saves a whole state the way a policyd before rows did: the document alone (SQLite replaced the row;
+    /// PostgreSQL counted the generation up).
+    func saveWholeAsBefore(_ state: ControlState) throws {
         let document = try StoreJSON.encode(state)
         switch self.fixture.backend {
         case .sqlite:
             let queue = try DatabaseQueue(path: self.fixture.location + "/tailplane.sqlite")
-            try queue.write { try $0.execute(sql: "UPDATE control_state SET state = ?", arguments: [document]) }
+            try queue.write {
+                try $0.execute(
+                    sql: "INSERT OR REPLACE INTO control_state (id, state, updated_at) VALUES (1, ?, 0)",
+                    arguments: [document]
+                )
+            }
         case .postgres:
             let store = try #require(self.postgres)
             try store.pool.withConnection("test") { connection in
-                _ = try connection.query("UPDATE control_state SET state = \(document)", logger: Logger(label: "test"))
-                    .wait()
+                _ = try connection.query(
+                    "UPDATE control_state SET state = \(document), generation = generation + 1",
+                    logger: Logger(label: "test")
+                ).wait()
             }
+        }
+    }
+
+    /// Runs SQL on the database (PostgreSQL).
+    func execute(_ sql: String) throws {
+        let store = try #require(self.postgres)
+        try store.pool.withConnection("test") { connection in
+            _ = try connection.query(PostgresQuery(unsafeSQL: sql), logger: Logger(label: "test")).wait()
         }
     }
 }
@@ -215,23 +231,109 @@ extension StoreFixture {
         #expect(try fixture.open().loadControlState() == state)
     }
 
+    /// A document written whole (by a policyd before rows, after this one wrote rows) wins over the rows,
+    /// on load and for a follower; the next save writes every row again.
     @Test(arguments: StoreFixture.Backend.allCases)
     func aStateSavedWholeByAnEarlierPolicydIsReadAndThenSavedAsRows(_ backend: StoreFixture.Backend) throws {
         let fixture = try StoreFixture(backend)
         var store: (any ControlPlaneStore)? = try fixture.open()
-        try store?.saveControlState(ControlState(now: date(1_764_000_000)), events: [])
+        let follower = backend == .postgres ? try fixture.open() as? PostgresStore : nil
         var state = fleetState()
-        try Tables(fixture: fixture, store: try #require(store)).replaceDocument(with: state)
+        try store?.saveControlState(state, events: [])
+        let followed = try follower?.controlState(after: nil)
+        if follower != nil { #expect(followed?.state == state) }
+        state.assignments[uid(5)] = Assignment(version: 7, samplerCount: 60)
+        state.assignments[uid(6)] = nil
+        state.heldOut = [:]
+        state.rollout?.steps[uid(3)] = .failed
+        state.rollout?.touched = [uid(3)]
+        try Tables(fixture: fixture, store: try #require(store)).saveWholeAsBefore(state)
+        if let follower, let followed {
+            #expect(try follower.controlState(after: followed.generation)?.state == state)
+        }
         store = nil
         store = try fixture.open()
         let tables = Tables(fixture: fixture, store: try #require(store))
         #expect(try store?.loadControlState() == state)
-        state.assignments[uid(5)] = Assignment(version: 2, samplerCount: 60)
+        state.assignments[uid(8)] = Assignment(version: 2, samplerCount: 60)
         try store?.saveControlState(state, events: [])
-        #expect(try tables.written("assignments", generation: 2) == 120, "every row written the first time")
+        let generation = try tables.integer("SELECT generation FROM control_state")
+        let live = "SELECT count(*) FROM assignments WHERE version IS NOT NULL AND generation = \(generation)"
+        #expect(try tables.integer(live) == 119, "every row written again")
         #expect(try !tables.document().contains(uid(7)))
+        if let follower { #expect(try follower.controlState(after: nil)?.state == state) }
         store = nil
         #expect(try fixture.open().loadControlState() == state)
+    }
+
+    /// A save that did commit, taken for failed (the connection dropped at COMMIT), leaves rows behind: a
+    /// ring version with other members, a rollout number's agents. The next saves write over them, and
+    /// neither a load nor a follower sees them.
+    @Test func rowsOfASaveTakenForFailedDoNotOutliveTheNextSaves() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let a = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let b = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        let follower = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        var state = fleetState()
+        try a.saveControlState(state, events: [])
+        // The save a took for failed, as another writer: ring 5 with a sampler that then left again.
+        var phantom = state
+        phantom.ring.version = 5
+        phantom.ring.members.append("sampler-gone:4317")
+        try b.saveControlState(phantom, events: [])
+        let seen = try #require(try follower.controlState(after: nil))
+        #expect(seen.state.ring.members.contains("sampler-gone:4317"))
+        state.ring.version = 5
+        state.ring.members.removeFirst()
+        try a.saveControlState(state, events: [])
+        #expect(try b.loadControlState() == state)
+        #expect(try follower.controlState(after: seen.generation)?.state == state)
+        #expect(try a.ringHistory(limit: 1).first?.members == state.ring.members)
+
+        // Rows of a rollout number no save of a's wrote (here written by hand, the generation unchanged): a's
+        // next rollout under that number does not take them in.
+        try Tables(fixture: StoreFixture(backend: .postgres, location: url), store: a).execute(
+            "INSERT INTO rollout_agents (rollout, uid, step, generation) VALUES (4, 'ghost', 'done', 1)"
+        )
+        let before = try #require(try follower.controlState(after: nil))
+        state.rollout?.id = 4
+        state.rollout?.steps = [uid(9): .waiting]
+        state.rollout?.touched = []
+        state.rollout?.members = [uid(9)]
+        state.rollout?.outOfRing = [:]
+        try a.saveControlState(state, events: [])
+        #expect(try a.rollout(4)?.steps == [uid(9): .waiting])
+        #expect(try b.loadControlState() == state)
+        #expect(try follower.controlState(after: before.generation)?.state == state)
+    }
+
+    /// The migration to rows waits until no replica of an earlier policyd runs: those would read the
+    /// document without its rows. It names them.
+    @Test func theMigrationToRowsWaitsForEarlierReplicasToStop() throws {
+        let url = try PostgresTestServer.shared.get().makeDatabase()
+        let tables = Tables(
+            fixture: StoreFixture(backend: .postgres, location: url),
+            store: try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        )
+        // The database as the policyd before rows left it, with a replica of it alive.
+        for statement in [
+            "DROP TABLE assignments, state_times, rollout_agents",
+            "ALTER TABLE control_state DROP COLUMN pruned_below, DROP COLUMN rows_generation",
+            "ALTER TABLE ring_history DROP COLUMN generation",
+            "DELETE FROM tailplane_migrations WHERE name = 'v6-state-rows'",
+            "INSERT INTO replicas (name, api, heartbeat_at) VALUES ('policyd-b', NULL, now())",
+        ] {
+            try tables.execute(statement)
+        }
+        let refused = #expect(throws: StoreError.self) {
+            _ = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        }
+        #expect(refused?.description.contains("policyd-b") == true)
+        #expect(refused?.description.contains("stop every replica running the earlier version") == true)
+        try tables.execute("UPDATE replicas SET heartbeat_at = now() - interval '1 minute'")
+        let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
+        try store.saveControlState(fleetState(), events: [])
+        #expect(try store.loadControlState() == fleetState())
     }
 
     /// Two PostgreSQL stores on one database, neither fenced: one saves over a state the other wrote since

@@ -305,13 +305,18 @@ public final class PostgresStore: ControlPlaneStore {
             ]
         ),
         (
-            "v6-state-rows",
+            PostgresStore.stateRowsMigration,
             [
                 // What grows with the fleet leaves the state document for rows of its own (StoredState): a
                 // save writes the rows that changed at the state's new generation, and a follower reads the
                 // rows newer than the generation it has. A removed row stays a while with its values NULL, so
                 // followers see the removal; one that fell further behind than `pruned_below` reads it all.
                 "ALTER TABLE control_state ADD COLUMN pruned_below BIGINT NOT NULL DEFAULT 0",
+                // The generation whose save wrote the rows: a document written otherwise (by an earlier
+                // policyd) carries the whole state itself.
+                "ALTER TABLE control_state ADD COLUMN rows_generation BIGINT",
+                // The save that wrote a ring version's members last, so followers read them again only then.
+                "ALTER TABLE ring_history ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
                 """
                 CREATE TABLE assignments (
                     uid TEXT PRIMARY KEY,
@@ -354,6 +359,9 @@ public final class PostgresStore: ControlPlaneStore {
         ),
     ]
 
+    /// The migration that moves the engine state into rows: earlier replicas must be stopped before it.
+    static let stateRowsMigration = "v6-state-rows"
+
     /// Any number, the same in every policyd: the advisory lock migrations run under.
     private static let migrationLock: Int64 = 0x7461_696c_706c_616e  // "tailplan"
 
@@ -379,6 +387,21 @@ public final class PostgresStore: ControlPlaneStore {
                     "the database at \(self.configuration.summary) has migrations this policyd does not know "
                         + "(\(unknown.joined(separator: ", "))): a newer policyd wrote it; run that version"
                 )
+            }
+            // Replicas of an earlier policyd would read the state document without its rows, and write it whole:
+            // this migration waits until none runs (no heartbeat in the last 15 s).
+            if !applied.contains(Self.stateRowsMigration), applied.contains("v2-replicas") {
+                let running = try session.query(
+                    "SELECT name FROM replicas WHERE heartbeat_at > now() - interval '15 seconds' ORDER BY name"
+                ).map { try $0.decode(String.self) }
+                guard running.isEmpty else {
+                    throw StoreError(
+                        "this policyd keeps the engine state as rows (migration \(Self.stateRowsMigration)), which the "
+                            + "policyd on replica\(running.count == 1 ? "" : "s") \(running.joined(separator: ", ")) "
+                            + "cannot read: stop every replica running the earlier version, then start this one "
+                            + "(a replica stopped in the last 15 s still counts as running)"
+                    )
+                }
             }
             for migration in Self.migrations where !applied.contains(migration.name) {
                 for statement in migration.sql {
@@ -435,6 +458,14 @@ public final class PostgresStore: ControlPlaneStore {
                 _ = try? session.query("ROLLBACK")
                 throw error
             }
+        }
+    }
+
+    /// Runs reads in one REPEATABLE READ transaction: all of them see the database as of one moment.
+    private func snapshot<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
+        try self.transaction(what) { session in
+            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            return try body(session)
         }
     }
 
@@ -579,85 +610,90 @@ public final class PostgresStore: ControlPlaneStore {
     // MARK: Engine state and rollouts
 
     public func loadControlState() throws -> ControlState? {
-        let loaded = try self.transaction("reading the control state") { session in
-            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            return try self.readState(session, after: nil, base: nil)
+        let loaded = try self.snapshot("reading the control state") { session in
+            try self.readState(session, after: nil, base: nil)
         }
-        // A state saved whole (before its parts had rows) is no base: the next save writes every row.
-        self.savedState.withLockedValue { $0 = loaded.flatMap { $0.legacy ? nil : ($0.generation, $0.parts) } }
+        // A document saved whole is no base: the next save writes every row.
+        self.savedState.withLockedValue { $0 = loaded.flatMap { $0.whole ? nil : ($0.generation, $0.parts) } }
         return loaded?.parts.state
     }
 
-    /// The state saved after `generation` (any when `nil`), with its generation. Given `base`, the parts as
-    /// they were at its generation, only rows written since are read, unless removals that old were pruned.
-    /// Run in a REPEATABLE READ transaction, so the document and the rows are of one save.
+    /// The state saved after `generation` (any when `nil`), with its generation; `whole`: from a document
+    /// written without rows. Given `base`, the parts as they were at its generation, only rows written since
+    /// are read, unless removals that old were pruned. Run in a REPEATABLE READ transaction, so the document
+    /// and the rows are of one save.
     private func readState(
         _ session: Session,
         after generation: Int?,
         base: (generation: Int, parts: StoredState)?
-    ) throws -> (parts: StoredState, generation: Int, legacy: Bool)? {
+    ) throws -> (parts: StoredState, generation: Int, whole: Bool)? {
         guard
             let row = try session.query(
                 """
-                SELECT state, generation, pruned_below FROM control_state
+                SELECT state, generation, pruned_below, rows_generation FROM control_state
                 WHERE id = 1 AND (\(generation)::bigint IS NULL OR generation > \(generation))
                 """
             ).first
         else { return nil }
-        let (document, current, prunedBelow) = try row.decode((String, Int, Int).self)
-        let core = try self.decode(ControlState.self, document)
+        let (text, current, prunedBelow, rowsGeneration) = try row.decode((String, Int, Int, Int?).self)
+        let document = try self.decode(ControlState.self, text)
+        // Rows go with the document only when the save that wrote it wrote them (an earlier policyd does not
+        // set rows_generation).
+        let whole = rowsGeneration != current
         // Removals after the base are all still there when none newer than it were pruned.
         let since = base.flatMap { $0.generation + 1 >= prunedBelow ? $0 : nil }
-        var assignments = since?.parts.assignments ?? [:]
-        for row in try session.query(
-            """
-            SELECT uid, version, ring, sampler_count FROM assignments
-            WHERE \(since?.generation)::bigint IS NULL AND version IS NOT NULL OR generation > \(since?.generation)
-            """
-        ) {
-            let (uid, version, ring, samplerCount) = try row.decode((String, Int?, Int?, Int?).self)
-            assignments[uid] = version.map { Assignment(version: $0, ring: ring, samplerCount: samplerCount) }
-        }
-        var heldOut = since?.parts.heldOut ?? [:]
-        var leftRing = since?.parts.leftRing ?? [:]
-        for row in try session.query(
-            """
-            SELECT kind, name, at_seconds FROM state_times
-            WHERE \(since?.generation)::bigint IS NULL AND at_seconds IS NOT NULL OR generation > \(since?.generation)
-            """
-        ) {
-            let (kind, name, seconds) = try row.decode((String, String, Double?).self)
-            let at = seconds.map { Date(timeIntervalSince1970: $0) }
-            switch kind {
-            case StoredState.heldOutKind: heldOut[name] = at
-            case StoredState.leftRingKind: leftRing[name] = at
-            default: break
+        let parts = try StoredState.read(document: document, whole: whole) {
+            var assignments = since?.parts.assignments ?? [:]
+            for row in try session.query(
+                """
+                SELECT uid, version, ring, sampler_count FROM assignments
+                WHERE \(since?.generation)::bigint IS NULL AND version IS NOT NULL OR generation > \(since?.generation)
+                """
+            ) {
+                let (uid, version, ring, samplerCount) = try row.decode((String, Int?, Int?, Int?).self)
+                assignments[uid] = version.map { Assignment(version: $0, ring: ring, samplerCount: samplerCount) }
             }
-        }
-        var members: [String]?
-        if let since, since.parts.core.ring.version == core.ring.version {
-            members = since.parts.ringMembers
-        } else {
-            members = try session.query("SELECT members FROM ring_history WHERE version = \(core.ring.version)")
-                .first.map { try self.decode([String].self, try $0.decode(String.self)) }
-        }
-        var agents: [String: RolloutAgentRow] = [:]
-        if let rollout = core.rollout {
-            let sameRollout = since.map { $0.parts.core.rollout?.id == rollout.id } == true
-            agents = sameRollout ? since?.parts.rolloutAgents ?? [:] : [:]
-            try self.readRolloutAgents(session, of: [rollout.id], after: sameRollout ? since?.generation : nil) {
-                agents[$1] = $2.isEmpty ? nil : $2
+            var heldOut = since?.parts.heldOut ?? [:]
+            var leftRing = since?.parts.leftRing ?? [:]
+            for row in try session.query(
+                """
+                SELECT kind, name, at_seconds FROM state_times
+                WHERE \(since?.generation)::bigint IS NULL AND at_seconds IS NOT NULL OR generation > \(since?.generation)
+                """
+            ) {
+                let (kind, name, seconds) = try row.decode((String, String, Double?).self)
+                let at = seconds.map { Date(timeIntervalSince1970: $0) }
+                switch kind {
+                case StoredState.heldOutKind: heldOut[name] = at
+                case StoredState.leftRingKind: leftRing[name] = at
+                default: break
+                }
             }
+            // The members of a ring version are read again only when they were written since.
+            let sameRing = since.map { $0.parts.core.ring.version == document.ring.version } == true
+            var members = sameRing ? since?.parts.ringMembers : nil
+            if let written = try session.query(
+                """
+                SELECT members FROM ring_history
+                WHERE version = \(document.ring.version) AND (\(sameRing) = false OR generation > \(since?.generation))
+                """
+            ).first {
+                members = try self.decode([String].self, try written.decode(String.self))
+            }
+            guard let members else {
+                throw StoreError("reading the control state: ring \(document.ring.version) is not in the ring history")
+            }
+            var agents: [String: RolloutAgentRow] = [:]
+            if let rollout = document.rollout {
+                let sameRollout = since.map { $0.parts.core.rollout?.id == rollout.id } == true
+                agents = sameRollout ? since?.parts.rolloutAgents ?? [:] : [:]
+                try self.readRolloutAgents(session, of: [rollout.id], after: sameRollout ? since?.generation : nil) {
+                    agents[$1] = $2.isEmpty ? nil : $2
+                }
+            }
+            return (assignments, heldOut, leftRing, members, agents)
         }
-        let read = StoredState.read(
-            core: core,
-            assignments: assignments,
-            heldOut: heldOut,
-            leftRing: leftRing,
-            ringMembers: members,
-            rolloutAgents: agents
-        )
-        return (read.parts, current, read.legacy)
+        return (parts, current, whole)
     }
 
     /// Reads the per-agent parts of rollouts (written after `generation`, with removals; all present ones
@@ -671,7 +707,10 @@ public final class PostgresStore: ControlPlaneStore {
         for row in try session.query(
             """
             SELECT rollout, uid, step, out_of_ring, touched, members FROM rollout_agents
-            WHERE rollout = ANY(\(rollouts)::bigint[]) AND (\(generation)::bigint IS NULL OR generation > \(generation))
+            WHERE rollout = ANY(\(rollouts)::bigint[])
+                AND (\(generation)::bigint IS NULL
+                        AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                    OR generation > \(generation))
             """
         ) {
             let (rollout, uid, step, outOfRing, touched, members) = try row.decode(
@@ -701,9 +740,10 @@ public final class PostgresStore: ControlPlaneStore {
             guard
                 let row = try session.query(
                     """
-                    INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, \(core), now(), 1)
+                    INSERT INTO control_state (id, state, updated_at, generation, rows_generation)
+                    VALUES (1, \(core), now(), 1, 1)
                     ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                        generation = control_state.generation + 1
+                        generation = control_state.generation + 1, rows_generation = control_state.generation + 1
                     RETURNING generation
                     """
                 ).first
@@ -750,7 +790,8 @@ public final class PostgresStore: ControlPlaneStore {
         self.savedState.withLockedValue { $0 = (generation, parts) }
     }
 
-    /// Writes the rows of one save, each kind in one statement; -1 and '' stand for NULL in the arrays.
+    /// Writes the rows of one save, each kind in one statement; in the arrays -1 (counts and versions), NaN
+    /// (seconds) and '' stand for NULL.
     private func write(
         _ changes: StateChanges,
         of parts: StoredState,
@@ -769,16 +810,16 @@ public final class PostgresStore: ControlPlaneStore {
             _ = try session.query(
                 "UPDATE state_times SET at_seconds = NULL, generation = \(generation) WHERE at_seconds IS NOT NULL"
             )
-            if let rolloutID {
-                _ = try session.query(
-                    """
-                    UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
-                        generation = \(generation)
-                    WHERE rollout = \(rolloutID)
-                        AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
-                    """
-                )
-            }
+        }
+        if changes.clearsRollout, let rolloutID {
+            _ = try session.query(
+                """
+                UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
+                    generation = \(generation)
+                WHERE rollout = \(rolloutID)
+                    AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                """
+            )
         }
         if !changes.assignments.isEmpty {
             let uids = try changes.assignments.map { try self.text($0.key, "agent instance UID") }
@@ -799,11 +840,11 @@ public final class PostgresStore: ControlPlaneStore {
         if !times.isEmpty {
             let kinds = times.map(\.kind)
             let names = try times.map { try self.text($0.key, "ring entry") }
-            let seconds = times.map { $0.at?.timeIntervalSince1970 ?? -1 }
+            let seconds = times.map { $0.at?.timeIntervalSince1970 ?? .nan }
             _ = try session.query(
                 """
                 INSERT INTO state_times (kind, name, at_seconds, generation)
-                SELECT k, n, NULLIF(s, -1), \(generation)
+                SELECT k, n, NULLIF(s, 'NaN'), \(generation)
                 FROM unnest(\(kinds)::text[], \(names)::text[], \(seconds)::float8[]) AS t(k, n, s)
                 ON CONFLICT (kind, name) DO UPDATE SET at_seconds = excluded.at_seconds,
                     generation = excluded.generation
@@ -814,13 +855,13 @@ public final class PostgresStore: ControlPlaneStore {
             let rows = changes.rolloutAgents
             let uids = try rows.map { try self.text($0.key, "agent instance UID") }
             let steps = rows.map { $0.value.step?.rawValue ?? "" }
-            let outOfRing = rows.map { $0.value.outOfRing ?? -1 }
+            let outOfRing = rows.map { $0.value.outOfRing ?? .nan }
             let touched = rows.map { RolloutAgentRow.text($0.value.touched) ?? "" }
             let members = rows.map { RolloutAgentRow.text($0.value.members) ?? "" }
             _ = try session.query(
                 """
                 INSERT INTO rollout_agents (rollout, uid, step, out_of_ring, touched, members, generation)
-                SELECT \(rolloutID), u, NULLIF(s, ''), NULLIF(o, -1), NULLIF(t, ''), NULLIF(m, ''), \(generation)
+                SELECT \(rolloutID), u, NULLIF(s, ''), NULLIF(o, 'NaN'), NULLIF(t, ''), NULLIF(m, ''), \(generation)
                 FROM unnest(\(uids)::text[], \(steps)::text[], \(outOfRing)::float8[], \(touched)::text[],
                             \(members)::text[]) AS r(u, s, o, t, m)
                 ON CONFLICT (rollout, uid) DO UPDATE SET step = excluded.step, out_of_ring = excluded.out_of_ring,
@@ -851,23 +892,25 @@ public final class PostgresStore: ControlPlaneStore {
                 "UPDATE ring_history SET convergence_seconds = \(convergence) WHERE version = \(ring.version)"
             )
         case .whole:
+            // Members as saved now (a save taken for failed may have committed other ones for this version);
+            // the reason only from the step that changed the ring.
             let members = try self.json(parts.ringMembers)
-            let reason = try self.text(
-                events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)",
-                "ring change reason"
-            )
+            let reason = try self.text(events.last { $0.kind == .ringChanged }?.message, "ring change reason")
             _ = try session.query(
                 """
-                INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
-                VALUES (\(ring.version), \(members), \(ring.changedAt), \(reason), \(convergence))
-                ON CONFLICT (version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds, generation)
+                VALUES (\(ring.version), \(members), \(ring.changedAt), COALESCE(\(reason)::text, \("ring \(ring.version)")),
+                        \(convergence), \(generation))
+                ON CONFLICT (version) DO UPDATE SET members = excluded.members, changed_at = excluded.changed_at,
+                    reason = COALESCE(\(reason)::text, ring_history.reason),
+                    convergence_seconds = excluded.convergence_seconds, generation = excluded.generation
                 """
             )
         }
     }
 
     public func rollouts(limit: Int) throws -> [Rollout] {
-        try self.read("reading rollouts") { session in
+        try self.snapshot("reading rollouts") { session in
             let rollouts = try session.query("SELECT state FROM rollouts ORDER BY id DESC LIMIT \(limit)").map {
                 try self.decode(Rollout.self, try $0.decode(String.self))
             }
@@ -880,7 +923,7 @@ public final class PostgresStore: ControlPlaneStore {
     }
 
     public func rollout(_ id: Int) throws -> Rollout? {
-        try self.read("reading rollout \(id)") { session in
+        try self.snapshot("reading rollout \(id)") { session in
             guard
                 let rollout = try session.query("SELECT state FROM rollouts WHERE id = \(id)").first.map({
                     try self.decode(Rollout.self, try $0.decode(String.self))
@@ -1137,8 +1180,7 @@ extension PostgresStore: SharedPackageStorage {
         // One chunk per statement, so memory holds one chunk, hashed as it is written; a snapshot makes every
         // chunk come from one stored content even if it is deleted meanwhile. The file is flushed to disk after
         // the transaction: a slow disk must not hold it open (the session's idle timeout would end it).
-        let digest = try self.transaction("reading package content \(sha256)") { session -> String? in
-            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        let digest = try self.snapshot("reading package content \(sha256)") { session -> String? in
             guard
                 let row = try session.query("SELECT size, chunks FROM package_content WHERE sha256 = \(sha256)").first
             else { return nil }
@@ -1481,8 +1523,7 @@ extension PostgresStore: ReplicaCoordination {
     /// cursor: the next read asks for those, and sees each such write once it committed (rows seen already
     /// may come again; the newest value wins). `body` reads rows whose `xid` is at least the cursor.
     private func readInCommitOrder<T>(_ what: String, _ body: (Session) throws -> T) throws -> (T, Int64) {
-        try self.transaction(what) { session in
-            _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try self.snapshot(what) { session in
             guard
                 let horizon = try session.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").first
             else { throw StoreError("\(what): no snapshot") }
@@ -1506,15 +1547,15 @@ extension PostgresStore: ReplicaCoordination {
         let followed = self.followedState.withLockedValue { $0 }
         let base = generation.flatMap { generation in followed.flatMap { $0.generation == generation ? $0 : nil } }
         guard
-            let read = try self.transaction(
+            let read = try self.snapshot(
                 "reading the control state",
                 { session in
-                    _ = try session.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    return try self.readState(session, after: generation, base: base)
+                    try self.readState(session, after: generation, base: base)
                 }
             )
         else { return nil }
-        self.followedState.withLockedValue { $0 = (read.generation, read.parts) }
+        // A document saved whole is no base either: the next read reads everything.
+        self.followedState.withLockedValue { $0 = read.whole ? nil : (read.generation, read.parts) }
         return (read.parts.state, read.generation)
     }
 }

@@ -133,12 +133,14 @@ public final class SQLiteStore: ControlPlaneStore {
         }
         migrator.registerMigration("v4-state-rows") { db in
             // What grows with the fleet leaves the state document for rows of its own (StoredState): a save
-            // writes the rows that changed at the state's new generation. A removed row is kept a while with
-            // its values NULL, as the PostgreSQL store does for the replicas that follow.
+            // writes the rows that changed at the state's new generation, and sets rows_generation to it (a
+            // document whose rows_generation is not its generation was written whole, without rows). A
+            // removed row is kept a while with its values NULL, as the PostgreSQL store does for followers.
             try db.execute(
                 sql: """
                     ALTER TABLE control_state ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
                     ALTER TABLE control_state ADD COLUMN pruned_below INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE control_state ADD COLUMN rows_generation INTEGER;
                     CREATE TABLE assignments (
                         uid TEXT PRIMARY KEY,
                         version INTEGER,
@@ -308,56 +310,65 @@ public final class SQLiteStore: ControlPlaneStore {
         let loaded = try self.run("reading the control state") {
             try self.pool.read { db in try self.readState(db) }
         }
-        // A state saved whole (before its parts had rows) is no base: the next save writes every row.
-        self.saved.withLock { $0 = loaded.flatMap { $0.legacy ? nil : ($0.generation, $0.parts) } }
+        // A document saved whole is no base: the next save writes every row.
+        self.saved.withLock { $0 = loaded.flatMap { $0.whole ? nil : ($0.generation, $0.parts) } }
         return loaded?.parts.state
     }
 
-    /// The state as stored, with its generation.
-    private func readState(_ db: Database) throws -> (parts: StoredState, generation: Int, legacy: Bool)? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT state, generation FROM control_state WHERE id = 1") else {
-            return nil
-        }
-        let core = try self.decode(ControlState.self, row["state"])
-        var assignments: [String: Assignment] = [:]
-        let assignmentRows = try Row.fetchCursor(
-            db,
-            sql: "SELECT uid, version, ring, sampler_count FROM assignments WHERE version IS NOT NULL"
-        )
-        while let row = try assignmentRows.next() {
-            assignments[row["uid"]] = Assignment(
-                version: row["version"],
-                ring: row["ring"],
-                samplerCount: row["sampler_count"]
+    /// The state as stored, with its generation; `whole`: from a document written without rows.
+    private func readState(_ db: Database) throws -> (parts: StoredState, generation: Int, whole: Bool)? {
+        guard
+            let row = try Row.fetchOne(
+                db,
+                sql: "SELECT state, generation, rows_generation FROM control_state WHERE id = 1"
+            )
+        else { return nil }
+        let document = try self.decode(ControlState.self, row["state"])
+        let generation: Int = row["generation"]
+        // Rows go with the document only when the save that wrote it wrote them (an earlier policyd
+        // replaces the row and leaves rows_generation NULL).
+        let whole = (row["rows_generation"] as Int?) != generation
+        let parts = try StoredState.read(document: document, whole: whole) {
+            var assignments: [String: Assignment] = [:]
+            let assignmentRows = try Row.fetchCursor(
+                db,
+                sql: "SELECT uid, version, ring, sampler_count FROM assignments WHERE version IS NOT NULL"
+            )
+            while let row = try assignmentRows.next() {
+                assignments[row["uid"]] = Assignment(
+                    version: row["version"],
+                    ring: row["ring"],
+                    samplerCount: row["sampler_count"]
+                )
+            }
+            var heldOut: [String: Date] = [:]
+            var leftRing: [String: Date] = [:]
+            for row in try Row.fetchAll(
+                db,
+                sql: "SELECT kind, name, at_seconds FROM state_times WHERE at_seconds IS NOT NULL"
+            ) {
+                let at = Date(timeIntervalSince1970: row["at_seconds"])
+                switch row["kind"] as String {
+                case StoredState.heldOutKind: heldOut[row["name"]] = at
+                case StoredState.leftRingKind: leftRing[row["name"]] = at
+                default: break
+                }
+            }
+            guard
+                let members = try String.fetchOne(
+                    db,
+                    sql: "SELECT members FROM ring_history WHERE version = ?",
+                    arguments: [document.ring.version]
+                )
+            else {
+                throw StoreError("reading the control state: ring \(document.ring.version) is not in the ring history")
+            }
+            return (
+                assignments, heldOut, leftRing, try self.decode([String].self, members),
+                try document.rollout.map { try self.rolloutAgents(db, of: $0.id) } ?? [:]
             )
         }
-        var heldOut: [String: Date] = [:]
-        var leftRing: [String: Date] = [:]
-        for row in try Row.fetchAll(
-            db,
-            sql: "SELECT kind, name, at_seconds FROM state_times WHERE at_seconds IS NOT NULL"
-        ) {
-            let at = Date(timeIntervalSince1970: row["at_seconds"])
-            switch row["kind"] as String {
-            case StoredState.heldOutKind: heldOut[row["name"]] = at
-            case StoredState.leftRingKind: leftRing[row["name"]] = at
-            default: break
-            }
-        }
-        let members = try String.fetchOne(
-            db,
-            sql: "SELECT members FROM ring_history WHERE version = ?",
-            arguments: [core.ring.version]
-        ).map { try self.decode([String].self, $0) }
-        let read = StoredState.read(
-            core: core,
-            assignments: assignments,
-            heldOut: heldOut,
-            leftRing: leftRing,
-            ringMembers: members,
-            rolloutAgents: try core.rollout.map { try self.rolloutAgents(db, of: $0.id) } ?? [:]
-        )
-        return (read.parts, row["generation"], read.legacy)
+        return (parts, generation, whole)
     }
 
     /// The per-agent parts of a rollout.
@@ -365,7 +376,10 @@ public final class SQLiteStore: ControlPlaneStore {
         var agents: [String: RolloutAgentRow] = [:]
         let rows = try Row.fetchCursor(
             db,
-            sql: "SELECT uid, step, out_of_ring, touched, members FROM rollout_agents WHERE rollout = ?",
+            sql: """
+                SELECT uid, step, out_of_ring, touched, members FROM rollout_agents
+                WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                """,
             arguments: [rollout]
         )
         while let row = try rows.next() {
@@ -390,11 +404,12 @@ public final class SQLiteStore: ControlPlaneStore {
                 let generation = previous + 1
                 try db.execute(
                     sql: """
-                        INSERT INTO control_state (id, state, updated_at, generation) VALUES (1, ?, ?, ?)
+                        INSERT INTO control_state (id, state, updated_at, generation, rows_generation)
+                        VALUES (1, ?, ?, ?, ?)
                         ON CONFLICT(id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-                            generation = excluded.generation
+                            generation = excluded.generation, rows_generation = excluded.rows_generation
                         """,
-                    arguments: [core, Date().timeIntervalSince1970, generation]
+                    arguments: [core, Date().timeIntervalSince1970, generation, generation]
                 )
                 // Only what changed since the save this store made last, if nothing else wrote since.
                 let changes = parts.changes(from: base.flatMap { $0.generation == previous ? $0.parts : nil })
@@ -445,17 +460,17 @@ public final class SQLiteStore: ControlPlaneStore {
                     """,
                 arguments: [generation, generation]
             )
-            if let rolloutID {
-                try db.execute(
-                    sql: """
-                        UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
-                            generation = ?
-                        WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL
-                            AND members IS NULL)
-                        """,
-                    arguments: [generation, rolloutID]
-                )
-            }
+        }
+        if changes.clearsRollout, let rolloutID {
+            try db.execute(
+                sql: """
+                    UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
+                        generation = ?
+                    WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL
+                        AND members IS NULL)
+                    """,
+                arguments: [generation, rolloutID]
+            )
         }
         let assignment = try db.makeStatement(
             sql: """
@@ -515,16 +530,19 @@ public final class SQLiteStore: ControlPlaneStore {
                 arguments: [convergence, ring.version]
             )
         case .whole:
-            let reason = events.last { $0.kind == .ringChanged }?.message ?? "ring \(ring.version)"
+            // Members as saved now (a save taken for failed may have committed other ones for this version);
+            // the reason only from the step that changed the ring.
+            let reason = events.last { $0.kind == .ringChanged }?.message
             try db.execute(
                 sql: """
                     INSERT INTO ring_history (version, members, changed_at, reason, convergence_seconds)
-                    VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT(version) DO UPDATE SET convergence_seconds = excluded.convergence_seconds
+                    VALUES (?, ?, ?, COALESCE(?, ?), ?)
+                    ON CONFLICT(version) DO UPDATE SET members = excluded.members, changed_at = excluded.changed_at,
+                        reason = COALESCE(?, ring_history.reason), convergence_seconds = excluded.convergence_seconds
                     """,
                 arguments: [
                     ring.version, try self.json(parts.ringMembers), ring.changedAt.timeIntervalSince1970, reason,
-                    convergence,
+                    "ring \(ring.version)", convergence, reason,
                 ]
             )
         }

@@ -46,27 +46,6 @@ struct StoredState: Sendable, Hashable {
     /// Each agent's part in the rollout of `core`.
     var rolloutAgents: [String: RolloutAgentRow]
 
-    /// The state split into its parts.
-    init(_ state: ControlState) {
-        var core = state
-        self.assignments = state.assignments
-        self.heldOut = state.heldOut
-        self.leftRing = state.leftRing
-        self.ringMembers = state.ring.members
-        core.assignments = [:]
-        core.heldOut = [:]
-        core.leftRing = [:]
-        core.ring.members = []
-        if let rollout = state.rollout {
-            let (slim, rows) = Self.split(rollout)
-            core.rollout = slim
-            self.rolloutAgents = rows
-        } else {
-            self.rolloutAgents = [:]
-        }
-        self.core = core
-    }
-
     /// The whole state again.
     var state: ControlState {
         var state = self.core
@@ -78,29 +57,28 @@ struct StoredState: Sendable, Hashable {
         return state
     }
 
-    /// A state read back: the core document and the rows. A core saved before the parts had rows of their
-    /// own carries them itself (`legacy`): rows, where there are any, win, and the next save writes
-    /// everything as rows.
+    /// A state read back. A document written without rows (`whole`: by a policyd before rows, or by one
+    /// running alongside a newer one) carries every part itself and wins; otherwise the parts are the rows.
     static func read(
-        core: ControlState,
-        assignments: [String: Assignment],
-        heldOut: [String: Date],
-        leftRing: [String: Date],
-        ringMembers: [String]?,
-        rolloutAgents: [String: RolloutAgentRow]
-    ) -> (parts: StoredState, legacy: Bool) {
-        var state = core
-        let legacy =
-            !core.assignments.isEmpty || !core.heldOut.isEmpty || !core.leftRing.isEmpty || !core.ring.members.isEmpty
-            || core.rollout.map {
-                !$0.steps.isEmpty || !$0.outOfRing.isEmpty || !$0.touched.isEmpty || !$0.members.isEmpty
-            } == true
-        state.assignments.merge(assignments) { $1 }
-        state.heldOut.merge(heldOut) { $1 }
-        state.leftRing.merge(leftRing) { $1 }
-        if core.ring.members.isEmpty, let ringMembers { state.ring.members = ringMembers }
-        state.rollout = state.rollout.map { Self.joined($0, rolloutAgents) }
-        return (StoredState(state), legacy)
+        document: ControlState,
+        whole: Bool,
+        rows: () throws -> (
+            assignments: [String: Assignment], heldOut: [String: Date], leftRing: [String: Date],
+            ringMembers: [String], rolloutAgents: [String: RolloutAgentRow]
+        )
+    ) rethrows -> StoredState {
+        if whole { return StoredState(document) }
+        let rows = try rows()
+        var core = document
+        core.rollout = core.rollout.map { Self.split($0).slim }
+        return StoredState(
+            core: core,
+            assignments: rows.assignments,
+            heldOut: rows.heldOut,
+            leftRing: rows.leftRing,
+            ringMembers: rows.ringMembers,
+            rolloutAgents: rows.rolloutAgents
+        )
     }
 
     /// A rollout without its per-agent parts, and those parts by agent.
@@ -152,6 +130,7 @@ struct StoredState: Sendable, Hashable {
                 heldOut: Self.diff([:], self.heldOut),
                 leftRing: Self.diff([:], self.leftRing),
                 rolloutAgents: Self.diff([:], self.rolloutAgents).map { ($0.key, $0.value ?? RolloutAgentRow()) },
+                clearsRollout: true,
                 rollout: self.core.rollout,
                 ring: .whole
             )
@@ -168,6 +147,7 @@ struct StoredState: Sendable, Hashable {
             rolloutAgents: Self.diff(sameRollout ? base.rolloutAgents : [:], self.rolloutAgents).map {
                 ($0.key, $0.value ?? RolloutAgentRow())
             },
+            clearsRollout: !sameRollout,
             rollout: sameRollout && base.core.rollout == self.core.rollout ? nil : self.core.rollout,
             ring: ring
         )
@@ -196,6 +176,10 @@ struct StateChanges {
     var leftRing: [(key: String, value: Date?)]
     /// Changed per-agent parts of the rollout (empty: removed).
     var rolloutAgents: [(key: String, value: RolloutAgentRow)]
+    /// Rows of the rollout's id are marked removed before `rolloutAgents` are written: its rows are all
+    /// written (a new rollout, or no base). A number is reused when a save that did commit was taken for
+    /// failed, and that rollout's rows must not join the new one's.
+    var clearsRollout: Bool
     /// The rollout's own row, when it changed.
     var rollout: Rollout?
     /// What the ring history gets.
@@ -215,6 +199,29 @@ struct StateChanges {
     var times: [(kind: String, key: String, at: Date?)] {
         self.heldOut.map { (kind: StoredState.heldOutKind, key: $0.key, at: $0.value) }
             + self.leftRing.map { (kind: StoredState.leftRingKind, key: $0.key, at: $0.value) }
+    }
+}
+
+extension StoredState {
+    /// The state split into its parts.
+    init(_ state: ControlState) {
+        var core = state
+        self.assignments = state.assignments
+        self.heldOut = state.heldOut
+        self.leftRing = state.leftRing
+        self.ringMembers = state.ring.members
+        core.assignments = [:]
+        core.heldOut = [:]
+        core.leftRing = [:]
+        core.ring.members = []
+        if let rollout = state.rollout {
+            let (slim, rows) = Self.split(rollout)
+            core.rollout = slim
+            self.rolloutAgents = rows
+        } else {
+            self.rolloutAgents = [:]
+        }
+        self.core = core
     }
 }
 

@@ -144,14 +144,14 @@ extension StoreFixture {
 
 /// The engine state kept as a small document plus rows, so a save writes what changed, not megabytes.
 @Suite struct StoredStateTests {
-    @Test func splittingAndJoiningGivesTheStateBackAndChangesNameOnlyWhatChanged() {
+    @Test func splittingAndJoiningGivesTheStateBackAndChangesNameOnlyWhatChanged() throws {
         let state = fleetState()
         let parts = StoredState(state)
         #expect(parts.state == state)
         #expect(parts.core.assignments.isEmpty && parts.core.ring.members.isEmpty && parts.core.heldOut.isEmpty)
         #expect(parts.core.rollout?.steps.isEmpty == true && parts.core.rollout?.touched.isEmpty == true)
         #expect(
-            parts.rolloutAgents[uid(0)]
+            StoredState.split(try #require(state.rollout)).rows[uid(0)]
                 == RolloutAgentRow(step: .done, outOfRing: 12.5, touched: [0, 2], members: [59])
         )
         #expect(parts.changes(from: parts).assignments.isEmpty)
@@ -173,6 +173,45 @@ extension StoreFixture {
         #expect(changes.rollout == nil, "the rollout's own fields did not change")
         if case .convergence = changes.ring {} else { Issue.record("expected only the convergence: \(changes.ring)") }
         #expect(StoredState(next).changes(from: nil).full)
+    }
+
+    /// The rows a save writes for the rollout, found without building every agent's row, are those whose
+    /// row changed (perhaps a few more, never other values), whatever the engine did to the rollout.
+    @Test func changedRolloutRowsAreExactlyTheRowsThatDiffer() throws {
+        let old = try #require(fleetState().rollout)
+        let changes: [(String, (inout Rollout) -> Void)] = [
+            ("a step", { $0.steps[uid(7)] = .applying }),
+            ("a step gone", { $0.steps[uid(7)] = nil }),
+            ("touched again", { $0.touched.append(uid(1)) }),
+            ("touched from the middle", { $0.touched.remove(at: 1) }),
+            ("the stage's members reset", { $0.members = [] }),
+            ("new members", { $0.members = [uid(100), uid(3), uid(101)] }),
+            ("members reordered", { $0.members.swapAt(0, 30) }),
+            ("time out of the ring", { $0.outOfRing[uid(4)] = 3 }),
+            (
+                "an agent forgotten",
+                {
+                    $0.steps[uid(0)] = nil
+                    $0.outOfRing[uid(0)] = nil
+                    $0.touched.removeAll { $0 == uid(0) }
+                    $0.members.removeAll { $0 == uid(0) }
+                }
+            ),
+            ("nothing", { _ in }),
+        ]
+        for (what, change) in changes {
+            var new = old
+            change(&new)
+            let expected = StoredState.split(new).rows
+            let differing = Set(StoredState.diff(StoredState.split(old).rows, expected).map(\.key))
+            let written = StoredState.changedRows(from: old, to: new)
+            #expect(differing.isSubset(of: written.map(\.key)), "\(what)")
+            for (uid, row) in written {
+                #expect(row == expected[uid] ?? RolloutAgentRow(), "\(what): \(uid)")
+            }
+            #expect(what != "nothing" || written.isEmpty)
+            #expect(written.count <= differing.count + old.members.count, "\(what)")
+        }
     }
 
     @Test(arguments: StoreFixture.Backend.allCases)
@@ -334,6 +373,24 @@ extension StoreFixture {
         let store = try PostgresStore(configuration: try PostgresStoreConfiguration(url: url))
         try store.saveControlState(fleetState(), events: [])
         #expect(try store.loadControlState() == fleetState())
+    }
+
+    /// Like PostgreSQL, a SQLite store migrated by a newer policyd is refused by name: an older one would read
+    /// a state document without the rows it no longer carries.
+    @Test func aSQLiteStoreFromANewerPolicydIsRefused() throws {
+        let directory = temporaryDirectory()
+        var store: SQLiteStore? = try SQLiteStore(directory: directory)
+        try store?.saveControlState(fleetState(), events: [])
+        store = nil
+        let queue = try DatabaseQueue(path: directory.path + "/tailplane.sqlite")
+        try queue.write {
+            try $0.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v9-from-the-future')")
+        }
+        let refused = #expect(throws: StoreError.self) { _ = try SQLiteStore(directory: directory) }
+        #expect(refused?.description.contains("v9-from-the-future") == true)
+        #expect(refused?.description.contains("a newer policyd wrote it") == true)
+        try queue.write { try $0.execute(sql: "DELETE FROM grdb_migrations WHERE identifier = 'v9-from-the-future'") }
+        #expect(try SQLiteStore(directory: directory).loadControlState() == fleetState())
     }
 
     /// Two PostgreSQL stores on one database, neither fenced: one saves over a state the other wrote since

@@ -77,8 +77,17 @@ public final class PostgresStore: ControlPlaneStore {
     /// The state as this replica last saved or read it to lead, with its generation: the next save writes
     /// only the rows that differ from it.
     private let savedState = NIOLockedValueBox<(generation: Int, parts: StoredState)?>(nil)
-    /// The state as this replica last read it to follow: the next read reads only rows written since.
-    private let followedState = NIOLockedValueBox<(generation: Int, parts: StoredState)?>(nil)
+    /// The state as this replica last read it to follow, with the rollout's rows: the next read reads only
+    /// rows written since.
+    private let followedState = NIOLockedValueBox<Followed?>(nil)
+
+    /// A state read to follow.
+    private struct Followed {
+        var generation: Int
+        var parts: StoredState
+        /// The rollout's per-agent rows, which rows read later replace.
+        var rolloutAgents: [String: RolloutAgentRow]
+    }
 
     /// Refuses the transaction unless this replica holds the lease with its epoch. The row lock orders the
     /// write against a takeover: a deposed leader cannot commit.
@@ -614,8 +623,10 @@ public final class PostgresStore: ControlPlaneStore {
             try self.readState(session, after: nil, base: nil)
         }
         // A document saved whole is no base: the next save writes every row.
-        self.savedState.withLockedValue { $0 = loaded.flatMap { $0.whole ? nil : ($0.generation, $0.parts) } }
-        return loaded?.parts.state
+        self.savedState.withLockedValue {
+            $0 = loaded.flatMap { $0.whole ? nil : ($0.read.generation, $0.read.parts) }
+        }
+        return loaded?.read.parts.state
     }
 
     /// The state saved after `generation` (any when `nil`), with its generation; `whole`: from a document
@@ -625,8 +636,8 @@ public final class PostgresStore: ControlPlaneStore {
     private func readState(
         _ session: Session,
         after generation: Int?,
-        base: (generation: Int, parts: StoredState)?
-    ) throws -> (parts: StoredState, generation: Int, whole: Bool)? {
+        base: Followed?
+    ) throws -> (read: Followed, whole: Bool)? {
         guard
             let row = try session.query(
                 """
@@ -686,14 +697,14 @@ public final class PostgresStore: ControlPlaneStore {
             var agents: [String: RolloutAgentRow] = [:]
             if let rollout = document.rollout {
                 let sameRollout = since.map { $0.parts.core.rollout?.id == rollout.id } == true
-                agents = sameRollout ? since?.parts.rolloutAgents ?? [:] : [:]
+                agents = sameRollout ? since?.rolloutAgents ?? [:] : [:]
                 try self.readRolloutAgents(session, of: [rollout.id], after: sameRollout ? since?.generation : nil) {
                     agents[$1] = $2.isEmpty ? nil : $2
                 }
             }
             return (assignments, heldOut, leftRing, members, agents)
         }
-        return (parts, current, whole)
+        return (Followed(generation: current, parts: parts.parts, rolloutAgents: parts.rolloutAgents), whole)
     }
 
     /// Reads the per-agent parts of rollouts (written after `generation`, with removals; all present ones
@@ -1555,7 +1566,7 @@ extension PostgresStore: ReplicaCoordination {
             )
         else { return nil }
         // A document saved whole is no base either: the next read reads everything.
-        self.followedState.withLockedValue { $0 = read.whole ? nil : (read.generation, read.parts) }
-        return (read.parts.state, read.generation)
+        self.followedState.withLockedValue { $0 = read.whole ? nil : read.read }
+        return (read.read.parts.state, read.read.generation)
     }
 }

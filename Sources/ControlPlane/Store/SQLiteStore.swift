@@ -17,6 +17,7 @@ public final class SQLiteStore: ControlPlaneStore {
     public init(directory: URL) throws {
         self.lock = try DataDirectoryLock(directory: directory)
         var configuration = Configuration()
+        var unknown: [String] = []
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             // FULL: a committed step survives power loss too, not only kill -9.
@@ -27,9 +28,19 @@ public final class SQLiteStore: ControlPlaneStore {
                 path: directory.appendingPathComponent("tailplane.sqlite").path,
                 configuration: configuration
             )
-            try Self.migrator.migrate(self.pool)
+            // As with PostgreSQL: a store a newer policyd migrated further is not written into.
+            unknown = try self.pool.read { db in
+                try Self.migrator.appliedIdentifiers(db).subtracting(Self.migrator.migrations).sorted()
+            }
+            if unknown.isEmpty { try Self.migrator.migrate(self.pool) }
         } catch {
             throw StoreError("cannot open the store in \(directory.path): \(error)")
+        }
+        guard unknown.isEmpty else {
+            throw StoreError(
+                "the store in \(directory.path) has migrations this policyd does not know "
+                    + "(\(unknown.joined(separator: ", "))): a newer policyd wrote it; run that version"
+            )
         }
     }
 
@@ -368,7 +379,7 @@ public final class SQLiteStore: ControlPlaneStore {
                 try document.rollout.map { try self.rolloutAgents(db, of: $0.id) } ?? [:]
             )
         }
-        return (parts, generation, whole)
+        return (parts.parts, generation, whole)
     }
 
     /// The per-agent parts of a rollout.

@@ -43,8 +43,8 @@ struct StoredState: Sendable, Hashable {
     var leftRing: [String: Date]
     /// The ring's members: kept once per ring version, in the ring history.
     var ringMembers: [String]
-    /// Each agent's part in the rollout of `core`.
-    var rolloutAgents: [String: RolloutAgentRow]
+    /// The rollout of `core` with its per-agent parts (kept as `RolloutAgentRow`s).
+    var rollout: Rollout?
 
     /// The whole state again.
     var state: ControlState {
@@ -53,12 +53,13 @@ struct StoredState: Sendable, Hashable {
         state.heldOut = self.heldOut
         state.leftRing = self.leftRing
         state.ring.members = self.ringMembers
-        state.rollout = state.rollout.map { Self.joined($0, self.rolloutAgents) }
+        state.rollout = self.rollout
         return state
     }
 
-    /// A state read back. A document written without rows (`whole`: by a policyd before rows, or by one
-    /// running alongside a newer one) carries every part itself and wins; otherwise the parts are the rows.
+    /// A state read back, with the rollout's rows. A document written without rows (`whole`: by a policyd
+    /// before rows, or by one running alongside a newer one) carries every part itself and wins; otherwise
+    /// the parts are the rows.
     static func read(
         document: ControlState,
         whole: Bool,
@@ -66,19 +67,30 @@ struct StoredState: Sendable, Hashable {
             assignments: [String: Assignment], heldOut: [String: Date], leftRing: [String: Date],
             ringMembers: [String], rolloutAgents: [String: RolloutAgentRow]
         )
-    ) rethrows -> StoredState {
-        if whole { return StoredState(document) }
+    ) rethrows -> (parts: StoredState, rolloutAgents: [String: RolloutAgentRow]) {
+        if whole { return (StoredState(document), document.rollout.map { Self.split($0).rows } ?? [:]) }
         let rows = try rows()
         var core = document
-        core.rollout = core.rollout.map { Self.split($0).slim }
-        return StoredState(
+        core.rollout = core.rollout.map(Self.slim)
+        let parts = StoredState(
             core: core,
             assignments: rows.assignments,
             heldOut: rows.heldOut,
             leftRing: rows.leftRing,
             ringMembers: rows.ringMembers,
-            rolloutAgents: rows.rolloutAgents
+            rollout: core.rollout.map { Self.joined($0, rows.rolloutAgents) }
         )
+        return (parts, rows.rolloutAgents)
+    }
+
+    /// A rollout without its per-agent parts.
+    static func slim(_ rollout: Rollout) -> Rollout {
+        var slim = rollout
+        slim.steps = [:]
+        slim.outOfRing = [:]
+        slim.touched = []
+        slim.members = []
+        return slim
     }
 
     /// A rollout without its per-agent parts, and those parts by agent.
@@ -92,12 +104,7 @@ struct StoredState: Sendable, Hashable {
         for (position, uid) in rollout.members.enumerated() {
             rows[uid, default: RolloutAgentRow()].members.append(position)
         }
-        var slim = rollout
-        slim.steps = [:]
-        slim.outOfRing = [:]
-        slim.touched = []
-        slim.members = []
-        return (slim, rows)
+        return (Self.slim(rollout), rows)
     }
 
     /// A rollout with its per-agent parts put back. With no rows the rollout is returned as it is (a
@@ -123,34 +130,49 @@ struct StoredState: Sendable, Hashable {
     /// What a save writes to go from `base` (the parts as stored at the generation before) to `self`;
     /// everything when there is no base.
     func changes(from base: StoredState?) -> StateChanges {
-        guard let base else {
-            return StateChanges(
-                full: true,
-                assignments: Self.diff([:], self.assignments),
-                heldOut: Self.diff([:], self.heldOut),
-                leftRing: Self.diff([:], self.leftRing),
-                rolloutAgents: Self.diff([:], self.rolloutAgents).map { ($0.key, $0.value ?? RolloutAgentRow()) },
-                clearsRollout: true,
-                rollout: self.core.rollout,
-                ring: .whole
-            )
-        }
-        let sameRollout = base.core.rollout?.id == self.core.rollout?.id
         let ring: StateChanges.RingWrite =
-            base.core.ring.version != self.core.ring.version || base.ringMembers != self.ringMembers
-            ? .whole : base.core.ring.convergedAt != self.core.ring.convergedAt ? .convergence : .none
+            base.map {
+                $0.core.ring.version != self.core.ring.version || $0.ringMembers != self.ringMembers
+                    ? .whole : $0.core.ring.convergedAt != self.core.ring.convergedAt ? .convergence : .none
+            } ?? .whole
+        let sameRollout = base.map { $0.core.rollout?.id == self.core.rollout?.id } == true
         return StateChanges(
-            full: false,
-            assignments: Self.diff(base.assignments, self.assignments),
-            heldOut: Self.diff(base.heldOut, self.heldOut),
-            leftRing: Self.diff(base.leftRing, self.leftRing),
-            rolloutAgents: Self.diff(sameRollout ? base.rolloutAgents : [:], self.rolloutAgents).map {
-                ($0.key, $0.value ?? RolloutAgentRow())
-            },
+            full: base == nil,
+            assignments: Self.diff(base?.assignments ?? [:], self.assignments),
+            heldOut: Self.diff(base?.heldOut ?? [:], self.heldOut),
+            leftRing: Self.diff(base?.leftRing ?? [:], self.leftRing),
+            rolloutAgents: self.rollout.map { Self.changedRows(from: sameRollout ? base?.rollout : nil, to: $0) } ?? [],
             clearsRollout: !sameRollout,
-            rollout: sameRollout && base.core.rollout == self.core.rollout ? nil : self.core.rollout,
+            rollout: sameRollout && base?.core.rollout == self.core.rollout ? nil : self.core.rollout,
             ring: ring
         )
+    }
+
+    /// The rows of agents whose part in the rollout changed from `old` (all rows without it), in UID order
+    /// (an empty row: removed). Only those agents' rows are built: at 30,000 agents building every row at
+    /// every save cost more than the database did. An agent's row changes when its step or time out of the
+    /// ring does, or its places in `touched` or `members`, which can only be from the first place where
+    /// either list differs.
+    static func changedRows(from old: Rollout?, to new: Rollout) -> [(key: String, value: RolloutAgentRow)] {
+        guard let old else { return Self.split(new).rows.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+        var changed = Set<String>()
+        if old.steps != new.steps { changed.formUnion(Self.diff(old.steps, new.steps).map(\.key)) }
+        if old.outOfRing != new.outOfRing { changed.formUnion(Self.diff(old.outOfRing, new.outOfRing).map(\.key)) }
+        for (before, after) in [(old.touched, new.touched), (old.members, new.members)] where before != after {
+            let same = zip(before, after).prefix { $0 == $1 }.count
+            changed.formUnion(before[same...])
+            changed.formUnion(after[same...])
+        }
+        guard !changed.isEmpty else { return [] }
+        var rows: [String: RolloutAgentRow] = [:]
+        for uid in changed { rows[uid] = RolloutAgentRow(step: new.steps[uid], outOfRing: new.outOfRing[uid]) }
+        for (position, uid) in new.touched.enumerated() where changed.contains(uid) {
+            rows[uid]?.touched.append(position)
+        }
+        for (position, uid) in new.members.enumerated() where changed.contains(uid) {
+            rows[uid]?.members.append(position)
+        }
+        return rows.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
     /// Keys whose value changed, with the new value (`nil`: removed), in key order.
@@ -210,17 +232,12 @@ extension StoredState {
         self.heldOut = state.heldOut
         self.leftRing = state.leftRing
         self.ringMembers = state.ring.members
+        self.rollout = state.rollout
         core.assignments = [:]
         core.heldOut = [:]
         core.leftRing = [:]
         core.ring.members = []
-        if let rollout = state.rollout {
-            let (slim, rows) = Self.split(rollout)
-            core.rollout = slim
-            self.rolloutAgents = rows
-        } else {
-            self.rolloutAgents = [:]
-        }
+        core.rollout = state.rollout.map(Self.slim)
         self.core = core
     }
 }

@@ -28,7 +28,8 @@ public final class SQLiteStore: ControlPlaneStore {
                 path: directory.appendingPathComponent("tailplane.sqlite").path,
                 configuration: configuration
             )
-            // As with PostgreSQL: a store a newer policyd migrated further is not written into.
+            // As with PostgreSQL: a store a newer policyd migrated further is not written into. Read, then
+            // migrated, in two steps: the directory lock keeps any other policyd out meanwhile.
             unknown = try self.pool.read { db in
                 try Self.migrator.appliedIdentifiers(db).subtracting(Self.migrator.migrations).sorted()
             }

@@ -68,7 +68,8 @@ struct StoredState: Sendable, Hashable {
             ringMembers: [String], rolloutAgents: [String: RolloutAgentRow]
         )
     ) rethrows -> (parts: StoredState, rolloutAgents: [String: RolloutAgentRow]) {
-        if whole { return (StoredState(document), document.rollout.map { Self.split($0).rows } ?? [:]) }
+        // Never a base for later reads, so its rows are not needed.
+        if whole { return (StoredState(document), [:]) }
         let rows = try rows()
         var core = document
         core.rollout = core.rollout.map(Self.slim)

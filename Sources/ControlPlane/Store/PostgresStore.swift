@@ -720,7 +720,7 @@ public final class PostgresStore: ControlPlaneStore {
             SELECT rollout, uid, step, out_of_ring, touched, members FROM rollout_agents
             WHERE rollout = ANY(\(rollouts)::bigint[])
                 AND (\(generation)::bigint IS NULL
-                        AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                        AND NOT (\(unescaped: RolloutAgentRow.removedSQL))
                     OR generation > \(generation))
             """
         ) {
@@ -731,10 +731,10 @@ public final class PostgresStore: ControlPlaneStore {
                 rollout,
                 uid,
                 RolloutAgentRow(
-                    step: step.flatMap(AgentStep.init(rawValue:)),
+                    stepColumn: step,
                     outOfRing: outOfRing,
-                    touched: RolloutAgentRow.positions(touched),
-                    members: RolloutAgentRow.positions(members)
+                    touchedColumn: touched,
+                    membersColumn: members
                 )
             )
         }
@@ -790,8 +790,7 @@ public final class PostgresStore: ControlPlaneStore {
                 _ = try session.query("DELETE FROM state_times WHERE at_seconds IS NULL AND generation < \(below)")
                 _ = try session.query(
                     """
-                    DELETE FROM rollout_agents WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL
-                        AND members IS NULL AND generation < \(below)
+                    DELETE FROM rollout_agents WHERE \(unescaped: RolloutAgentRow.removedSQL) AND generation < \(below)
                     """
                 )
                 _ = try session.query("UPDATE control_state SET pruned_below = \(below)")
@@ -828,7 +827,7 @@ public final class PostgresStore: ControlPlaneStore {
                 UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
                     generation = \(generation)
                 WHERE rollout = \(rolloutID)
-                    AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                    AND NOT (\(unescaped: RolloutAgentRow.removedSQL))
                 """
             )
         }

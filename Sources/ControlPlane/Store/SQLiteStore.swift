@@ -390,16 +390,16 @@ public final class SQLiteStore: ControlPlaneStore {
             db,
             sql: """
                 SELECT uid, step, out_of_ring, touched, members FROM rollout_agents
-                WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL)
+                WHERE rollout = ? AND NOT (\(RolloutAgentRow.removedSQL))
                 """,
             arguments: [rollout]
         )
         while let row = try rows.next() {
             let agent = RolloutAgentRow(
-                step: (row["step"] as String?).flatMap(AgentStep.init(rawValue:)),
+                stepColumn: row["step"],
                 outOfRing: row["out_of_ring"],
-                touched: RolloutAgentRow.positions(row["touched"]),
-                members: RolloutAgentRow.positions(row["members"])
+                touchedColumn: row["touched"],
+                membersColumn: row["members"]
             )
             if !agent.isEmpty { agents[row["uid"]] = agent }
         }
@@ -441,8 +441,7 @@ public final class SQLiteStore: ControlPlaneStore {
                         sql: """
                             DELETE FROM assignments WHERE version IS NULL AND generation < ?;
                             DELETE FROM state_times WHERE at_seconds IS NULL AND generation < ?;
-                            DELETE FROM rollout_agents WHERE step IS NULL AND out_of_ring IS NULL AND touched IS NULL
-                                AND members IS NULL AND generation < ?;
+                            DELETE FROM rollout_agents WHERE \(RolloutAgentRow.removedSQL) AND generation < ?;
                             UPDATE control_state SET pruned_below = ?;
                             """,
                         arguments: [below, below, below, below]
@@ -478,8 +477,7 @@ public final class SQLiteStore: ControlPlaneStore {
                 sql: """
                     UPDATE rollout_agents SET step = NULL, out_of_ring = NULL, touched = NULL, members = NULL,
                         generation = ?
-                    WHERE rollout = ? AND NOT (step IS NULL AND out_of_ring IS NULL AND touched IS NULL
-                        AND members IS NULL)
+                    WHERE rollout = ? AND NOT (\(RolloutAgentRow.removedSQL))
                     """,
                 arguments: [generation, rolloutID]
             )

@@ -13,6 +13,25 @@ struct RolloutAgentRow: Sendable, Hashable {
     /// Its positions in the current stage's `Rollout.members`.
     var members: [Int] = []
 
+    /// A row as its columns hold it (`rollout_agents`, the same in both stores); a step this policyd does
+    /// not know reads as none.
+    init(stepColumn: String?, outOfRing: Double?, touchedColumn: String?, membersColumn: String?) {
+        self.step = stepColumn.flatMap(AgentStep.init(rawValue:))
+        self.outOfRing = outOfRing
+        self.touched = Self.positions(touchedColumn)
+        self.members = Self.positions(membersColumn)
+    }
+
+    init(step: AgentStep? = nil, outOfRing: Double? = nil, touched: [Int] = [], members: [Int] = []) {
+        self.step = step
+        self.outOfRing = outOfRing
+        self.touched = touched
+        self.members = members
+    }
+
+    /// SQL true for a `rollout_agents` row that says its agent was removed (every column NULL).
+    static let removedSQL = "step IS NULL AND out_of_ring IS NULL AND touched IS NULL AND members IS NULL"
+
     /// Nothing of the agent in the rollout: the row says it was removed.
     var isEmpty: Bool { self.step == nil && self.outOfRing == nil && self.touched.isEmpty && self.members.isEmpty }
 

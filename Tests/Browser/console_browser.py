@@ -11,7 +11,9 @@ page go to --screenshots. Exit status 0 when every check passed; otherwise the f
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from selenium import webdriver
@@ -49,8 +51,10 @@ def main():
 
     options = webdriver.ChromeOptions()
     options.binary_location = args.chromium
+    # A profile of its own, removed afterwards (left to itself Chromium leaves one in /tmp at every run).
+    profile = tempfile.mkdtemp(prefix="tailplane-chromium-")
     for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1440,1000", "--hide-scrollbars"]:
+                 "--window-size=1440,1000", "--hide-scrollbars", f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(args.chromedriver), options=options)
     driver.set_page_load_timeout(30)
@@ -223,6 +227,7 @@ def main():
         return 1
     finally:
         driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":

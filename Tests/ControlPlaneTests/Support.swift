@@ -55,9 +55,25 @@ func commandSucceeds(_ arguments: [String]) -> Bool {
     return probe.terminationStatus == 0
 }
 
-/// A fresh temporary directory.
+/// Where this test process keeps its temporary directories: one directory, removed when the process exits,
+/// so a test that fails (or forgets) leaves nothing behind. With `TAILPLANE_TEST_KEEP_LOGS=1` it stays, with
+/// the replicas' logs in it, and its path is printed.
+let testScratch: URL = {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "tailplane-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+    )
+    try? FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    if ProcessInfo.processInfo.environment["TAILPLANE_TEST_KEEP_LOGS"] == nil {
+        atexit { try? FileManager.default.removeItem(at: testScratch) }
+    } else {
+        print("test directories and logs are kept in \(root.path)")
+    }
+    return root
+}()
+
+/// A fresh temporary directory, inside ``testScratch``.
 func temporaryDirectory() -> URL {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("tailplane-test-\(UUID().uuidString)")
+    let url = testScratch.appendingPathComponent("tailplane-test-\(UUID().uuidString)")
     try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
 }

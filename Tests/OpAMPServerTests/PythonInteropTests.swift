@@ -53,6 +53,7 @@ import Testing
         }
 
         let applied = FileManager.default.temporaryDirectory.appendingPathComponent("applied-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: applied) }
         let python = Process()
         python.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         python.arguments = [

@@ -1,6 +1,17 @@
 import Foundation
 import Testing
 
+/// Where this test process keeps its policy directories: one directory, removed when the process exits, so a
+/// failing test leaves nothing behind.
+let policyctlScratch: URL = {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "policyctl-tests-\(ProcessInfo.processInfo.processIdentifier)-\(UUID().uuidString.prefix(8))"
+    )
+    try? FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: policyctlScratch) }
+    return root
+}()
+
 /// Runs the built `policyctl` binary as a user would and checks output and exit status.
 @Suite(.serialized) struct PolicyctlTests {
     struct Run {
@@ -42,7 +53,7 @@ import Testing
     }
 
     static func temporaryDirectory(_ files: [String: String]) throws -> URL {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("policyctl-\(UUID().uuidString)")
+        let directory = policyctlScratch.appendingPathComponent("policyctl-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         for (name, text) in files {
             try text.write(to: directory.appendingPathComponent(name), atomically: true, encoding: .utf8)

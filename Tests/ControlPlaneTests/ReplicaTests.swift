@@ -39,7 +39,13 @@ import Testing
 
     /// `count` policyd on `database`, each with its own ports and data directory.
     func startReplicas(_ count: Int, database: String) throws -> [Replica] {
-        try (0..<count).map { index in
+        try self.startReplicas(databases: Array(repeating: database, count: count))
+    }
+
+    /// One policyd per database URL (the same database through different routes), each with its own ports and
+    /// data directory.
+    func startReplicas(databases: [String]) throws -> [Replica] {
+        try databases.enumerated().map { index, database in
             let directory = temporaryDirectory()
             let (opamp, api) = (CrashTests.freePort(), CrashTests.freePort())
             let process = try self.start(
@@ -86,6 +92,46 @@ import Testing
         }
     }
 
+    /// Two load balancers and four samplers, spread over the replicas (after a failed connection an agent
+    /// tries the next replica, as a load balancer in front of them would), once every replica sees the whole
+    /// fleet: its own agents and the others'.
+    func startFleet(on replicas: [Replica]) async -> (FleetRunner, Task<Void, any Error>) {
+        let crash = CrashTests()
+        var options = crash.fleetOptions(opampPort: replicas[0].opampPort)
+        options.agents = 6
+        options.loadBalancerShare = 1.0 / 3.0
+        options.ports = replicas.map(\.opampPort)
+        let fleet = FleetRunner(options: options)
+        let task = Task { try await fleet.run() }
+        for replica in replicas {
+            #expect(
+                await eventually {
+                    let tiers = await crash.get(replica.apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int]
+                    return tiers?["sampling"] == 4 && tiers?["lb"] == 2
+                },
+                "\(replica.name) sees the fleet"
+            )
+        }
+        return (fleet, task)
+    }
+
+    /// The status `/readyz` answers with (nil: no answer in 5 s).
+    func readiness(_ apiPort: Int) async -> Int? {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/readyz")
+        return (try? await HTTPClient.shared.execute(request, timeout: .seconds(5))).map { Int($0.status.code) }
+    }
+
+    /// The lease epoch the replica's `/metrics` shows.
+    func epoch(_ apiPort: Int) async -> Int? {
+        let request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/metrics")
+        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
+            let body = try? await response.body.collect(upTo: 4 << 20)
+        else { return nil }
+        let prefix = "tailplane_leader_epoch "
+        return String(buffer: body).split(separator: "\n").first { $0.hasPrefix(prefix) }
+            .flatMap { Double($0.dropFirst(prefix.count)) }.map { Int($0) }
+    }
+
     /// The replicas that say they lead.
     func leaders(_ replicas: [Replica]) async -> [String] {
         var names: [String] = []
@@ -107,27 +153,10 @@ import Testing
         let leader = try #require(replicas.first { $0.name == first })
         let follower = try #require(replicas.first { $0.name != first })
 
-        // Two load balancers and four samplers, spread over the three replicas; after a failed connection an
-        // agent tries the next replica (what a load balancer in front of them does).
-        var options = crash.fleetOptions(opampPort: replicas[0].opampPort)
-        options.agents = 6
-        options.loadBalancerShare = 1.0 / 3.0
-        options.ports = replicas.map(\.opampPort)
-        let fleet = FleetRunner(options: options)
-        let fleetTask = Task { try await fleet.run() }
+        let (fleet, fleetTask) = await self.startFleet(on: replicas)
         defer {
             fleetTask.cancel()
             Task { await fleet.shutdown() }
-        }
-        // Every replica sees the whole fleet: its own agents and the others'.
-        for replica in replicas {
-            #expect(
-                await eventually {
-                    let tiers = await crash.get(replica.apiPort, "/v1/fleet")?["agentsByTier"] as? [String: Int]
-                    return tiers?["sampling"] == 4 && tiers?["lb"] == 2
-                },
-                "\(replica.name) sees the fleet"
-            )
         }
 
         // A follower does not pass on what another replica forwarded (leadership moving): 503, nothing stored.
@@ -206,6 +235,120 @@ import Testing
         #expect(await eventually(timeout: 30) { await self.leads(last.apiPort) })
     }
 
+    /// The leader cut off from the database by the network (no error and no answer: a partition) is replaced
+    /// within its lease; what it was asked to write meanwhile is refused, not stored, when the network heals,
+    /// and the rollout completes. Then the new leader's connections go silent for good (the database failed
+    /// over to another address): it gives them up, connects again, and the next rollout reaches its agents.
+    @Test func aLeaderCutOffFromTheDatabaseIsReplacedAndWritesNothing() async throws {
+        let server = try PostgresTestServer.shared.get()
+        let database = try server.makeDatabase()
+        // Each replica reaches the database through a relay of its own, which the test cuts.
+        let proxies = try (0..<3).map { _ in try PartitionProxy(targetPort: server.port) }
+        defer { proxies.forEach { $0.close() } }
+        let replicas = try self.startReplicas(
+            databases: proxies.map {
+                database.replacingOccurrences(of: "@127.0.0.1:\(server.port)/", with: "@127.0.0.1:\($0.port)/")
+            }
+        )
+        defer { Self.killAll(replicas) }
+        let crash = CrashTests()
+        #expect(await eventually { await self.leaders(replicas).count == 1 })
+        let firstName = try #require(await self.leaders(replicas).first)
+        let first = try #require(replicas.firstIndex { $0.name == firstName })
+
+        let (fleet, fleetTask) = await self.startFleet(on: replicas)
+        defer {
+            fleetTask.cancel()
+            Task { await fleet.shutdown() }
+        }
+        // Decisions after 6 s, so a drained sampler waits seconds, not half a minute.
+        let quick: (String) -> String = { $0.replacingOccurrences(of: "decision_wait 30s", with: "decision_wait 6s") }
+        #expect(
+            try await crash.applySlowly(try exampleApply(transform: quick), apiPort: replicas[(first + 1) % 3].apiPort)
+                == .created
+        )
+        #expect(await crash.firstStagePassed(replicas[first].apiPort))
+
+        // The leader's network to the database goes silent in the middle of the stage.
+        proxies[first].partition()
+        let cutAt = Date()
+        // The network comes back after 16 s whatever the checks below take (sooner than the 20 s after which
+        // the cut-off replica gives up on what it sent): what the old leader had sent arrives, and is refused.
+        let cutOff = proxies[first]
+        let healing = Task {
+            try await Task.sleep(for: .seconds(16))
+            cutOff.heal()
+        }
+        // Asked at once, while it still believes it leads, to store a version.
+        var lateApply = try exampleApply(message: "written while cut off")
+        lateApply.sources.append(
+            SourceText(path: "96-late.policy", text: "keep late when service == \"tailplane-late\"\n")
+        )
+        lateApply.supersede = true
+        let lateBody = try JSONEncoder().encode(lateApply)
+        let lateAPI = replicas[first].apiPort
+        let lateAnswer = Task { () -> (status: HTTPResponseStatus, body: String)? in
+            var post = HTTPClientRequest(url: "http://127.0.0.1:\(lateAPI)/v1/apply")
+            post.method = .POST
+            post.headers.add(name: "Content-Type", value: "application/json")
+            post.body = .bytes(ByteBuffer(bytes: Array(lateBody)))
+            guard let answer = try? await HTTPClient.shared.execute(post, timeout: .seconds(120)) else { return nil }
+            return (answer.status, String(buffer: (try? await answer.body.collect(upTo: 1 << 20)) ?? ByteBuffer()))
+        }
+        let others = replicas.filter { $0.name != firstName }
+        #expect(await eventually(timeout: 30) { await self.leaders(others).count == 1 })
+        print(
+            "a leader cut off from the database replaced after \(String(format: "%.1f", Date().timeIntervalSince(cutAt))) s"
+        )
+        let secondName = try #require(await self.leaders(others).first)
+        let second = try #require(replicas.firstIndex { $0.name == secondName })
+        // Not ready once its database has been silent for 10 s (a load balancer sends new agents elsewhere);
+        // the others are.
+        #expect(await eventually(timeout: 20) { await self.readiness(replicas[first].apiPort) == 503 })
+        for replica in others { #expect(await self.readiness(replica.apiPort) == 200, "\(replica.name) ready") }
+        try await healing.value
+        let late = await lateAnswer.value
+        print("the cut-off leader answered the apply: \(late.map { "\($0.status) \($0.body)" } ?? "nothing")")
+        #expect(late != nil, "the cut-off leader answers the write")
+        #expect(late?.status != .created, "the cut-off leader stored nothing")
+        // Whether the database's fence refused it or the lease had lapsed before it got there, the answer says
+        // nothing was done, which policyctl sends again.
+        #expect(late?.status == .serviceUnavailable && late?.body.contains("no_leader") == true)
+        #expect(await eventually(timeout: 30) { await self.leaders(replicas) == [secondName] })
+        #expect(await eventually(timeout: 10) { await self.readiness(replicas[first].apiPort) == 200 })
+        let api = replicas[second].apiPort
+        #expect(await crash.firstRolloutSucceeded(api))
+        #expect(await self.fleetSettled(replicas, version: 1))
+        let versions = await crash.getArray(api, "/v1/versions")
+        #expect(versions.count == 1, "versions: \(versions.map { $0["message"] ?? "" })")
+        #expect(!versions.contains { $0["message"] as? String == "written while cut off" })
+
+        // The new leader's connections go silent for good; new ones get through (the database moved).
+        proxies[second].abandon()
+        let movedAt = Date()
+        let epochBefore = await self.epoch(replicas[second].apiPort) ?? 0
+        // Exactly one leads after the lease: another replica, or (should it win the race once it connected
+        // anew) the same one with a new epoch. The lapsed leader's /metrics says so even while its step waits.
+        let settled = await eventually(timeout: 30) {
+            let leading = await self.leaders(replicas)
+            guard leading.count == 1 else { return false }
+            if leading != [secondName] { return true }
+            return await self.epoch(replicas[second].apiPort) ?? 0 > epochBefore
+        }
+        print(
+            "after the database moved: \(await self.leaders(replicas)) lead(s) after \(String(format: "%.1f", Date().timeIntervalSince(movedAt))) s"
+        )
+        #expect(settled, "one replica leads once the leader's connections went silent")
+        var next = try exampleApply(message: "after the database moved", transform: quick)
+        next.sources.append(SourceText(path: "95-next.policy", text: "keep next when service == \"tailplane-next\"\n"))
+        let through = replicas[(second + 1) % 3].apiPort
+        #expect(try await crash.applySlowly(next, apiPort: through) == .created)
+        #expect(await self.rolloutSucceeded(2, through))
+        // Every agent, those on the replica whose connections went silent included, runs version 2.
+        #expect(await self.fleetSettled(replicas, version: 2))
+        #expect(await self.leaders(replicas).count == 1)
+    }
+
     /// Rollout `id` has succeeded, as `apiPort` sees it.
     func rolloutSucceeded(_ id: Int, _ apiPort: Int, timeout: Double = 90) async -> Bool {
         let succeeded = await eventually(timeout: timeout) {
@@ -220,7 +363,7 @@ import Testing
 
     /// Every replica shows all six agents connected, each once, on `version`.
     func fleetSettled(_ replicas: [Replica], version: Int) async -> Bool {
-        await eventually(timeout: 60) {
+        let settled = await eventually(timeout: 60) {
             for replica in replicas {
                 let agents = await CrashTests().getArray(replica.apiPort, "/v1/agents")
                 let uids = Set(agents.compactMap { $0["instanceUID"] as? String })
@@ -230,6 +373,15 @@ import Testing
             }
             return true
         }
+        if !settled {
+            for replica in replicas {
+                let seen = await CrashTests().getArray(replica.apiPort, "/v1/agents").map { agent in
+                    "\(agent["hostName"] ?? "?") connected=\(agent["connected"] ?? "?") running=\(agent["runningVersion"] ?? "none")"
+                }
+                print("\(replica.name) sees, waiting for version \(version): \(seen)")
+            }
+        }
+        return settled
     }
 
     /// A package pushed through a follower downloads from every replica; the database restarted under the

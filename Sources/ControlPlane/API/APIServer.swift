@@ -146,7 +146,8 @@ public struct APIError: HTTPResponseError {
         case .badRequest(let text): APIError(.badRequest, code: "bad_request", message: text)
         case .store(let text): APIError(.internalServerError, code: "store_error", message: text)
         case .tooLarge(let text): APIError(.contentTooLarge, code: "too_large", message: text)
-        case .notLeader(let text): APIError(.serviceUnavailable, code: "not_leader", message: text)
+        case .leadershipMoved(let text):
+            APIError(.serviceUnavailable, code: "no_leader", message: text, retryAfterSeconds: 2)
         }
     }
 }
@@ -273,13 +274,30 @@ public struct ControlPlaneAPI: Sendable {
         router.get("/healthz") { _, _ in "ok\n" }
         router.get("/metrics") { request, _ -> Response in
             _ = try self.authorize(request, .read)
+            // A lease that lapsed shows at once, even while the controller's step still waits on the database
+            // (the controller sets 1 only once it took over).
+            if let leadership = self.controller.leadership, leadership.leaderEpoch == nil {
+                metrics.recordNotLeading()
+            }
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4"],
                 body: .init(byteBuffer: ByteBuffer(string: metrics.exposition()))
             )
         }
-        router.get("/readyz") { _, _ in "ready\n" }
+        // With several replicas: ready while the database answers (a replica cut off from it can neither
+        // follow the leader nor publish its agents, so new agents should go to another).
+        router.get("/readyz") { request, context -> Response in
+            if let reason = self.controller.leadership?.notReadyReason {
+                return try APIError(.serviceUnavailable, code: "not_ready", message: reason, retryAfterSeconds: 2)
+                    .response(from: request, context: context)
+            }
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: "ready\n"))
+            )
+        }
         let v1 = router.group("/v1")
         v1.post("/apply") { request, context -> JSON<ApplyResult> in
             let actor = try self.authorize(request, .write)

@@ -121,6 +121,11 @@ public final class ControlPlaneMetrics: Sendable {
         timer.record(duration: duration)
     }
 
+    /// This replica does not lead (its lease lapsed or went to another): `tailplane_leader` says 0.
+    func recordNotLeading() {
+        self.leader.record(0)
+    }
+
     /// The Prometheus text exposition.
     public func exposition() -> String {
         self.registry.emitToString()

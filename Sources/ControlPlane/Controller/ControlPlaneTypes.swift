@@ -114,8 +114,11 @@ public enum ControlPlaneError: Error, Sendable {
     case store(String)
     /// The upload is larger than policyd accepts.
     case tooLarge(String)
-    /// Another replica drives rollouts (several policyd on one database); retry there or in a moment.
-    case notLeader(String)
+    /// Several policyd on one database: this replica does not lead (any more) and did nothing, or lost the
+    /// lease while making the write and the database refused it. No rollout was started (the message says
+    /// when a version was stored without its rollout). The same request may be sent again (the API answers
+    /// 503 `no_leader`, which policyctl retries).
+    case leadershipMoved(String)
 
     /// A sentence for people.
     public var message: String {
@@ -123,7 +126,7 @@ public enum ControlPlaneError: Error, Sendable {
         case .rejected(let rejection):
             "the policy set has errors; nothing was stored\n" + rejection.summary
         case .conflict(let text), .notFound(let text), .badRequest(let text), .store(let text), .tooLarge(let text),
-            .notLeader(let text):
+            .leadershipMoved(let text):
             text
         }
     }

@@ -23,7 +23,7 @@ extension Controller {
         // say, halfway through a move) agents may run the collector of the version the fleet ran before it, or
         // of the one it moves to, or what either rendered for: the oldest of them all.
         let moving = self.state.rollout.map { !$0.phase.isTerminal } ?? false
-        let current = moving ? self.state.current.flatMap { try? self.store.version($0) }?.packages : nil
+        let current = moving ? try self.storedVersion(self.state.current)?.packages : nil
         var renderedFor: [String: String] = [:]
         for tier in [AgentTier.loadBalancing, .sampling] {
             guard let new = pins.collector(tier), let to = VersionPackages.collectorVersion(new.version) else {
@@ -348,7 +348,7 @@ extension Controller {
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         // While a rollout rolls back, the fleet is going back to its `from`: that is what a new one builds on.
         guard let target = (active?.rollingBack == true ? active?.from : active?.to) ?? self.state.current,
-            let base = try? self.store.version(target)
+            let base = try self.storedVersion(target)
         else {
             throw .conflict("there is no version yet: apply policies first, then roll packages out")
         }

@@ -530,9 +530,11 @@ public actor Controller {
             return
         }
         if case .follower(let api?) = leadership.role {
-            throw .notLeader("this replica (\(leadership.replica)) does not drive rollouts: the leader is at \(api)")
+            throw .leadershipMoved(
+                "this replica (\(leadership.replica)) stopped driving rollouts as the request came; nothing was done: retry (the leader is at \(api))"
+            )
         }
-        throw .notLeader("no replica drives rollouts right now: retry in a few seconds")
+        throw .leadershipMoved("no replica drives rollouts right now; nothing was done: retry in a few seconds")
     }
 
     /// Saves the state if it changed; on failure the step is undone (nothing is pushed that is not stored).
@@ -956,6 +958,32 @@ public actor Controller {
         return members
     }
 
+    /// A stored version, read for a write: a store that fails fails the write (read as missing, an apply
+    /// would lose the packages the version pins).
+    func storedVersion(_ number: Int?) throws(ControlPlaneError) -> PolicyVersion? {
+        guard let number else { return nil }
+        do {
+            return try self.store.version(number)
+        } catch {
+            throw .store("cannot read version \(number): \(error)")
+        }
+    }
+
+    /// A leader-only write the store failed: refused by the fence (this replica lost the lease meanwhile, and
+    /// the write was rolled back) it may be sent again, to the new leader; otherwise a store error.
+    /// - Parameter version: a version an earlier write of the same request stored, whose rollout this one was
+    ///   to start. It stays, pending and never rolled out; the request sent again stores and rolls out another.
+    static func writeFailure(_ error: any Error, after version: Int? = nil) -> ControlPlaneError {
+        guard let error = error as? StoreError, error.fenced else { return .store("\(error)") }
+        let done =
+            version.map {
+                "version \($0) was stored but its rollout not started (sent again, the request stores a new version and rolls it out)"
+            } ?? "nothing was stored"
+        return .leadershipMoved(
+            "this replica lost the lead while making the change and \(done): retry in a few seconds (\(error))"
+        )
+    }
+
     /// How an agent stands with the connection settings last offered to it.
     static func connectionSettingsState(_ settings: ConnectionSettingsState) -> String? {
         guard let offered = settings.offeredHash else { return settings.status.map(\.rawValue) }
@@ -980,7 +1008,8 @@ public actor Controller {
         let active = self.state.rollout.flatMap { $0.phase.isTerminal ? nil : $0 }
         // While a rollout rolls back, the fleet is going back to its `from`: inherit from that, not the failure.
         let target = (active?.rollingBack == true ? active?.from : active?.to) ?? self.state.current
-        let base = target.flatMap { try? self.store.version($0) }?.packages
+        let targetVersion = try self.storedVersion(target)
+        let base = targetVersion?.packages
         let pins = try self.packages(fleet: request.fleet, override: packages, base: base)
         let compiled: CompiledSet
         switch VersionBuilder.compile(sources: request.sources, fleet: request.fleet, packages: pins) {
@@ -988,7 +1017,7 @@ public actor Controller {
         case .failure(let rejection): throw .rejected(rejection)
         }
         try self.checkBehaviourChanges(from: base, to: pins, set: compiled, accepted: request.acceptChanges ?? [])
-        let targetHash = target.flatMap { try? self.store.version($0) }?.contentHash
+        let targetHash = targetVersion?.contentHash
         let tiers = self.changedTiers(from: target, to: compiled)
         let renderWarnings = try self.renderCheck(compiled)
         // A destination whose header or CA file policyd cannot read is refused now, not at offer time.
@@ -1040,10 +1069,10 @@ public actor Controller {
                 )
             )
         } catch {
-            throw .store("\(error)")
+            throw Self.writeFailure(error)
         }
         self.sets[version.number] = compiled
-        let rollout = try self.startRollout(to: version.number, set: compiled, tiers: tiers)
+        let rollout = try self.startRollout(to: version.number, set: compiled, tiers: tiers, newVersion: true)
         self.audit(
             actor: actor,
             action: "apply",
@@ -1114,7 +1143,8 @@ public actor Controller {
         tiers: [AgentTier],
         samplerCount: Int? = nil,
         autoRollback: Bool? = nil,
-        preface: [EngineEvent] = []
+        preface: [EngineEvent] = [],
+        newVersion: Bool = false
     ) throws(ControlPlaneError) -> Int {
         let strategy = set.fleet.rollout
         let plan = RolloutPlan(
@@ -1152,7 +1182,7 @@ public actor Controller {
             try self.store.saveControlState(self.state, events: events)
         } catch {
             self.state = before
-            throw .store("\(error)")
+            throw Self.writeFailure(error, after: newVersion ? number : nil)
         }
         for event in events {
             self.sequence += 1

@@ -229,6 +229,28 @@ public final class Leadership: Sendable {
 
     /// When the controller last finished a step (nil: not yet).
     private let lastStep = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+    /// When the elector last had an answer from the database (nil: not yet).
+    private let lastAnswer = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+
+    /// A replica whose database has not answered for this long is not ready (`/readyz`): it can neither
+    /// follow the leader's state nor publish its agents, so a load balancer should send new agents elsewhere.
+    public static let unreachableAfterSeconds = 10
+
+    /// The elector had an answer from the database.
+    func databaseAnswered() {
+        self.lastAnswer.withLockedValue { $0 = .now }
+    }
+
+    /// Why this replica is not ready, or nil when it is: its database has not answered its elector yet, or
+    /// not for ``unreachableAfterSeconds``.
+    public var notReadyReason: String? {
+        self.lastAnswer.withLockedValue { last in
+            guard let last else { return "the database has not answered yet" }
+            let silent = ContinuousClock.now - last
+            guard silent >= .seconds(Self.unreachableAfterSeconds) else { return nil }
+            return "the database has not answered for \(silent.components.seconds) s"
+        }
+    }
 
     /// The controller finished a step.
     func controllerStepped() {
@@ -397,6 +419,7 @@ public struct LeaderElector: Service {
                 self.logger.warning("lease attempts ran late", metadata: ["interval": "\(now - previous)"])
             }
             previous = now
+            var answered = false
             do {
                 let lease = try leadership.coordination.acquireOrRenewLease(
                     replica: leadership.replica,
@@ -404,6 +427,8 @@ public struct LeaderElector: Service {
                     leaseSeconds: leadership.leaseSeconds,
                     api: leadership.api
                 )
+                leadership.databaseAnswered()
+                answered = true
                 if lease.held {
                     if epoch != lease.epoch {
                         self.logger.notice("this replica leads", metadata: ["epoch": "\(lease.epoch)"])
@@ -433,13 +458,15 @@ public struct LeaderElector: Service {
             // controller's step, so a step slowed by a burst of reconnecting agents does not make them look
             // gone. A database that cannot be reached was reported just above.
             if stop.isRaised { break }
-            if leadership.controllerAlive {
+            // Not after a failed attempt: the database did not answer, and a heartbeat waiting out its own
+            // deadline would only put off the next attempt at the lease.
+            if answered, leadership.controllerAlive {
                 do {
                     try leadership.coordination.heartbeat(replica: leadership.replica, api: leadership.api)
                 } catch {
                     self.logger.debug("cannot record this replica's heartbeat", metadata: ["error": "\(error)"])
                 }
-            } else if !stalled {
+            } else if !leadership.controllerAlive, !stalled {
                 self.logger.error(
                     "the controller has not stepped for \(Leadership.stalledControllerSeconds) s: no more heartbeats, so the leader counts this replica's agents as gone"
                 )

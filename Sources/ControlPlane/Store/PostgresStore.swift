@@ -41,6 +41,7 @@ public final class PostgresStore: ControlPlaneStore {
             size: configuration.poolSize,
             connection: connection,
             eventLoop: self.group.next(),
+            answerSeconds: Self.answerSeconds,
             logger: logger
         )
         self.leaseGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -48,6 +49,7 @@ public final class PostgresStore: ControlPlaneStore {
             size: 1,
             connection: connection,
             eventLoop: self.leaseGroup.next(),
+            answerSeconds: Self.leaseAnswerSeconds,
             logger: logger
         )
         do {
@@ -62,6 +64,16 @@ public final class PostgresStore: ControlPlaneStore {
     deinit {
         self.shutDown()
     }
+
+    /// How long a statement may go unanswered before its connection is closed: the server's own
+    /// `statement_timeout` (15 s) ends every statement it received before that, so only a database that
+    /// cannot be reached gets here.
+    static let answerSeconds: Double = 20
+    /// The same for the lease and the heartbeat: a renewal that has not answered within the lease is of no use,
+    /// and the next one, a second later, goes out on a new connection. Longer than `lock_timeout` (5 s).
+    static let leaseAnswerSeconds: Double = 8
+    /// How often the listening connection, which otherwise only waits, is asked whether it still answers.
+    static let listenerProbeSeconds: Int64 = 10
 
     private let isShutDown = NIOLockedValueBox(false)
     /// Whether leader-only writes (engine state, versions, outcomes, rendered configs) are checked against
@@ -96,7 +108,7 @@ public final class PostgresStore: ControlPlaneStore {
         case .unfenced:
             return
         case .refuse:
-            throw StoreError("this replica does not lead: only the leader writes this (fenced)")
+            throw StoreError("this replica does not lead: only the leader writes this (fenced)", fenced: true)
         case .epoch(let replica, let epoch):
             let held = try session.query(
                 """
@@ -105,7 +117,10 @@ public final class PostgresStore: ControlPlaneStore {
                 """
             )
             guard !held.isEmpty else {
-                throw StoreError("this replica no longer holds the lease of epoch \(epoch): another leads (fenced)")
+                throw StoreError(
+                    "this replica no longer holds the lease of epoch \(epoch): another leads (fenced)",
+                    fenced: true
+                )
             }
         }
     }
@@ -453,10 +468,9 @@ public final class PostgresStore: ControlPlaneStore {
     ) throws -> T {
         // A replica that follows is refused before it writes anything (the database check stays last).
         if fenced, case .refuse = self.fencing.withLockedValue({ $0 }) {
-            throw StoreError("this replica does not lead: only the leader writes this (fenced)")
+            throw StoreError("this replica does not lead: only the leader writes this (fenced)", fenced: true)
         }
-        return try (pool ?? self.pool).withConnection(what) { connection in
-            let session = Session(connection: connection, logger: self.logger)
+        return try (pool ?? self.pool).withSession(what) { session in
             _ = try session.query("BEGIN")
             do {
                 let result = try body(session)
@@ -480,9 +494,7 @@ public final class PostgresStore: ControlPlaneStore {
 
     /// Runs one statement outside a transaction (a read).
     private func read<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
-        try self.pool.withConnection(what) { connection in
-            try body(Session(connection: connection, logger: self.logger))
-        }
+        try self.pool.withSession(what) { session in try body(session) }
     }
 
     static func describe(_ error: any Error) -> String {
@@ -1243,9 +1255,16 @@ extension PostgresStore: SharedPackageStorage {
 private struct Session {
     let connection: PostgresConnection
     let logger: Logger
+    /// How long a statement may go unanswered before the connection is given up.
+    let answerSeconds: Double
 
     func query(_ query: PostgresQuery) throws -> PostgresQueryResult {
-        try self.connection.query(query, logger: self.logger).wait()
+        let connection = self.connection
+        return try BlockingConnectionPool.wait(
+            for: connection.query(query, logger: self.logger),
+            atMost: self.answerSeconds,
+            "the statement"
+        ) { _ in connection.closeInBackground() }
     }
 }
 
@@ -1266,17 +1285,65 @@ final class BlockingConnectionPool: Sendable {
     private let logger: Logger
     private let state = NIOLockedValueBox(State())
     private let free: DispatchSemaphore
+    /// How long a statement, or opening a connection, may go unanswered before the connection is given up.
+    let answerSeconds: Double
 
-    init(size: Int, connection: PostgresConnection.Configuration, eventLoop: any EventLoop, logger: Logger) {
+    /// - Parameter answerSeconds: past this a call fails and its connection is closed. A database cut off by
+    ///   the network (a partition, a host that failed over to another address) answers nothing, not even an
+    ///   error, and TCP alone would retransmit for a quarter of an hour while the caller waits.
+    init(
+        size: Int,
+        connection: PostgresConnection.Configuration,
+        eventLoop: any EventLoop,
+        answerSeconds: Double,
+        logger: Logger
+    ) {
         self.size = size
         self.configuration = connection
         self.eventLoop = eventLoop
+        self.answerSeconds = answerSeconds
         self.logger = logger
         self.free = DispatchSemaphore(value: size)
     }
 
+    /// Waits for `future` at most `seconds`; past that `giveUp` gets it (to close the connection it runs on,
+    /// or will run on) and the wait fails with ``StoreError``.
+    static func wait<T: Sendable>(
+        for future: EventLoopFuture<T>,
+        atMost seconds: Double,
+        _ what: String,
+        giveUp: @escaping @Sendable (EventLoopFuture<T>) -> Void
+    ) throws -> T {
+        let outcome = NIOLockedValueBox<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        future.whenComplete { result in
+            outcome.withLockedValue { $0 = result }
+            done.signal()
+        }
+        guard done.wait(timeout: .now() + seconds) == .success, let result = outcome.withLockedValue({ $0 }) else {
+            giveUp(future)
+            throw NoAnswer(
+                description:
+                    "\(what): no answer from the database in \(Int(seconds)) s (cut off by the network?); the connection is closed and the next call opens another"
+            )
+        }
+        return try result.get()
+    }
+
+    /// A statement, or the opening of a connection, the database did not answer in time.
+    struct NoAnswer: Error, CustomStringConvertible {
+        var description: String
+    }
+
     /// How long a call waits for a connection when all are lent.
     static let checkoutTimeout: TimeInterval = 30
+
+    /// One connection for `body`, whose statements are given up after ``answerSeconds``.
+    fileprivate func withSession<T>(_ what: String, _ body: (Session) throws -> T) throws -> T {
+        try self.withConnection(what) { connection in
+            try body(Session(connection: connection, logger: self.logger, answerSeconds: self.answerSeconds))
+        }
+    }
 
     func withConnection<T>(_ what: String, _ body: (PostgresConnection) throws -> T) throws -> T {
         guard self.free.wait(timeout: .now() + Self.checkoutTimeout) == .success else {
@@ -1292,8 +1359,20 @@ final class BlockingConnectionPool: Sendable {
             throw error
         } catch {
             healthy = !Self.breaksConnection(error)
+            // The idle connections went the same way, most likely (the database moved, the network broke):
+            // closed now, so that each later call does not wait out the deadline on one of them first.
+            if error is NoAnswer { self.closeIdle() }
             throw StoreError("\(what): \(PostgresStore.describe(error))")
         }
+    }
+
+    /// Closes the idle connections; later calls open new ones.
+    private func closeIdle() {
+        let idle = self.state.withLockedValue { state in
+            defer { state.idle = [] }
+            return state.idle
+        }
+        for connection in idle { connection.closeInBackground() }
     }
 
     /// An idle connection that is still open, or a new one.
@@ -1309,12 +1388,16 @@ final class BlockingConnectionPool: Sendable {
         if closed { throw StoreError("\(what): the store is closed") }
         if let idle { return idle }
         do {
-            return try PostgresConnection.connect(
-                on: self.eventLoop,
-                configuration: self.configuration,
-                id: id,
-                logger: self.logger
-            ).wait()
+            return try Self.wait(
+                for: PostgresConnection.connect(
+                    on: self.eventLoop,
+                    configuration: self.configuration,
+                    id: id,
+                    logger: self.logger
+                ),
+                atMost: self.answerSeconds,
+                "opening a connection"
+            ) { connecting in connecting.whenSuccess { $0.closeInBackground() } }
         } catch {
             throw StoreError("\(what): cannot connect to the database: \(PostgresStore.describe(error))")
         }
@@ -1352,10 +1435,12 @@ final class BlockingConnectionPool: Sendable {
 }
 
 extension PostgresConnection {
-    /// Closes without waiting (the future form: the async one would need a task).
-    fileprivate func closeInBackground() {
+    /// Closes without waiting (the future form: the async one would need a task). The connection is kept
+    /// until its channel has closed: postgres-nio requires a connection to be closed before it goes, and the
+    /// caller usually lets go of it at once.
+    func closeInBackground() {
         let closed: EventLoopFuture<Void> = self.close()
-        closed.whenComplete { _ in }
+        closed.whenComplete { _ in withExtendedLifetime(self) {} }
     }
 }
 
@@ -1411,30 +1496,61 @@ extension PostgresStore: ReplicaCoordination {
             loop.scheduleTask(in: .seconds(1)) { [weak self] in self?.listen(handler) }
         }
         guard !self.isShutDown.withLockedValue({ $0 }) else { return }
-        PostgresConnection.connect(on: loop, configuration: self.connectionConfiguration, id: 0, logger: self.logger)
-            .whenComplete { [weak self] result in
-                switch result {
-                case .failure:
+        let logger = self.logger
+        let connecting = PostgresConnection.connect(
+            on: loop,
+            configuration: self.connectionConfiguration,
+            id: 0,
+            logger: logger
+        )
+        // A connection that never answers (the database cut off by the network) is given up and tried again.
+        // Everything below runs on `loop`, so the flag needs no more than the lock it has.
+        let abandoned = NIOLockedValueBox(false)
+        let limit = loop.scheduleTask(in: .seconds(Int64(Self.answerSeconds))) {
+            abandoned.withLockedValue { $0 = true }
+            connecting.whenSuccess { $0.closeInBackground() }
+            reconnect()
+        }
+        connecting.whenComplete { [weak self] result in
+            limit.cancel()
+            guard !abandoned.withLockedValue({ $0 }) else { return }
+            switch result {
+            case .failure:
+                reconnect()
+            case .success(let connection):
+                guard let self, !self.isShutDown.withLockedValue({ $0 }) else {
+                    connection.closeInBackground()
+                    return
+                }
+                self.listener.withLockedValue { $0 = connection }
+                for (channel, news) in [
+                    (Self.stateChannel, ReplicaNews.stateSaved), (Self.viewsChannel, .viewsPublished),
+                ] {
+                    connection.addListener(channel: channel) { _, notification in
+                        handler(news, Double(notification.payload))
+                    }
+                }
+                // Whatever was sent while not listening is read by the caller's next full poll.
+                handler(.listening, nil)
+                // A listening connection only waits, so a silent loss would never show: it is asked now and then,
+                // and closed (then reopened) when it does not answer.
+                let probes = loop.scheduleRepeatedTask(
+                    initialDelay: .seconds(Self.listenerProbeSeconds),
+                    delay: .seconds(Self.listenerProbeSeconds)
+                ) { _ in
+                    let probe = connection.query("SELECT 1", logger: logger)
+                    let unanswered = loop.scheduleTask(in: .seconds(Int64(Self.leaseAnswerSeconds))) {
+                        logger.warning("the listening database connection does not answer: reopening it")
+                        connection.closeInBackground()
+                    }
+                    probe.whenComplete { _ in unanswered.cancel() }
+                }
+                connection.closeFuture.whenComplete { _ in
+                    probes.cancel()
                     reconnect()
-                case .success(let connection):
-                    guard let self, !self.isShutDown.withLockedValue({ $0 }) else {
-                        let closed: EventLoopFuture<Void> = connection.close()
-                        closed.whenComplete { _ in }
-                        return
-                    }
-                    self.listener.withLockedValue { $0 = connection }
-                    for (channel, news) in [
-                        (Self.stateChannel, ReplicaNews.stateSaved), (Self.viewsChannel, .viewsPublished),
-                    ] {
-                        connection.addListener(channel: channel) { _, notification in
-                            handler(news, Double(notification.payload))
-                        }
-                    }
-                    // Whatever was sent while not listening is read by the caller's next full poll.
-                    handler(.listening, nil)
-                    connection.closeFuture.whenComplete { _ in reconnect() }
                 }
             }
+        }
     }
 
     public func fence(replica: String, epoch: Int?) {

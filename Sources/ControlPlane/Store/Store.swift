@@ -84,9 +84,15 @@ enum StoreJSON {
 public struct StoreError: Error, Sendable, CustomStringConvertible {
     /// What failed and why.
     public var description: String
+    /// A write only the leader makes, refused because this replica does not lead (or no longer does):
+    /// nothing of it was stored, and it may be sent again to the leader.
+    public var fenced: Bool
 
     /// Creates an error.
-    public init(_ description: String) { self.description = description }
+    public init(_ description: String, fenced: Bool = false) {
+        self.description = description
+        self.fenced = fenced
+    }
 }
 
 /// Everything the control plane keeps, as intents. The rest of ControlPlane talks to the store only

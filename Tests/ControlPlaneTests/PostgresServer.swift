@@ -135,6 +135,15 @@ final class PostgresTestServer: Sendable {
         return self.url(database: name)
     }
 
+    /// A new database's URL over TLS, the server's certificate checked against the test CA and the address
+    /// (`sslmode=verify-full`).
+    func makeVerifiedDatabase() throws -> String {
+        let ca = self.directory.appendingPathComponent("ca.pem")
+        try Data(self.certificates.caPEM.utf8).write(to: ca, options: .atomic)
+        let url = try self.makeDatabase()
+        return url.replacingOccurrences(of: "sslmode=disable", with: "sslmode=verify-full&sslrootcert=\(ca.path)")
+    }
+
     /// The URL of `database` with `parameters` (`sslmode=disable` when none).
     func url(database: String, parameters: String = "sslmode=disable", password: String? = nil) -> String {
         "postgres://tailplane:\(password ?? self.password)@127.0.0.1:\(self.port)/\(database)?\(parameters)"

@@ -121,15 +121,20 @@ import Testing
         return (try? await HTTPClient.shared.execute(request, timeout: .seconds(5))).map { Int($0.status.code) }
     }
 
-    /// The lease epoch the replica's `/metrics` shows.
-    func epoch(_ apiPort: Int) async -> Int? {
+    /// The value of a gauge the replica's `/metrics` shows.
+    func gauge(_ apiPort: Int, _ name: String) async -> Double? {
         let request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/metrics")
         guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
             let body = try? await response.body.collect(upTo: 4 << 20)
         else { return nil }
-        let prefix = "tailplane_leader_epoch "
+        let prefix = name + " "
         return String(buffer: body).split(separator: "\n").first { $0.hasPrefix(prefix) }
-            .flatMap { Double($0.dropFirst(prefix.count)) }.map { Int($0) }
+            .flatMap { Double($0.dropFirst(prefix.count)) }
+    }
+
+    /// The lease epoch the replica's `/metrics` shows.
+    func epoch(_ apiPort: Int) async -> Int? {
+        await self.gauge(apiPort, "tailplane_leader_epoch").map { Int($0) }
     }
 
     /// The replicas that say they lead.
@@ -142,7 +147,8 @@ import Testing
     }
 
     @Test func threeReplicasShareARolloutAndALeaderKilledMidStageIsReplaced() async throws {
-        let database = try PostgresTestServer.shared.get().makeDatabase()
+        // Over TLS, the server's certificate checked against its CA and its address (verify-full).
+        let database = try PostgresTestServer.shared.get().makeVerifiedDatabase()
         let replicas = try self.startReplicas(3, database: database)
         defer { Self.killAll(replicas) }
         let crash = CrashTests()
@@ -157,6 +163,14 @@ import Testing
         defer {
             fleetTask.cancel()
             Task { await fleet.shutdown() }
+        }
+
+        // Every replica sees the three alive (their heartbeats).
+        for replica in replicas {
+            #expect(
+                await eventually { await self.gauge(replica.apiPort, "tailplane_replicas_live") == 3 },
+                "\(replica.name) sees three replicas"
+            )
         }
 
         // A follower does not pass on what another replica forwarded (leadership moving): 503, nothing stored.
@@ -184,6 +198,13 @@ import Testing
         print("leader failover after kill -9: \(String(format: "%.1f", failover)) s")
         let next = try #require(await self.leaders(survivors).first)
         #expect(next != leader.name)
+        // The dead one is no longer counted alive (10 s after its last heartbeat).
+        for replica in survivors {
+            #expect(
+                await eventually(timeout: 30) { await self.gauge(replica.apiPort, "tailplane_replicas_live") == 2 },
+                "\(replica.name) sees two replicas"
+            )
+        }
 
         // The rollout completes: every agent, including those that were on the dead replica, runs version 1.
         let api = try #require(survivors.first { $0.name == next }).apiPort
@@ -459,19 +480,25 @@ import Testing
             #expect(FileManager.default.contents(atPath: copy.path) == Data(bytes), "\(replica.name) served its agents")
         }
 
-        // The database restarts under the running fleet: the replicas ride it out, one leads again, and a new
-        // version rolls out to every agent.
-        server.stop()
-        try await Task.sleep(for: .seconds(3))
-        try server.start()
-        #expect(await eventually(timeout: 30) { await self.leaders(started).count == 1 })
-        var extra = try exampleApply(message: "after the database restart", transform: quick)
+        // The database restarts under load, in the middle of a stage: the replicas ride it out, one leads
+        // again, and the rollout goes on to every agent. (Applied through a follower: forwarded.)
+        var extra = try exampleApply(message: "through a database restart", transform: quick)
         extra.sources.append(
             SourceText(path: "98-extra.policy", text: "keep extra when service == \"tailplane-extra\"\n")
         )
         extra.fleet = first.fleet
-        let afterRestart = try await crash.applySlowly(extra, apiPort: follower.apiPort)
-        #expect(afterRestart == .created, "\(afterRestart)")
+        let beforeRestart = try await crash.applySlowly(extra, apiPort: follower.apiPort)
+        #expect(beforeRestart == .created, "\(beforeRestart)")
+        #expect(
+            await eventually(timeout: 30) {
+                let rollout = await crash.get(firstAPI, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+                return rollout?["id"] as? Int == 2 && (rollout?["stageIndex"] as? Int ?? 0) >= 1
+            }
+        )
+        server.stop()
+        try await Task.sleep(for: .seconds(3))
+        try server.start()
+        #expect(await eventually(timeout: 30) { await self.leaders(started).count == 1 })
         #expect(await self.rolloutSucceeded(2, follower.apiPort))
         #expect(await self.fleetSettled(replicas, version: 2))
 

@@ -302,6 +302,32 @@ private func agent(_ uid: String, seen: Double, state: String = "applied") -> Ag
 
 /// What only the PostgreSQL store has: URLs, TLS, several policyd on one database, a restarting server.
 @Suite struct PostgresStoreTests {
+    /// The SHA-256 of each shipped PostgreSQL migration's statements, pinned when it shipped: a migration is
+    /// never edited once a database may have applied it (a change is a new migration). A new migration is
+    /// pinned here when it ships; the failure message gives its digest.
+    static let shippedMigrations: [String: String] = [
+        "v1-initial": "b0900bd9fce0132dd4e0324ed24532959d6f413c0f51d320b498b94309b2c196",
+        "v2-replicas": "33c1f8cf8ae0c4255b87755152efcaafe6a3e841303eb20aaf44f9fc1be4d9d7",
+        "v3-shared-packages": "592b5e8ecf3037f77a0f400b398c1e7afd2fe0d7a9a18478690a7b2f79c6a64a",
+        "v4-view-order": "49103d0833cfe0a2aad7f072d3cf1fd655b3b3521acc677f937726284843c97f",
+        "v5-agent-record-order": "20b43f73f8f7450c942763e5a4d464a82541b86dd2ac88ba7fa1d10fe9af59c2",
+        "v6-state-rows": "1a0f1f7794f17c5004d5918a381e2d9aefb52ff067bd47937ba485b22ec53998",
+    ]
+
+    @Test func shippedMigrationsAreNeverEdited() {
+        for (name, statements) in PostgresStore.migrations {
+            let digest = SHA256.hash(data: Data(statements.joined(separator: "\n;\n").utf8))
+                .map { String(format: "%02x", $0) }.joined()
+            guard let pinned = Self.shippedMigrations[name] else {
+                Issue.record("migration \(name) is not pinned: add \"\(name)\": \"\(digest)\" when it ships")
+                continue
+            }
+            #expect(pinned == digest, "migration \(name) was edited after it shipped: write a new migration instead")
+        }
+        let names = Set(PostgresStore.migrations.map(\.name))
+        #expect(Self.shippedMigrations.keys.allSatisfy(names.contains), "a shipped migration was removed")
+    }
+
     @Test func urlsAreReadAsLibpqReadsThemAndMistakesAreNamed() throws {
         let full = try PostgresStoreConfiguration(
             url: "postgresql://tail%40plane:p%3Ass@db.example:6543/tail?sslmode=verify-full&sslrootcert=/ca.pem"

@@ -22,6 +22,8 @@ public final class ControlPlaneMetrics: Sendable {
     let leaderTransitions: Metrics.Gauge
     /// How late the last LISTEN/NOTIFY news from another replica arrived.
     let notificationLag: Metrics.Gauge
+    /// Replicas seen alive (a heartbeat in the last 10 s), this one included.
+    let replicasLive: Metrics.Gauge
     let applyDuration: Metrics.Timer
     /// Console sign-ins accepted and refused (a wrong token): `tailplane_console_logins_total{outcome}`.
     let consoleLoginsAccepted: Metrics.Counter
@@ -44,6 +46,7 @@ public final class ControlPlaneMetrics: Sendable {
         self.leaderEpoch = Metrics.Gauge(label: "tailplane_leader_epoch", factory: factory)
         self.leaderTransitions = Metrics.Gauge(label: "tailplane_leader_transitions", factory: factory)
         self.notificationLag = Metrics.Gauge(label: "tailplane_notification_lag_seconds", factory: factory)
+        self.replicasLive = Metrics.Gauge(label: "tailplane_replicas_live", factory: factory)
         self.applyDuration = Metrics.Timer(label: "tailplane_apply_duration_seconds", factory: factory)
         self.consoleLoginsAccepted = Metrics.Counter(
             label: "tailplane_console_logins_total",

@@ -60,6 +60,8 @@ public actor Controller {
     private var remote: [String: PublishedView] = [:]
     private var remoteCache: [String: PublishedView] = [:]
     private var remoteCursor: Int64?
+    /// Replicas with a heartbeat in the last ``replicaMaxAge`` seconds (this one included), as last read.
+    private var liveReplicaCount: Int?
     /// Agent records as every replica wrote them (those of other replicas' agents are shown), read only
     /// as they change.
     private var otherRecords: [String: AgentRecord] = [:]
@@ -300,6 +302,7 @@ public actor Controller {
             self.metrics.leaderEpoch.record(leadership.leaderEpoch ?? self.ledEpoch ?? 0)
             self.metrics.leaderTransitions.record(leadership.transitions)
             if let lag = leadership.notificationLag { self.metrics.notificationLag.record(lag) }
+            if let live = self.liveReplicaCount { self.metrics.replicasLive.record(live) }
         }
     }
 
@@ -464,6 +467,7 @@ public actor Controller {
             }
             self.remoteCursor = read.cursor
             let live = try leadership.coordination.liveReplicas(maxAgeSeconds: Self.replicaMaxAge)
+            self.liveReplicaCount = live.count
             var views: [String: PublishedView] = [:]
             for (uid, cached) in self.remoteCache {
                 var entry = cached

@@ -83,12 +83,14 @@ import Testing
 
     /// Whether the replica's `/metrics` says it leads.
     func leads(_ apiPort: Int) async -> Bool {
-        let request = HTTPClientRequest(url: "http://127.0.0.1:\(apiPort)/metrics")
-        guard let response = try? await HTTPClient.shared.execute(request, timeout: .seconds(5)),
-            let body = try? await response.body.collect(upTo: 4 << 20)
-        else { return false }
-        return String(buffer: body).split(separator: "\n").contains { line in
-            line.hasPrefix("tailplane_leader ") && Double(line.dropFirst("tailplane_leader ".count)) == 1
+        await self.gauge(apiPort, "tailplane_leader") == 1
+    }
+
+    /// Rollout `id` is current and past its first stage, as `apiPort` sees it.
+    func pastFirstStage(_ id: Int, _ apiPort: Int) async -> Bool {
+        await eventually(timeout: 30) {
+            let rollout = await CrashTests().get(apiPort, "/v1/rollouts/current")?["rollout"] as? [String: Any]
+            return rollout?["id"] as? Int == id && (rollout?["stageIndex"] as? Int ?? 0) >= 1
         }
     }
 
@@ -489,12 +491,7 @@ import Testing
         extra.fleet = first.fleet
         let beforeRestart = try await crash.applySlowly(extra, apiPort: follower.apiPort)
         #expect(beforeRestart == .created, "\(beforeRestart)")
-        #expect(
-            await eventually(timeout: 30) {
-                let rollout = await crash.get(firstAPI, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-                return rollout?["id"] as? Int == 2 && (rollout?["stageIndex"] as? Int ?? 0) >= 1
-            }
-        )
+        #expect(await self.pastFirstStage(2, firstAPI))
         server.stop()
         try await Task.sleep(for: .seconds(3))
         try server.start()
@@ -510,12 +507,7 @@ import Testing
         #expect(try await crash.applySlowly(third, apiPort: replicas[0].apiPort) == .created)
         let currentLeader = try #require(await self.leaders(replicas).first)
         let victim = try #require(replicas.firstIndex { $0.name != currentLeader })
-        #expect(
-            await eventually(timeout: 30) {
-                let rollout = await crash.get(firstAPI, "/v1/rollouts/current")?["rollout"] as? [String: Any]
-                return rollout?["id"] as? Int == 3 && (rollout?["stageIndex"] as? Int ?? 0) >= 1
-            }
-        )
+        #expect(await self.pastFirstStage(3, firstAPI))
         kill(replicas[victim].process.processIdentifier, SIGKILL)
         replicas[victim].process.waitUntilExit()
         replicas[victim].process = try self.start(

@@ -69,8 +69,9 @@ public final class PostgresStore: ControlPlaneStore {
     /// `statement_timeout` (15 s) ends every statement it received before that, so only a database that
     /// cannot be reached gets here.
     static let answerSeconds: Double = 20
-    /// The same for the lease and the heartbeat: a renewal that has not answered within the lease is of no use,
-    /// and the next one, a second later, goes out on a new connection. Longer than `lock_timeout` (5 s).
+    /// The same for the lease and the heartbeat (and the listening connection's probe): a renewal that has not
+    /// answered within the lease is of no use, and the next one, a second later, goes out on a new connection.
+    /// Longer than `lock_timeout` (5 s).
     static let leaseAnswerSeconds: Double = 8
     /// How often the listening connection, which otherwise only waits, is asked whether it still answers.
     static let listenerProbeSeconds: Int64 = 10
